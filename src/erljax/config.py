@@ -1,0 +1,132 @@
+"""Default configuration and start-up validation.
+
+Every experiment config in `experiments/configs/` starts from `default()` and
+overrides what it needs. `validate()` runs before anything is built and raises
+`ConfigError` naming the offending key and value.
+
+Step counts are env transitions summed over the parallel envs, as in the
+paper (one vectorized step of N envs is N steps).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import ml_collections
+from ml_collections import config_dict
+
+from erljax import envs
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message names key and value."""
+
+
+def default() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "reacher"
+  c.seed = 0
+  c.num_seeds = 1                 # seeds run at once, vmapped: seed, seed+1, ...
+  c.num_envs = 8                  # parallel training envs
+  c.episode_length = config_dict.placeholder(int)  # None: the task's default
+  c.total_steps = 100_000
+  c.seed_steps = 1_000            # uniform random actions before learning
+  c.log_every = 5_000             # one compiled chunk; host work between chunks
+  c.eval_every = 10_000
+  c.num_eval_envs = 10            # deterministic evaluation episodes
+  c.batch_size = 512
+  c.updates_per_step = 1          # SAC updates per vectorized env step
+  c.replay_capacity = 1_000_000
+  c.workdir = ""                  # if set: metrics.jsonl and config.json here
+
+  c.sac = ml_collections.ConfigDict()
+  c.sac.hidden_sizes = (256, 256, 256)
+  c.sac.actor_lr = 3e-4
+  c.sac.critic_lr = 3e-4
+  c.sac.alpha_lr = 1e-4
+  c.sac.init_temperature = 0.1
+  c.sac.discount = 0.99
+  c.sac.tau = 0.005
+  c.sac.target_update_period = 2
+  c.sac.log_std_min = -5.0
+  c.sac.log_std_max = 2.0
+  c.sac.target_entropy = config_dict.placeholder(float)  # None: -|A|
+
+  c.reward = ml_collections.ConfigDict()
+  c.reward.source = "env"         # where SAC's reward comes from
+  c.reward.scale = 1.0
+  return c
+
+
+REWARD_SOURCES = ("env",)
+
+
+def _fail(key: str, value: Any, why: str):
+  raise ConfigError(f"config.{key}={value!r}: {why}")
+
+
+def _check(c: ml_collections.ConfigDict, key: str,
+           ok: Callable[[Any], bool], why: str):
+  node = c
+  for part in key.split("."):
+    node = node[part]
+  try:
+    good = ok(node)
+  except TypeError:
+    good = False
+  if not good:
+    _fail(key, node, why)
+
+
+def _int(lo: int):
+  return lambda v: (isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                    and v >= lo)
+
+
+def _pos_float(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and (
+      v == v and v != float("inf"))
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every value; returns the config unchanged or raises ConfigError."""
+  if c.task not in envs.task_names():
+    _fail("task", c.task, f"unknown task; choose one of {envs.task_names()}")
+  for key, lo in (("seed", 0), ("num_seeds", 1), ("num_envs", 1),
+                  ("total_steps", 1), ("seed_steps", 0), ("log_every", 1),
+                  ("eval_every", 1), ("num_eval_envs", 1), ("batch_size", 1),
+                  ("updates_per_step", 0), ("replay_capacity", 1),
+                  ("sac.target_update_period", 1)):
+    _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  if c.episode_length is not None:
+    _check(c, "episode_length", _int(1), "must be an integer >= 1 or None")
+  n = c.num_envs
+  for key in ("log_every", "eval_every", "total_steps", "seed_steps"):
+    _check(c, key, lambda v: v % n == 0,
+           f"must be a multiple of num_envs={n} (steps count transitions "
+           "over all envs)")
+  for key in ("eval_every", "total_steps"):
+    _check(c, key, lambda v: v % c.log_every == 0,
+           f"must be a multiple of log_every={c.log_every}")
+  _check(c, "replay_capacity", lambda v: v >= n,
+         f"must hold at least one vectorized step (num_envs={n})")
+  _check(c, "seed_steps", lambda v: v <= c.total_steps,
+         f"must not exceed total_steps={c.total_steps}")
+  _check(c, "sac.hidden_sizes",
+         lambda v: len(v) >= 1 and all(_int(1)(h) for h in v),
+         "must be a non-empty sequence of positive integers")
+  for key in ("sac.actor_lr", "sac.critic_lr", "sac.alpha_lr",
+              "sac.init_temperature", "reward.scale"):
+    _check(c, key, _pos_float, "must be a finite number > 0")
+  _check(c, "sac.discount", lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
+  _check(c, "sac.tau", lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]")
+  _check(c, "sac.log_std_min", lambda v: v < c.sac.log_std_max,
+         f"must be below sac.log_std_max={c.sac.log_std_max}")
+  if c.sac.target_entropy is not None:
+    _check(c, "sac.target_entropy",
+           lambda v: isinstance(v, numbers.Real) and v == v,
+           "must be a number or None")
+  _check(c, "reward.source", lambda v: v in REWARD_SOURCES,
+         f"must be one of {REWARD_SOURCES}")
+  return c

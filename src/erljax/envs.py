@@ -1,0 +1,294 @@
+"""Task registry and a batched, auto-resetting environment wrapper.
+
+A *task* is a single-instance JAX environment (Brax or MuJoCo Playground) plus
+what reward learning from ratings needs to know about it: the instruction a
+VLM is given, the number of rating classes, the range of its ground-truth
+per-step reward (the scripted rater bins segment returns over it), a success
+signal and a camera to render from.
+
+`make_vec_env(task, num_envs, episode_length)` vmaps the task over ``num_envs``
+instances, counts episode steps, separates time-limit truncation from true
+termination, and resets finished episodes inside the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Env = Any  # a brax.envs.Env or mujoco_playground MjxEnv: reset(key), step(state, a)
+EnvStateT = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """Everything erljax needs to know about one task.
+
+  Attributes:
+    name: registry key.
+    make_env: builds the single-instance environment.
+    instruction: task description given to the VLM ("[{instruction}]").
+    num_classes: number of rating classes (2 for binary outcomes, 3 graded).
+    episode_length: default time limit (steps) for training and evaluation.
+    reward_range: (low, high) of the ground-truth per-step reward; a segment
+      of H steps has return in [H*low, H*high]. The scripted rater bins over it.
+    success_fn: maps one env state to a boolean success flag (scalar).
+    camera: MuJoCo camera name or id (-1: free camera) used for rendering.
+    source: "brax" or "playground".
+  """
+
+  name: str
+  make_env: Callable[[], Env]
+  instruction: str
+  num_classes: int
+  episode_length: int
+  reward_range: Tuple[float, float]
+  success_fn: Callable[[EnvStateT], jax.Array]
+  camera: Any = -1
+  source: str = "brax"
+
+
+_REGISTRY: Dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+  if spec.name in _REGISTRY:
+    raise ValueError(f"task {spec.name!r} is already registered")
+  if spec.num_classes < 2:
+    raise ValueError(
+        f"task {spec.name!r}: num_classes must be >= 2, got {spec.num_classes}")
+  lo, hi = spec.reward_range
+  if not lo < hi:
+    raise ValueError(f"task {spec.name!r}: reward_range {spec.reward_range} "
+                     "must satisfy low < high")
+  _REGISTRY[spec.name] = spec
+  return spec
+
+
+def task_names() -> Tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def get_task(name: str) -> TaskSpec:
+  if name not in _REGISTRY:
+    raise ValueError(
+        f"unknown task {name!r}; registered tasks: {', '.join(task_names())}")
+  return _REGISTRY[name]
+
+
+# ----------------------------------------------------------------------------
+# Built-in tasks.
+
+
+def _brax_env(name: str, backend: str) -> Callable[[], Env]:
+
+  def make():
+    from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # Brax's "not actively maintained" note.
+      return brax_envs.get_environment(name, backend=backend)
+
+  return make
+
+
+def _playground_env(name: str) -> Callable[[], Env]:
+
+  def make():
+    from mujoco_playground import registry  # pylint: disable=g-import-not-at-top
+    cfg = registry.get_default_config(name)
+    # The Warp implementation runs (slowly) on CPU through a JIT of its own;
+    # the pure-JAX MJX implementation is what vmaps and jits everywhere.
+    cfg.impl = "jax"
+    return registry.load(name, config=cfg)
+
+  return make
+
+
+def _metric_below(metric: str, threshold: float):
+  """Success when -metrics[metric] (a negative distance) is below threshold."""
+  return lambda state: -state.metrics[metric] < threshold
+
+
+def _reward_above(threshold: float):
+  return lambda state: state.reward > threshold
+
+
+register(TaskSpec(
+    name="reacher",
+    make_env=_brax_env("reacher", backend="mjx"),
+    instruction="move the tip of the robot arm onto the red target",
+    num_classes=3,
+    episode_length=1000,
+    # reward = -||tip - target|| - ||a||^2, distance <= ~0.42, ||a||^2 <= 2.
+    reward_range=(-0.5, 0.0),
+    success_fn=_metric_below("reward_dist", 0.05),
+    camera=-1,
+))
+
+register(TaskSpec(
+    name="pusher",
+    # MJX compilation of pusher's contacts takes minutes on CPU; Brax's
+    # generalized pipeline compiles in ~15 s.
+    make_env=_brax_env("pusher", backend="generalized"),
+    instruction="push the white cylinder so that it lies on the red goal",
+    num_classes=2,
+    episode_length=1000,
+    reward_range=(-1.5, 0.0),
+    success_fn=_metric_below("reward_dist", 0.05),
+    camera=-1,
+))
+
+# DM Control suite tasks from MuJoCo Playground: rewards lie in [0, 1].
+for _name, _instruction, _classes, _success in (
+    ("CartpoleSwingup", "swing the pole up and balance it upright above the cart",
+     3, 0.8),
+    ("FingerSpin", "spin the hinged body quickly with the finger", 3, 0.5),
+    ("ReacherEasy", "move the tip of the arm into the target", 2, 0.5),
+    ("WalkerWalk", "make the biped walk forward while staying upright", 3, 0.8),
+):
+  register(TaskSpec(
+      name=_name,
+      make_env=_playground_env(_name),
+      instruction=_instruction,
+      num_classes=_classes,
+      episode_length=1000,
+      reward_range=(0.0, 1.0),
+      success_fn=_reward_above(_success),
+      camera=-1,
+      source="playground",
+  ))
+
+
+# ----------------------------------------------------------------------------
+# The batched environment.
+
+
+@struct.dataclass
+class VecEnvState:
+  """State of N parallel episodes.
+
+  Attributes:
+    inner: the wrapped envs' batched state (leaves [N, ...]).
+    obs: [N, obs_dim] current observation (first one of a new episode after a
+      reset).
+    t: [N] int32, steps taken in the current episode.
+    episode_return: [N] float32, sum of env rewards in the current episode.
+    key: PRNG key used to reset finished episodes.
+  """
+
+  inner: Any
+  obs: jax.Array
+  t: jax.Array
+  episode_return: jax.Array
+  key: jax.Array
+
+
+@struct.dataclass
+class StepOutput:
+  """What one batched step returns besides the new state (all leading dim N).
+
+  next_obs is the observation reached by the step, before any auto-reset, so
+  transitions stored in a replay buffer are never broken by a reset.
+  """
+
+  next_obs: jax.Array
+  reward: jax.Array
+  terminal: jax.Array      # true termination (bootstrapping stops)
+  truncated: jax.Array     # time limit reached (bootstrapping continues)
+  success: jax.Array
+  episode_return: jax.Array  # return of the episode that just ended (else 0)
+  inner: Any               # env state reached by the step (for rendering)
+
+
+@dataclasses.dataclass(frozen=True)
+class VecEnv:
+  """Pure functions over N parallel instances of one task."""
+
+  task: TaskSpec
+  env: Env
+  num_envs: int
+  episode_length: int
+
+  @property
+  def observation_size(self) -> int:
+    return int(self.env.observation_size)
+
+  @property
+  def action_size(self) -> int:
+    return int(self.env.action_size)
+
+  def reset(self, key: jax.Array) -> VecEnvState:
+    key, reset_key = jax.random.split(key)
+    inner = jax.vmap(self.env.reset)(jax.random.split(reset_key, self.num_envs))
+    n = self.num_envs
+    return VecEnvState(inner=inner, obs=inner.obs, t=jnp.zeros((n,), jnp.int32),
+                       episode_return=jnp.zeros((n,), jnp.float32), key=key)
+
+  def step(self, state: VecEnvState,
+           action: jax.Array) -> Tuple[VecEnvState, StepOutput]:
+    """Steps all envs with action [N, action_size]; resets finished episodes."""
+    chex.assert_shape(action, (self.num_envs, self.action_size))
+    inner = jax.vmap(self.env.step)(state.inner, action)
+    t = state.t + 1
+    reward = inner.reward.astype(jnp.float32)
+    terminal = inner.done.astype(bool)
+    truncated = jnp.logical_and(t >= self.episode_length, ~terminal)
+    done = terminal | truncated
+    ep_return = state.episode_return + reward
+    out = StepOutput(
+        next_obs=inner.obs, reward=reward, terminal=terminal,
+        truncated=truncated, success=jax.vmap(self.task.success_fn)(inner),
+        episode_return=jnp.where(done, ep_return, 0.0), inner=inner)
+
+    key, reset_key = jax.random.split(state.key)
+
+    def reset_done(inner):
+      fresh = jax.vmap(self.env.reset)(
+          jax.random.split(reset_key, self.num_envs))
+      where = lambda a, b: jnp.where(  # pylint: disable=g-long-lambda
+          done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
+      # Brax and Playground envs may add metric/info entries after reset;
+      # keep the stepped structure and take the fresh values where present.
+      return jax.tree_util.tree_map(where, _match_structure(fresh, inner), inner)
+
+    # Episodes of equal length end together, so the reset usually runs once
+    # per episode rather than once per step.
+    inner = jax.lax.cond(jnp.any(done), reset_done, lambda x: x, inner)
+    new_state = VecEnvState(
+        inner=inner, obs=inner.obs, t=jnp.where(done, 0, t),
+        episode_return=jnp.where(done, 0.0, ep_return), key=key)
+    return new_state, out
+
+
+def _match_structure(fresh, stepped):
+  """Returns `fresh` with the tree structure of `stepped` (missing -> stepped)."""
+  fresh_leaves = {jax.tree_util.keystr(p): v for p, v in
+                  jax.tree_util.tree_leaves_with_path(fresh)}
+  def pick(path, leaf):
+    got = fresh_leaves.get(jax.tree_util.keystr(path))
+    if got is None or got.shape != leaf.shape:
+      return leaf
+    return got.astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(pick, stepped)
+
+
+def make_vec_env(task: str | TaskSpec, num_envs: int,
+                 episode_length: Optional[int] = None) -> VecEnv:
+  """Builds `num_envs` batched instances of a registered task."""
+  spec = get_task(task) if isinstance(task, str) else task
+  if num_envs < 1:
+    raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+  length = spec.episode_length if episode_length is None else episode_length
+  if length < 1:
+    raise ValueError(f"episode_length must be >= 1, got {length}")
+  env = spec.make_env()
+  if not isinstance(env.observation_size, int):
+    raise ValueError(f"task {spec.name!r} has a structured observation "
+                     f"({env.observation_size}); erljax needs a flat vector")
+  return VecEnv(task=spec, env=env, num_envs=num_envs, episode_length=length)

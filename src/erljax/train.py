@@ -1,0 +1,41 @@
+"""Command-line entry point.
+
+  python -m erljax.train --config=experiments/configs/sac.py:reacher \
+      --config.seed=3 --config.total_steps=200000
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from ml_collections import config_flags
+
+from erljax import config as config_lib
+from erljax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to an experiment config file, e.g. "
+    "experiments/configs/sac.py:reacher.", lock_config=True)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. "
+                         "--config=experiments/configs/sac.py:reacher")
+  try:
+    config_lib.validate(config)
+  except config_lib.ConfigError as e:
+    print(f"erljax: bad config: {e}", file=sys.stderr)
+    sys.exit(2)
+  result = trainer.run(config)
+  last = result.history[-1]
+  print(f"done: {last['env_steps']} env steps, final eval_return "
+        f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "
+        f"train {result.train_seconds:.1f}s")
+
+
+if __name__ == "__main__":
+  app.run(main)

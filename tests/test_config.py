@@ -1,0 +1,68 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from erljax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_default_config_is_valid():
+  config_lib.validate(config_lib.default())
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("task", "nope", "config.task='nope': unknown task"),
+    ("num_envs", 0, "config.num_envs=0: must be an integer >= 1"),
+    ("num_seeds", 0, "config.num_seeds=0"),
+    ("batch_size", -4, "config.batch_size=-4"),
+    ("seed_steps", 1001, "config.seed_steps=1001: must be a multiple of "
+     "num_envs=8"),
+    ("eval_every", 7000, "config.eval_every=7000: must be a multiple of "
+     "log_every=5000"),
+    ("total_steps", 12000, "config.total_steps=12000: must be a multiple of "
+     "log_every"),
+    ("replay_capacity", 4, "config.replay_capacity=4"),
+    ("episode_length", 0, "config.episode_length=0"),
+    ("sac.discount", 1.0, r"config.sac.discount=1.0: must lie in \[0, 1\)"),
+    ("sac.tau", 0.0, "config.sac.tau=0.0"),
+    ("sac.actor_lr", float("nan"), "config.sac.actor_lr=nan"),
+    ("sac.critic_lr", -1e-3, "config.sac.critic_lr=-0.001"),
+    ("sac.hidden_sizes", (256, 0), r"config.sac.hidden_sizes=\(256, 0\)"),
+    ("sac.hidden_sizes", (), r"config.sac.hidden_sizes=\(\)"),
+    ("sac.log_std_min", 3.0, "config.sac.log_std_min=3.0: must be below"),
+    ("reward.source", "vlm?", "config.reward.source='vlm\\?'"),
+])
+def test_bad_value_error_names_key_and_value(key, value, message):
+  c = config_lib.default()
+  node = c
+  *parents, leaf = key.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(c)
+
+
+def test_experiment_config_file_loads_every_task():
+  sys.path.insert(0, os.path.join(ROOT, "experiments", "configs"))
+  try:
+    import sac as sac_config  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  from erljax import envs
+  for name in envs.task_names():
+    c = sac_config.get_config(name)
+    config_lib.validate(c)
+    assert c.task == name
+
+
+def test_cli_reports_bad_value_and_exits_2():
+  proc = subprocess.run(
+      [sys.executable, "-m", "erljax.train",
+       "--config=experiments/configs/sac.py:reacher", "--config.num_envs=0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "config.num_envs=0" in proc.stderr

@@ -1,0 +1,90 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erljax import envs
+
+
+def test_registry_lists_brax_and_playground_tasks():
+  names = envs.task_names()
+  for name in ("reacher", "pusher", "CartpoleSwingup", "FingerSpin",
+               "ReacherEasy", "WalkerWalk"):
+    assert name in names
+  sources = {envs.get_task(n).source for n in names}
+  assert sources == {"brax", "playground"}
+
+
+def test_unknown_task_error_names_it():
+  with pytest.raises(ValueError, match="unknown task 'cheetah-fly'"):
+    envs.get_task("cheetah-fly")
+
+
+@pytest.mark.parametrize("name", ["reacher", "pusher", "CartpoleSwingup",
+                                  "FingerSpin", "ReacherEasy", "WalkerWalk"])
+def test_every_task_has_what_rating_needs(name):
+  spec = envs.get_task(name)
+  assert spec.instruction and isinstance(spec.instruction, str)
+  assert spec.num_classes in (2, 3)
+  lo, hi = spec.reward_range
+  assert lo < hi
+  assert spec.episode_length > 0
+  env = spec.make_env()
+  assert isinstance(env.observation_size, int) and env.observation_size > 0
+  assert isinstance(env.action_size, int) and env.action_size > 0
+
+
+def test_register_rejects_bad_specs():
+  spec = envs.get_task("reacher")
+  import dataclasses
+  with pytest.raises(ValueError, match="already registered"):
+    envs.register(spec)
+  with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
+    envs.register(dataclasses.replace(spec, name="x1", num_classes=1))
+  with pytest.raises(ValueError, match=r"reward_range \(1.0, 0.0\)"):
+    envs.register(dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0)))
+
+
+def test_make_vec_env_rejects_bad_sizes():
+  with pytest.raises(ValueError, match="num_envs must be >= 1, got 0"):
+    envs.make_vec_env("reacher", 0)
+  with pytest.raises(ValueError, match="episode_length must be >= 1, got -3"):
+    envs.make_vec_env("reacher", 2, episode_length=-3)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+  return envs.make_vec_env("CartpoleSwingup", num_envs=3, episode_length=4)
+
+
+def test_vec_env_shapes_truncation_and_reset(cartpole):
+  env = cartpole
+  state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+  assert state.obs.shape == (3, env.observation_size)
+  step = jax.jit(env.step)
+  action = jnp.ones((3, env.action_size))
+  returns = np.zeros(3)
+  for t in range(1, 5):
+    prev = state
+    state, out = step(state, action)
+    assert out.next_obs.shape == (3, env.observation_size)
+    assert out.reward.shape == out.success.shape == (3,)
+    returns += np.asarray(out.reward)
+    if t < 4:
+      assert not np.any(out.truncated)
+      np.testing.assert_array_equal(state.t, t)
+      np.testing.assert_array_equal(state.obs, out.next_obs)
+  # step 4 hits the time limit: truncated (not terminal), episode reset.
+  assert np.all(out.truncated) and not np.any(out.terminal)
+  np.testing.assert_array_equal(state.t, 0)
+  np.testing.assert_allclose(out.episode_return, returns, rtol=1e-5)
+  np.testing.assert_array_equal(state.episode_return, 0.0)
+  # next_obs is the pre-reset observation; obs is a fresh episode's first.
+  assert not np.allclose(state.obs, out.next_obs)
+  del prev
+
+
+def test_vec_env_rejects_wrong_action_shape(cartpole):
+  state = cartpole.reset(jax.random.PRNGKey(0))
+  with pytest.raises(AssertionError):
+    cartpole.step(state, jnp.ones((2, cartpole.action_size)))

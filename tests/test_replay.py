@@ -1,0 +1,79 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erljax import replay
+from erljax.replay import Transition
+
+
+def _batch(start, n, obs=3, act=2):
+  v = jnp.arange(start, start + n, dtype=jnp.float32)
+  return Transition(obs=jnp.tile(v[:, None], (1, obs)),
+                    action=jnp.tile(v[:, None], (1, act)), reward=v,
+                    true_reward=-v, discount=jnp.ones((n,)),
+                    next_obs=jnp.tile(v[:, None] + 0.5, (1, obs)))
+
+
+def _empty(cap):
+  one = jax.tree_util.tree_map(lambda x: x[0], _batch(0, 1))
+  return replay.init(cap, one)
+
+
+def test_init_shapes_and_empty():
+  buf = _empty(10)
+  assert buf.capacity == 10
+  assert buf.data.obs.shape == (10, 3)
+  assert buf.data.action.shape == (10, 2)
+  assert int(buf.size) == 0 and int(buf.insert_pos) == 0
+
+
+def test_add_wraps_around_and_caps_size():
+  buf = _empty(5)
+  buf = replay.add(buf, _batch(0, 3))
+  assert int(buf.size) == 3 and int(buf.insert_pos) == 3
+  buf = replay.add(buf, _batch(3, 3))  # items 3, 4 then 5 overwrites slot 0
+  assert int(buf.size) == 5 and int(buf.insert_pos) == 1
+  np.testing.assert_array_equal(buf.data.reward, [5, 1, 2, 3, 4])
+  np.testing.assert_array_equal(buf.data.true_reward, [-5, -1, -2, -3, -4])
+
+
+def test_add_rejects_batch_larger_than_capacity():
+  with pytest.raises(ValueError, match="does not fit"):
+    replay.add(_empty(2), _batch(0, 3))
+
+
+def test_init_rejects_bad_capacity():
+  with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+    replay.init(0, jnp.zeros(()))
+
+
+def test_sample_draws_only_filled_items():
+  buf = replay.add(_empty(100), _batch(10, 4))
+  batch = replay.sample(buf, jax.random.PRNGKey(0), 256)
+  assert batch.obs.shape == (256, 3)
+  assert set(np.asarray(batch.reward).tolist()) == {10.0, 11.0, 12.0, 13.0}
+  # obs and next_obs of one sample stay aligned.
+  np.testing.assert_allclose(batch.next_obs[:, 0], batch.obs[:, 0] + 0.5)
+
+
+def test_relabel_rewrites_filled_items_in_chunks():
+  buf = replay.add(_empty(7), _batch(0, 5))
+  calls = []
+
+  def reward_fn(chunk):
+    calls.append(chunk.obs.shape)
+    return 2.0 * chunk.obs[:, 0] + 1.0
+
+  new = replay.relabel(buf, reward_fn, chunk_size=3)
+  np.testing.assert_allclose(new.data.reward[:5], 2.0 * np.arange(5) + 1.0)
+  np.testing.assert_allclose(new.data.reward[5:], 0.0)  # empty slots untouched
+  np.testing.assert_array_equal(new.data.true_reward, buf.data.true_reward)
+  assert calls == [(3, 3)]  # traced once by lax.map, chunk shape [3, obs]
+
+
+def test_relabel_is_jittable():
+  buf = replay.add(_empty(8), _batch(0, 8))
+  new = jax.jit(lambda b: replay.relabel(b, lambda t: t.reward * 0 + 7.0, 4))(
+      buf)
+  np.testing.assert_allclose(new.data.reward, 7.0)
