@@ -8,6 +8,7 @@ leading seed axis: `run()` trains `num_seeds` seeds at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -198,8 +199,9 @@ def _to_host(tree) -> Dict[str, Any]:
 
 def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
   arr = np.asarray(per_seed, dtype=np.float64)
-  return {name: float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan,
-          f"{name}_std": float(np.nanstd(arr)) if arr.size > 1 else 0.0}
+  finite = arr[np.isfinite(arr)]
+  return {name: float(finite.mean()) if finite.size else math.nan,
+          f"{name}_std": float(finite.std()) if finite.size > 1 else 0.0}
 
 
 @dataclasses.dataclass
@@ -211,7 +213,7 @@ class RunResult:
 
 
 def run(config: ml_collections.ConfigDict,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = functools.partial(print, flush=True),
         trainer: Optional[Trainer] = None) -> RunResult:
   """Trains `config.num_seeds` seeds at once; returns the evaluation history.
 
