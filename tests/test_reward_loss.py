@@ -207,3 +207,14 @@ def test_stratified_batches_differ_by_rng():
   a = reward.stratified_batches(labels, 16, np.random.default_rng(0))
   b = reward.stratified_batches(labels, 16, np.random.default_rng(1))
   assert not all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_stratified_batches_any_label_mix_is_a_partition():
+  rng = np.random.default_rng(5)
+  for trial in range(200):
+    n = int(rng.integers(1, 300))
+    k = int(rng.integers(2, 5))
+    probs = rng.dirichlet(np.ones(k) * 0.5)
+    labels = rng.choice(k, size=n, p=probs)
+    bs = int(rng.integers(2, 64))
+    _check_schedule(labels, bs, seed=trial)

@@ -54,12 +54,44 @@ def default() -> ml_collections.ConfigDict:
   c.sac.target_entropy = config_dict.placeholder(float)  # None: -|A|
 
   c.reward = ml_collections.ConfigDict()
-  c.reward.source = "env"         # where SAC's reward comes from
-  c.reward.scale = 1.0
+  c.reward.source = "env"         # "env" or "learned" (from ratings)
+  c.reward.scale = 1.0            # multiplies the env reward
+  # Learned reward model and its rating loss (method notes §3-5). Defaults:
+  # ERL-VLM = MAE + class weights + stratified batches.
+  c.reward.model = "mlp"          # state-action MLP ("cnn" needs frames)
+  c.reward.ensemble_size = 3
+  c.reward.hidden_sizes = (256, 256, 256)
+  c.reward.loss = "mae"           # "mae" (ERL-VLM) or "ce" (vanilla RbRL)
+  c.reward.class_weighted = True
+  c.reward.stratified = True
+  c.reward.batch_size = 128       # 128 for state MLPs, 512 for images
+  c.reward.max_epochs = 10
+  c.reward.stop_accuracy = 0.97
+  c.reward.k = 30.0
+  c.reward.label_smoothing = 0.0
+  c.reward.lr = 3e-4
+
+  # PEBBLE schedule (method notes §1), used when reward.source == "learned".
+  c.feedback = ml_collections.ConfigDict()
+  c.feedback.unsupervised = True  # k-NN state-entropy reward before feedback
+  c.feedback.knn_k = 5
+  c.feedback.first_session = 10_000
+  c.feedback.interval = 5_000
+  c.feedback.queries = 50         # per session
+  c.feedback.budget = 10_000      # total queries sent
+  c.feedback.query_window = 100   # episodes: queries come from the recent ones
+  c.feedback.reset_critic = True  # after the first session
+  c.feedback.warmup_updates = 100
+
+  c.rater = ml_collections.ConfigDict()
+  c.rater.kind = "scripted"
+  c.rater.noise = 0.0             # probability of a wrong label
+  c.rater.noise_kind = "uniform"  # "uniform" or "neighbour"
+  c.rater.num_classes = config_dict.placeholder(int)  # None: the task's
   return c
 
 
-REWARD_SOURCES = ("env",)
+REWARD_SOURCES = ("env", "learned")
 
 
 def _fail(key: str, value: Any, why: str):
@@ -129,4 +161,39 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            "must be a number or None")
   _check(c, "reward.source", lambda v: v in REWARD_SOURCES,
          f"must be one of {REWARD_SOURCES}")
+  _check(c, "reward.model", lambda v: v == "mlp",
+         "only the state-action 'mlp' is trainable in the loop for now: the "
+         "image 'cnn' (erljax.reward_model.ImageCNN) needs rendered frames")
+  for key, lo in (("reward.ensemble_size", 1), ("reward.batch_size", 2),
+                  ("reward.max_epochs", 1), ("feedback.knn_k", 1),
+                  ("feedback.first_session", 0), ("feedback.interval", 1),
+                  ("feedback.queries", 1), ("feedback.budget", 1),
+                  ("feedback.query_window", 1),
+                  ("feedback.warmup_updates", 0)):
+    _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  _check(c, "reward.hidden_sizes",
+         lambda v: len(v) >= 1 and all(_int(1)(h) for h in v),
+         "must be a non-empty sequence of positive integers")
+  _check(c, "reward.loss", lambda v: v in ("mae", "ce"),
+         "must be 'mae' or 'ce'")
+  for key in ("reward.lr", "reward.k"):
+    _check(c, key, _pos_float, "must be a finite number > 0")
+  _check(c, "reward.stop_accuracy", lambda v: 0.0 < v <= 1.0,
+         "must lie in (0, 1]")
+  if c.rater.num_classes is not None:
+    _check(c, "rater.num_classes", _int(2), "must be an integer >= 2 or None")
+  classes = c.rater.num_classes or envs.get_task(c.task).num_classes
+  _check(c, "reward.label_smoothing", lambda v: 0.0 <= v < 1.0 / classes,
+         f"must lie in [0, 1/{classes})")
+  _check(c, "rater.kind", lambda v: v == "scripted", "must be 'scripted'")
+  _check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
+  _check(c, "rater.noise_kind", lambda v: v in ("uniform", "neighbour"),
+         "must be 'uniform' or 'neighbour'")
+  if c.reward.source == "learned":
+    for key in ("feedback.first_session", "feedback.interval"):
+      _check(c, key, lambda v: v % c.log_every == 0,
+             f"must be a multiple of log_every={c.log_every} (feedback runs "
+             "between compiled chunks)")
+    _check(c, "feedback.first_session", lambda v: v >= c.seed_steps,
+           f"must be >= seed_steps={c.seed_steps}")
   return c

@@ -165,7 +165,9 @@ def stratified_batches(labels, batch_size: int,
   for _ in range(num_batches - 1):
     batch = []
     for c in classes:
-      batch += [pools[c].pop() for _ in range(per_class[c])]
+      # Fills of earlier batches may have used up part of a class's share.
+      batch += [pools[c].pop() for _ in range(min(per_class[c],
+                                                  len(pools[c])))]
     # One leftover per class, rarest class first, while there is room.
     for c in sorted(classes, key=lambda c: len(pools[c])):
       if len(batch) < batch_size and pools[c]:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from erljax.reward_model import RewardModel
+
 
 class RewardSource(Protocol):
 
@@ -40,8 +42,30 @@ class EnvReward:
     return self.scale * env_reward.astype(jnp.float32)
 
 
-def make(config: ml_collections.ConfigDict) -> RewardSource:
+@dataclasses.dataclass(frozen=True)
+class LearnedReward:
+  """The ensemble mean of a learned reward model on (obs, action)."""
+
+  model: RewardModel
+  obs_size: int
+  action_size: int
+
+  def init(self, key: jax.Array) -> Any:
+    return self.model.init(key, (jnp.zeros((1, self.obs_size)),
+                                 jnp.zeros((1, self.action_size))))
+
+  def __call__(self, params, obs, action, next_obs, env_reward):
+    del next_obs, env_reward
+    return self.model.reward(params, obs, action)
+
+
+def make(config: ml_collections.ConfigDict, obs_size: int,
+         action_size: int) -> RewardSource:
   """Builds the reward source named by config.reward.source."""
-  if config.reward.source == "env":
-    return EnvReward(scale=float(config.reward.scale))
-  raise ValueError(f"config.reward.source={config.reward.source!r}: unknown")
+  r = config.reward
+  if r.source == "env":
+    return EnvReward(scale=float(r.scale))
+  if r.source == "learned":
+    model = RewardModel(r.model, r.ensemble_size, tuple(r.hidden_sizes))
+    return LearnedReward(model, obs_size, action_size)
+  raise ValueError(f"config.reward.source={r.source!r}: unknown")

@@ -24,6 +24,9 @@ from flax import struct
 
 from erljax import config as config_lib
 from erljax import envs
+from erljax import feedback as feedback_lib
+from erljax import intrinsic
+from erljax import raters as raters_lib
 from erljax import replay
 from erljax import reward_source
 from erljax import sac as sac_lib
@@ -36,6 +39,7 @@ class TrainState:
   buffer: replay.ReplayBuffer
   env: envs.VecEnvState
   reward_params: Any
+  ent_stats: intrinsic.RunningStats  # scale of the k-NN state-entropy reward
   key: jax.Array
   env_steps: jax.Array  # int32 scalar: transitions collected so far
 
@@ -71,7 +75,8 @@ class Trainer:
     agent = sac_lib.SAC(env.observation_size, env.action_size,
                         sac_hyper(config))
     return cls(config=config, env=env, eval_env=eval_env, agent=agent,
-               reward=reward or reward_source.make(config))
+               reward=reward or reward_source.make(
+                   config, env.observation_size, env.action_size))
 
   @property
   def chunk_len(self) -> int:
@@ -91,7 +96,7 @@ class Trainer:
         sac=self.agent.init(k_sac),
         buffer=replay.init(self.config.replay_capacity, example),
         env=self.env.reset(k_env), reward_params=self.reward.init(k_rew),
-        key=key, env_steps=jnp.zeros((), jnp.int32))
+        ent_stats=intrinsic.RunningStats.create(), key=key, env_steps=jnp.zeros((), jnp.int32))
 
   # -- one vectorized step ------------------------------------------------
 
@@ -115,25 +120,53 @@ class Trainer:
              "reward": jnp.mean(reward), "true_reward": jnp.mean(out.reward)}
     return state, stats
 
-  def _updates(self, sac_state: sac_lib.SACState, buffer: replay.ReplayBuffer,
-               key: jax.Array):
-    def one(sac_state, key):
+  @property
+  def learned_reward(self) -> bool:
+    return self.config.reward.source == "learned"
+
+  def sac_updates(self, state: TrainState, key: jax.Array, num: int,
+                  unsupervised: jax.Array | bool = False
+                  ) -> tuple[TrainState, Dict[str, jax.Array]]:
+    """`num` SAC updates on replay batches.
+
+    With `unsupervised` (an unbatched bool; a traced one selects at run time
+    without vmap turning the branch into a select) the batch rewards are
+    PEBBLE's k-NN state entropy over the states collected so far, divided by
+    its running std.
+    """
+    c = self.config
+    ref_size = min(c.replay_capacity, c.feedback.first_session)
+    def one(carry, key):
+      sac_state, stats = carry
       k_sample, k_update = jax.random.split(key)
-      batch = replay.sample(buffer, k_sample, self.config.batch_size)
-      return self.agent.update(sac_state, batch, k_update)
-    keys = jax.random.split(key, self.config.updates_per_step)
-    sac_state, metrics = jax.lax.scan(one, sac_state, keys)
-    return sac_state, jax.tree_util.tree_map(jnp.mean, metrics)
+      batch = replay.sample(state.buffer, k_sample, c.batch_size)
+      if unsupervised is not False:
+        def entropy_reward(args):
+          batch, stats = args
+          ref = state.buffer.data.obs[:ref_size]
+          valid = jnp.arange(ref_size) < state.buffer.size
+          r = intrinsic.knn_distance(batch.obs, ref, valid, c.feedback.knn_k)
+          stats = stats.update(r)
+          return batch.replace(reward=r / stats.std), stats
+        batch, stats = jax.lax.cond(unsupervised, entropy_reward,
+                                    lambda args: args, (batch, stats))
+      sac_state, metrics = self.agent.update(sac_state, batch, k_update)
+      return (sac_state, stats), metrics
+    (sac_state, stats), metrics = jax.lax.scan(
+        one, (state.sac, state.ent_stats), jax.random.split(key, num))
+    return (state.replace(sac=sac_state, ent_stats=stats),
+            jax.tree_util.tree_map(jnp.mean, metrics))
 
   # -- compiled programs ----------------------------------------------------
 
-  def train_chunk(self, state: TrainState
+  def train_chunk(self, state: TrainState,
+                  unsupervised: jax.Array | bool = False
                   ) -> tuple[TrainState, Dict[str, jax.Array]]:
     """`chunk_len` vectorized steps, each followed by SAC updates.
 
     While env_steps < config.seed_steps actions are uniform random and the
-    SAC state is left unchanged (the updates are computed and discarded, so
-    one compiled program serves the whole run).
+    agent is left unchanged (the updates are computed and discarded, so one
+    compiled program serves the whole run).
     """
     c = self.config
     def step(state, _):
@@ -146,11 +179,13 @@ class Trainer:
       action = jnp.where(seeding, random_action, policy_action)
       state, stats = self._collect(state.replace(key=key), action)
       if c.updates_per_step > 0:
-        sac_state, metrics = self._updates(state.sac, state.buffer, k_upd)
-        sac_state = jax.tree_util.tree_map(
-            lambda old, new: jnp.where(seeding, old, new), state.sac,
-            sac_state)
-        state = state.replace(sac=sac_state)
+        new, metrics = self.sac_updates(state, k_upd, c.updates_per_step,
+                                        unsupervised)
+        keep_old = lambda old, new: jax.tree_util.tree_map(
+            lambda a, b: jnp.where(seeding, a, b), old, new)
+        state = state.replace(sac=keep_old(state.sac, new.sac),
+                              ent_stats=keep_old(state.ent_stats,
+                                                 new.ent_stats))
       else:
         metrics = {}
       return state, {**stats, **metrics}
@@ -162,6 +197,28 @@ class Trainer:
     metrics["train_return"] = jnp.where(episodes > 0,
                                         ret_sum / jnp.maximum(episodes, 1),
                                         jnp.nan)
+    return state, metrics
+
+  def after_feedback(self, state: TrainState, reward_params: Any,
+                     reset_critic: bool, key: jax.Array
+                     ) -> tuple[TrainState, Dict[str, jax.Array]]:
+    """Installs new reward parameters, relabels the WHOLE replay buffer and,
+    after the first session, resets the critic and runs warm-up updates."""
+    c = self.config
+    state = state.replace(reward_params=reward_params)
+    buffer = replay.relabel(
+        state.buffer,
+        lambda t: self.reward(reward_params, t.obs, t.action, t.next_obs,
+                              t.true_reward))
+    state = state.replace(buffer=buffer)
+    filled = jnp.arange(buffer.capacity) < buffer.size
+    metrics = {"reward_corr": _masked_corr(buffer.data.reward,
+                                           buffer.data.true_reward, filled)}
+    if reset_critic:
+      k_reset, k_upd = jax.random.split(key)
+      state = state.replace(sac=self.agent.reset_critic(state.sac, k_reset))
+      if c.feedback.warmup_updates:
+        state, _ = self.sac_updates(state, k_upd, c.feedback.warmup_updates)
     return state, metrics
 
   def evaluate(self, state: TrainState, key: jax.Array) -> Dict[str, jax.Array]:
@@ -189,6 +246,16 @@ class Trainer:
             "eval_success": jnp.mean(succ.astype(jnp.float32))}
 
 
+def _masked_corr(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
+  """Pearson correlation of a and b over the entries where mask is True."""
+  w = mask.astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  am = a - jnp.sum(a * w) / n
+  bm = b - jnp.sum(b * w) / n
+  cov = jnp.sum(am * bm * w)
+  return cov / jnp.sqrt(jnp.sum(am**2 * w) * jnp.sum(bm**2 * w) + 1e-12)
+
+
 # ----------------------------------------------------------------------------
 # Host loop.
 
@@ -210,6 +277,104 @@ class RunResult:
   state: TrainState
   compile_seconds: float
   train_seconds: float
+  feedback: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+class FeedbackLoop:
+  """Host side of the PEBBLE schedule for all seeds of a run.
+
+  Each session: sample queries from the recent replay (jitted), rate them
+  (one rater per seed), store the answered ones, train the reward ensemble
+  until accuracy > stop_accuracy or max_epochs, relabel the whole buffer,
+  and after the first session reset the critic and warm up.
+  """
+
+  def __init__(self, trainer: Trainer, seeds: List[int]):
+    c = trainer.config
+    self.trainer = trainer
+    self.config = c
+    task = trainer.env.task
+    num_classes = c.rater.num_classes or task.num_classes
+    self.learner = feedback_lib.make_learner(c, num_classes,
+                                             trainer.reward.model)
+    low, high = task.reward_range
+    self.raters = [raters_lib.ScriptedRater(
+        num_classes, low, high, noise=c.rater.noise,
+        noise_kind=c.rater.noise_kind, seed=1_000_003 * s + 7) for s in seeds]
+    self.rng = np.random.default_rng(seeds[0])
+    obs, act = trainer.env.observation_size, trainer.env.action_size
+    n = len(seeds)
+    self.rating_sets = jax.jit(jax.vmap(
+        lambda _: feedback_lib.empty_rating_set(c.feedback.budget, obs, act)))(
+            jnp.arange(n))
+    self.opt_state = None
+    self.sent = 0
+    self.sessions = 0
+    self.next_session = c.feedback.first_session
+    window = c.feedback.query_window * trainer.env.episode_length
+    self._sample = jax.jit(jax.vmap(
+        lambda b, k, q: feedback_lib.sample_queries(b, k, q, window),
+        in_axes=(0, 0, None)), static_argnums=2)
+    self._epoch = jax.jit(jax.vmap(self.learner.epoch))
+    self._after = {
+        flag: jax.jit(jax.vmap(
+            lambda s, p, k, flag=flag: trainer.after_feedback(s, p, flag, k)),
+                      donate_argnums=0)
+        for flag in (False, True)}
+
+  def unsupervised(self, env_steps: int) -> bool:
+    c = self.config
+    return bool(c.feedback.unsupervised and env_steps < c.feedback.first_session)
+
+  def due(self, env_steps: int) -> bool:
+    return (env_steps >= self.next_session
+            and self.sent < self.config.feedback.budget)
+
+  def session(self, state: TrainState, env_steps: int
+              ) -> tuple[TrainState, Dict[str, Any]]:
+    c = self.config
+    t0 = time.perf_counter()
+    num = min(c.feedback.queries, c.feedback.budget - self.sent)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
+    queries = self._sample(state.buffer, keys, num)
+    self.rating_sets, counts = feedback_lib.rate_and_store(
+        self.rating_sets, queries, self.raters)
+    self.sent += num
+    params = state.reward_params
+    if self.opt_state is None:
+      self.opt_state = jax.jit(jax.vmap(self.learner.optimizer.init))(params)
+    params, self.opt_state, epochs, acc = feedback_lib.train_reward(
+        self.learner, self._epoch, params, self.opt_state, self.rating_sets,
+        self.rng)
+    first = self.sessions == 0 and c.feedback.reset_critic
+    state, m = self._after[first](state, params, keys)
+    self.sessions += 1
+    self.next_session += c.feedback.interval
+    rec = {"env_steps": env_steps, "session": self.sessions,
+           "queries_sent": self.sent, **counts,
+           "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
+           "epochs": epochs, "reward_accuracy": acc,
+           "reward_corr": np.asarray(m["reward_corr"]).tolist(),
+           "label_histogram": self._histogram(),
+           "label_accuracy": self._label_accuracy(),
+           "seconds": time.perf_counter() - t0}
+    return state, rec
+
+  def _histogram(self) -> List[List[int]]:
+    sizes = np.asarray(self.rating_sets.size)
+    labels = np.asarray(self.rating_sets.label)
+    n = self.learner.num_classes
+    return [np.bincount(labels[s, :sizes[s]], minlength=n).tolist()
+            for s in range(len(sizes))]
+
+  def _label_accuracy(self) -> List[float]:
+    """Stored labels that match the noise-free scripted label."""
+    sizes = np.asarray(self.rating_sets.size)
+    labels = np.asarray(self.rating_sets.label)
+    true_r = np.asarray(self.rating_sets.true_reward)
+    return [float(np.mean(labels[s, :sizes[s]] ==
+                          self.raters[s].true_labels(true_r[s, :sizes[s]])))
+            for s in range(len(sizes))]
 
 
 def run(config: ml_collections.ConfigDict,
@@ -222,41 +387,52 @@ def run(config: ml_collections.ConfigDict,
   """
   trainer = trainer or Trainer.create(config)
   c = trainer.config
-  seeds = jnp.arange(c.seed, c.seed + c.num_seeds)
-  keys = jax.vmap(jax.random.PRNGKey)(seeds)
+  seeds = list(range(c.seed, c.seed + c.num_seeds))
+  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   init_keys, eval_keys = keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  loop = FeedbackLoop(trainer, seeds) if trainer.learned_reward else None
 
   t0 = time.perf_counter()
   state = jax.jit(jax.vmap(trainer.init))(init_keys)
-  chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+  if loop is not None:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
+                       donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
+  else:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state).compile()
   eval_fn = jax.jit(jax.vmap(trainer.evaluate))
-  chunk_fn = chunk_fn.lower(state).compile()
   eval_fn = eval_fn.lower(state, eval_keys).compile()
   compile_s = time.perf_counter() - t0
   log(f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
-      f"devices={jax.devices()[0].platform} compile={compile_s:.1f}s")
+      f"reward={c.reward.source} devices={jax.devices()[0].platform} "
+      f"compile={compile_s:.1f}s")
 
   history: List[Dict[str, Any]] = []
-  workdir = c.workdir
+  sessions: List[Dict[str, Any]] = []
   metrics_file = None
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+  if c.workdir:
+    os.makedirs(c.workdir, exist_ok=True)
+    with open(os.path.join(c.workdir, "config.json"), "w") as f:
       f.write(c.to_json_best_effort(indent=2))
-    metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    metrics_file = open(os.path.join(c.workdir, "metrics.jsonl"), "a")
+
+  def write(rec):
+    if metrics_file:
+      metrics_file.write(json.dumps(rec) + "\n")
+      metrics_file.flush()
 
   def evaluate(env_steps: int, train: Dict[str, Any], elapsed: float):
     nonlocal eval_keys
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(eval_keys)
     ev = _to_host(eval_fn(state, eval_keys))
-    rec: Dict[str, Any] = {"env_steps": env_steps, "time": elapsed}
+    rec: Dict[str, Any] = {"kind": "eval", "env_steps": env_steps,
+                           "time": elapsed}
     for k, v in {**ev, **train}.items():
       rec[f"{k}_per_seed"] = v
       rec.update(_summary(k, v))
     history.append(rec)
-    if metrics_file:
-      metrics_file.write(json.dumps(rec) + "\n")
-      metrics_file.flush()
+    write(rec)
     sps = env_steps / elapsed if elapsed > 0 else 0.0
     log(f"step {env_steps:>9d}  eval_return {rec['eval_return']:9.3f} "
         f"± {rec['eval_return_std']:.3f}  success {rec['eval_success']:.2f}  "
@@ -266,16 +442,26 @@ def run(config: ml_collections.ConfigDict,
   t1 = time.perf_counter()
   env_steps = 0
   evaluate(env_steps, {}, 0.0)
-  next_eval = (env_steps // c.eval_every + 1) * c.eval_every
-  train_metrics: Dict[str, Any] = {}
+  next_eval = c.eval_every
   while env_steps < c.total_steps:
-    state, m = chunk_fn(state)
+    if loop is not None:
+      state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
+    else:
+      state, m = chunk_fn(state)
     env_steps += c.log_every
     train_metrics = _to_host(m)
     for k, v in train_metrics.items():
       if not np.all(np.isfinite(v)) and k != "train_return":
         raise FloatingPointError(
             f"non-finite training metric {k}={v} at env step {env_steps}")
+    if loop is not None and loop.due(env_steps):
+      state, rec = loop.session(state, env_steps)
+      sessions.append(rec)
+      write({"kind": "feedback", **rec})
+      log(f"feedback {rec['session']:>3d} at step {env_steps}: sent "
+          f"{rec['queries_sent']} (dropped {rec['dropped']}), epochs "
+          f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
+          f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}")
     if env_steps >= next_eval or env_steps >= c.total_steps:
       evaluate(env_steps, train_metrics, time.perf_counter() - t1)
       next_eval = (env_steps // c.eval_every + 1) * c.eval_every
@@ -283,4 +469,4 @@ def run(config: ml_collections.ConfigDict,
   if metrics_file:
     metrics_file.close()
   return RunResult(history=history, state=state, compile_seconds=compile_s,
-                   train_seconds=train_s)
+                   train_seconds=train_s, feedback=sessions)

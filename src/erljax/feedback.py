@@ -1,0 +1,240 @@
+"""Feedback sessions: query, rate, train the reward model, relabel.
+
+The pieces run between compiled training chunks. Everything that touches
+arrays is jitted and vmapped over the seed axis; the host only schedules
+minibatches (the reference's stratified schedule is host-side bookkeeping)
+and talks to the rater.
+
+Segment length is 1 (ERL-VLM's MetaWorld setting: one post-step frame per
+query), so a segment's return is the reward of one transition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from erljax import replay
+from erljax import reward as reward_lib
+from erljax import reward_model as reward_model_lib
+from erljax.raters import Queries, Rater
+
+
+@struct.dataclass
+class RatingSet:
+  """Rated transitions of one seed, circular (leaves [capacity, ...])."""
+
+  obs: jax.Array
+  action: jax.Array
+  label: jax.Array       # int32
+  true_reward: jax.Array  # ground truth of the rated segment (diagnostics)
+  size: jax.Array        # int32 scalar
+  insert_pos: jax.Array  # int32 scalar
+
+
+def empty_rating_set(capacity: int, obs_size: int,
+                     action_size: int) -> RatingSet:
+  return RatingSet(
+      obs=jnp.zeros((capacity, obs_size)),
+      action=jnp.zeros((capacity, action_size)),
+      label=jnp.zeros((capacity,), jnp.int32),
+      true_reward=jnp.zeros((capacity,)),
+      size=jnp.zeros((), jnp.int32), insert_pos=jnp.zeros((), jnp.int32))
+
+
+def add_ratings(rs: RatingSet, obs, action, label, true_reward,
+                answered) -> RatingSet:
+  """Appends the answered rows of a batch (unanswered rows are skipped)."""
+  cap = rs.label.shape[0]
+  order = jnp.argsort(~answered)  # answered rows first, stable
+  n_new = jnp.sum(answered).astype(jnp.int32)
+  slots = (rs.insert_pos + jnp.arange(answered.shape[0])) % cap
+  # Rows past n_new write to a dummy slot index `cap` that .at[] drops.
+  slots = jnp.where(jnp.arange(answered.shape[0]) < n_new, slots, cap)
+  put = lambda d, v: d.at[slots].set(v[order].astype(d.dtype), mode="drop")
+  return RatingSet(
+      obs=put(rs.obs, obs), action=put(rs.action, action),
+      label=put(rs.label, label), true_reward=put(rs.true_reward, true_reward),
+      size=jnp.minimum(rs.size + n_new, cap),
+      insert_pos=(rs.insert_pos + n_new) % cap)
+
+
+def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
+                   num_queries: int, window: int) -> replay.Transition:
+  """Uniform sample of the `window` most recent transitions: leaves [Q, ...]."""
+  cap = buffer.capacity
+  recent = jnp.maximum(jnp.minimum(buffer.size, window), 1)
+  back = jax.random.randint(key, (num_queries,), 0, recent)
+  idx = (buffer.insert_pos - 1 - back) % cap
+  return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardLearner:
+  """Trains a reward ensemble on a RatingSet with the rating loss."""
+
+  model: reward_model_lib.RewardModel
+  num_classes: int
+  loss: str = "mae"              # "ce" or "mae"
+  class_weighted: bool = True
+  stratified: bool = True
+  batch_size: int = 128
+  max_epochs: int = 10
+  stop_accuracy: float = 0.97
+  k: float = 30.0
+  label_smoothing: float = 0.0
+  lr: float = 3e-4
+
+  @property
+  def optimizer(self) -> optax.GradientTransformation:
+    return optax.adam(self.lr)
+
+  def _member_rewards(self, params, obs, action):
+    """Each member on its own batch: obs [E, B, O] -> rewards [E, B]."""
+    member = self.model.module.member
+    return jax.vmap(lambda p, o, a: member.apply({"params": p}, o, a))(
+        params["params"]["member"], obs, action)
+
+  def _loss(self, params, obs, action, labels, mask, weights):
+    r = self._member_rewards(params, obs, action)
+    def one(r_e, y_e, m_e):
+      p = reward_lib.rating_probabilities(r_e, y_e, self.num_classes, self.k,
+                                          m_e)
+      loss = reward_lib.rating_loss(p, y_e, weights, self.loss,
+                                    self.label_smoothing, m_e)
+      correct = jnp.sum((jnp.argmax(p, -1) == y_e) * m_e)
+      return loss, correct
+    losses, correct = jax.vmap(one)(r, labels, mask)
+    # One optimiser over the summed member losses, as in the reference.
+    return jnp.sum(losses), jnp.mean(correct)
+
+  def epoch(self, params, opt_state, rs: RatingSet, idx: jax.Array,
+            mask: jax.Array, weights: jax.Array, active: jax.Array):
+    """One pass over the schedule idx/mask [T, E, B]; no-op if not active.
+
+    Returns params, opt_state, training accuracy over the epoch, mean loss.
+    """
+    def step(carry, batch):
+      params, opt_state = carry
+      b_idx, b_mask = batch
+      (loss, correct), grads = jax.value_and_grad(self._loss, has_aux=True)(
+          params, rs.obs[b_idx], rs.action[b_idx], rs.label[b_idx], b_mask,
+          weights)
+      updates, new_opt = self.optimizer.update(grads, opt_state)
+      new_params = optax.apply_updates(params, updates)
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda a, b: jnp.where(active, a, b), new, old)
+      return (keep(new_params, params), keep(new_opt, opt_state)), (
+          loss, correct)
+    (params, opt_state), (losses, correct) = jax.lax.scan(
+        step, (params, opt_state), (idx, mask))
+    per_member_items = jnp.sum(mask) / mask.shape[1]
+    accuracy = jnp.sum(correct) / jnp.maximum(per_member_items, 1.0)
+    return params, opt_state, accuracy, jnp.mean(losses)
+
+  def schedule(self, labels: np.ndarray, rng: np.random.Generator,
+               ensemble_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Padded minibatch schedule for every member: idx, mask [T, E, B]."""
+    n = labels.shape[0]
+    per_member: List[List[np.ndarray]] = []
+    for _ in range(ensemble_size):
+      if self.stratified:
+        batches = reward_lib.stratified_batches(labels, self.batch_size, rng)
+      else:
+        perm = rng.permutation(n)
+        batches = [perm[i:i + self.batch_size]
+                   for i in range(0, n, self.batch_size)]
+      per_member.append(batches)
+    t = max(len(b) for b in per_member)
+    bsz = min(self.batch_size, n)
+    idx = np.zeros((t, ensemble_size, bsz), np.int32)
+    mask = np.zeros((t, ensemble_size, bsz), bool)
+    for e, batches in enumerate(per_member):
+      for i, b in enumerate(batches):
+        idx[i, e, :len(b)] = b
+        mask[i, e, :len(b)] = True
+    return idx, mask
+
+
+def make_learner(config: ml_collections.ConfigDict, num_classes: int,
+                 model: reward_model_lib.RewardModel) -> RewardLearner:
+  r = config.reward
+  return RewardLearner(
+      model=model, num_classes=num_classes, loss=r.loss,
+      class_weighted=r.class_weighted, stratified=r.stratified,
+      batch_size=r.batch_size, max_epochs=r.max_epochs,
+      stop_accuracy=r.stop_accuracy, k=r.k,
+      label_smoothing=r.label_smoothing, lr=r.lr)
+
+
+def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
+                   raters: List[Rater]) -> Tuple[RatingSet, Dict[str, Any]]:
+  """Sends each seed's queries to its rater and stores the answered ones.
+
+  rating_sets and queries carry a leading seed axis S.
+  """
+  true_r = np.asarray(queries.true_reward)
+  labels, answered = [], []
+  for s, rater in enumerate(raters):
+    got = rater.rate(Queries(true_return=true_r[s]))
+    labels.append(np.where(got.answered, got.labels, 0))
+    answered.append(got.answered)
+  labels = jnp.asarray(np.stack(labels), jnp.int32)
+  answered = jnp.asarray(np.stack(answered))
+  rating_sets = jax.jit(jax.vmap(add_ratings))(
+      rating_sets, queries.obs, queries.action, labels, queries.true_reward,
+      answered)
+  return rating_sets, {"answered": np.asarray(answered.sum(1)).tolist(),
+                       "dropped": np.asarray((~answered).sum(1)).tolist()}
+
+
+def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
+                 rating_sets: RatingSet, rng: np.random.Generator
+                 ) -> Tuple[Any, Any, List[int], List[float]]:
+  """Up to max_epochs epochs per seed, each seed stopping on its own once its
+  training accuracy exceeds stop_accuracy. `epoch_fn` is the jitted, seed-
+  vmapped `learner.epoch`."""
+  sizes = np.asarray(rating_sets.size)
+  labels_all = np.asarray(rating_sets.label)
+  num_seeds = sizes.shape[0]
+  e = learner.model.ensemble_size
+  weights = []
+  for s in range(num_seeds):
+    lab = labels_all[s, :sizes[s]]
+    weights.append(np.asarray(reward_lib.class_weights(lab, learner.num_classes))
+                   if learner.class_weighted else
+                   np.ones((learner.num_classes,), np.float32))
+  weights = jnp.asarray(np.stack(weights))
+  active = np.ones((num_seeds,), bool)
+  epochs = [0] * num_seeds
+  accuracy = [0.0] * num_seeds
+  for _ in range(learner.max_epochs):
+    scheds = [learner.schedule(labels_all[s, :sizes[s]], rng, e)
+              for s in range(num_seeds)]
+    t = max(x[0].shape[0] for x in scheds)
+    bsz = max(x[0].shape[2] for x in scheds)
+    idx = np.zeros((num_seeds, t, e, bsz), np.int32)
+    mask = np.zeros((num_seeds, t, e, bsz), bool)
+    for s, (i, m) in enumerate(scheds):
+      idx[s, :i.shape[0], :, :i.shape[2]] = i
+      mask[s, :m.shape[0], :, :m.shape[2]] = m
+    params, opt_state, acc, _ = epoch_fn(params, opt_state, rating_sets,
+                                         jnp.asarray(idx), jnp.asarray(mask),
+                                         weights, jnp.asarray(active))
+    acc = np.asarray(acc)
+    for s in range(num_seeds):
+      if active[s]:
+        epochs[s] += 1
+        accuracy[s] = float(acc[s])
+        if acc[s] > learner.stop_accuracy:
+          active[s] = False
+    if not active.any():
+      break
+  return params, opt_state, epochs, accuracy

@@ -1,0 +1,65 @@
+"""The scripted rater: ratings from the ground truth, with optional noise.
+
+A segment's true return is binned into `num_classes` equal-width bins over
+[low, high] (RbRL's synthetic ratings; values outside are clipped into the
+end bins). With probability `noise` a label is replaced: "uniform" picks one
+of the other classes at random, "neighbour" moves one class up or down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from erljax.raters.base import Queries, Ratings
+
+NOISE_KINDS = ("uniform", "neighbour")
+
+
+@dataclasses.dataclass
+class ScriptedRater:
+  num_classes: int
+  low: float
+  high: float
+  noise: float = 0.0
+  noise_kind: str = "uniform"
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.num_classes < 2:
+      raise ValueError(f"num_classes={self.num_classes}: must be >= 2")
+    if not self.low < self.high:
+      raise ValueError(f"rating range low={self.low} high={self.high}: "
+                       "needs low < high")
+    if not 0.0 <= self.noise <= 1.0:
+      raise ValueError(f"noise={self.noise}: must lie in [0, 1]")
+    if self.noise_kind not in NOISE_KINDS:
+      raise ValueError(f"noise_kind={self.noise_kind!r}: choose one of "
+                       f"{NOISE_KINDS}")
+    self._rng = np.random.default_rng(self.seed)
+
+  def true_labels(self, returns: np.ndarray) -> np.ndarray:
+    """Noise-free labels [B] of returns [B]."""
+    returns = np.asarray(returns, np.float64)
+    if not np.all(np.isfinite(returns)):
+      bad = returns[~np.isfinite(returns)][0]
+      raise ValueError(f"segment return {bad} is not finite")
+    width = (self.high - self.low) / self.num_classes
+    labels = np.floor((returns - self.low) / width).astype(np.int64)
+    return np.clip(labels, 0, self.num_classes - 1)
+
+  def rate(self, queries: Queries) -> Ratings:
+    labels = self.true_labels(queries.true_return)
+    b, n = labels.shape[0], self.num_classes
+    flip = self._rng.random(b) < self.noise
+    if self.noise_kind == "uniform":
+      # Shift by 1..n-1 (mod n): uniform over the other classes.
+      shift = self._rng.integers(1, n, size=b)
+      noisy = (labels + shift) % n
+    else:
+      step = np.where(self._rng.random(b) < 0.5, -1, 1)
+      step = np.where(labels == 0, 1, np.where(labels == n - 1, -1, step))
+      noisy = labels + step
+    labels = np.where(flip, noisy, labels)
+    return Ratings(labels=labels, answered=np.ones((b,), bool))
