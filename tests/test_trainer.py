@@ -80,3 +80,60 @@ def test_seed_phase_leaves_agent_untouched():
   # Stored rewards are the env rewards (reward source "env", scale 1).
   np.testing.assert_array_equal(new.buffer.data.reward,
                                 new.buffer.data.true_reward)
+
+
+def test_learned_reward_run_with_feedback_sessions():
+  """ERL-VLM loop end to end: pre-training, 3 sessions, budget respected."""
+  c = tiny_config(total_steps=200, num_seeds=2)
+  c.reward.source = "learned"
+  c.reward.hidden_sizes = (16, 16)
+  c.reward.batch_size = 8
+  c.feedback.first_session = 80
+  c.feedback.interval = 40
+  c.feedback.queries = 10
+  c.feedback.budget = 25
+  c.feedback.warmup_updates = 5
+  c.rater.noise = 0.2
+  res = trainer_lib.run(c, log=lambda _: None)
+  fb = res.feedback
+  assert [f["env_steps"] for f in fb] == [80, 120, 160]
+  # The last session is shrunk to fit the budget of 25 queries.
+  assert [f["queries_sent"] for f in fb] == [10, 20, 25]
+  assert fb[-1]["ratings_stored"] == [25, 25]
+  assert fb[-1]["dropped"] == [0, 0]
+  for f in fb:
+    assert all(1 <= e <= c.reward.max_epochs for e in f["epochs"])
+    assert all(np.isfinite(f["reward_corr"]))
+    assert sum(f["label_histogram"][0]) == f["ratings_stored"][0]
+  st = res.state
+  # Buffer rewards are the learned reward (relabelled), not the env reward.
+  filled = int(st.buffer.size[0])
+  assert not np.allclose(st.buffer.data.reward[0, :filled],
+                         st.buffer.data.true_reward[0, :filled])
+  # The reward model changed from its initialisation.
+  assert np.all(np.isfinite(jax.tree_util.tree_leaves(st.reward_params)[0]))
+  for rec in res.history:
+    assert np.isfinite(rec["eval_return"])
+
+
+def test_preference_feedback_run():
+  """The RL-VLM-F baseline path: pairs, Bradley-Terry, ties dropped."""
+  c = tiny_config(total_steps=160, num_seeds=1)
+  c.reward.source = "learned"
+  c.reward.feedback_type = "preference"
+  c.reward.class_weighted = False
+  c.reward.stratified = False
+  c.reward.hidden_sizes = (16, 16)
+  c.reward.batch_size = 8
+  c.feedback.first_session = 80
+  c.feedback.interval = 40
+  c.feedback.queries = 12
+  c.feedback.warmup_updates = 2
+  res = trainer_lib.run(c, log=lambda _: None)
+  fb = res.feedback
+  assert [f["queries_sent"] for f in fb] == [12, 24, 36]
+  # Answered + dropped (ties) account for every query sent.
+  assert sum(f["answered"][0] + f["dropped"][0] for f in fb) == 36
+  assert fb[-1]["ratings_stored"][0] == sum(f["answered"][0] for f in fb)
+  assert fb[-1]["label_accuracy"] == [1.0]  # noise-free preferences
+  assert np.all(np.isfinite(res.history[-1]["eval_return_per_seed"]))

@@ -58,6 +58,7 @@ def default() -> ml_collections.ConfigDict:
   c.reward.scale = 1.0            # multiplies the env reward
   # Learned reward model and its rating loss (method notes §3-5). Defaults:
   # ERL-VLM = MAE + class weights + stratified batches.
+  c.reward.feedback_type = "rating"  # or "preference" (RL-VLM-F baseline)
   c.reward.model = "mlp"          # state-action MLP ("cnn" needs frames)
   c.reward.ensemble_size = 3
   c.reward.hidden_sizes = (256, 256, 256)
@@ -176,6 +177,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          "must be a non-empty sequence of positive integers")
   _check(c, "reward.loss", lambda v: v in ("mae", "ce"),
          "must be 'mae' or 'ce'")
+  _check(c, "reward.feedback_type", lambda v: v in ("rating", "preference"),
+         "must be 'rating' or 'preference'")
+  if c.reward.feedback_type == "preference":
+    for key in ("reward.class_weighted", "reward.stratified"):
+      _check(c, key, lambda v: not v,
+             "must be False with preference feedback (Bradley-Terry has no "
+             "classes to weight or stratify)")
   for key in ("reward.lr", "reward.k"):
     _check(c, key, _pos_float, "must be a finite number > 0")
   _check(c, "reward.stop_accuracy", lambda v: 0.0 < v <= 1.0,

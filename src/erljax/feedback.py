@@ -6,7 +6,8 @@ minibatches (the reference's stratified schedule is host-side bookkeeping)
 and talks to the rater.
 
 Segment length is 1 (ERL-VLM's MetaWorld setting: one post-step frame per
-query), so a segment's return is the reward of one transition.
+query), so a segment's return is the reward of one transition. A rating query
+holds one segment, a preference query (the RL-VLM-F baseline) two.
 """
 
 from __future__ import annotations
@@ -29,23 +30,29 @@ from erljax.raters import Queries, Rater
 
 @struct.dataclass
 class RatingSet:
-  """Rated transitions of one seed, circular (leaves [capacity, ...])."""
+  """Answered queries of one seed, circular.
+
+  obs [capacity, P, O] and action [capacity, P, A] hold the P segments of a
+  query (P = 1 for ratings, 2 for preferences); label [capacity] is the class
+  (ratings) or the preferred segment (preferences); true_reward
+  [capacity, P] is the ground truth, kept for diagnostics only.
+  """
 
   obs: jax.Array
   action: jax.Array
   label: jax.Array       # int32
-  true_reward: jax.Array  # ground truth of the rated segment (diagnostics)
+  true_reward: jax.Array
   size: jax.Array        # int32 scalar
   insert_pos: jax.Array  # int32 scalar
 
 
-def empty_rating_set(capacity: int, obs_size: int,
-                     action_size: int) -> RatingSet:
+def empty_rating_set(capacity: int, obs_size: int, action_size: int,
+                     segments: int = 1) -> RatingSet:
   return RatingSet(
-      obs=jnp.zeros((capacity, obs_size)),
-      action=jnp.zeros((capacity, action_size)),
+      obs=jnp.zeros((capacity, segments, obs_size)),
+      action=jnp.zeros((capacity, segments, action_size)),
       label=jnp.zeros((capacity,), jnp.int32),
-      true_reward=jnp.zeros((capacity,)),
+      true_reward=jnp.zeros((capacity, segments)),
       size=jnp.zeros((), jnp.int32), insert_pos=jnp.zeros((), jnp.int32))
 
 
@@ -67,11 +74,15 @@ def add_ratings(rs: RatingSet, obs, action, label, true_reward,
 
 
 def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
-                   num_queries: int, window: int) -> replay.Transition:
-  """Uniform sample of the `window` most recent transitions: leaves [Q, ...]."""
+                   num_queries: int, window: int,
+                   segments: int = 1) -> replay.Transition:
+  """Uniform sample of the `window` most recent transitions.
+
+  Returns leaves [Q, segments, ...]: Q queries of `segments` transitions.
+  """
   cap = buffer.capacity
   recent = jnp.maximum(jnp.minimum(buffer.size, window), 1)
-  back = jax.random.randint(key, (num_queries,), 0, recent)
+  back = jax.random.randint(key, (num_queries, segments), 0, recent)
   idx = (buffer.insert_pos - 1 - back) % cap
   return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
 
@@ -91,25 +102,34 @@ class RewardLearner:
   k: float = 30.0
   label_smoothing: float = 0.0
   lr: float = 3e-4
+  preference: bool = False       # Bradley-Terry on pairs instead of ratings
 
   @property
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.lr)
 
   def _member_rewards(self, params, obs, action):
-    """Each member on its own batch: obs [E, B, O] -> rewards [E, B]."""
+    """Each member on its own batch: obs [E, B, P, O] -> returns [E, B, P]."""
     member = self.model.module.member
-    return jax.vmap(lambda p, o, a: member.apply({"params": p}, o, a))(
-        params["params"]["member"], obs, action)
+    e, b, p = obs.shape[:3]
+    r = jax.vmap(lambda prm, o, a: member.apply({"params": prm}, o, a))(
+        params["params"]["member"], obs.reshape(e, b * p, -1),
+        action.reshape(e, b * p, -1))
+    return r.reshape(e, b, p)
 
   def _loss(self, params, obs, action, labels, mask, weights):
     r = self._member_rewards(params, obs, action)
     def one(r_e, y_e, m_e):
-      p = reward_lib.rating_probabilities(r_e, y_e, self.num_classes, self.k,
-                                          m_e)
-      loss = reward_lib.rating_loss(p, y_e, weights, self.loss,
-                                    self.label_smoothing, m_e)
-      correct = jnp.sum((jnp.argmax(p, -1) == y_e) * m_e)
+      if self.preference:
+        loss = reward_lib.preference_loss(r_e[:, 0], r_e[:, 1], y_e, m_e)
+        predicted = (r_e[:, 1] > r_e[:, 0]).astype(y_e.dtype)
+      else:
+        p = reward_lib.rating_probabilities(r_e[:, 0], y_e, self.num_classes,
+                                            self.k, m_e)
+        loss = reward_lib.rating_loss(p, y_e, weights, self.loss,
+                                      self.label_smoothing, m_e)
+        predicted = jnp.argmax(p, -1)
+      correct = jnp.sum((predicted == y_e) * m_e)
       return loss, correct
     losses, correct = jax.vmap(one)(r, labels, mask)
     # One optimiser over the summed member losses, as in the reference.
@@ -166,24 +186,30 @@ class RewardLearner:
 def make_learner(config: ml_collections.ConfigDict, num_classes: int,
                  model: reward_model_lib.RewardModel) -> RewardLearner:
   r = config.reward
+  preference = r.feedback_type == "preference"
   return RewardLearner(
-      model=model, num_classes=num_classes, loss=r.loss,
+      model=model, num_classes=2 if preference else num_classes, loss=r.loss,
       class_weighted=r.class_weighted, stratified=r.stratified,
       batch_size=r.batch_size, max_epochs=r.max_epochs,
       stop_accuracy=r.stop_accuracy, k=r.k,
-      label_smoothing=r.label_smoothing, lr=r.lr)
+      label_smoothing=r.label_smoothing, lr=r.lr, preference=preference)
 
 
 def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
                    raters: List[Rater]) -> Tuple[RatingSet, Dict[str, Any]]:
   """Sends each seed's queries to its rater and stores the answered ones.
 
-  rating_sets and queries carry a leading seed axis S.
+  rating_sets and queries carry a leading seed axis S; queries' leaves are
+  [S, Q, P, ...] with P = 1 (rate each segment) or 2 (prefer one of two).
   """
   true_r = np.asarray(queries.true_reward)
   labels, answered = [], []
   for s, rater in enumerate(raters):
-    got = rater.rate(Queries(true_return=true_r[s]))
+    if true_r.shape[2] == 2:
+      got = rater.prefer(Queries(true_return=true_r[s, :, 0]),
+                         Queries(true_return=true_r[s, :, 1]))
+    else:
+      got = rater.rate(Queries(true_return=true_r[s, :, 0]))
     labels.append(np.where(got.answered, got.labels, 0))
     answered.append(got.answered)
   labels = jnp.asarray(np.stack(labels), jnp.int32)
@@ -209,7 +235,7 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
   for s in range(num_seeds):
     lab = labels_all[s, :sizes[s]]
     weights.append(np.asarray(reward_lib.class_weights(lab, learner.num_classes))
-                   if learner.class_weighted else
+                   if learner.class_weighted and not learner.preference else
                    np.ones((learner.num_classes,), np.float32))
   weights = jnp.asarray(np.stack(weights))
   active = np.ones((num_seeds,), bool)

@@ -9,7 +9,8 @@ Q(i) = -k (x - b_i)(x - b_{i+1}), which is positive exactly inside
 cross-entropy (vanilla RbRL) or MAE (ERL-VLM), optionally class-weighted.
 
 Public API: `rating_probabilities`, `class_weights`, `rating_loss`,
-`stratified_batches`.
+`stratified_batches`, and `preference_loss` (Bradley-Terry, for the
+RL-VLM-F baseline).
 """
 
 from __future__ import annotations
@@ -131,6 +132,27 @@ def rating_loss(probs: jax.Array, labels: jax.Array,
   if mask is not None:
     wb = wb * mask
   return jnp.sum(wb * per) / jnp.maximum(jnp.sum(wb), 1e-12)
+
+
+def preference_loss(returns_0: jax.Array, returns_1: jax.Array,
+                    prefs: jax.Array,
+                    mask: Optional[jax.Array] = None) -> jax.Array:
+  """Bradley-Terry cross-entropy with P[1 > 0] = exp(R1) / (exp(R0) + exp(R1)).
+
+  Args:
+    returns_0, returns_1: [B] predicted returns of the two segments.
+    prefs: [B] int, 1 where segment 1 is preferred, 0 where segment 0 is.
+      Ties and "unsure" answers are dropped before they get here.
+    mask: optional [B] bool of valid entries.
+  Returns:
+    scalar mean negative log-likelihood over valid entries.
+  """
+  chex.assert_equal_shape([returns_0, returns_1, prefs])
+  logit = returns_1 - returns_0
+  y = prefs.astype(logit.dtype)
+  nll = -(y * jax.nn.log_sigmoid(logit) + (1.0 - y) * jax.nn.log_sigmoid(-logit))
+  m = jnp.ones_like(nll) if mask is None else mask.astype(nll.dtype)
+  return jnp.sum(nll * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def stratified_batches(labels, batch_size: int,

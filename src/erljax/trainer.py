@@ -304,16 +304,18 @@ class FeedbackLoop:
     self.rng = np.random.default_rng(seeds[0])
     obs, act = trainer.env.observation_size, trainer.env.action_size
     n = len(seeds)
+    segments = 2 if self.learner.preference else 1
     self.rating_sets = jax.jit(jax.vmap(
-        lambda _: feedback_lib.empty_rating_set(c.feedback.budget, obs, act)))(
-            jnp.arange(n))
+        lambda _: feedback_lib.empty_rating_set(c.feedback.budget, obs, act,
+                                                segments)))(jnp.arange(n))
     self.opt_state = None
     self.sent = 0
     self.sessions = 0
     self.next_session = c.feedback.first_session
     window = c.feedback.query_window * trainer.env.episode_length
     self._sample = jax.jit(jax.vmap(
-        lambda b, k, q: feedback_lib.sample_queries(b, k, q, window),
+        lambda b, k, q: feedback_lib.sample_queries(b, k, q, window,
+                                                    segments),
         in_axes=(0, 0, None)), static_argnums=2)
     self._epoch = jax.jit(jax.vmap(self.learner.epoch))
     self._after = {
@@ -368,13 +370,17 @@ class FeedbackLoop:
             for s in range(len(sizes))]
 
   def _label_accuracy(self) -> List[float]:
-    """Stored labels that match the noise-free scripted label."""
+    """Stored labels that match the noise-free scripted answer."""
     sizes = np.asarray(self.rating_sets.size)
     labels = np.asarray(self.rating_sets.label)
     true_r = np.asarray(self.rating_sets.true_reward)
-    return [float(np.mean(labels[s, :sizes[s]] ==
-                          self.raters[s].true_labels(true_r[s, :sizes[s]])))
-            for s in range(len(sizes))]
+    out = []
+    for s in range(len(sizes)):
+      r = true_r[s, :sizes[s]]
+      truth = ((r[:, 1] > r[:, 0]).astype(np.int64) if self.learner.preference
+               else self.raters[s].true_labels(r[:, 0]))
+      out.append(float(np.mean(labels[s, :sizes[s]] == truth)))
+    return out
 
 
 def run(config: ml_collections.ConfigDict,

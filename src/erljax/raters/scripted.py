@@ -63,3 +63,22 @@ class ScriptedRater:
       noisy = labels + step
     labels = np.where(flip, noisy, labels)
     return Ratings(labels=labels, answered=np.ones((b,), bool))
+
+  def prefer(self, queries_0: Queries, queries_1: Queries) -> Ratings:
+    """Pairwise preferences (the RL-VLM-F baseline's query).
+
+    labels [B]: 1 if segment 1 has the higher true return, else 0; equal
+    returns are ties, answered False (the VLM's "-1", dropped). With
+    probability `noise` an answered preference is flipped.
+    """
+    r0 = np.asarray(queries_0.true_return, np.float64)
+    r1 = np.asarray(queries_1.true_return, np.float64)
+    for r in (r0, r1):
+      if not np.all(np.isfinite(r)):
+        raise ValueError(f"segment return {r[~np.isfinite(r)][0]} is not "
+                         "finite")
+    labels = (r1 > r0).astype(np.int64)
+    flip = self._rng.random(labels.shape[0]) < self.noise
+    labels = np.where(flip, 1 - labels, labels)
+    answered = r0 != r1
+    return Ratings(labels=np.where(answered, labels, -1), answered=answered)

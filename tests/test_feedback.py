@@ -1,0 +1,385 @@
+"""Feedback sessions (feedback.py): the rating store, query sampling, the
+reward learner's minibatch schedule and its training loop.
+
+A RatingSet row holds one query of P segments (P = 1 for ratings), so obs
+rows are [P, O] = [1, O] here.
+"""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erljax import feedback
+from erljax import replay
+from erljax.raters import ScriptedRater
+from erljax.replay import Transition
+from erljax.reward_model import RewardModel
+
+O, A = 2, 1
+
+
+# --- add_ratings ---------------------------------------------------------------
+
+def _rows(values):
+  """A batch of B one-segment queries whose every field encodes `values`."""
+  v = jnp.asarray(values, jnp.float32)
+  obs = jnp.stack([v, v + 100.0], -1)[:, None, :]        # [B, 1, O]
+  action = -v[:, None, None]                              # [B, 1, A]
+  label = (jnp.asarray(values) % 3).astype(jnp.int32)     # [B]
+  true_reward = 0.5 * v[:, None]                          # [B, 1]
+  return obs, action, label, true_reward
+
+
+def _add(rs, values, answered):
+  return feedback.add_ratings(rs, *_rows(values),
+                              jnp.asarray(answered, bool))
+
+
+def _stored(rs):
+  """Slot -> the value that was written there (0 for empty slots)."""
+  return np.asarray(rs.obs[:, 0, 0])
+
+
+def _assert_consistent(rs):
+  """Every field of a filled slot came from the same input row; empty slots
+  (value 0) are still all zero."""
+  v = np.asarray(rs.obs[:, 0, 0])
+  full = v != 0
+  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 1])[full],
+                                v[full] + 100.0)
+  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 1])[~full], 0.0)
+  np.testing.assert_array_equal(rs.action[:, 0, 0], -v)
+  np.testing.assert_array_equal(rs.true_reward[:, 0], 0.5 * v)
+  np.testing.assert_array_equal(rs.label, np.where(full, v.astype(int) % 3,
+                                                   0))
+
+
+def test_empty_rating_set_shapes():
+  rs = feedback.empty_rating_set(7, O, A)
+  assert rs.obs.shape == (7, 1, O)
+  assert rs.action.shape == (7, 1, A)
+  assert rs.label.shape == (7,) and rs.label.dtype == jnp.int32
+  assert int(rs.size) == 0 and int(rs.insert_pos) == 0
+
+
+def test_add_ratings_stores_only_answered_rows_in_order():
+  rs = feedback.empty_rating_set(5, O, A)
+  rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])
+  np.testing.assert_array_equal(_stored(rs), [1, 3, 4, 0, 0])
+  np.testing.assert_array_equal(rs.label[:3], [1, 0, 1])
+  np.testing.assert_array_equal(rs.obs[:3, 0, 1], [101, 103, 104])
+  np.testing.assert_array_equal(rs.action[:3, 0, 0], [-1, -3, -4])
+  np.testing.assert_array_equal(rs.true_reward[:3, 0], [0.5, 1.5, 2.0])
+  assert int(rs.size) == 3 and int(rs.insert_pos) == 3
+  _assert_consistent(rs)
+
+
+def test_add_ratings_wraps_around_and_caps_size():
+  rs = feedback.empty_rating_set(5, O, A)
+  rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])     # slots 0..2
+  rs = _add(rs, [10, 11, 12, 13], [True, True, False, True])  # slots 3, 4, 0
+  np.testing.assert_array_equal(_stored(rs), [13, 3, 4, 10, 11])
+  assert int(rs.size) == 5 and int(rs.insert_pos) == 1
+  rs = _add(rs, [20, 21, 22], [True, True, True])             # slots 1, 2, 3
+  np.testing.assert_array_equal(_stored(rs), [13, 20, 21, 22, 11])
+  np.testing.assert_array_equal(rs.label, [1, 2, 0, 1, 2])
+  assert int(rs.size) == 5 and int(rs.insert_pos) == 4
+  _assert_consistent(rs)
+
+
+def test_add_ratings_all_unanswered_changes_nothing():
+  rs = _add(feedback.empty_rating_set(4, O, A), [5, 6], [True, True])
+  after = _add(rs, [7, 8, 9], [False, False, False])
+  for a, b in zip(jax.tree_util.tree_leaves(rs),
+                  jax.tree_util.tree_leaves(after)):
+    np.testing.assert_array_equal(a, b)
+  assert int(after.size) == 2 and int(after.insert_pos) == 2
+
+
+def test_add_ratings_jit_vmap_over_seeds_matches_per_seed():
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(4, O, A))(jnp.arange(2))
+  rows = [_rows([1, 2, 3]), _rows([4, 5, 6])]
+  stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *rows)
+  answered = jnp.array([[True, False, True], [False, True, True]])
+  out = jax.jit(jax.vmap(feedback.add_ratings))(rs, *stacked, answered)
+  np.testing.assert_array_equal(out.obs[:, :, 0, 0], [[1, 3, 0, 0],
+                                                      [5, 6, 0, 0]])
+  np.testing.assert_array_equal(out.size, [2, 2])
+  for s in range(2):
+    single = feedback.add_ratings(feedback.empty_rating_set(4, O, A),
+                                  *rows[s], answered[s])
+    for a, b in zip(jax.tree_util.tree_leaves(single),
+                    jax.tree_util.tree_leaves(
+                        jax.tree_util.tree_map(lambda x: x[s], out))):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_rate_and_store_labels_answered_queries():
+  # Two seeds, three one-segment queries each; true rewards binned over [0, 3].
+  true_r = jnp.array([[0.5, 2.5, 1.5], [2.9, 0.1, 1.0]])[:, :, None]
+  queries = Transition(
+      obs=jnp.tile(true_r[..., None], (1, 1, 1, O)),
+      action=jnp.zeros((2, 3, 1, A)), reward=jnp.zeros((2, 3, 1)),
+      true_reward=true_r, discount=jnp.ones((2, 3, 1)),
+      next_obs=jnp.zeros((2, 3, 1, O)))
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(8, O, A))(jnp.arange(2))
+  raters = [ScriptedRater(3, 0.0, 3.0, seed=s) for s in range(2)]
+  rs, counts = feedback.rate_and_store(rs, queries, raters)
+  np.testing.assert_array_equal(rs.label[:, :3], [[0, 2, 1], [2, 0, 1]])
+  np.testing.assert_array_equal(rs.size, [3, 3])
+  np.testing.assert_allclose(rs.true_reward[:, :3, 0], true_r[..., 0])
+  assert counts == {"answered": [3, 3], "dropped": [0, 0]}
+
+
+# --- sample_queries --------------------------------------------------------------
+
+def _transitions(start, n):
+  v = jnp.arange(start, start + n, dtype=jnp.float32)
+  return Transition(obs=jnp.stack([v, -v], -1), action=v[:, None] * 2.0,
+                    reward=v, true_reward=v + 0.25,
+                    discount=jnp.ones((n,)),
+                    next_obs=jnp.stack([v + 1.0, -v - 1.0], -1))
+
+
+def _buffer(cap, total, batch=10):
+  one = jax.tree_util.tree_map(lambda x: x[0], _transitions(0, 1))
+  buf = replay.init(cap, one)
+  for start in range(0, total, batch):
+    buf = replay.add(buf, _transitions(start, min(batch, total - start)))
+  return buf
+
+
+def test_sample_queries_draws_only_the_recent_window():
+  buf = _buffer(20, 30)  # holds items 10..29, wrapped; next write at slot 10
+  assert int(buf.insert_pos) == 10 and int(buf.size) == 20
+  q = feedback.sample_queries(buf, jax.random.PRNGKey(0), 2000, window=5)
+  assert q.reward.shape == (2000, 1) and q.obs.shape == (2000, 1, O)
+  assert set(np.asarray(q.reward).ravel().tolist()) == {25., 26., 27., 28.,
+                                                        29.}
+  # The fields of one sampled transition stay together.
+  np.testing.assert_array_equal(q.obs[..., 0], q.reward)
+  np.testing.assert_array_equal(q.obs[..., 1], -q.reward)
+  np.testing.assert_array_equal(q.action[..., 0], 2.0 * q.reward)
+  np.testing.assert_array_equal(q.true_reward, q.reward + 0.25)
+
+
+def test_sample_queries_window_larger_than_size_or_capacity():
+  partial = _buffer(20, 7)
+  q = feedback.sample_queries(partial, jax.random.PRNGKey(1), 2000, window=100)
+  assert set(np.asarray(q.reward).ravel().tolist()) == set(map(float,
+                                                               range(7)))
+  full = _buffer(20, 30)
+  q = feedback.sample_queries(full, jax.random.PRNGKey(2), 4000, window=50)
+  assert set(np.asarray(q.reward).ravel().tolist()) == set(
+      map(float, range(10, 30)))
+
+
+def test_sample_queries_window_one_is_the_newest_item():
+  q = feedback.sample_queries(_buffer(20, 33), jax.random.PRNGKey(3), 50,
+                              window=1)
+  np.testing.assert_array_equal(q.reward, np.full((50, 1), 32.0))
+
+
+def test_sample_queries_pairs_of_segments_stay_in_window():
+  q = feedback.sample_queries(_buffer(20, 30), jax.random.PRNGKey(4), 500,
+                              window=4, segments=2)
+  assert q.reward.shape == (500, 2) and q.obs.shape == (500, 2, O)
+  assert set(np.asarray(q.reward).ravel().tolist()) == {26., 27., 28., 29.}
+
+
+# --- RewardLearner.schedule -------------------------------------------------------
+
+def _model():
+  return RewardModel("mlp", ensemble_size=2, hidden_sizes=(16, 16))
+
+
+def _learner(**kw):
+  kw.setdefault("num_classes", 2)
+  return feedback.RewardLearner(model=_model(), **kw)
+
+
+def _check_covers_each_item_once(idx, mask, n):
+  for e in range(idx.shape[1]):
+    items = idx[:, e][mask[:, e]]
+    np.testing.assert_array_equal(np.sort(items), np.arange(n))
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_schedule_shape_and_each_item_once_per_member(stratified):
+  labels = np.array([0] * 40 + [1] * 10)
+  np.random.default_rng(0).shuffle(labels)
+  learner = _learner(batch_size=16, stratified=stratified)
+  idx, mask = learner.schedule(labels, np.random.default_rng(1), 2)
+  # ceil(50 / 16) = 4 batches of at most 16 for each of the 2 members.
+  assert idx.shape == (4, 2, 16) and mask.shape == (4, 2, 16)
+  assert idx.dtype == np.int32 and mask.dtype == bool
+  _check_covers_each_item_once(idx, mask, 50)
+  np.testing.assert_array_equal(mask.sum(-1), [[16, 16], [16, 16], [16, 16],
+                                               [2, 2]])
+  # Padding is at the end of each batch.
+  for t in range(4):
+    for e in range(2):
+      k = mask[t, e].sum()
+      assert mask[t, e, :k].all() and not mask[t, e, k:].any()
+  # Members get their own shuffles.
+  assert not np.array_equal(idx[:, 0], idx[:, 1])
+
+
+def test_stratified_schedule_class_counts_by_hand():
+  # 40 zeros, 10 ones, batch 16, T=4. Batch 1: floor(40/4)=10 zeros and
+  # floor(10/4)=2 ones, one leftover each (ones first): 11 + 3, filled to 16
+  # with zeros -> 3 ones. Batches 2 and 3 work out the same (ones pool 7 -> 4
+  # -> 1); the last batch takes the remaining one and one zero.
+  labels = np.array([0] * 40 + [1] * 10)
+  np.random.default_rng(5).shuffle(labels)
+  idx, mask = _learner(batch_size=16, stratified=True).schedule(
+      labels, np.random.default_rng(2), 2)
+  for e in range(2):
+    ones = [int(labels[idx[t, e][mask[t, e]]].sum()) for t in range(4)]
+    assert ones == [3, 3, 3, 1]
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_schedule_small_set_is_one_batch(stratified):
+  labels = np.array([0, 1, 1, 0, 1, 0, 0])
+  idx, mask = _learner(batch_size=16, stratified=stratified).schedule(
+      labels, np.random.default_rng(0), 3)
+  assert idx.shape == (1, 3, 7) and mask.all()
+  _check_covers_each_item_once(idx, mask, 7)
+
+
+# --- train_reward -----------------------------------------------------------------
+
+N_TOY, CAP_TOY = 200, 256
+
+
+def _toy_rating_sets(num_classes=2, seed=0):
+  """obs uniform in [-1, 1]^2; label thresholds obs[0]. Capacity > N."""
+  rng = np.random.default_rng(seed)
+  obs = rng.uniform(-1.0, 1.0, (N_TOY, O)).astype(np.float32)
+  act = rng.uniform(-1.0, 1.0, (N_TOY, A)).astype(np.float32)
+  if num_classes == 2:
+    label = (obs[:, 0] > 0).astype(np.int32)
+  else:  # imbalanced thirds: 0 below -0.6, 2 above 0.4
+    label = np.digitize(obs[:, 0], [-0.6, 0.4]).astype(np.int32)
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(CAP_TOY, O, A))(
+      jnp.arange(1))
+  rs = jax.vmap(feedback.add_ratings)(
+      rs, obs[None, :, None, :], act[None, :, None, :], label[None],
+      obs[None, :, :1], jnp.ones((1, N_TOY), bool))
+  return rs, obs, act, label
+
+
+def _init(learner, seed=0):
+  model = learner.model
+  params = jax.vmap(lambda k: model.init(k, (jnp.zeros((1, O)),
+                                             jnp.zeros((1, A)))))(
+      jax.random.split(jax.random.PRNGKey(seed), 1))
+  return params, jax.vmap(learner.optimizer.init)(params)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(loss, num_classes, lr):
+  """One jitted, seed-vmapped epoch per loss configuration (compiles once).
+
+  The epoch depends only on the model, the loss settings and lr; schedule
+  and stopping (stratified, max_epochs, stop_accuracy) live on the host, so
+  learners differing only there can share it.
+  """
+  learner = _learner(loss=loss, num_classes=num_classes, lr=lr, batch_size=64)
+  return learner, jax.jit(jax.vmap(learner.epoch))
+
+
+def _tree_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(
+      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def _auc(score, label):
+  pos, neg = score[label == 1], score[label == 0]
+  return np.mean(pos[:, None] > neg[None, :])
+
+
+def test_train_reward_learns_a_threshold_reward():
+  rs, obs, act, label = _toy_rating_sets()
+  base, epoch_fn = _compiled("mae", 2, 1e-2)
+  learner = base  # max_epochs=10, stop_accuracy=0.97, stratified, weighted
+  params, opt_state = _init(learner)
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    params, opt_state, epochs, acc = feedback.train_reward(
+        learner, epoch_fn, params, opt_state, rs, rng)
+    assert len(epochs) == 1 and 1 <= epochs[0] <= learner.max_epochs
+    # Stopping happens exactly when accuracy first exceeds stop_accuracy.
+    assert (acc[0] > learner.stop_accuracy) or epochs[0] == learner.max_epochs
+  assert acc[0] > 0.9
+  p = jax.tree_util.tree_map(lambda x: x[0], params)
+  members = np.asarray(learner.model.members(p, jnp.asarray(obs),
+                                             jnp.asarray(act)))
+  r = members.mean(0)
+  assert np.corrcoef(r, obs[:, 0])[0, 1] > 0.5
+  for m in members:
+    assert np.corrcoef(m, obs[:, 0])[0, 1] > 0.3
+  # The learned reward ranks "good" (label 1) above "bad" almost always.
+  assert _auc(r, label) > 0.95
+
+
+def test_train_reward_early_stop_after_one_epoch():
+  rs, *_ = _toy_rating_sets()
+  base, epoch_fn = _compiled("mae", 2, 1e-2)
+  learner = dataclasses.replace(base, stop_accuracy=0.01, max_epochs=5)
+  params0, opt0 = _init(learner)
+  params, _, epochs, acc = feedback.train_reward(
+      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
+  assert epochs == [1]
+  assert acc[0] > 0.01
+  assert not _tree_equal(params, params0)  # the one epoch did train
+
+
+def test_train_reward_runs_max_epochs_when_target_unreachable():
+  rs, *_ = _toy_rating_sets()
+  base, epoch_fn = _compiled("mae", 2, 1e-2)
+  # Accuracy can never exceed 1.0, so every epoch runs.
+  learner = dataclasses.replace(base, stop_accuracy=1.0, max_epochs=3)
+  params0, opt0 = _init(learner)
+  _, _, epochs, acc = feedback.train_reward(
+      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
+  assert epochs == [3]
+  assert 0.0 <= acc[0] <= 1.0
+
+
+def test_inactive_epoch_leaves_params_and_optimiser_unchanged():
+  rs, _, _, label = _toy_rating_sets()
+  learner, epoch_fn = _compiled("mae", 2, 1e-2)
+  params, opt = _init(learner)
+  idx, mask = learner.schedule(label, np.random.default_rng(0), 2)
+  weights = jnp.ones((1, 2))
+  new_p, new_o, acc, loss = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
+                                     jnp.asarray(mask)[None], weights,
+                                     jnp.array([False]))
+  assert _tree_equal(new_p, params) and _tree_equal(new_o, opt)
+  assert np.isfinite(np.asarray(loss)).all()
+  act_p, _, _, _ = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
+                            jnp.asarray(mask)[None], weights,
+                            jnp.array([True]))
+  assert not _tree_equal(act_p, params)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mae"])
+@pytest.mark.parametrize("stratified", [True, False])
+def test_loss_kinds_and_batching_run_and_stay_finite(loss, stratified):
+  rs, *_ = _toy_rating_sets(num_classes=3, seed=1)
+  base, epoch_fn = _compiled(loss, 3, 3e-3)
+  learner = dataclasses.replace(base, stratified=stratified, max_epochs=2,
+                                stop_accuracy=1.0)
+  params0, opt0 = _init(learner, seed=1)
+  params, opt, epochs, acc = feedback.train_reward(
+      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(3))
+  assert epochs == [2]
+  assert 0.0 <= acc[0] <= 1.0
+  leaves = jax.tree_util.tree_leaves(params) + jax.tree_util.tree_leaves(opt)
+  assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
+  assert not _tree_equal(params, params0)

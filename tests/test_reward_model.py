@@ -1,0 +1,96 @@
+"""Reward ensembles (reward_model.py): shapes, ranges, member independence,
+the reference CNN's flatten size, and argument checks."""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erljax.reward_model import RewardModel
+
+
+def _mlp_inputs(b=16, o=4, a=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.normal(size=(b, o)) * 3.0, jnp.float32),
+          jnp.asarray(rng.uniform(-1, 1, size=(b, a)), jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def mlp3():
+  model = RewardModel("mlp", ensemble_size=3, hidden_sizes=(16, 16))
+  obs, act = _mlp_inputs()
+  params = model.init(jax.random.PRNGKey(0), (obs[:1], act[:1]))
+  return model, params, obs, act
+
+
+def test_mlp_ensemble_shapes_range_and_distinct_members(mlp3):
+  model, params, obs, act = mlp3
+  kernels = params["params"]["member"]["MLP_0"]
+  # Input O + A = 6, two hidden layers of 16, one output; leading axis E.
+  assert kernels["Dense_0"]["kernel"].shape == (3, 6, 16)
+  assert kernels["Dense_1"]["kernel"].shape == (3, 16, 16)
+  assert kernels["Dense_2"]["kernel"].shape == (3, 16, 1)
+  r = np.asarray(model.members(params, obs, act))
+  assert r.shape == (3, 16)
+  assert np.all(np.abs(r) < 1.0) and np.all(np.isfinite(r))
+  assert r.std() > 1e-3  # not a constant output
+  for i in range(3):
+    for j in range(i + 1, 3):
+      assert not np.allclose(r[i], r[j], atol=1e-4)
+      assert not np.allclose(kernels["Dense_0"]["kernel"][i],
+                             kernels["Dense_0"]["kernel"][j])
+
+
+def test_reward_is_mean_of_members(mlp3):
+  model, params, obs, act = mlp3
+  members = model.members(params, obs, act)
+  r = model.reward(params, obs, act)
+  assert r.shape == (16,)
+  np.testing.assert_allclose(r, np.mean(np.asarray(members), 0), rtol=1e-6,
+                             atol=1e-7)
+
+
+def test_ensemble_of_one():
+  model = RewardModel("mlp", ensemble_size=1, hidden_sizes=(8,))
+  obs, act = _mlp_inputs(b=5)
+  params = model.init(jax.random.PRNGKey(2), (obs[:1], act[:1]))
+  m = model.members(params, obs, act)
+  assert m.shape == (1, 5)
+  np.testing.assert_allclose(model.reward(params, obs, act), m[0], rtol=1e-6)
+
+
+def test_cnn_reference_flatten_size_and_output_shape():
+  # 224 -(5, s3)-> 74 -(3, s2)-> 36 -> 17 -> 8; 8 * 8 * 128 = 8192.
+  model = RewardModel("cnn", ensemble_size=2)
+  rng = np.random.default_rng(0)
+  frames = jnp.asarray(rng.integers(0, 256, size=(3, 224, 224, 3)), jnp.uint8)
+  params = model.init(jax.random.PRNGKey(0), (frames[:1],))
+  p = params["params"]["member"]
+  assert p["Dense_0"]["kernel"].shape == (2, 8192, 1)
+  assert [p[f"Conv_{i}"]["kernel"].shape for i in range(4)] == [
+      (2, 5, 5, 3, 16), (2, 3, 3, 16, 32), (2, 3, 3, 32, 64),
+      (2, 3, 3, 64, 128)]
+  members = model.members
+  r = np.asarray(members(params, frames))
+  assert r.shape == (2, 3)
+  assert np.all(np.abs(r) < 1.0)
+  assert not np.allclose(r[0], r[1], atol=1e-5)
+  # uint8 frames and the same frames as float in [0, 255] agree (the network
+  # scales by 1/255 itself).
+  r_float = np.asarray(members(params, frames.astype(jnp.float32)))
+  np.testing.assert_allclose(r, r_float, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(model.reward(params, frames), r.mean(0),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "MLP", ""])
+def test_bad_kind_raises_naming_it(kind):
+  with pytest.raises(ValueError, match=re.escape(f"kind={kind!r}")):
+    RewardModel(kind)
+
+
+@pytest.mark.parametrize("size", [0, -2])
+def test_bad_ensemble_size_raises_naming_it(size):
+  with pytest.raises(ValueError, match=re.escape(f"ensemble_size={size}")):
+    RewardModel("mlp", ensemble_size=size)
