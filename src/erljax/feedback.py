@@ -60,6 +60,9 @@ def add_ratings(rs: RatingSet, obs, action, label, true_reward,
                 answered) -> RatingSet:
   """Appends the answered rows of a batch (unanswered rows are skipped)."""
   cap = rs.label.shape[0]
+  if answered.shape[0] > cap:
+    raise ValueError(f"a batch of {answered.shape[0]} queries does not fit a "
+                     f"rating set of capacity {cap}")
   order = jnp.argsort(~answered)  # answered rows first, stable
   n_new = jnp.sum(answered).astype(jnp.int32)
   slots = (rs.insert_pos + jnp.arange(answered.shape[0])) % cap
