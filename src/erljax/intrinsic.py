@@ -51,5 +51,8 @@ def knn_distance(obs: jax.Array, reference: jax.Array, valid: jax.Array,
   d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
   kk = min(k + 1, reference.shape[0])
   neg_smallest, _ = jax.lax.top_k(-d2, kk)
+  # Without the barrier XLA fuses "top_k then take the last column" into a
+  # full sort: 530 ms instead of 9 ms for 256 x 10,000 on 2 CPU cores.
+  neg_smallest = jax.lax.optimization_barrier(neg_smallest)
   dist = jnp.sqrt(-neg_smallest[:, -1])
   return jnp.where(jnp.isfinite(dist), dist, 0.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from absl import app
+from absl import logging
 from ml_collections import config_flags
 
 from erljax import config as config_lib
@@ -21,6 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # JAX / Brax info lines drown the curve
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. "
