@@ -74,7 +74,7 @@ def main():
     fb = r["sessions"]
     acc = (np.mean(fb[-1]["label_accuracy"]) if fb else float("nan"))
     corr = (np.mean(fb[-1]["reward_corr"]) if fb else float("nan"))
-    sent = fb[-1]["queries_sent"] if fb else 0
+    sent = fb[-1]["queries_sent"] if fb else "-"
     rows.append(f"| {label} | {ret.shape[1]} | {final.mean():.2f} | "
                 f"[{lo:.2f}, {hi:.2f}] | {r['success'][-1].mean():.2f} | "
                 f"{sent} | {acc:.2f} | {corr:.2f} |")
