@@ -96,7 +96,8 @@ class Trainer:
         sac=self.agent.init(k_sac),
         buffer=replay.init(self.config.replay_capacity, example),
         env=self.env.reset(k_env), reward_params=self.reward.init(k_rew),
-        ent_stats=intrinsic.RunningStats.create(), key=key, env_steps=jnp.zeros((), jnp.int32))
+        ent_stats=intrinsic.RunningStats.create(), key=key,
+        env_steps=jnp.zeros((), jnp.int32))
 
   # -- one vectorized step ------------------------------------------------
 
