@@ -43,6 +43,34 @@ def test_register_rejects_bad_specs():
     envs.register(dataclasses.replace(spec, name="x1", num_classes=1))
   with pytest.raises(ValueError, match=r"reward_range \(1.0, 0.0\)"):
     envs.register(dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0)))
+  with pytest.raises(ValueError, match=r"rating_range \(0.0, 0.0\)"):
+    envs.register(dataclasses.replace(spec, name="x3", rating_range=(0.0, 0.0)))
+
+
+def test_reacher_rating_signal_is_the_visible_distance():
+  """The rater judges the tip-target distance (what a frame shows), not the
+  control cost; it equals Brax's reward_dist metric after the step."""
+  env = envs.make_vec_env("reacher", num_envs=4, episode_length=10)
+  spec = env.task
+  state = env.reset(jax.random.PRNGKey(0))
+  action = jnp.full((4, env.action_size), 0.9)
+  next_state, out = env.step(state, action)
+  signal = spec.signal(state.obs, action, out.next_obs, out.reward)
+  assert signal.shape == (4,)
+  np.testing.assert_allclose(signal, next_state.inner.metrics["reward_dist"],
+                             rtol=1e-5, atol=1e-6)
+  # Control cost is in the reward, not in the signal.
+  assert np.all(np.asarray(out.reward) < np.asarray(signal) - 1.0)
+  assert spec.rated_range == (-0.2, 0.0)
+
+
+def test_default_rating_signal_is_the_reward():
+  spec = envs.get_task("CartpoleSwingup")
+  reward = jnp.array([[0.1, 0.7]])
+  obs = jnp.zeros((1, 2, 5))
+  out = spec.signal(obs, jnp.zeros((1, 2, 1)), obs, reward)
+  np.testing.assert_array_equal(out, reward)
+  assert spec.rated_range == spec.reward_range
 
 
 def test_make_vec_env_rejects_bad_sizes():

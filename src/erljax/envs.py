@@ -39,6 +39,12 @@ class TaskSpec:
     reward_range: (low, high) of the ground-truth per-step reward; a segment
       of H steps has return in [H*low, H*high]. The scripted rater bins over it.
     success_fn: maps one env state to a boolean success flag (scalar).
+    rating_signal: what a rater judges in the post-step frame of one
+      transition, (obs [O], action [A], next_obs [O], reward []) -> [];
+      None: the per-step reward. A VLM sees the frame, not the action, so
+      where the reward charges for control effort the signal leaves it out.
+    rating_range: (low, high) of rating_signal, binned by the scripted rater;
+      None: reward_range.
     camera: MuJoCo camera name or id (-1: free camera) used for rendering.
     source: "brax" or "playground".
   """
@@ -52,6 +58,24 @@ class TaskSpec:
   success_fn: Callable[[EnvStateT], jax.Array]
   camera: Any = -1
   source: str = "brax"
+  rating_signal: Optional[Callable[..., jax.Array]] = None
+  rating_range: Optional[Tuple[float, float]] = None
+
+  @property
+  def rated_range(self) -> Tuple[float, float]:
+    """(low, high) of the rated quantity: rating_range or reward_range."""
+    return self.rating_range or self.reward_range
+
+  def signal(self, obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+             reward: jax.Array) -> jax.Array:
+    """The rated quantity of transitions with any leading batch shape [...]:
+    obs/next_obs [..., O], action [..., A], reward [...] -> [...]."""
+    if self.rating_signal is None:
+      return reward
+    fn = self.rating_signal
+    for _ in range(reward.ndim):
+      fn = jax.vmap(fn)
+    return fn(obs, action, next_obs, reward)
 
 
 _REGISTRY: Dict[str, TaskSpec] = {}
@@ -63,10 +87,11 @@ def register(spec: TaskSpec) -> TaskSpec:
   if spec.num_classes < 2:
     raise ValueError(
         f"task {spec.name!r}: num_classes must be >= 2, got {spec.num_classes}")
-  lo, hi = spec.reward_range
-  if not lo < hi:
-    raise ValueError(f"task {spec.name!r}: reward_range {spec.reward_range} "
-                     "must satisfy low < high")
+  for field in ("reward_range", "rating_range"):
+    value = getattr(spec, field)
+    if value is not None and not value[0] < value[1]:
+      raise ValueError(f"task {spec.name!r}: {field} {value} must satisfy "
+                       "low < high")
   _REGISTRY[spec.name] = spec
   return spec
 
@@ -130,6 +155,12 @@ register(TaskSpec(
     # The tip within 2 cm of the target (the arm reaches 0.21 m).
     success_fn=_metric_below("reward_dist", 0.02),
     camera=-1,
+    # A frame shows how far the tip is from the target (the last three
+    # observations are tip - target), not the control cost; rated over
+    # distances 0..0.2 (targets lie within 0.2 of the centre).
+    rating_signal=lambda obs, action, next_obs, reward: -jnp.linalg.norm(
+        next_obs[-3:]),
+    rating_range=(-0.2, 0.0),
 ))
 
 register(TaskSpec(

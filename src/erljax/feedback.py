@@ -35,7 +35,8 @@ class RatingSet:
   obs [capacity, P, O] and action [capacity, P, A] hold the P segments of a
   query (P = 1 for ratings, 2 for preferences); label [capacity] is the class
   (ratings) or the preferred segment (preferences); true_reward
-  [capacity, P] is the ground truth, kept for diagnostics only.
+  [capacity, P] is the ground-truth rated quantity (the task's rating
+  signal, by default the reward), kept for diagnostics only.
   """
 
   obs: jax.Array
@@ -199,13 +200,18 @@ def make_learner(config: ml_collections.ConfigDict, num_classes: int,
 
 
 def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
-                   raters: List[Rater]) -> Tuple[RatingSet, Dict[str, Any]]:
+                   raters: List[Rater], signal: Any = None
+                   ) -> Tuple[RatingSet, Dict[str, Any]]:
   """Sends each seed's queries to its rater and stores the answered ones.
 
   rating_sets and queries carry a leading seed axis S; queries' leaves are
   [S, Q, P, ...] with P = 1 (rate each segment) or 2 (prefer one of two).
+  signal [S, Q, P]: the ground truth the scripted rater judges (the task's
+  rating signal); None: queries.true_reward.
   """
-  true_r = np.asarray(queries.true_reward)
+  if signal is None:
+    signal = queries.true_reward
+  true_r = np.asarray(signal)
   labels, answered = [], []
   for s, rater in enumerate(raters):
     if true_r.shape[2] == 2:
@@ -218,7 +224,7 @@ def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
   labels = jnp.asarray(np.stack(labels), jnp.int32)
   answered = jnp.asarray(np.stack(answered))
   rating_sets = jax.jit(jax.vmap(add_ratings))(
-      rating_sets, queries.obs, queries.action, labels, queries.true_reward,
+      rating_sets, queries.obs, queries.action, labels, jnp.asarray(true_r),
       answered)
   return rating_sets, {"answered": np.asarray(answered.sum(1)).tolist(),
                        "dropped": np.asarray((~answered).sum(1)).tolist()}

@@ -298,7 +298,7 @@ class FeedbackLoop:
     num_classes = c.rater.num_classes or task.num_classes
     self.learner = feedback_lib.make_learner(c, num_classes,
                                              trainer.reward.model)
-    low, high = task.reward_range
+    low, high = task.rated_range
     self.raters = [raters_lib.ScriptedRater(
         num_classes, low, high, noise=c.rater.noise,
         noise_kind=c.rater.noise_kind, seed=1_000_003 * s + 7) for s in seeds]
@@ -319,6 +319,7 @@ class FeedbackLoop:
                                                     segments),
         in_axes=(0, 0, None)), static_argnums=2)
     self._epoch = jax.jit(jax.vmap(self.learner.epoch))
+    self._signal = jax.jit(task.signal)
     self._after = {
         flag: jax.jit(jax.vmap(
             lambda s, p, k, flag=flag: trainer.after_feedback(s, p, flag, k)),
@@ -340,8 +341,10 @@ class FeedbackLoop:
     num = min(c.feedback.queries, c.feedback.budget - self.sent)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
     queries = self._sample(state.buffer, keys, num)
+    signal = self._signal(queries.obs, queries.action, queries.next_obs,
+                          queries.true_reward)
     self.rating_sets, counts = feedback_lib.rate_and_store(
-        self.rating_sets, queries, self.raters)
+        self.rating_sets, queries, self.raters, signal)
     self.sent += num
     params = state.reward_params
     if self.opt_state is None:
