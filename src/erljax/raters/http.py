@@ -42,6 +42,8 @@ class Counters:
   """Thread-safe counts of what a rater did.
 
   queries: queries asked (rate: one per segment; prefer: one per pair).
+  sent: queries that went to the service (not answered from the cache,
+    not skipped as identical pairs or replay misses).
   requests: HTTP requests sent (retries and both stages included).
   retries: requests repeated after a retryable failure.
   answered / dropped: queries that got a label / did not.
@@ -49,7 +51,7 @@ class Counters:
   drop_reasons: reason -> count of dropped queries.
   """
 
-  FIELDS = ("queries", "requests", "retries", "answered", "dropped",
+  FIELDS = ("queries", "sent", "requests", "retries", "answered", "dropped",
             "cache_hits")
 
   def __init__(self):

@@ -178,8 +178,8 @@ class VLMRater:
     return self.client.counters
 
   def stats(self) -> Dict[str, Any]:
-    """Counts so far: queries, requests, retries, answered, dropped,
-    cache_hits and drop_reasons."""
+    """Counts so far (see http.Counters): queries, sent, requests,
+    retries, answered, dropped, cache_hits and drop_reasons."""
     return self.client.counters.snapshot()
 
   def rate(self, queries: Queries) -> Ratings:
@@ -289,6 +289,7 @@ class VLMRater:
       counters.drop("cache_miss")
       return Answer(None, (), "cache_miss")
     else:
+      counters.add("sent")
       try:
         prompts, replies = self._exchange(kind, images, values)
       except QueryFailed as e:
