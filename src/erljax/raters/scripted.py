@@ -26,6 +26,8 @@ class ScriptedRater:
   noise_kind: str = "uniform"
   seed: int = 0
 
+  needs_frames = False  # reads Queries.true_return only (not a field)
+
   def __post_init__(self):
     if self.num_classes < 2:
       raise ValueError(f"num_classes={self.num_classes}: must be >= 2")
