@@ -17,13 +17,13 @@ def _vlm(kind="openai", **overrides):
   return c
 
 
-def test_scripted_factory_matches_the_trainers_construction():
+def test_scripted_factory_bins_the_tasks_rating_signal():
   c = config_lib.default()
   c.rater.noise, c.rater.noise_kind = 0.3, "neighbour"
   config_lib.validate(c)
   seed = 1_000_003 * 2 + 7
   made = raters.make(c.rater, "reacher", 3, seed)
-  low, high = envs.get_task("reacher").reward_range
+  low, high = envs.get_task("reacher").rated_range
   ref = raters.ScriptedRater(3, low, high, noise=0.3, noise_kind="neighbour",
                              seed=seed)
   assert made == ref and made.needs_frames is False

@@ -38,7 +38,7 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
 
   Args:
     cfg: the `rater` ConfigDict (see config.default()).
-    task_name: registered task; gives the scripted rater's reward range
+    task_name: registered task; gives the scripted rater's rating range
       and the VLM's instruction.
     num_classes: rating classes.
     seed: the scripted rater's noise seed; a VLM's request seed.
@@ -48,7 +48,7 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
   task = envs.get_task(task_name)
   if cfg.kind == "scripted":
-    low, high = task.reward_range
+    low, high = task.rated_range
     return ScriptedRater(num_classes, low, high, noise=cfg.noise,
                          noise_kind=cfg.noise_kind, seed=seed)
   if cfg.kind not in BACKENDS:
