@@ -61,7 +61,7 @@ def test_reacher_rating_signal_is_the_visible_distance():
                              rtol=1e-5, atol=1e-6)
   # Control cost is in the reward, not in the signal.
   assert np.all(np.asarray(out.reward) < np.asarray(signal) - 1.0)
-  assert spec.rated_range == (-0.2, 0.0)
+  assert spec.rated_range == (-0.3, 0.0)
 
 
 def test_default_rating_signal_is_the_reward():

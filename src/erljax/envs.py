@@ -156,11 +156,13 @@ register(TaskSpec(
     success_fn=_metric_below("reward_dist", 0.02),
     camera=-1,
     # A frame shows how far the tip is from the target (the last three
-    # observations are tip - target), not the control cost; rated over
-    # distances 0..0.2 (targets lie within 0.2 of the centre).
+    # observations are tip - target), not the control cost. Rated over
+    # distances 0..0.3 (10 cm bins): with 0..0.2, 78% of random-policy frames
+    # were "Bad" and 20% uniform noise left a fitted reward correlating 0.42
+    # with the distance; with 0..0.3, 0.67 (1,000 ratings, ERL-VLM loss).
     rating_signal=lambda obs, action, next_obs, reward: -jnp.linalg.norm(
         next_obs[-3:]),
-    rating_range=(-0.2, 0.0),
+    rating_range=(-0.3, 0.0),
 ))
 
 register(TaskSpec(
