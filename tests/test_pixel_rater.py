@@ -40,7 +40,10 @@ def test_reacher_pixel_labels_agree_with_ground_truth(reacher_frames):
 def test_reacher_preferences_follow_distance(reacher_frames):
   frames, dist = reacher_frames
   rater = pixel.PixelRater("reacher")
-  q = lambda f: Queries(true_return=np.zeros(len(f)), frames=f)
+
+  def q(f):
+    return Queries(true_return=np.zeros(len(f)), frames=f)
+
   pref = rater.prefer(q(frames[:60]), q(frames[60:]))
   closer = (dist[60:] < dist[:60]).astype(int)
   clear = pref.answered & (np.abs(dist[60:] - dist[:60]) > 0.01)

@@ -43,7 +43,8 @@ def _use_egl_if_asked() -> None:
   which needs a display. Switch that binding to EGL when EGL is asked for.
   """
   try:
-    from mujoco.rendering.classic import gl_context  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from mujoco.rendering.classic import gl_context
   except ImportError:
     return
   bound = getattr(gl_context, "GLContext", None)
