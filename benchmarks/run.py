@@ -485,9 +485,21 @@ def devices_section(suite: Suite) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
+def _write(out: Dict[str, Any], path: str):
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(out, f, indent=1)
+
+
 def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
-              with_brax: bool = True) -> Dict[str, Any]:
-  """Runs the sections; returns the JSON-ready result."""
+              with_brax: bool = True, out_path: str = ""
+              ) -> Dict[str, Any]:
+  """Runs the sections; returns the JSON-ready result.
+
+  With out_path the partial result is written after every section (marked
+  "complete": false until the end), so a long run that is cut short keeps
+  what it measured.
+  """
   unknown = set(sections) - set(SECTIONS)
   if unknown:
     raise ValueError(f"unknown sections {sorted(unknown)}; choose from "
@@ -498,8 +510,13 @@ def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
       "config": suite.as_dict(), "versions": common.versions(),
       "machine": common.machine(),
       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      "results": {}}
+      "complete": False, "results": {}}
   res = out["results"]
+  def done_section():
+    out["wall_s"] = time.perf_counter() - t0
+    out["memory"] = _memory()
+    if out_path:
+      _write(out, out_path)
   if "env" in sections:
     rows = []
     for task in suite.env_tasks:
@@ -509,21 +526,27 @@ def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
         rec["memory"] = _memory()
         rows.append(rec)
     res["env"] = rows
+    done_section()
   if "sac" in sections:
     res["sac"] = sac_section(suite, with_brax)
+    done_section()
   if "erl_loop" in sections:
     res["erl_loop"] = erl_loop_section(suite)
+    done_section()
   if "reward" in sections:
     res["reward"] = reward_section(suite)
+    done_section()
   if "breakdown" in sections:
     _log("breakdown")
     chunk_s = (statistics.median(res["sac"]["erljax"]["chunk_seconds"])
                if "sac" in res else None)
     res["breakdown"] = breakdown_section(suite, chunk_s)
+    done_section()
   if "devices" in sections:
     res["devices"] = devices_section(suite)
-  out["wall_s"] = time.perf_counter() - t0
-  out["memory"] = _memory()
+    done_section()
+  out["complete"] = True
+  done_section()
   return out
 
 
@@ -611,12 +634,10 @@ def main(argv: Optional[Sequence[str]] = None):
   p.add_argument("--skip_brax", action="store_true")
   a = p.parse_args(argv)
   sections = tuple(x for x in a.sections.split(",") if x)
-  out = run_suite(SUITES[a.suite], a.suite, sections, not a.skip_brax)
+  out = run_suite(SUITES[a.suite], a.suite, sections, not a.skip_brax,
+                  a.out)
   print(table(out), flush=True)
   if a.out:
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-      json.dump(out, f, indent=1)
     print("wrote", a.out)
   return out
 

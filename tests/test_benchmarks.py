@@ -47,7 +47,7 @@ def _positive(x):
 def test_top_level_schema(result):
   out, _ = result
   assert out["schema_version"] == bench.SCHEMA_VERSION
-  assert out["suite"] == "tiny"
+  assert out["suite"] == "tiny" and out["complete"]
   assert set(out["results"]) == set(bench.SECTIONS)
   m = out["machine"]
   assert m["cpu_count"] >= 1 and m["cpu_model"]

@@ -30,12 +30,11 @@ def test_too_many_devices_names_the_value():
 
 def test_config_rejects_env_axis_that_does_not_split():
   c = config_lib.default()
-  c.num_devices = 4
-  c.num_seeds = 2   # seeds take 2 devices, envs the other 2
-  c.num_envs = 3
-  with pytest.raises(config_lib.ConfigError, match="config.num_devices=4"):
+  c.num_devices = 3
+  c.num_seeds = 2   # gcd 1: all 3 devices split the 8 envs, which fails
+  with pytest.raises(config_lib.ConfigError, match="config.num_devices=3"):
     config_lib.validate(c)
-  c.num_envs = 4
+  c.num_devices = 4  # seeds take 2 devices, envs split over the other 2
   config_lib.validate(c)
   c.num_devices = 0
   with pytest.raises(config_lib.ConfigError, match="config.num_devices=0"):
