@@ -597,7 +597,7 @@ def table(out: Dict[str, Any]) -> str:
     add("")
     for name in ("mlp_rating_loss", "cnn_rating_loss"):
       x = w[name]
-      add(f"{name:<16} {x['steps_per_s']:9.1f} steps/s (ensemble "
+      add(f"{name:<16} {x['steps_per_s']:9.3g} steps/s (ensemble "
           f"{x['ensemble']}, batch {x['batch']}), compile "
           f"{x['compile_s']:.1f}s")
     for x in w["relabel"]:
