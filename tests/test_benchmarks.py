@@ -3,7 +3,6 @@
 Brax's SAC is left out here (it compiles for minutes on a loaded 2-core
 machine); `benchmarks.run --suite=quick` runs it.
 """
-import dataclasses
 import json
 import math
 import os
