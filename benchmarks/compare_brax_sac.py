@@ -18,20 +18,15 @@ Differences that remain by design: Brax's SAC initialises alpha at 1 (erljax:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
 import time
-import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+from benchmarks import common  # sets TF_CPP_MIN_LOG_LEVEL before jax loads
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from erljax import config as config_lib
-from erljax import envs
 from erljax import trainer as trainer_lib
 
 
@@ -54,22 +49,18 @@ def _args():
   return p.parse_args()
 
 
-def run_erljax(a, hidden):
-  c = config_lib.default()
-  c.task = a.task
-  c.num_seeds = a.seeds
-  c.num_envs = a.num_envs
-  c.episode_length = a.episode_length
-  c.total_steps = a.total_steps
-  c.seed_steps = a.seed_steps
-  c.log_every = a.total_steps // (a.num_evals - 1)
-  c.eval_every = c.log_every
-  c.num_eval_envs = a.num_eval_envs
-  c.batch_size = a.batch_size
-  c.updates_per_step = a.updates_per_step
-  c.replay_capacity = a.total_steps
-  c.sac.hidden_sizes = hidden
-  c.sac.actor_lr = c.sac.critic_lr = a.lr
+def _setup(a) -> common.SACSetup:
+  return common.SACSetup(
+      task=a.task, num_envs=a.num_envs, episode_length=a.episode_length,
+      batch_size=a.batch_size, updates_per_step=a.updates_per_step,
+      hidden=tuple(int(h) for h in a.hidden.split(",")),
+      seed_steps=a.seed_steps, lr=a.lr, replay_capacity=a.total_steps,
+      num_eval_envs=a.num_eval_envs)
+
+
+def run_erljax(a):
+  c = common.erljax_config(_setup(a), a.total_steps,
+                           a.total_steps // (a.num_evals - 1), a.seeds)
   res = trainer_lib.run(c, log=lambda s: print("[erljax]", s, flush=True))
   curve = [(r["env_steps"], r["eval_return_per_seed"]) for r in res.history]
   return {"final_per_seed": res.history[-1]["eval_return_per_seed"],
@@ -77,32 +68,17 @@ def run_erljax(a, hidden):
           "train_s": res.train_seconds}
 
 
-def run_brax(a, hidden):
-  from brax.training.agents.sac import networks as sac_networks  # pylint: disable=g-import-not-at-top
-  from brax.training.agents.sac import train as sac_train  # pylint: disable=g-import-not-at-top
-  env = envs.get_task(a.task).make_env()
+def run_brax(a):
   finals, curves, times = [], [], []
   for seed in range(a.seeds):
     curve = []
-    def progress(step, metrics, curve=curve):
+    def progress(step, metrics, curve=curve, seed=seed):
       curve.append((int(step), float(metrics["eval/episode_reward"])))
       print(f"[brax seed {seed}] step {step} eval_return "
             f"{curve[-1][1]:.3f}", flush=True)
-    factory = functools.partial(sac_networks.make_sac_networks,
-                                hidden_layer_sizes=hidden)
     t = time.perf_counter()
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      sac_train.train(
-          environment=env, num_timesteps=a.total_steps,
-          episode_length=a.episode_length, num_envs=a.num_envs,
-          num_eval_envs=a.num_eval_envs, learning_rate=a.lr,
-          discounting=0.99, seed=seed, batch_size=a.batch_size,
-          num_evals=a.num_evals, tau=0.005, min_replay_size=a.seed_steps,
-          max_replay_size=a.total_steps,
-          grad_updates_per_step=a.updates_per_step,
-          deterministic_eval=True, network_factory=factory,
-          progress_fn=progress)
+    common.brax_sac_train(_setup(a), seed, a.total_steps, a.num_evals,
+                          progress)
     times.append(time.perf_counter() - t)
     finals.append(curve[-1][1])
     curves.append(curve)
@@ -118,12 +94,11 @@ def _ci95(x):
 
 def main():
   a = _args()
-  hidden = tuple(int(h) for h in a.hidden.split(","))
   out = {"args": vars(a), "device": jax.devices()[0].device_kind,
          "platform": platform.platform(), "jax": jax.__version__}
-  out["erljax"] = run_erljax(a, hidden)
+  out["erljax"] = run_erljax(a)
   if not a.skip_brax:
-    out["brax"] = run_brax(a, hidden)
+    out["brax"] = run_brax(a)
   e = np.asarray(out["erljax"]["final_per_seed"])
   print(f"erljax final eval return: {e.mean():.3f} ± {_ci95(e):.3f} "
         f"(per seed {np.round(e, 3).tolist()})")

@@ -10,6 +10,7 @@ paper (one vectorized step of N envs is N steps).
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from typing import Any, Callable
@@ -32,6 +33,7 @@ def default() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_seeds = 1                 # seeds run at once, vmapped: seed, seed+1, ...
   c.num_envs = 8                  # parallel training envs
+  c.num_devices = 1               # devices the seed / env axes are split over
   c.episode_length = config_dict.placeholder(int)  # None: the task's default
   c.total_steps = 100_000
   c.seed_steps = 1_000            # uniform random actions before learning
@@ -210,6 +212,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.task not in envs.task_names():
     _fail("task", c.task, f"unknown task; choose one of {envs.task_names()}")
   for key, lo in (("seed", 0), ("num_seeds", 1), ("num_envs", 1),
+                  ("num_devices", 1),
                   ("total_steps", 1), ("seed_steps", 0), ("log_every", 1),
                   ("eval_every", 1), ("num_eval_envs", 1), ("batch_size", 1),
                   ("updates_per_step", 0), ("replay_capacity", 1),
@@ -225,6 +228,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("eval_every", "total_steps"):
     _check(c, key, lambda v: v % c.log_every == 0,
            f"must be a multiple of log_every={c.log_every}")
+  seed_devices = math.gcd(c.num_seeds, c.num_devices)
+  _check(c, "num_devices",
+         lambda v: n % (v // seed_devices) == 0,
+         f"the seed axis (num_seeds={c.num_seeds}) takes {seed_devices} of "
+         f"the devices, the rest split num_envs={n} evenly and must divide it")
   _check(c, "replay_capacity", lambda v: v >= n,
          f"must hold at least one vectorized step (num_envs={n})")
   _check(c, "seed_steps", lambda v: v <= c.total_steps,

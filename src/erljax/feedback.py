@@ -113,12 +113,16 @@ class RewardLearner:
     return optax.adam(self.lr)
 
   def _member_rewards(self, params, obs, action):
-    """Each member on its own batch: obs [E, B, P, O] -> returns [E, B, P]."""
+    """Each member on its own batch: returns [E, B, P].
+
+    obs [E, B, P, O] (or frames [E, B, P, H, W, C] for the CNN), action
+    [E, B, P, A].
+    """
     member = self.model.module.member
     e, b, p = obs.shape[:3]
     r = jax.vmap(lambda prm, o, a: member.apply({"params": prm}, o, a))(
-        params["params"]["member"], obs.reshape(e, b * p, -1),
-        action.reshape(e, b * p, -1))
+        params["params"]["member"], obs.reshape((e, b * p) + obs.shape[3:]),
+        action.reshape((e, b * p) + action.shape[3:]))
     return r.reshape(e, b, p)
 
   def _loss(self, params, obs, action, labels, mask, weights):

@@ -30,6 +30,7 @@ from erljax import raters as raters_lib
 from erljax import replay
 from erljax import reward_source
 from erljax import sac as sac_lib
+from erljax import sharding
 from erljax.replay import Transition
 
 
@@ -403,7 +404,9 @@ def run(config: ml_collections.ConfigDict,
   loop = FeedbackLoop(trainer, seeds) if trainer.learned_reward else None
 
   t0 = time.perf_counter()
-  state = jax.jit(jax.vmap(trainer.init))(init_keys)
+  layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
+  eval_keys = layout.put_seeded(eval_keys)
+  state = layout.put_state(jax.jit(jax.vmap(trainer.init))(init_keys))
   if loop is not None:
     chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
                        donate_argnums=0)
@@ -454,6 +457,7 @@ def run(config: ml_collections.ConfigDict,
   evaluate(env_steps, {}, 0.0)
   next_eval = c.eval_every
   while env_steps < c.total_steps:
+    state = layout.put_state(state)  # back in place after feedback sessions
     if loop is not None:
       state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
     else:

@@ -1,0 +1,174 @@
+"""What the benchmark scripts share: one SAC setup for erljax and Brax.
+
+`SACSetup` holds the settings both implementations get (task, parallel envs,
+episode length, batch size, network sizes, updates per vectorized step,
+replay size, random prefill, learning rate). `erljax_config` turns it into an
+erljax config; `brax_sac_train` runs `brax.training.agents.sac.train` with the
+same settings. Used by `benchmarks.compare_brax_sac` (learning quality) and
+`benchmarks.run` (throughput).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import platform
+import resource
+import subprocess
+import sys
+import warnings
+from importlib import metadata
+from typing import Any, Callable, Dict, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # pylint: disable=g-import-not-at-top
+import ml_collections
+
+from erljax import config as config_lib
+from erljax import envs
+
+
+@dataclasses.dataclass(frozen=True)
+class SACSetup:
+  """Settings given identically to erljax SAC and Brax SAC."""
+
+  task: str = "reacher"
+  num_envs: int = 8
+  episode_length: int = 200
+  batch_size: int = 256
+  updates_per_step: int = 4      # gradient updates per vectorized env step
+  hidden: Sequence[int] = (256, 256, 256)
+  seed_steps: int = 1_000        # uniform random prefill (Brax: min replay)
+  lr: float = 3e-4
+  replay_capacity: int = 100_000
+  num_eval_envs: int = 16
+
+  def as_dict(self) -> Dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["hidden"] = list(self.hidden)
+    return d
+
+
+def erljax_config(s: SACSetup, total_steps: int, log_every: int,
+                  num_seeds: int = 1) -> ml_collections.ConfigDict:
+  """An erljax SAC config (environment reward) with the setup's settings."""
+  c = config_lib.default()
+  c.task = s.task
+  c.num_seeds = num_seeds
+  c.num_envs = s.num_envs
+  c.episode_length = s.episode_length
+  c.total_steps = total_steps
+  c.seed_steps = s.seed_steps
+  c.log_every = log_every
+  c.eval_every = log_every
+  c.num_eval_envs = s.num_eval_envs
+  c.batch_size = s.batch_size
+  c.updates_per_step = s.updates_per_step
+  c.replay_capacity = s.replay_capacity
+  c.sac.hidden_sizes = tuple(s.hidden)
+  c.sac.actor_lr = c.sac.critic_lr = s.lr
+  return c
+
+
+def brax_sac_train(s: SACSetup, seed: int, num_timesteps: int,
+                   num_evals: int,
+                   progress_fn: Callable[[int, Dict[str, Any]], None]):
+  """Runs Brax's own SAC on the task's Brax env with the setup's settings.
+
+  progress_fn(step, metrics) is Brax's: called after every evaluation; from
+  the second call on, metrics['training/sps'] is the env steps per second of
+  the training epoch just run (Brax times the epoch alone, excluding
+  evaluation, and blocks on its result).
+  """
+  from brax.training.agents.sac import networks as sac_networks  # pylint: disable=g-import-not-at-top
+  from brax.training.agents.sac import train as sac_train  # pylint: disable=g-import-not-at-top
+  env = envs.get_task(s.task).make_env()
+  factory = functools.partial(sac_networks.make_sac_networks,
+                              hidden_layer_sizes=tuple(s.hidden))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return sac_train.train(
+        environment=env, num_timesteps=num_timesteps,
+        episode_length=s.episode_length, num_envs=s.num_envs,
+        num_eval_envs=s.num_eval_envs, learning_rate=s.lr,
+        discounting=0.99, seed=seed, batch_size=s.batch_size,
+        num_evals=num_evals, tau=0.005, min_replay_size=s.seed_steps,
+        max_replay_size=s.replay_capacity,
+        grad_updates_per_step=s.updates_per_step,
+        deterministic_eval=True, network_factory=factory,
+        progress_fn=progress_fn)
+
+
+# ----------------------------------------------------------------------------
+# Machine description and memory.
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def versions(packages: Sequence[str] = (
+    "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx",
+    "playground", "numpy")) -> Dict[str, Optional[str]]:
+  out: Dict[str, Optional[str]] = {"python": sys.version.split()[0]}
+  for p in packages:
+    try:
+      out[p] = metadata.version(p)
+    except metadata.PackageNotFoundError:
+      out[p] = None
+  return out
+
+
+def _git_commit() -> Optional[str]:
+  try:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)), check=True,
+        timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def machine() -> Dict[str, Any]:
+  """CPU model, core counts, JAX devices and the OS."""
+  devices = jax.devices()
+  return {
+      "cpu_model": _cpu_model(),
+      "cpu_count": os.cpu_count(),
+      "cpu_affinity": (len(os.sched_getaffinity(0))
+                       if hasattr(os, "sched_getaffinity") else None),
+      "load_average": list(os.getloadavg()),
+      "platform": platform.platform(),
+      "jax_backend": jax.default_backend(),
+      "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+      "device_count": len(devices),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "git_commit": _git_commit(),
+  }
+
+
+def peak_rss_mb() -> float:
+  """High-water mark of this process's resident memory, MiB (monotone)."""
+  kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return kb / 1024.0
+
+
+def device_memory() -> Optional[Dict[str, int]]:
+  """memory_stats() of the first device (None on CPU, where JAX has none)."""
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except (AttributeError, RuntimeError):
+    return None
+  if not stats:
+    return None
+  keep = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
+  return {k: int(v) for k, v in stats.items() if k in keep}

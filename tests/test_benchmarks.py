@@ -1,0 +1,113 @@
+"""The benchmark suite's machinery at a tiny size (figures mean nothing).
+
+Brax's SAC is left out here (it compiles for minutes on a loaded 2-core
+machine); `benchmarks.run --suite=quick` runs it.
+"""
+import json
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import point_env  # pylint: disable=wrong-import-position
+
+from benchmarks import common  # pylint: disable=wrong-import-position
+from benchmarks import run as bench  # pylint: disable=wrong-import-position
+
+
+def tiny_suite() -> bench.Suite:
+  task = point_env.register()
+  return bench.Suite(
+      env_tasks=(task,), env_sizes=(1, 3), env_steps=5,
+      sac=common.SACSetup(task=task, num_envs=2, episode_length=10,
+                          batch_size=8, updates_per_step=1, hidden=(8,),
+                          seed_steps=8, replay_capacity=64, num_eval_envs=1),
+      sac_chunk_steps=8, sac_chunks=1, erl_total_steps=32,
+      erl_first_session=16, erl_interval=8, erl_queries=4,
+      reward_ratings=16, reward_batch=8, cnn_batch=2, cnn_steps=1,
+      cnn_frame=48, relabel_size=64, relabel_chunk_sizes=(16, 64),
+      repeats=1)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+  out = bench.run_suite(tiny_suite(), "tiny", with_brax=False)
+  path = tmp_path_factory.mktemp("bench") / "tiny.json"
+  path.write_text(json.dumps(out))
+  return json.loads(path.read_text()), bench.table(out)
+
+
+def _positive(x):
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_top_level_schema(result):
+  out, _ = result
+  assert out["schema_version"] == bench.SCHEMA_VERSION
+  assert out["suite"] == "tiny" and out["complete"]
+  assert set(out["results"]) == set(bench.SECTIONS)
+  m = out["machine"]
+  assert m["cpu_count"] >= 1 and m["cpu_model"]
+  assert m["device_count"] >= 1 and m["devices"]
+  for pkg in ("jax", "jaxlib", "flax", "brax", "python"):
+    assert out["versions"][pkg]
+  assert out["config"]["sac"]["task"] == point_env.NAME
+  assert _positive(out["memory"]["peak_rss_mb"])
+
+
+def test_env_rows(result):
+  rows = result[0]["results"]["env"]
+  assert [(r["task"], r["num_envs"]) for r in rows] == [
+      (point_env.NAME, 1), (point_env.NAME, 3)]
+  for r in rows:
+    assert _positive(r["steps_per_s"]) and r["compile_s"] >= 0
+    assert _positive(r["memory"]["peak_rss_mb"])
+
+
+def test_sac_and_loop_rates(result):
+  res = result[0]["results"]
+  e = res["sac"]["erljax"]
+  assert _positive(e["env_steps_per_s"])
+  # 1 update per vectorized step of 2 envs.
+  assert e["updates_per_s"] == pytest.approx(e["env_steps_per_s"] / 2)
+  assert "brax" not in res["sac"]
+  loop = res["erl_loop"]
+  for who in ("sac", "erl_vlm"):
+    assert _positive(loop[who]["env_steps_per_s"])
+    assert _positive(loop[who]["steady_env_steps_per_s"])
+  # Sessions at 16, 24 and 32 env steps.
+  assert len(loop["erl_vlm"]["feedback_seconds"]) == 3
+  assert loop["sac"]["feedback_seconds"] == []
+  assert _positive(loop["fraction_of_sac"])
+
+
+def test_reward_and_breakdown(result):
+  res = result[0]["results"]
+  w = res["reward"]
+  assert w["mlp_rating_loss"]["steps"] == 2   # 16 ratings in batches of 8
+  assert w["cnn_rating_loss"]["frame"] == [48, 48, 3]
+  for k in ("mlp_rating_loss", "cnn_rating_loss"):
+    assert _positive(w[k]["steps_per_s"])
+  assert [r["chunk_size"] for r in w["relabel"]] == [16, 64]
+  assert all(_positive(r["seconds"]) for r in w["relabel"])
+  b = res["breakdown"]
+  assert b["vectorized_steps"] == 4 and b["updates"] == 4
+  for k in ("env_step", "sample_action", "replay_add", "replay_sample",
+            "sac_update"):
+    assert _positive(b[k]["seconds"])
+
+
+def test_devices_and_table(result):
+  out, text = result
+  d = out["results"]["devices"]
+  assert "skipped" in d or len(d["rows"]) >= 2
+  assert "ratio erljax / brax" not in text   # no Brax in this run
+  assert "fraction of SAC" in text and point_env.NAME in text
+
+
+def test_unknown_section_is_named():
+  with pytest.raises(ValueError, match="nope"):
+    bench.run_suite(tiny_suite(), "tiny", sections=("env", "nope"))
+
