@@ -8,7 +8,7 @@ of pure functions that vmap over seeds without adaptation.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import chex
 import jax
@@ -23,6 +23,10 @@ class Transition:
   reward is the reward SAC learns from (env or learned); true_reward is the
   environment's ground truth, kept for relabelling studies and diagnostics.
   discount is 0 at true terminations, 1 otherwise (time limits bootstrap).
+  qpos [nq] is the physics position reached by the step (what a renderer
+  needs to draw the post-step frame a VLM rates); None where not recorded.
+  The training loop records it: nq floats per item, e.g. 16 MB for 1M
+  reacher transitions.
   """
 
   obs: jax.Array
@@ -31,6 +35,7 @@ class Transition:
   true_reward: jax.Array
   discount: jax.Array
   next_obs: jax.Array
+  qpos: Optional[jax.Array] = None
 
 
 @struct.dataclass
