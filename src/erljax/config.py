@@ -11,12 +11,15 @@ paper (one vectorized step of N envs is N steps).
 from __future__ import annotations
 
 import numbers
+import re
 from typing import Any, Callable
 
 import ml_collections
 from ml_collections import config_dict
 
 from erljax import envs
+from erljax.raters import base as raters_base
+from erljax.raters import prompts as prompts_lib
 
 
 class ConfigError(ValueError):
@@ -92,14 +95,37 @@ def default() -> ml_collections.ConfigDict:
   c.feedback.final_wait_s = config_dict.placeholder(float)  # None: no limit
 
   c.rater = ml_collections.ConfigDict()
-  c.rater.kind = "scripted"
-  c.rater.noise = 0.0             # probability of a wrong label
+  c.rater.kind = "scripted"       # or a VLM: "openai", "gemini", "ollama"
+  c.rater.noise = 0.0             # probability of a wrong label (scripted)
   c.rater.noise_kind = "uniform"  # "uniform" or "neighbour"
   c.rater.num_classes = config_dict.placeholder(int)  # None: the task's
+  # VLM raters over HTTP (method notes §7; erljax.raters.vlm). API keys only
+  # ever come from the environment variable named here, never the config.
+  c.rater.base_url = ""           # "" = the backend's default
+  c.rater.model = ""              # required for VLMs (stage 1 / only stage)
+  c.rater.rating_model = ""       # stage-2 model; "" = model
+  c.rater.api_key_env = config_dict.placeholder(str)  # None: backend's
+  c.rater.two_stage = True        # analysis, then text-only answer
+  c.rater.constrained = True      # answer constrained to the class names
+  c.rater.openai_constraint = "json_schema"  # or "structured_outputs" (vLLM)
+  c.rater.temperature = 0.0
+  c.rater.max_tokens = 0          # 0: the service's default
+  c.rater.timeout = 60.0          # seconds per request (connect / read)
+  c.rater.max_retries = 5
+  c.rater.backoff_base = 1.0      # seconds; doubles per retry, with jitter
+  c.rater.backoff_max = 60.0
+  c.rater.max_wait = 300.0        # longest server-requested wait honoured
+  c.rater.concurrency = 8         # queries in flight
+  c.rater.cache_dir = ""          # "" = no reply cache
+  c.rater.replay_only = False     # answer from the cache only, no service
+  c.rater.prompt = ml_collections.ConfigDict(
+      {name: "" for name in prompts_lib.TEMPLATE_NAMES})  # "" = default
   return c
 
 
 REWARD_SOURCES = ("env", "learned")
+RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
+OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
 def _fail(key: str, value: Any, why: str):
@@ -127,6 +153,63 @@ def _int(lo: int):
 def _pos_float(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and (
       v == v and v != float("inf"))
+
+
+def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
+  """The rater.* keys that only VLM raters read."""
+  _check(c, "rater.model", lambda v: isinstance(v, str) and v.strip(),
+         f"rater.kind={c.rater.kind!r} needs a model name")
+  _check(c, "rater.rating_model", lambda v: isinstance(v, str),
+         "must be a string ('' = rater.model)")
+  _check(c, "rater.noise", lambda v: v == 0.0,
+         "label noise is simulated by the scripted rater only; a VLM's own "
+         "mistakes are its noise")
+  _check(c, "rater.num_classes", lambda _: classes in raters_base.CLASS_NAMES,
+         f"VLM raters have class names for "
+         f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}")
+  _check(c, "rater.base_url",
+         lambda v: isinstance(v, str) and (
+             v == "" or v.startswith(("http://", "https://"))),
+         "must be '' (the backend's default) or an http(s):// URL")
+  key_env = c.rater.api_key_env
+  if key_env is not None and not (
+      isinstance(key_env, str)
+      and re.fullmatch(r"(?:[A-Za-z_][A-Za-z0-9_]*)?", key_env)):
+    # The value is not echoed: it may be a key pasted by mistake.
+    raise ConfigError("config.rater.api_key_env: must name an environment "
+                      "variable (letters, digits, _) or be ''/None; put the "
+                      "API key itself in that variable, never in a config")
+  for key in ("rater.two_stage", "rater.constrained", "rater.replay_only"):
+    _check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  _check(c, "rater.openai_constraint", lambda v: v in OPENAI_CONSTRAINTS,
+         f"must be one of {OPENAI_CONSTRAINTS}")
+  for key in ("rater.timeout", "rater.backoff_base", "rater.backoff_max",
+              "rater.max_wait"):
+    _check(c, key, _pos_float, "must be a finite number > 0")
+  _check(c, "rater.backoff_base", lambda v: v <= c.rater.backoff_max,
+         f"must not exceed rater.backoff_max={c.rater.backoff_max}")
+  _check(c, "rater.temperature",
+         lambda v: isinstance(v, numbers.Real) and 0.0 <= v < float("inf"),
+         "must be a finite number >= 0")
+  for key, lo in (("rater.max_tokens", 0), ("rater.max_retries", 0),
+                  ("rater.concurrency", 1)):
+    _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  _check(c, "rater.cache_dir", lambda v: isinstance(v, str),
+         "must be a path or '' (no cache)")
+  if c.rater.replay_only:
+    _check(c, "rater.cache_dir", lambda v: v != "",
+           "replay_only answers from the cache, so it needs a cache_dir")
+  for name in prompts_lib.TEMPLATE_NAMES:
+    template = c.rater.prompt[name]
+    if template:
+      try:
+        prompts_lib.check_template(name, template)
+      except ValueError as e:
+        _fail(f"rater.prompt.{name}", template, str(e))
+  unknown = sorted(set(c.rater.prompt.keys()) - set(prompts_lib.TEMPLATE_NAMES))
+  if unknown:
+    _fail("rater.prompt", unknown, "unknown templates; choose from "
+          f"{prompts_lib.TEMPLATE_NAMES}")
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -207,10 +290,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   classes = c.rater.num_classes or envs.get_task(c.task).num_classes
   _check(c, "reward.label_smoothing", lambda v: 0.0 <= v < 1.0 / classes,
          f"must lie in [0, 1/{classes})")
-  _check(c, "rater.kind", lambda v: v == "scripted", "must be 'scripted'")
+  _check(c, "rater.kind", lambda v: v in RATER_KINDS,
+         f"must be one of {RATER_KINDS}")
   _check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
   _check(c, "rater.noise_kind", lambda v: v in ("uniform", "neighbour"),
          "must be 'uniform' or 'neighbour'")
+  if c.rater.kind != "scripted":
+    _validate_vlm_rater(c, classes)
   if c.reward.source == "learned":
     for key in ("feedback.first_session", "feedback.interval"):
       _check(c, key, lambda v: v % c.log_every == 0,

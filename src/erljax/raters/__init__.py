@@ -1,6 +1,72 @@
-"""Raters: who labels segments. All share the `Rater` interface in base.py."""
+"""Raters: who labels segments. All share the `Rater` interface in base.py.
 
-from erljax.raters.base import Queries, Rater, Ratings
+`make(config.rater, task_name, num_classes, seed)` builds the rater a
+config asks for: the scripted rater (ground truth plus noise) or a VLM over
+HTTP (OpenAI-compatible, Gemini, Ollama). `rater.needs_frames` tells the
+caller whether Queries must carry rendered frames.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Union
+
+from erljax.raters.base import CLASS_NAMES, Queries, Rater, Ratings
+from erljax.raters.cache import ReplyCache
+from erljax.raters.gemini import GeminiRater
+from erljax.raters.http import Counters, HttpClient, QueryFailed
+from erljax.raters.ollama import OllamaRater
+from erljax.raters.openai import OpenAIRater
+from erljax.raters.prompts import Prompts
 from erljax.raters.scripted import ScriptedRater
+from erljax.raters.vlm import Answer, VLMRater
 
-__all__ = ["Queries", "Rater", "Ratings", "ScriptedRater"]
+BACKENDS = {"openai": OpenAIRater, "gemini": GeminiRater,
+            "ollama": OllamaRater}
+
+__all__ = ["Answer", "BACKENDS", "CLASS_NAMES", "Counters", "GeminiRater",
+           "HttpClient", "OllamaRater", "OpenAIRater", "Prompts", "Queries",
+           "QueryFailed", "Rater", "Ratings", "ReplyCache", "ScriptedRater",
+           "VLMRater", "make"]
+
+
+def make(cfg, task_name: str, num_classes: int, seed: int, *,
+         instruction: Optional[str] = None,
+         sleep: Callable[[float], None] = time.sleep
+         ) -> Union[ScriptedRater, VLMRater]:
+  """The rater config.rater (`cfg`) asks for, for one task and seed.
+
+  Args:
+    cfg: the `rater` ConfigDict (see config.default()).
+    task_name: registered task; gives the scripted rater's reward range
+      and the VLM's instruction.
+    num_classes: rating classes.
+    seed: the scripted rater's noise seed; a VLM's request seed.
+    instruction: overrides the task's instruction (VLMs).
+    sleep: how the HTTP client waits between retries (tests inject one).
+  """
+  from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
+  task = envs.get_task(task_name)
+  if cfg.kind == "scripted":
+    low, high = task.reward_range
+    return ScriptedRater(num_classes, low, high, noise=cfg.noise,
+                         noise_kind=cfg.noise_kind, seed=seed)
+  if cfg.kind not in BACKENDS:
+    raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
+                     f"{sorted(BACKENDS)}")
+  client = HttpClient(timeout=cfg.timeout, max_retries=cfg.max_retries,
+                      backoff_base=cfg.backoff_base,
+                      backoff_max=cfg.backoff_max, max_wait=cfg.max_wait,
+                      concurrency=cfg.concurrency, sleep=sleep, seed=seed)
+  extra = ({"constraint": cfg.openai_constraint} if cfg.kind == "openai"
+           else {})
+  return BACKENDS[cfg.kind](
+      model=cfg.model, rating_model=cfg.rating_model,
+      instruction=task.instruction if instruction is None else instruction,
+      num_classes=num_classes, base_url=cfg.base_url,
+      api_key_env=cfg.api_key_env, two_stage=cfg.two_stage,
+      constrained=cfg.constrained, temperature=cfg.temperature, seed=seed,
+      max_tokens=cfg.max_tokens,
+      prompts=Prompts.from_overrides(dict(cfg.prompt)), client=client,
+      cache=ReplyCache(cfg.cache_dir) if cfg.cache_dir else None,
+      replay_only=cfg.replay_only, **extra)

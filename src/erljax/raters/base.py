@@ -49,6 +49,7 @@ class Ratings:
 
 class Rater(Protocol):
   num_classes: int
+  needs_frames: bool  # True: Queries must carry rendered frames
 
   def rate(self, queries: Queries) -> Ratings:
     """Rates every query it can; unanswered ones are marked, not labelled."""

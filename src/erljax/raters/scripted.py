@@ -28,6 +28,8 @@ class ScriptedRater:
   # Answers from memory at once: the feedback loop calls it inline.
   remote = False
 
+  needs_frames = False  # reads Queries.true_return only (not a field)
+
   def __post_init__(self):
     if self.num_classes < 2:
       raise ValueError(f"num_classes={self.num_classes}: must be >= 2")

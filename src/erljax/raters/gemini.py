@@ -1,0 +1,58 @@
+"""Google Gemini (generativelanguage REST API, v1beta generateContent).
+
+POST {base_url}/v1beta/models/{model}:generateContent with the key in the
+`x-goog-api-key` header (from GEMINI_API_KEY by default), text parts and
+inline_data PNG parts, temperature and seed in generationConfig, and the
+answer constrained to the choices with responseMimeType "text/x.enum" and
+an enum responseSchema. Rate limits and daily quotas are handled by the
+client (RetryInfo retryDelay; per-day RESOURCE_EXHAUSTED is not retried).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from erljax.raters.http import QueryFailed
+from erljax.raters.png import image_mime
+from erljax.raters.vlm import Part, VLMRater, b64
+
+
+class GeminiRater(VLMRater):
+  """See the module docstring."""
+
+  backend = "gemini"
+  default_base_url = "https://generativelanguage.googleapis.com"
+  default_api_key_env = "GEMINI_API_KEY"
+
+  def request(self, parts: Sequence[Part], images: Sequence[bytes],
+              choices: Optional[Sequence[str]], model: str
+              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    content = [{"text": p} if isinstance(p, str)
+               else {"inline_data": {"mime_type": image_mime(images[p]),
+                                     "data": b64(images[p])}}
+               for p in parts]
+    config: Dict[str, Any] = {"temperature": self.temperature,
+                              "seed": self.seed}
+    if self.max_tokens:
+      config["maxOutputTokens"] = self.max_tokens
+    if choices is not None:
+      config["responseMimeType"] = "text/x.enum"
+      config["responseSchema"] = {"type": "STRING", "enum": list(choices)}
+    body = {"contents": [{"role": "user", "parts": content}],
+            "generationConfig": config}
+    headers = {"Content-Type": "application/json"}
+    key = self.api_key()
+    if key:
+      headers["x-goog-api-key"] = key
+    name = model[len("models/"):] if model.startswith("models/") else model
+    return (f"{self.base_url}/v1beta/models/{name}:generateContent", headers,
+            body)
+
+  def reply_text(self, response: Any) -> str:
+    candidates = response.get("candidates") or []
+    if not candidates:
+      block = (response.get("promptFeedback") or {}).get("blockReason")
+      raise QueryFailed("blocked" if block else "bad_response",
+                        f"no candidates (blockReason={block})")
+    parts = (candidates[0].get("content") or {}).get("parts") or []
+    return "".join(p.get("text", "") for p in parts if not p.get("thought"))

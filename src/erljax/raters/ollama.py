@@ -1,0 +1,48 @@
+"""Ollama's native chat API.
+
+POST {base_url}/api/chat with `stream: false`, one user message whose
+`content` is the text and `images` the base64 PNGs (no data-URL prefix; in
+message order, since Ollama does not interleave text and images),
+temperature and seed in `options`, and the answer constrained by a JSON
+schema in `format` ({"answer": one of the choices}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from erljax.raters.openai import answer_schema
+from erljax.raters.vlm import Part, VLMRater, b64
+
+
+class OllamaRater(VLMRater):
+  """See the module docstring."""
+
+  backend = "ollama"
+  default_base_url = "http://127.0.0.1:11434"
+  default_api_key_env = ""
+
+  def request(self, parts: Sequence[Part], images: Sequence[bytes],
+              choices: Optional[Sequence[str]], model: str
+              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    text = "".join(p for p in parts if isinstance(p, str))
+    message: Dict[str, Any] = {"role": "user", "content": text}
+    shown = [images[p] for p in parts if not isinstance(p, str)]
+    if shown:
+      message["images"] = [b64(im) for im in shown]
+    options: Dict[str, Any] = {"temperature": self.temperature,
+                               "seed": self.seed}
+    if self.max_tokens:
+      options["num_predict"] = self.max_tokens
+    body: Dict[str, Any] = {"model": model, "messages": [message],
+                            "stream": False, "options": options}
+    if choices is not None:
+      body["format"] = answer_schema(choices)
+    headers = {"Content-Type": "application/json"}
+    key = self.api_key()
+    if key:  # a reverse proxy in front of Ollama may want one
+      headers["Authorization"] = f"Bearer {key}"
+    return f"{self.base_url}/api/chat", headers, body
+
+  def reply_text(self, response: Any) -> str:
+    return response["message"]["content"] or ""

@@ -1,0 +1,306 @@
+"""What every HTTP VLM rater shares: prompting, stages, caching, counting.
+
+A backend (openai.py, gemini.py, ollama.py) only says how one message
+(text and PNG images) becomes an HTTP request and where the reply text is
+in the response. `VLMRater` does the rest:
+
+- `rate(queries)`: encodes each frame [H, W, 3] as PNG and asks for a
+  rating (two stages unless `two_stage` is off, method notes §7);
+- `prefer(q0, q1)`: asks which of two frames achieves the task better
+  (RL-VLM-F, notes §8); identical pairs are dropped without asking;
+- looks every query up in the cache first, stores every completed
+  exchange, and with `replay_only` answers from the cache alone;
+- a query that fails (after the client's retries), an empty answer, or an
+  answer that names no class / no preference is dropped and counted:
+  label -1, answered False. Labels are never guessed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from erljax.raters import parse as parse_lib
+from erljax.raters import prompts as prompts_lib
+from erljax.raters.base import CLASS_NAMES, Queries, Ratings
+from erljax.raters.cache import ReplyCache, cache_key
+from erljax.raters.http import HttpClient, QueryFailed
+from erljax.raters.png import encode_png, image_mime
+
+Part = prompts_lib.Part
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  """One query's outcome.
+
+  label: class index (ratings) or 0/1 (preferences); None when dropped.
+  replies: the raw reply texts, one per stage (may be empty when dropped).
+  reason: why it was dropped (None when answered).
+  cached: the replies came from the cache.
+  """
+
+  label: Optional[int]
+  replies: Tuple[str, ...] = ()
+  reason: Optional[str] = None
+  cached: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+  analysis: str      # template names in Prompts
+  answer: str
+  single: str
+  no_answer: str     # drop reason when the answer cannot be parsed
+
+
+_RATE = _Kind("analysis", "rating", "single", "no_class")
+_PREFER = _Kind("pref_analysis", "pref_answer", "pref_single",
+                "no_preference")
+
+
+def b64(data: bytes) -> str:
+  return base64.b64encode(data).decode("ascii")
+
+
+def data_url(data: bytes) -> str:
+  return f"data:{image_mime(data)};base64,{b64(data)}"
+
+
+def _frames(queries: Queries) -> np.ndarray:
+  frames = queries.frames
+  if frames is None:
+    raise ValueError("a VLM rater needs Queries.frames ([B, H, W, 3] uint8 "
+                     "rendered frames); got None")
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"Queries.frames of shape {frames.shape} and dtype "
+                     f"{frames.dtype}: expected [B, H, W, 3] uint8")
+  if frames.shape[0] != len(queries):
+    raise ValueError(f"Queries.frames holds {frames.shape[0]} frames for "
+                     f"{len(queries)} queries")
+  return frames
+
+
+class VLMRater:
+  """Base of the HTTP VLM raters (see the module docstring).
+
+  Args:
+    model: model name (stage 1, or the only stage).
+    instruction: the task instruction (TaskSpec.instruction).
+    num_classes: rating classes; names from base.CLASS_NAMES.
+    base_url: service root; "" for the backend's default.
+    api_key_env: environment variable holding the API key; None for the
+      backend's default, "" for none. The key is read per request and never
+      stored.
+    rating_model: stage-2 model; "" for `model`.
+    two_stage: analysis then answer (True) or one prompt (False).
+    constrained: constrain the answer to the choices where supported.
+    temperature, seed, max_tokens: generation settings (max_tokens 0: the
+      service's default).
+    prompts: the templates.
+    client: the HTTP client (retries, concurrency, counters).
+    cache: reply cache, or None.
+    replay_only: answer from the cache only; misses are dropped.
+  """
+
+  backend = ""
+  default_base_url = ""
+  default_api_key_env = ""
+  needs_frames = True
+
+  def __init__(self, *, model: str, instruction: str, num_classes: int,
+               base_url: str = "", api_key_env: Optional[str] = None,
+               rating_model: str = "", two_stage: bool = True,
+               constrained: bool = True, temperature: float = 0.0,
+               seed: int = 0, max_tokens: int = 0,
+               prompts: Optional[prompts_lib.Prompts] = None,
+               client: Optional[HttpClient] = None,
+               cache: Optional[ReplyCache] = None,
+               replay_only: bool = False):
+    if not model:
+      raise ValueError(f"{self.backend} rater: model is empty")
+    if num_classes not in CLASS_NAMES:
+      raise ValueError(f"num_classes={num_classes}: VLM raters have class "
+                       f"names for {sorted(CLASS_NAMES)} classes")
+    if replay_only and cache is None:
+      raise ValueError("replay_only needs a cache")
+    self.model = model
+    self.rating_model = rating_model or model
+    self.instruction = instruction
+    self.num_classes = num_classes
+    self.class_names = CLASS_NAMES[num_classes]
+    self.base_url = (base_url or self.default_base_url).rstrip("/")
+    self.api_key_env = (self.default_api_key_env if api_key_env is None
+                        else api_key_env)
+    self.two_stage = bool(two_stage)
+    self.constrained = bool(constrained)
+    self.temperature = float(temperature)
+    self.seed = int(seed)
+    self.max_tokens = int(max_tokens)
+    self.prompts = prompts or prompts_lib.Prompts()
+    self.client = client or HttpClient()
+    self.cache = cache
+    self.replay_only = bool(replay_only)
+
+  # --- what a backend provides -----------------------------------------
+
+  def request(self, parts: Sequence[Part], images: Sequence[bytes],
+              choices: Optional[Sequence[str]], model: str
+              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    """(url, headers, JSON body) of one message; choices: allowed answers."""
+    raise NotImplementedError
+
+  def reply_text(self, response: Any) -> str:
+    """The generated text in a decoded JSON response (KeyError etc. if
+    it is not there)."""
+    raise NotImplementedError
+
+  def settings(self) -> Dict[str, Any]:
+    """Generation settings that change replies (part of the cache key)."""
+    return {"temperature": self.temperature, "seed": self.seed,
+            "max_tokens": self.max_tokens, "two_stage": self.two_stage,
+            "constrained": self.constrained}
+
+  # --- helpers for backends --------------------------------------------
+
+  def api_key(self) -> Optional[str]:
+    return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+  # --- the public interface --------------------------------------------
+
+  @property
+  def counters(self):
+    return self.client.counters
+
+  def stats(self) -> Dict[str, Any]:
+    """Counts so far (see http.Counters): queries, sent, requests,
+    retries, answered, dropped, cache_hits and drop_reasons."""
+    return self.client.counters.snapshot()
+
+  def rate(self, queries: Queries) -> Ratings:
+    """Ratings [B] of the B frames in queries.frames ([B, H, W, 3] uint8)."""
+    images = [encode_png(f) for f in _frames(queries)]
+    return self._ratings(self.answer_ratings(images))
+
+  def prefer(self, queries_0: Queries, queries_1: Queries) -> Ratings:
+    """labels [B]: 1 where frame 1 achieves the task better, 0 where frame
+    0 does; unsure, ties and failures are answered False, label -1."""
+    f0, f1 = _frames(queries_0), _frames(queries_1)
+    if f0.shape[0] != f1.shape[0]:
+      raise ValueError(f"prefer: {f0.shape[0]} vs {f1.shape[0]} frames")
+    pairs = [(encode_png(a), encode_png(b)) for a, b in zip(f0, f1)]
+    return self._ratings(self.answer_preferences(pairs))
+
+  def answer_ratings(self, images: Sequence[bytes]) -> List[Answer]:
+    """One Answer per encoded image (PNG or JPEG bytes)."""
+    return self.client.map(lambda im: self._query(_RATE, (im,)), images)
+
+  def answer_preferences(self, pairs: Sequence[Tuple[bytes, bytes]]
+                         ) -> List[Answer]:
+    """One Answer per pair of encoded images."""
+    return self.client.map(lambda p: self._query(_PREFER, tuple(p)), pairs)
+
+  # --- internals ---------------------------------------------------------
+
+  def _ratings(self, answers: Sequence[Answer]) -> Ratings:
+    labels = np.array([-1 if a.label is None else a.label for a in answers],
+                      np.int64).reshape(-1)
+    return Ratings(labels=labels, answered=labels >= 0)
+
+  def _parse(self, kind: _Kind, text: str) -> Optional[int]:
+    if kind is _RATE:
+      return parse_lib.parse_rating(text, self.class_names)
+    return parse_lib.parse_preference(text)
+
+  def _choices(self, kind: _Kind) -> Optional[Sequence[str]]:
+    if not self.constrained:
+      return None
+    return (list(self.class_names) if kind is _RATE
+            else list(prompts_lib.PREFERENCE_CHOICES))
+
+  def _material(self, kind: _Kind, values: Mapping[str, str]
+                ) -> Dict[str, Any]:
+    names = ((kind.analysis, kind.answer) if self.two_stage
+             else (kind.single,))
+    return {"kind": kind.answer, "backend": self.backend,
+            "model": self.model,
+            "rating_model": self.rating_model if self.two_stage else "",
+            "settings": self.settings(), "values": dict(values),
+            "templates": {n: getattr(self.prompts, n) for n in names}}
+
+  def _ask(self, parts: Sequence[Part], images: Sequence[bytes],
+           choices: Optional[Sequence[str]], model: str) -> str:
+    url, headers, body = self.request(parts, images, choices, model)
+    response = self.client.post(url, body, headers)
+    try:
+      text = self.reply_text(response)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+      raise QueryFailed("bad_response", f"{type(e).__name__}: {e}") from None
+    if not isinstance(text, str):
+      raise QueryFailed("bad_response", f"reply text {text!r}")
+    return text
+
+  def _exchange(self, kind: _Kind, images: Tuple[bytes, ...],
+                values: Mapping[str, str]) -> Tuple[List[str], List[str]]:
+    """(prompt texts, replies) of a fresh exchange with the service."""
+    choices = self._choices(kind)
+    if not self.two_stage:
+      parts = prompts_lib.render(getattr(self.prompts, kind.single), **values)
+      answer = self._ask(parts, images, choices, self.model)
+      prompts, replies = [prompts_lib.text_of(parts)], [answer]
+    else:
+      first = prompts_lib.render(getattr(self.prompts, kind.analysis),
+                                 **values)
+      analysis = self._ask(first, images, None, self.model)
+      if not analysis.strip():
+        raise QueryFailed("empty_analysis")
+      second = prompts_lib.render(getattr(self.prompts, kind.answer),
+                                  analysis=analysis, **values)
+      answer = self._ask(second, (), choices, self.rating_model)
+      prompts = [prompts_lib.text_of(first), prompts_lib.text_of(second)]
+      replies = [analysis, answer]
+    if not answer.strip():
+      raise QueryFailed("empty_answer")
+    return prompts, replies
+
+  def _query(self, kind: _Kind, images: Tuple[bytes, ...]) -> Answer:
+    counters = self.client.counters
+    counters.add("queries")
+    for im in images:
+      image_mime(im)  # bad input fails loudly, before anything is sent
+    if len(images) == 2 and images[0] == images[1]:
+      counters.drop("identical_pair")
+      return Answer(None, (), "identical_pair")
+    values = {"instruction": self.instruction,
+              "classes": prompts_lib.class_list(self.class_names)}
+    material = self._material(kind, values)
+    key = cache_key(material, images) if self.cache is not None else None
+    record = self.cache.get(key) if key is not None else None
+    cached = record is not None and isinstance(record.get("replies"), list)
+    if cached:
+      counters.add("cache_hits")
+      replies = [str(r) for r in record["replies"]]
+    elif self.replay_only:
+      counters.drop("cache_miss")
+      return Answer(None, (), "cache_miss")
+    else:
+      counters.add("sent")
+      try:
+        prompts, replies = self._exchange(kind, images, values)
+      except QueryFailed as e:
+        counters.drop(e.reason)
+        return Answer(None, (), e.reason)
+      if key is not None:
+        self.cache.put(key, {**material, "prompts": prompts,
+                             "replies": replies})
+    label = self._parse(kind, replies[-1]) if replies else None
+    if label is None:
+      counters.drop(kind.no_answer)
+      return Answer(None, tuple(replies), kind.no_answer, cached)
+    counters.add("answered")
+    return Answer(label, tuple(replies), None, cached)

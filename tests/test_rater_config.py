@@ -1,0 +1,126 @@
+"""rater.* config keys, their validation and the raters.make factory."""
+import numpy as np
+import pytest
+
+from erljax import config as config_lib
+from erljax import envs
+from erljax import raters
+from erljax.raters import Queries
+
+
+def _vlm(kind="openai", **overrides):
+  c = config_lib.default()
+  c.rater.kind = kind
+  c.rater.model = "some-vlm"
+  for k, v in overrides.items():
+    c.rater[k] = v
+  return c
+
+
+def test_scripted_factory_matches_the_trainers_construction():
+  c = config_lib.default()
+  c.rater.noise, c.rater.noise_kind = 0.3, "neighbour"
+  config_lib.validate(c)
+  seed = 1_000_003 * 2 + 7
+  made = raters.make(c.rater, "reacher", 3, seed)
+  low, high = envs.get_task("reacher").reward_range
+  ref = raters.ScriptedRater(3, low, high, noise=0.3, noise_kind="neighbour",
+                             seed=seed)
+  assert made == ref and made.needs_frames is False
+  returns = np.linspace(-0.6, 0.1, 64)
+  q = Queries(true_return=returns)
+  np.testing.assert_array_equal(made.rate(q).labels, ref.rate(q).labels)
+
+
+@pytest.mark.parametrize("kind,cls,url,key_env", [
+    ("openai", raters.OpenAIRater, "http://127.0.0.1:8000/v1",
+     "OPENAI_API_KEY"),
+    ("gemini", raters.GeminiRater,
+     "https://generativelanguage.googleapis.com", "GEMINI_API_KEY"),
+    ("ollama", raters.OllamaRater, "http://127.0.0.1:11434", ""),
+])
+def test_vlm_factory_defaults(kind, cls, url, key_env):
+  c = config_lib.validate(_vlm(kind))
+  r = raters.make(c.rater, "pusher", 2, seed=5)
+  assert type(r) is cls and r.needs_frames
+  assert (r.base_url, r.api_key_env) == (url, key_env)
+  assert r.instruction == envs.get_task("pusher").instruction
+  assert r.class_names == ("Bad", "Good")
+  assert (r.model, r.rating_model, r.seed) == ("some-vlm", "some-vlm", 5)
+  assert r.two_stage and r.constrained and r.cache is None
+  assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
+      60.0, 5, 8)
+
+
+def test_vlm_factory_passes_settings_through(tmp_path):
+  c = _vlm("openai", base_url="http://h:1/v1/", api_key_env="MY_KEY",
+           rating_model="small", two_stage=False,
+           openai_constraint="structured_outputs", timeout=3.0,
+           max_retries=1, concurrency=2, cache_dir=str(tmp_path),
+           replay_only=True)
+  c.rater.prompt.single = "Rate {image} for [{instruction}]: {classes}"
+  config_lib.validate(c)
+  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it")
+  assert (r.base_url, r.api_key_env, r.rating_model) == (
+      "http://h:1/v1", "MY_KEY", "small")
+  assert not r.two_stage and r.constraint == "structured_outputs"
+  assert r.replay_only and r.cache.root == str(tmp_path)
+  assert r.prompts.single == "Rate {image} for [{instruction}]: {classes}"
+  assert r.prompts.analysis == raters.Prompts().analysis
+  assert r.instruction == "do it"
+  assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
+      3.0, 1, 2)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"kind": "claude"}, "config.rater.kind='claude': must be one of"),
+    ({"model": ""}, "config.rater.model='': rater.kind='openai' needs a model"),
+    ({"noise": 0.1}, "config.rater.noise=0.1: label noise is simulated by "
+     "the scripted rater only"),
+    ({"num_classes": 6}, r"VLM raters have class names for \[2, 3, 4, 5\]"),
+    ({"base_url": "localhost:8000"}, "config.rater.base_url='localhost:8000'"),
+    ({"replay_only": True}, "config.rater.cache_dir='': replay_only"),
+    ({"timeout": 0.0}, "config.rater.timeout=0.0: must be a finite number"),
+    ({"concurrency": 0}, "config.rater.concurrency=0: must be an integer >= 1"),
+    ({"max_retries": -1}, "config.rater.max_retries=-1"),
+    ({"backoff_base": 100.0}, "config.rater.backoff_base=100.0: must not "
+     "exceed rater.backoff_max=60.0"),
+    ({"temperature": -0.5}, "config.rater.temperature=-0.5"),
+    ({"openai_constraint": "both"}, "config.rater.openai_constraint='both'"),
+    ({"prompt.rating": "no analysis here"},
+     r"config.rater.prompt.rating='no analysis here': .*needs field "
+     r"\{analysis\}"),
+    ({"prompt.analysis": "{image} {oops}"}, r"unknown fields \['oops'\]"),
+])
+def test_bad_vlm_values_name_key_and_value(overrides, message):
+  c = _vlm()
+  for k, v in overrides.items():
+    if k == "num_classes":
+      c.rater.num_classes = v
+    elif k.startswith("prompt."):
+      c.rater.prompt[k.split(".")[1]] = v
+    else:
+      c.rater[k] = v
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(c)
+
+
+def test_unknown_prompt_template_key():
+  c = _vlm()
+  c.rater.prompt.ratings = "{analysis}"
+  with pytest.raises(config_lib.ConfigError, match="unknown templates"):
+    config_lib.validate(c)
+
+
+def test_a_key_pasted_into_api_key_env_is_not_echoed():
+  c = _vlm(api_key_env="sk-proj-ABCdef123-secret")
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert "api_key_env" in str(e.value)
+  assert "secret" not in str(e.value) and "sk-proj" not in str(e.value)
+
+
+def test_scripted_rater_ignores_vlm_keys():
+  c = config_lib.default()
+  c.rater.timeout = -1.0  # not read by the scripted rater
+  config_lib.validate(c)

@@ -1,0 +1,183 @@
+"""VLM answer parsing, prompt templates, PNG encoding and retry helpers
+(raters/parse.py, prompts.py, png.py, http.py helpers). No network."""
+import email.utils
+import zlib
+
+import numpy as np
+import pytest
+
+from erljax.raters import http as http_lib
+from erljax.raters import parse
+from erljax.raters import prompts
+from erljax.raters.base import CLASS_NAMES
+from erljax.raters.png import encode_png, image_mime
+
+N4 = CLASS_NAMES[4]  # Very Bad, Bad, Good, Very Good
+N3 = CLASS_NAMES[3]  # Bad, Average, Good
+
+
+@pytest.mark.parametrize("text,want", [
+    ("Good", 2), ("good", 2), ("  **Very Good**.", 3), ("Very Bad", 0),
+    ("Bad", 1), ("I would rate this image as: Very bad", 0),
+    ("Rating: BAD", 1), ('"Very Good"', 3), ('{"rating": "Good"}', 2),
+    ('{"answer": "Very Bad"}', 0), ('```json\n{"Rating": "Bad"}\n```', 1),
+    ('{"result": {"answer": "Very Good"}}', 3), ('["Bad"]', 1),
+])
+def test_rating_names_one_class(text, want):
+  assert parse.parse_rating(text, N4) == want
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", None, "not good", "The arm is not bad", "It isn't good",
+    "Good or Bad, hard to say", "Very Good, not Very Bad",
+    "somewhere between bad and very bad", "excellent", "2", "3",
+    '{"rating": 2}', '{"foo": 1, "bar": 2}', '{"rating": null}',
+    '{"rating": true}', "goodness", "badly done", "{not json",
+])
+def test_rating_unclear_answers_are_none(text):
+  assert parse.parse_rating(text, N4) is None
+
+
+def test_rating_three_classes_and_longest_match():
+  assert parse.parse_rating("Average", N3) == 1
+  assert parse.parse_rating("above Average overall", N3) == 1
+  # "Very Good" is not a class for n=3, so "very good" reads as "good".
+  assert parse.parse_rating("very good", N3) == 2
+  assert parse.parse_rating("Bad", CLASS_NAMES[2]) == 0
+
+
+@pytest.mark.parametrize("text,want", [
+    ("0", 0), ("1", 1), (" 1\n", 1), ("Image 2 is closer.\n1", 1),
+    ("Answer: 0", 0), ("**1**", 1), ('{"answer": "0"}', 0),
+    ('{"preference": 1}', 1), ("1.", 1),
+])
+def test_preference_answers(text, want):
+  assert parse.parse_preference(text) == want
+
+
+@pytest.mark.parametrize("text", [
+    "-1", "Unsure", "no difference", "", None, "Image 1 is better",
+    "0 or 1", "2", '{"answer": -1}', '{"answer": "tie"}', "1\nunsure",
+])
+def test_preference_unclear_or_tie_is_none(text):
+  assert parse.parse_preference(text) is None
+
+
+def test_default_templates_render_with_images_in_place():
+  p = prompts.Prompts()
+  parts = prompts.render(p.analysis, instruction="open the drawer",
+                         classes="Bad, Good")
+  assert parts[-1] == 0 and isinstance(parts[0], str)
+  assert "[open the drawer]" in parts[0]
+  second = prompts.render(p.rating, instruction="open the drawer",
+                          classes="Bad, Average, Good", analysis="A {x}")
+  assert second == [("\nA {x}\nFrom the above analyses, based on this "
+                     "rating category: [Bad, Average, Good], how would you "
+                     "rate this image in terms of **completing** task "
+                     "[open the drawer]?")]
+  pair = prompts.render(p.pref_analysis, instruction="go")
+  assert [x for x in pair if isinstance(x, int)] == [0, 1]
+  assert "The goal is go." in prompts.text_of(pair)
+
+
+@pytest.mark.parametrize("name,template,match", [
+    ("analysis", "rate it [{instruction}]", "needs field {image}"),
+    ("analysis", "{image} {image}", "exactly once"),
+    ("rating", "{image} {analysis}", "unknown fields"),
+    ("pref_answer", "which? {classes}", "unknown fields"),
+    ("single", "{image} {instruction!r}", "format spec"),
+    ("nope", "x", "unknown prompt template"),
+])
+def test_bad_templates_are_rejected(name, template, match):
+  with pytest.raises(ValueError, match=match):
+    prompts.check_template(name, template)
+
+
+def test_prompt_overrides_keep_defaults_for_empty_entries():
+  p = prompts.Prompts.from_overrides({"rating": "{analysis} ok?",
+                                      "analysis": ""})
+  assert p.rating == "{analysis} ok?"
+  assert p.analysis == prompts.RATING_ANALYSIS
+  with pytest.raises(ValueError, match="unknown prompt templates"):
+    prompts.Prompts.from_overrides({"ratings": "x"})
+
+
+def _decode_png(data):
+  """Tiny decoder for the writer's own output (8-bit RGB, filter 0)."""
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  pos, chunks = 8, {}
+  while pos < len(data):
+    n = int.from_bytes(data[pos:pos + 4], "big")
+    kind = data[pos + 4:pos + 8]
+    body = data[pos + 8:pos + 8 + n]
+    crc = int.from_bytes(data[pos + 8 + n:pos + 12 + n], "big")
+    assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+    chunks[kind] = chunks.get(kind, b"") + body
+    pos += 12 + n
+  w = int.from_bytes(chunks[b"IHDR"][:4], "big")
+  h = int.from_bytes(chunks[b"IHDR"][4:8], "big")
+  assert chunks[b"IHDR"][8:10] == bytes([8, 2])
+  raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8)
+  rows = raw.reshape(h, 1 + 3 * w)
+  assert np.all(rows[:, 0] == 0)
+  return rows[:, 1:].reshape(h, w, 3)
+
+
+def test_png_round_trip_and_determinism():
+  frame = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
+  data = encode_png(frame)
+  np.testing.assert_array_equal(_decode_png(data), frame)
+  assert encode_png(frame.copy()) == data
+  assert image_mime(data) == "image/png"
+  pil = pytest.importorskip("PIL.Image")
+  import io
+  np.testing.assert_array_equal(np.asarray(pil.open(io.BytesIO(data))), frame)
+
+
+def test_png_rejects_bad_frames():
+  with pytest.raises(ValueError, match="uint8"):
+    encode_png(np.zeros((4, 4, 3), np.float32))
+  with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+    encode_png(np.zeros((4, 4), np.uint8))
+  with pytest.raises(ValueError, match="neither PNG nor JPEG"):
+    image_mime(b"GIF89a....")
+  assert image_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+
+
+def test_retry_after_seconds_and_http_date():
+  assert http_lib.parse_retry_after("7") == 7.0
+  assert http_lib.parse_retry_after(" 1.5 ") == 1.5
+  assert http_lib.parse_retry_after("-3") == 0.0
+  assert http_lib.parse_retry_after(None) is None
+  assert http_lib.parse_retry_after("soon") is None
+  now = 1_700_000_000.0
+  date = email.utils.formatdate(now + 42, usegmt=True)
+  assert http_lib.parse_retry_after(date, now=now) == pytest.approx(42.0)
+  past = email.utils.formatdate(now - 10, usegmt=True)
+  assert http_lib.parse_retry_after(past, now=now) == 0.0
+
+
+def _gemini_error(quota_id, delay="36s"):
+  return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                    "message": "quota", "details": [
+                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                         "violations": [{"quotaMetric": "generativelanguage."
+                                         "googleapis.com/generate_content_"
+                                         "free_tier_requests",
+                                         "quotaId": quota_id}]},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                         "retryDelay": delay}]}}
+
+
+def test_gemini_error_details():
+  day = _gemini_error("GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+  minute = _gemini_error("GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                         "1.5s")
+  assert http_lib.daily_quota_exhausted(day)
+  assert http_lib.daily_quota_exhausted([day])  # some proxies wrap in a list
+  assert not http_lib.daily_quota_exhausted(minute)
+  assert not http_lib.daily_quota_exhausted({"error": {"status": "INTERNAL"}})
+  assert not http_lib.daily_quota_exhausted(None)
+  assert http_lib.retry_delay(day) == 36.0
+  assert http_lib.retry_delay(minute) == 1.5
+  assert http_lib.retry_delay({"error": {"details": "x"}}) is None
