@@ -23,10 +23,10 @@ class Transition:
   reward is the reward SAC learns from (env or learned); true_reward is the
   environment's ground truth, kept for relabelling studies and diagnostics.
   discount is 0 at true terminations, 1 otherwise (time limits bootstrap).
-  qpos [nq] is the physics position reached by the step (what a renderer
-  needs to draw the post-step frame a VLM rates); None where not recorded.
-  The training loop records it: nq floats per item, e.g. 16 MB for 1M
-  reacher transitions.
+  pose [P] is the physical pose reached by the step (VecEnv.pose: qpos, then
+  mocap body positions), what erljax.render draws the post-step frame a VLM
+  rates from; None where not recorded. The training loop records it: P
+  floats per item, e.g. 16 MB for 1M reacher transitions (P = 4).
   """
 
   obs: jax.Array
@@ -35,7 +35,7 @@ class Transition:
   true_reward: jax.Array
   discount: jax.Array
   next_obs: jax.Array
-  qpos: Optional[jax.Array] = None
+  pose: Optional[jax.Array] = None
 
 
 @struct.dataclass

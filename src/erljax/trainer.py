@@ -93,7 +93,8 @@ class Trainer:
     example = Transition(
         obs=jnp.zeros((obs_size,)), action=jnp.zeros((act_size,)),
         reward=jnp.zeros(()), true_reward=jnp.zeros(()),
-        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)))
+        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)),
+        pose=jnp.zeros((self.env.pose_size,)))
     return TrainState(
         sac=self.agent.init(k_sac),
         buffer=replay.init(self.config.replay_capacity, example),
@@ -113,7 +114,7 @@ class Trainer:
     transition = Transition(
         obs=obs, action=action, reward=reward, true_reward=out.reward,
         discount=1.0 - out.terminal.astype(jnp.float32),
-        next_obs=out.next_obs)
+        next_obs=out.next_obs, pose=self.env.pose(out.inner))
     done = out.terminal | out.truncated
     state = state.replace(
         env=env_state, buffer=replay.add(state.buffer, transition),
@@ -341,9 +342,7 @@ class FeedbackLoop:
     # The noise-free scripted answer: what stored labels are scored against.
     self.reference = raters_lib.ScriptedRater(num_classes, low, high)
     self.raters = raters if raters is not None else [
-        raters_lib.ScriptedRater(
-            num_classes, low, high, noise=c.rater.noise,
-            noise_kind=c.rater.noise_kind, seed=1_000_003 * s + 7)
+        raters_lib.make(c.rater, task.name, num_classes, 1_000_003 * s + 7)
         for s in seeds]
     if len(self.raters) != len(seeds):
       raise ValueError(f"{len(self.raters)} raters for {len(seeds)} seeds")
@@ -491,6 +490,9 @@ class FeedbackLoop:
            "label_accuracy": self._label_accuracy(),
            "latency_seconds": max(p.answered_times) - p.requested_time,
            "seconds": p.host_seconds + time.perf_counter() - t0}
+    stats = [r.stats() for r in self.raters if hasattr(r, "stats")]
+    if stats:  # a VLM's own counts: requests, retries, drop reasons, ...
+      rec["rater_stats"] = stats
     return state, rec
 
   def finish(self, state: TrainState, env_steps: int
@@ -540,20 +542,20 @@ class FeedbackLoop:
 
   def _frames(self, queries: Transition) -> Optional[np.ndarray]:
     """Post-step frames [S, Q, P, H, W, 3] uint8 of the queries, rendered
-    from their qpos on the host (None if no rater needs frames)."""
+    from their poses on the host (None if no rater needs frames)."""
     if not self.needs_frames:
       return None
-    if queries.qpos is None:
+    if queries.pose is None:
       raise ValueError("the raters need frames but the replay buffer holds "
-                       "no qpos to render them from")
+                       "no poses to render them from")
     if self._renderer is None:
       from erljax import render as render_lib  # pylint: disable=g-import-not-at-top
       r = self.config.render
       self._renderer = render_lib.FrameRenderer(self.trainer.env.task.name,
                                                 r.height, r.width)
-    qpos = np.asarray(queries.qpos)
-    frames = self._renderer.render(qpos.reshape(-1, qpos.shape[-1]))
-    return frames.reshape(qpos.shape[:-1] + frames.shape[1:])
+    pose = np.asarray(queries.pose)
+    frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
+    return frames.reshape(pose.shape[:-1] + frames.shape[1:])
 
   def _histogram(self) -> List[List[int]]:
     sizes = np.asarray(self.rating_sets.size)
