@@ -58,7 +58,7 @@ def _args(argv=None):
                  help="seconds per request of the slow rater")
   p.add_argument("--concurrency", type=int, default=8,
                  help="requests the slow rater has in flight at once")
-  p.add_argument("--num_envs", type=int, default=16)
+  p.add_argument("--num_envs", type=int, default=10)
   p.add_argument("--episode_length", type=int, default=200)
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--hidden", default="256,256")
