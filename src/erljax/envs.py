@@ -4,7 +4,7 @@ A *task* is a single-instance JAX environment (Brax or MuJoCo Playground) plus
 what reward learning from ratings needs to know about it: the instruction a
 VLM is given, the number of rating classes, the range of its ground-truth
 per-step reward (the scripted rater bins segment returns over it), a success
-signal and a camera to render from.
+signal and a camera to render from (see erljax.render).
 
 `make_vec_env(task, num_envs, episode_length)` vmaps the task over ``num_envs``
 instances, counts episode steps, separates time-limit truncation from true
@@ -14,6 +14,8 @@ termination, and resets finished episodes inside the compiled program.
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -22,8 +24,33 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+# MuJoCo picks its OpenGL backend once, when `mujoco` is first imported (by
+# Brax or Playground inside `make_env`). Headless machines (CI, servers) have
+# no display for the default GLFW backend; EGL renders off-screen (with Mesa's
+# software driver where there is no GPU). Set before anything imports mujoco.
+if platform.system() == "Linux":
+  os.environ.setdefault("MUJOCO_GL", "egl")
+
 Env = Any  # a brax.envs.Env or mujoco_playground MjxEnv: reset(key), step(state, a)
 EnvStateT = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeCamera:
+  """A MuJoCo free camera (mjCAMERA_FREE) for models without a fitting one.
+
+  lookat: (x, y, z) point looked at; distance: from it (m); azimuth and
+  elevation in degrees (elevation -90 looks straight down, with azimuth 90
+  the model's +y axis points up in the image).
+  """
+
+  lookat: Tuple[float, float, float]
+  distance: float
+  azimuth: float = 90.0
+  elevation: float = -90.0
+
+
+RGBA = Tuple[float, float, float, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +66,10 @@ class TaskSpec:
     reward_range: (low, high) of the ground-truth per-step reward; a segment
       of H steps has return in [H*low, H*high]. The scripted rater bins over it.
     success_fn: maps one env state to a boolean success flag (scalar).
-    camera: MuJoCo camera name or id (-1: free camera) used for rendering.
+    camera: what frames are rendered from: the name of a camera in the
+      task's MuJoCo model or a `FreeCamera`.
+    geom_rgba: render-only colour overrides ((geom name, rgba), ...), e.g.
+      to make the target red where the model colours every geom alike.
     source: "brax" or "playground".
   """
 
@@ -50,7 +80,8 @@ class TaskSpec:
   episode_length: int
   reward_range: Tuple[float, float]
   success_fn: Callable[[EnvStateT], jax.Array]
-  camera: Any = -1
+  camera: str | FreeCamera = FreeCamera((0.0, 0.0, 0.0), 2.0, 90.0, -45.0)
+  geom_rgba: Tuple[Tuple[str, RGBA], ...] = ()
   source: str = "brax"
 
 
@@ -129,7 +160,14 @@ register(TaskSpec(
     reward_range=(-0.5, 0.0),
     # The tip within 2 cm of the target (the arm reaches 0.21 m).
     success_fn=_metric_below("reward_dist", 0.02),
-    camera=-1,
+    # Top-down over the 0.6 m arena. Brax's model colours every geom brown;
+    # the instruction's red target and a green tip tell them apart.
+    camera=FreeCamera(lookat=(0.0, 0.0, 0.0), distance=0.8),
+    geom_rgba=(("ground", (0.85, 0.85, 0.85, 1.0)),
+               ("target", (0.9, 0.1, 0.1, 1.0)),
+               ("fingertip", (0.1, 0.75, 0.1, 1.0)),
+               ("link0", (0.2, 0.35, 0.8, 1.0)),
+               ("link1", (0.2, 0.35, 0.8, 1.0))),
 ))
 
 register(TaskSpec(
@@ -142,16 +180,23 @@ register(TaskSpec(
     episode_length=1000,
     reward_range=(-1.5, 0.0),
     success_fn=_metric_below("reward_dist", 0.05),
-    camera=-1,
+    # Top-down over the table (an oblique view hides the cylinder behind the
+    # arm); the white cylinder needs a table that is not white to be seen.
+    camera=FreeCamera(lookat=(0.25, -0.15, -0.3), distance=1.5),
+    geom_rgba=(("table", (0.55, 0.65, 0.8, 1.0)),),
 ))
 
 # DM Control suite tasks from MuJoCo Playground: rewards lie in [0, 1].
-for _name, _instruction, _classes, _success in (
+# Cameras are the models' own: cartpole and walker from the side (walker's
+# tracks its centre of mass), reacher from above, finger obliquely.
+for _name, _instruction, _classes, _success, _camera in (
     ("CartpoleSwingup", "swing the pole up and balance it upright above the cart",
-     3, 0.8),
-    ("FingerSpin", "spin the hinged body quickly with the finger", 3, 0.5),
-    ("ReacherEasy", "move the tip of the arm into the target", 2, 0.5),
-    ("WalkerWalk", "make the biped walk forward while staying upright", 3, 0.8),
+     3, 0.8, "fixed"),
+    ("FingerSpin", "spin the hinged body quickly with the finger", 3, 0.5,
+     "cam0"),
+    ("ReacherEasy", "move the tip of the arm into the target", 2, 0.5, "fixed"),
+    ("WalkerWalk", "make the biped walk forward while staying upright", 3, 0.8,
+     "side"),
 ):
   register(TaskSpec(
       name=_name,
@@ -161,7 +206,7 @@ for _name, _instruction, _classes, _success in (
       episode_length=1000,
       reward_range=(0.0, 1.0),
       success_fn=_reward_above(_success),
-      camera=-1,
+      camera=_camera,
       source="playground",
   ))
 
@@ -224,6 +269,39 @@ class VecEnv:
   def action_size(self) -> int:
     return int(self.env.action_size)
 
+  @property
+  def mj_model(self) -> Any:
+    """The task's mujoco.MjModel (what erljax.render draws)."""
+    return mj_model(self.task, self.env)
+
+  @property
+  def nq(self) -> int:
+    """Number of generalized positions (MuJoCo qpos) of one env."""
+    return int(self.mj_model.nq)
+
+  @property
+  def pose_size(self) -> int:
+    """Width of `pose`: nq plus 3 per mocap body."""
+    return self.nq + 3 * int(self.mj_model.nmocap)
+
+  def qpos(self, state: VecEnvState | EnvStateT) -> jax.Array:
+    """[N, nq] generalized positions of a VecEnvState or a batched env state.
+
+    Enough to draw a still frame of every task except those that place a
+    target with a mocap body (ReacherEasy); `pose` covers those too.
+    """
+    return _positions(self.task, state)[0]
+
+  def pose(self, state: VecEnvState | EnvStateT) -> jax.Array:
+    """[N, pose_size]: qpos then the flattened mocap body positions.
+
+    Everything erljax.render.FrameRenderer needs to draw a still frame of
+    every task (velocities do not change a picture).
+    """
+    q, mocap = _positions(self.task, state)
+    flat = mocap.reshape(mocap.shape[:-2] + (-1,)).astype(q.dtype)
+    return jnp.concatenate([q, flat], axis=-1)
+
   def reset(self, key: jax.Array) -> VecEnvState:
     key, reset_key = jax.random.split(key)
     inner = jax.vmap(self.env.reset)(jax.random.split(reset_key, self.num_envs))
@@ -265,6 +343,32 @@ class VecEnv:
         inner=inner, obs=inner.obs, t=jnp.where(done, 0, t),
         episode_return=jnp.where(done, 0.0, ep_return), key=key)
     return new_state, out
+
+
+def mj_model(spec: TaskSpec, env: Env) -> Any:
+  """The mujoco.MjModel behind a task's environment."""
+  if spec.source == "brax":
+    return env.sys.mj_model
+  return env.mj_model
+
+
+def _positions(spec: TaskSpec, state: VecEnvState | EnvStateT
+               ) -> Tuple[jax.Array, jax.Array]:
+  """qpos [N, nq] and mocap_pos [N, nmocap, 3] of a VecEnvState or a batched
+  Brax / Playground env state."""
+  inner = state.inner if isinstance(state, VecEnvState) else state
+  if spec.source == "brax":
+    # MJX's pipeline state is an mjx.Data (qpos, mocap_pos); the generalized
+    # pipeline's has q only and no mocap bodies.
+    ps = inner.pipeline_state
+    q = ps.q
+    mocap = getattr(ps, "mocap_pos", None)
+  else:
+    q = inner.data.qpos
+    mocap = inner.data.mocap_pos
+  if mocap is None:
+    mocap = jnp.zeros(q.shape[:-1] + (0, 3), q.dtype)
+  return q, mocap
 
 
 def _match_structure(fresh, stepped):
