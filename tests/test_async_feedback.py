@@ -162,3 +162,49 @@ def test_synchronous_remote_rater_matches_the_inline_scripted_run():
       assert a[key] == b[key], key
   assert _leaves_equal(got.state.reward_params, ref.state.reward_params)
   assert _leaves_equal(got.state.sac.actor_params, ref.state.sac.actor_params)
+
+
+class FrameCheckingRater:
+  """A remote rater that needs frames: records what it was shown and rates
+  like the scripted rater."""
+
+  needs_frames = True
+
+  def __init__(self, task):
+    low, high = task.reward_range
+    self.num_classes = task.num_classes
+    self.truth = ScriptedRater(task.num_classes, low, high)
+    self.shown = []
+
+  def rate(self, queries):
+    self.shown.append(queries.frames)
+    labels = self.truth.true_labels(queries.true_return)
+    return Ratings(labels=labels, answered=np.ones(len(labels), bool))
+
+
+def test_raters_that_need_frames_get_the_post_step_frames(compiled):
+  c, trainer, _ = compiled
+  rater = FrameCheckingRater(trainer.env.task)
+  d = Driver(compiled, [rater])
+  d.advance()
+  # At step 40 (10 steps into 20-step episodes, no reset yet) the newest
+  # transitions hold the pose of the state the last step reached.
+  buf = d.state.buffer
+  n = trainer.env.num_envs
+  newest = (int(buf.insert_pos[0]) - n + np.arange(n)) % buf.capacity
+  np.testing.assert_array_equal(
+      buf.data.pose[0, newest],
+      jax.vmap(trainer.env.pose)(d.state.env)[0])
+  d.advance()  # session 1 sent at 80
+  p = d.loop.pending[0]
+  p.futures[0].result(timeout=60)
+  frames = rater.shown[0]
+  assert frames.shape == (QUERIES, 224, 224, 3) and frames.dtype == np.uint8
+  # The frames are those of the sampled queries' recorded poses.
+  from erljax import render  # pylint: disable=g-import-not-at-top
+  with render.FrameRenderer(c.task) as r:
+    np.testing.assert_array_equal(
+        frames[:3], r.render(np.asarray(p.queries.pose[0, :3, 0])))
+  recs = d.advance()
+  assert recs[0]["answered"] == [QUERIES]
+  d.loop.close()

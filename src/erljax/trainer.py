@@ -29,6 +29,7 @@ from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import intrinsic
 from erljax import raters as raters_lib
+from erljax import render as render_lib
 from erljax import replay
 from erljax import reward_source
 from erljax import sac as sac_lib
@@ -527,10 +528,14 @@ class FeedbackLoop:
     return state, recs
 
   def close(self) -> None:
-    """Lets the worker threads go (calls still running finish on their own)."""
+    """Lets the worker threads go (calls still running finish on their own)
+    and frees the renderer."""
     for w in self._workers:
       w.shutdown(wait=False, cancel_futures=True)
     self._workers = []
+    if self._renderer is not None:
+      self._renderer.close()
+      self._renderer = None
 
   # -- helpers ----------------------------------------------------------------
 
@@ -549,10 +554,11 @@ class FeedbackLoop:
       raise ValueError("the raters need frames but the replay buffer holds "
                        "no poses to render them from")
     if self._renderer is None:
-      from erljax import render as render_lib  # pylint: disable=g-import-not-at-top
-      r = self.config.render
-      self._renderer = render_lib.FrameRenderer(self.trainer.env.task.name,
-                                                r.height, r.width)
+      size = self.config.get("render")  # None: the renderer's 224 x 224
+      self._renderer = render_lib.FrameRenderer(
+          self.trainer.env.task.name,
+          **({} if size is None else dict(height=size.height,
+                                          width=size.width)))
     pose = np.asarray(queries.pose)
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
