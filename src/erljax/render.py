@@ -35,6 +35,27 @@ import mujoco  # pylint: disable=g-import-not-at-top,wrong-import-position
 from erljax import envs  # pylint: disable=g-import-not-at-top
 
 
+def _use_egl_if_asked() -> None:
+  """Honours MUJOCO_GL=egl even if mujoco was imported before it was set.
+
+  MuJoCo binds its GL backend at import; a program that imported mujoco
+  (directly or through Brax) before this module set the default got GLFW,
+  which needs a display. Switch that binding to EGL when EGL is asked for.
+  """
+  try:
+    from mujoco.rendering.classic import gl_context  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  bound = getattr(gl_context, "GLContext", None)
+  if (os.environ.get("MUJOCO_GL", "").lower() == "egl" and bound is not None
+      and bound.__module__ != "mujoco.egl"):
+    from mujoco import egl  # pylint: disable=g-import-not-at-top
+    gl_context.GLContext = egl.GLContext
+
+
+_use_egl_if_asked()
+
+
 def task_model(task: str | envs.TaskSpec) -> mujoco.MjModel:
   """A private copy of a task's MjModel with its render colour overrides."""
   spec = envs.get_task(task) if isinstance(task, str) else task

@@ -1,0 +1,329 @@
+"""A local OpenAI-compatible chat server that rates images with pixels only.
+
+    python -m erljax.serve --port=8000 --task=reacher [--latency=0.5]
+        [--fail_rate=0.1]
+
+It answers POST /v1/chat/completions (and /chat/completions) and
+GET /v1/models like a VLM service would, so erljax's HTTP raters can be run,
+tested and benchmarked without a model or network. Images come as base64
+data URLs (PNG or JPEG) in the messages' "image_url" parts; the answer comes
+from erljax.raters.pixel:
+
+  * one image: the class name ("Bad" / "Average" / "Good" for 3 classes);
+  * two images (a preference query): "0" if the first looks better, "1" if
+    the second does, "-1" if neither;
+  * no image (the text-only second stage of ERL-VLM's query): the class name
+    that stands alone on a line of the prompt, i.e. the first stage's answer
+    quoted back.
+
+A requested answer format is honoured: response_format json_schema (answer
+{"<property>": answer}, the schema's first required property, default
+"rating"), response_format json_object ({"rating": answer}), and vLLM's
+`structured_outputs.choice` / `guided_choice` (the answer must be a choice).
+
+--latency sleeps that many seconds per request (throughput benchmarks);
+--fail_rate answers 503 with that probability (robustness tests).
+`start(...)` runs a server in a daemon thread for tests (port 0: any free
+port, see `server.port`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from http import server as http_server
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from erljax import envs
+from erljax.raters import pixel
+from erljax.raters.base import CLASS_NAMES
+
+PATHS = ("/v1/chat/completions", "/chat/completions")
+MODEL_PATHS = ("/v1/models", "/models")
+DEFAULT_MODEL = "erljax-pixel-rater"
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(.*)$", re.DOTALL)
+
+
+class RequestError(ValueError):
+  """A request the server cannot answer; carries the HTTP status."""
+
+  def __init__(self, message: str, status: int = 400):
+    super().__init__(message)
+    self.status = status
+
+
+def decode_image(url: str) -> np.ndarray:
+  """[H, W, 3] uint8 RGB of a base64 data URL."""
+  match = _DATA_URL.match(url.strip()) if isinstance(url, str) else None
+  if match is None:
+    shown = url[:40] if isinstance(url, str) else repr(url)
+    raise RequestError(f"image_url {shown!r}...: only base64 data URLs "
+                       "(data:image/png;base64,...) are accepted")
+  try:
+    raw = base64.b64decode(match.group(1), validate=True)
+    with Image.open(io.BytesIO(raw)) as image:
+      return np.asarray(image.convert("RGB"), np.uint8)
+  except (binascii.Error, OSError, ValueError) as e:
+    raise RequestError(f"image_url holds no decodable image: {e}") from e
+
+
+def _parts(request: Dict[str, Any]) -> Tuple[List[np.ndarray], List[str]]:
+  """Images and text pieces of all messages, in order."""
+  messages = request.get("messages")
+  if not isinstance(messages, list) or not messages:
+    raise RequestError("request needs a non-empty 'messages' list")
+  images, texts = [], []
+  for i, message in enumerate(messages):
+    if not isinstance(message, dict) or "content" not in message:
+      raise RequestError(f"messages[{i}] must be an object with 'content'")
+    content = message["content"]
+    if isinstance(content, str):
+      texts.append(content)
+      continue
+    if not isinstance(content, list):
+      raise RequestError(f"messages[{i}].content must be a string or a list "
+                         "of parts")
+    for part in content:
+      kind = part.get("type") if isinstance(part, dict) else None
+      if kind == "text":
+        texts.append(str(part.get("text", "")))
+      elif kind == "image_url":
+        url = part.get("image_url")
+        images.append(decode_image(url.get("url") if isinstance(url, dict)
+                                   else url))
+      else:
+        raise RequestError(f"messages[{i}] has a part of type {kind!r}; "
+                           "expected 'text' or 'image_url'")
+  return images, texts
+
+
+def _quoted_class(texts: Sequence[str], names: Sequence[str]) -> str:
+  """The class name standing alone on a line of the (text-only) prompt."""
+  lower = {n.lower(): n for n in names}
+  found = {lower[line.strip().strip(".*").lower()]
+           for text in texts for line in text.splitlines()
+           if line.strip().strip(".*").lower() in lower}
+  if len(found) != 1:
+    raise RequestError(
+        "a request without images must quote exactly one class name of "
+        f"{list(names)} alone on a line (the first stage's answer); found "
+        f"{sorted(found) or 'none'}")
+  return found.pop()
+
+
+def _choices(request: Dict[str, Any]) -> Optional[List[str]]:
+  """Allowed answers the request imposes (vLLM choice or a schema enum)."""
+  structured = request.get("structured_outputs")
+  if isinstance(structured, dict) and structured.get("choice") is not None:
+    return [str(c) for c in structured["choice"]]
+  if request.get("guided_choice") is not None:  # older vLLM
+    return [str(c) for c in request["guided_choice"]]
+  schema = _json_schema(request)
+  if schema is not None:
+    prop = schema.get("properties", {}).get(_json_key(request), {})
+    if "enum" in prop:
+      return [str(c) for c in prop["enum"]]
+  return None
+
+
+def _json_schema(request: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  fmt = request.get("response_format")
+  if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+    spec = fmt.get("json_schema") or {}
+    return spec.get("schema", spec) if isinstance(spec, dict) else {}
+  return None
+
+
+def _json_key(request: Dict[str, Any]) -> str:
+  schema = _json_schema(request) or {}
+  required = schema.get("required") or list(schema.get("properties", {}))
+  return str(required[0]) if required else "rating"
+
+
+class Responder:
+  """Turns a parsed chat-completion request into the answer text."""
+
+  def __init__(self, task: str):
+    self.task = task
+    self.rater = pixel.PixelRater(task)
+    self.names = CLASS_NAMES[envs.get_task(task).num_classes]
+
+  def answer(self, request: Dict[str, Any]) -> str:
+    images, texts = _parts(request)
+    if len(images) > 2:
+      raise RequestError(f"{len(images)} images in one request: send 1 "
+                         "(rating) or 2 (preference)")
+    if not images:
+      answer = _quoted_class(texts, self.names)
+    elif len(images) == 1:
+      label = pixel.classify_frame(self.task, images[0])
+      if label is None:
+        raise RequestError(f"the pixel rater cannot see the {self.task} task "
+                           "in this image", status=422)
+      answer = self.names[label]
+    else:
+      q = [pixel.Queries(true_return=np.zeros(1), frames=im[None])
+           for im in images]
+      pref = self.rater.prefer(q[0], q[1])
+      answer = str(int(pref.labels[0]))  # -1 when neither is better
+    choices = _choices(request)
+    if choices is not None:
+      match = [c for c in choices if c.strip().lower() == answer.lower()]
+      if not match:
+        raise RequestError(f"answer {answer!r} is not among the allowed "
+                           f"choices {choices} (is --task={self.task} right?)")
+      answer = match[0]
+    fmt = request.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("json_schema", "json_object"):
+      return json.dumps({_json_key(request): answer})
+    return answer
+
+
+def completion(answer: str, model: str) -> Dict[str, Any]:
+  return {
+      "id": f"chatcmpl-{uuid.uuid4().hex}",
+      "object": "chat.completion",
+      "created": int(time.time()),
+      "model": model,
+      "choices": [{"index": 0, "finish_reason": "stop",
+                   "message": {"role": "assistant", "content": answer}}],
+      "usage": {"prompt_tokens": 0, "completion_tokens": 1,
+                "total_tokens": 1},
+  }
+
+
+class _Handler(http_server.BaseHTTPRequestHandler):
+  server: "RatingServer"
+  protocol_version = "HTTP/1.1"
+
+  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    if self.server.verbose:
+      super().log_message(format, *args)
+
+  def _send(self, status: int, body: Dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    self.send_response(status)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def _error(self, status: int, message: str) -> None:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    self._send(status, {"error": {"message": message, "type": kind,
+                                  "code": status}})
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    if self.path.rstrip("/") in MODEL_PATHS:
+      self._send(200, {"object": "list", "data": [
+          {"id": self.server.model, "object": "model",
+           "owned_by": "erljax"}]})
+    else:
+      self._error(404, f"no such path {self.path!r}; GET {MODEL_PATHS[0]}")
+
+  def do_POST(self):  # pylint: disable=invalid-name
+    length = int(self.headers.get("Content-Length") or 0)
+    raw = self.rfile.read(length)
+    if self.path.rstrip("/") not in PATHS:
+      self._error(404, f"no such path {self.path!r}; POST {PATHS[0]}")
+      return
+    if self.server.latency > 0:
+      time.sleep(self.server.latency)
+    if self.server.should_fail():
+      self._error(503, "simulated overload (--fail_rate)")
+      return
+    try:
+      request = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      self._error(400, f"request body is not JSON: {e}")
+      return
+    if not isinstance(request, dict):
+      self._error(400, "request body must be a JSON object")
+      return
+    try:
+      answer = self.server.responder.answer(request)
+    except RequestError as e:
+      self._error(e.status, str(e))
+      return
+    self._send(200, completion(answer, request.get("model")
+                               or self.server.model))
+
+
+class RatingServer(http_server.ThreadingHTTPServer):
+  """ThreadingHTTPServer carrying the responder and the test knobs."""
+
+  daemon_threads = True
+
+  def __init__(self, address: Tuple[str, int], task: str, latency: float,
+               fail_rate: float, seed: int, model: str, verbose: bool):
+    if latency < 0:
+      raise ValueError(f"latency={latency}: must be >= 0 seconds")
+    if not 0.0 <= fail_rate <= 1.0:
+      raise ValueError(f"fail_rate={fail_rate}: must lie in [0, 1]")
+    self.responder = Responder(task)
+    self.latency, self.fail_rate = float(latency), float(fail_rate)
+    self.model, self.verbose = model, verbose
+    self._rng = np.random.default_rng(seed)
+    self._lock = threading.Lock()
+    super().__init__(address, _Handler)
+
+  @property
+  def port(self) -> int:
+    return int(self.server_address[1])
+
+  def should_fail(self) -> bool:
+    with self._lock:
+      return bool(self._rng.random() < self.fail_rate)
+
+
+def start(host: str = "127.0.0.1", port: int = 0, task: str = "reacher",
+          latency: float = 0.0, fail_rate: float = 0.0, seed: int = 0,
+          model: str = DEFAULT_MODEL, verbose: bool = False) -> RatingServer:
+  """Serves in a daemon thread; stop with server.shutdown(); server_close().
+
+  Returns the server; `server.port` is the bound port (any free one for
+  port=0).
+  """
+  srv = RatingServer((host, port), task, latency, fail_rate, seed, model,
+                     verbose)
+  threading.Thread(target=srv.serve_forever, daemon=True,
+                   name=f"erljax.serve:{srv.port}").start()
+  return srv
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  srv = RatingServer((f.host, f.port), f.task, f.latency, f.fail_rate,
+                     f.seed, f.model, verbose=True)
+  print(f"erljax.serve: pixel rater for {f.task} on "
+        f"http://{f.host}:{srv.port}{PATHS[0]}", flush=True)
+  try:
+    srv.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    srv.server_close()
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
+  flags.DEFINE_integer("port", 8000, "port (0: any free port)")
+  flags.DEFINE_string("task", "reacher", "task whose frames are rated")
+  flags.DEFINE_float("latency", 0.0, "seconds to sleep per request")
+  flags.DEFINE_float("fail_rate", 0.0, "probability of a 503 answer")
+  flags.DEFINE_integer("seed", 0, "seed of the simulated failures")
+  flags.DEFINE_string("model", DEFAULT_MODEL, "model id reported")
+  app.run(main)
