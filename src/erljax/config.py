@@ -88,6 +88,13 @@ def default() -> ml_collections.ConfigDict:
   c.feedback.query_window = 100   # episodes: queries come from the recent ones
   c.feedback.reset_critic = True  # after the first session
   c.feedback.warmup_updates = 100
+  # Rating calls to a remote rater (a VLM service) run in worker threads while
+  # training goes on; the reward is trained when the answers arrive (checked
+  # between chunks). False: every session blocks until rated (the reference).
+  # Local raters (scripted) always answer inline, so their runs are exact.
+  c.feedback.asynchronous = True
+  c.feedback.max_pending = 1      # sessions in flight; a due one waits
+  c.feedback.final_wait_s = config_dict.placeholder(float)  # None: no limit
 
   c.rater = ml_collections.ConfigDict()
   c.rater.kind = "scripted"       # or a VLM: "openai", "gemini", "ollama"
@@ -261,8 +268,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                   ("feedback.first_session", 0), ("feedback.interval", 1),
                   ("feedback.queries", 1), ("feedback.budget", 1),
                   ("feedback.query_window", 1),
-                  ("feedback.warmup_updates", 0)):
+                  ("feedback.warmup_updates", 0),
+                  ("feedback.max_pending", 1)):
     _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  _check(c, "feedback.asynchronous", lambda v: isinstance(v, bool),
+         "must be True or False")
+  if c.feedback.final_wait_s is not None:
+    _check(c, "feedback.final_wait_s",
+           lambda v: _pos_float(v) or (isinstance(v, numbers.Real) and v == 0),
+           "must be a finite number of seconds >= 0 or None (wait for all)")
   _check(c, "reward.hidden_sizes",
          lambda v: len(v) >= 1 and all(_int(1)(h) for h in v),
          "must be a non-empty sequence of positive integers")

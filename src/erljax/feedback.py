@@ -13,7 +13,7 @@ holds one segment, a preference query (the RL-VLM-F baseline) two.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ from flax import struct
 from erljax import replay
 from erljax import reward as reward_lib
 from erljax import reward_model as reward_model_lib
-from erljax.raters import Queries, Rater
+from erljax.raters import Queries, Rater, Ratings
 
 
 @struct.dataclass
@@ -203,35 +203,72 @@ def make_learner(config: ml_collections.ConfigDict, num_classes: int,
       label_smoothing=r.label_smoothing, lr=r.lr, preference=preference)
 
 
+def ask(rater: Rater, true_reward: np.ndarray,
+        frames: Optional[np.ndarray] = None) -> Ratings:
+  """One seed's rating call: queries [Q, P] -> Ratings with labels [Q].
+
+  true_reward [Q, P] holds the P segments' ground-truth returns (P = 1:
+  rate each segment, P = 2: prefer one of two); frames [Q, P, H, W, 3] uint8
+  are what a VLM sees (None for raters that do not need them). Safe to call
+  from a worker thread: touches numpy only. Answered labels must be classes
+  of the rater (0..num_classes-1, 0..1 for preferences).
+  """
+  true_reward = np.asarray(true_reward)
+  q, p = true_reward.shape
+  frame = lambda i: None if frames is None else frames[:, i]
+  if p == 2:
+    got = rater.prefer(Queries(true_return=true_reward[:, 0], frames=frame(0)),
+                       Queries(true_return=true_reward[:, 1], frames=frame(1)))
+    classes = 2
+  else:
+    got = rater.rate(Queries(true_return=true_reward[:, 0], frames=frame(0)))
+    classes = rater.num_classes
+  labels = np.asarray(got.labels).reshape(-1)
+  answered = np.asarray(got.answered, bool).reshape(-1)
+  if labels.shape != (q,) or answered.shape != (q,):
+    raise ValueError(f"rater {type(rater).__name__} answered labels "
+                     f"{labels.shape} / answered {answered.shape} for {q} "
+                     "queries")
+  bad = answered & ((labels < 0) | (labels >= classes))
+  if bad.any():
+    raise ValueError(f"rater {type(rater).__name__} gave label "
+                     f"{labels[bad][0]} outside 0..{classes - 1}")
+  return Ratings(labels=np.where(answered, labels, -1), answered=answered)
+
+
+def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
+                  ratings: List[Ratings]) -> Tuple[RatingSet, Dict[str, Any]]:
+  """Stores each seed's answered queries; unanswered ones are never labelled.
+
+  rating_sets and queries carry a leading seed axis S (queries' leaves
+  [S, Q, P, ...]); ratings[s] answers seed s's Q queries.
+  """
+  labels = jnp.asarray(np.stack([np.where(r.answered, r.labels, 0)
+                                 for r in ratings]), jnp.int32)
+  answered = np.stack([np.asarray(r.answered, bool) for r in ratings])
+  rating_sets = _add_ratings_seeds(
+      rating_sets, queries.obs, queries.action, labels, queries.true_reward,
+      jnp.asarray(answered))
+  return rating_sets, {"answered": answered.sum(1).tolist(),
+                       "dropped": (~answered).sum(1).tolist()}
+
+
+_add_ratings_seeds = jax.jit(jax.vmap(add_ratings))
+
+
 def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
-                   raters: List[Rater], signal: Any = None
+                   raters: List[Rater], frames: Optional[np.ndarray] = None
                    ) -> Tuple[RatingSet, Dict[str, Any]]:
   """Sends each seed's queries to its rater and stores the answered ones.
 
   rating_sets and queries carry a leading seed axis S; queries' leaves are
-  [S, Q, P, ...] with P = 1 (rate each segment) or 2 (prefer one of two).
-  signal [S, Q, P]: the ground truth the scripted rater judges (the task's
-  rating signal); None: queries.true_reward.
+  [S, Q, P, ...] with P = 1 (rate each segment) or 2 (prefer one of two);
+  frames, if given, are [S, Q, P, H, W, 3].
   """
-  if signal is None:
-    signal = queries.true_reward
-  true_r = np.asarray(signal)
-  labels, answered = [], []
-  for s, rater in enumerate(raters):
-    if true_r.shape[2] == 2:
-      got = rater.prefer(Queries(true_return=true_r[s, :, 0]),
-                         Queries(true_return=true_r[s, :, 1]))
-    else:
-      got = rater.rate(Queries(true_return=true_r[s, :, 0]))
-    labels.append(np.where(got.answered, got.labels, 0))
-    answered.append(got.answered)
-  labels = jnp.asarray(np.stack(labels), jnp.int32)
-  answered = jnp.asarray(np.stack(answered))
-  rating_sets = jax.jit(jax.vmap(add_ratings))(
-      rating_sets, queries.obs, queries.action, labels, jnp.asarray(true_r),
-      answered)
-  return rating_sets, {"answered": np.asarray(answered.sum(1)).tolist(),
-                       "dropped": np.asarray((~answered).sum(1)).tolist()}
+  true_r = np.asarray(queries.true_reward)
+  ratings = [ask(rater, true_r[s], None if frames is None else frames[s])
+             for s, rater in enumerate(raters)]
+  return store_ratings(rating_sets, queries, ratings)
 
 
 def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,

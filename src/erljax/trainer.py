@@ -7,6 +7,8 @@ leading seed axis: `run()` trains `num_seeds` seeds at once.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -27,6 +29,7 @@ from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import intrinsic
 from erljax import raters as raters_lib
+from erljax import render as render_lib
 from erljax import replay
 from erljax import reward_source
 from erljax import sac as sac_lib
@@ -92,7 +95,8 @@ class Trainer:
     example = Transition(
         obs=jnp.zeros((obs_size,)), action=jnp.zeros((act_size,)),
         reward=jnp.zeros(()), true_reward=jnp.zeros(()),
-        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)))
+        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)),
+        pose=jnp.zeros((self.env.pose_size,)))
     return TrainState(
         sac=self.agent.init(k_sac),
         buffer=replay.init(self.config.replay_capacity, example),
@@ -112,7 +116,7 @@ class Trainer:
     transition = Transition(
         obs=obs, action=action, reward=reward, true_reward=out.reward,
         discount=1.0 - out.terminal.astype(jnp.float32),
-        next_obs=out.next_obs)
+        next_obs=out.next_obs, pose=self.env.pose(out.inner))
     done = out.terminal | out.truncated
     state = state.replace(
         env=env_state, buffer=replay.add(state.buffer, transition),
@@ -282,16 +286,53 @@ class RunResult:
   feedback: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class _Pending:
+  """A session whose rating calls are out (one future per seed)."""
+
+  session: int                 # 1-based request number
+  due_at: int                  # env step the schedule asked for it
+  requested_at: int            # env step its queries were sampled at
+  queries_sent: int            # cumulative, this session included
+  queries: Transition          # device leaves [S, Q, P, ...]
+  keys: jax.Array              # [S] keys it sampled with (reused to relabel)
+  futures: List[concurrent.futures.Future]  # -> raters_lib.Ratings
+  requested_time: float        # perf_counter() at the request
+  host_seconds: float          # main-thread time spent on it so far
+  answered_times: List[float] = dataclasses.field(default_factory=list)
+
+
 class FeedbackLoop:
   """Host side of the PEBBLE schedule for all seeds of a run.
 
-  Each session: sample queries from the recent replay (jitted), rate them
-  (one rater per seed), store the answered ones, train the reward ensemble
-  until accuracy > stop_accuracy or max_epochs, relabel the whole buffer,
-  and after the first session reset the critic and warm up.
+  A session is two halves run between compiled chunks:
+  request: sample queries from the recent replay (jitted), bring them to the
+    host, render their post-step frames if the raters need them, and hand
+    each seed's rating call to a worker thread (one per seed, so one rater is
+    never called twice at once and answers come back in order);
+  completion: once every seed has answered (polled without blocking at each
+    chunk boundary), store the answered queries, train the reward ensemble
+    until accuracy > stop_accuracy or max_epochs, relabel the whole buffer,
+    and after the first completed session reset the critic and warm up.
+  Training chunks keep running in between. Unanswered queries are counted
+  (answered / dropped per seed) and never labelled; a rater reports service
+  failures that way, so an exception out of a rater is a bug and stops the
+  run when its session completes.
+
+  A session due while `feedback.max_pending` sessions are in flight waits:
+  it is requested at the first chunk boundary with room (its record's
+  due_at < requested_at), not skipped, so the budget is still spent; the
+  schedule of later sessions is unchanged. k-NN pre-training goes on until
+  the first reward model is installed.
+
+  Inline mode, the reference's blocking schedule: with
+  `feedback.asynchronous=False`, or when no rater is `remote` (the scripted
+  rater answers from memory), each session is rated and completed at the
+  boundary it is requested at; runs are then exactly reproducible.
   """
 
-  def __init__(self, trainer: Trainer, seeds: List[int]):
+  def __init__(self, trainer: Trainer, seeds: List[int],
+               raters: Optional[List[Any]] = None):
     c = trainer.config
     self.trainer = trainer
     self.config = c
@@ -300,9 +341,19 @@ class FeedbackLoop:
     self.learner = feedback_lib.make_learner(c, num_classes,
                                              trainer.reward.model)
     low, high = task.rated_range
-    self.raters = [raters_lib.ScriptedRater(
-        num_classes, low, high, noise=c.rater.noise,
-        noise_kind=c.rater.noise_kind, seed=1_000_003 * s + 7) for s in seeds]
+    # The noise-free scripted answer: what stored labels are scored against.
+    self.reference = raters_lib.ScriptedRater(num_classes, low, high)
+    self.raters = raters if raters is not None else [
+        raters_lib.make(c.rater, task.name, num_classes, 1_000_003 * s + 7)
+        for s in seeds]
+    if len(self.raters) != len(seeds):
+      raise ValueError(f"{len(self.raters)} raters for {len(seeds)} seeds")
+    self.inline = not (c.feedback.asynchronous and any(
+        getattr(r, "remote", True) for r in self.raters))
+    self.needs_frames = any(getattr(r, "needs_frames", False)
+                            for r in self.raters)
+    self._renderer = None
+    self._workers: List[concurrent.futures.ThreadPoolExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
     obs, act = trainer.env.observation_size, trainer.env.action_size
     n = len(seeds)
@@ -312,7 +363,9 @@ class FeedbackLoop:
                                                 segments)))(jnp.arange(n))
     self.opt_state = None
     self.sent = 0
-    self.sessions = 0
+    self.requested = 0       # sessions requested
+    self.installed = 0       # sessions whose ratings trained the reward
+    self.pending: collections.deque[_Pending] = collections.deque()
     self.next_session = c.feedback.first_session
     window = c.feedback.query_window * trainer.env.episode_length
     self._sample = jax.jit(jax.vmap(
@@ -328,44 +381,193 @@ class FeedbackLoop:
         for flag in (False, True)}
 
   def unsupervised(self, env_steps: int) -> bool:
+    """k-NN pre-training before the first session and, while its ratings
+    are out, until the first reward model is installed."""
     c = self.config
-    return bool(c.feedback.unsupervised and env_steps < c.feedback.first_session)
+    return bool(c.feedback.unsupervised and (
+        env_steps < c.feedback.first_session
+        or (self.requested > 0 and self.installed == 0)))
 
   def due(self, env_steps: int) -> bool:
     return (env_steps >= self.next_session
             and self.sent < self.config.feedback.budget)
 
+  # -- the two halves ---------------------------------------------------------
+
+  def step(self, state: TrainState, env_steps: int
+           ) -> tuple[TrainState, List[Dict[str, Any]]]:
+    """The chunk-boundary work: completes the sessions whose answers are all
+    in (oldest first), then requests a due session if there is room.
+    Returns the state and the records of the sessions completed."""
+    recs: List[Dict[str, Any]] = []
+    state = self._complete_ready(state, env_steps, recs)
+    if (self.due(env_steps)
+        and len(self.pending) < self.config.feedback.max_pending):
+      self.request(state, env_steps)
+      if self.inline:
+        state = self._complete_ready(state, env_steps, recs)
+    return state, recs
+
   def session(self, state: TrainState, env_steps: int
               ) -> tuple[TrainState, Dict[str, Any]]:
+    """One blocking session: request, wait for the answers, complete."""
+    self.request(state, env_steps)
+    concurrent.futures.wait(self.pending[-1].futures)
+    recs: List[Dict[str, Any]] = []
+    state = self._complete_ready(state, env_steps, recs)
+    return state, recs[-1]
+
+  def request(self, state: TrainState, env_steps: int) -> None:
+    """Samples the session's queries and sends them; returns once sent (in
+    inline mode once answered)."""
     c = self.config
     t0 = time.perf_counter()
     num = min(c.feedback.queries, c.feedback.budget - self.sent)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
     queries = self._sample(state.buffer, keys, num)
-    signal = self._signal(queries.obs, queries.action, queries.next_obs,
-                          queries.true_reward)
-    self.rating_sets, counts = feedback_lib.rate_and_store(
-        self.rating_sets, queries, self.raters, signal)
+    # The rater judges the task's rating signal (by default the reward);
+    # from here on the queries carry it as their ground truth.
+    queries = queries.replace(true_reward=self._signal(
+        queries.obs, queries.action, queries.next_obs, queries.true_reward))
+    true_r = np.asarray(queries.true_reward)
+    frames = self._frames(queries)
     self.sent += num
-    params = state.reward_params
-    if self.opt_state is None:
-      self.opt_state = jax.jit(jax.vmap(self.learner.optimizer.init))(params)
-    params, self.opt_state, epochs, acc = feedback_lib.train_reward(
-        self.learner, self._epoch, params, self.opt_state, self.rating_sets,
-        self.rng)
-    first = self.sessions == 0 and c.feedback.reset_critic
-    state, m = self._after[first](state, params, keys)
-    self.sessions += 1
+    self.requested += 1
+    p = _Pending(session=self.requested, due_at=self.next_session,
+                 requested_at=env_steps, queries_sent=self.sent,
+                 queries=queries, keys=keys, futures=[],
+                 requested_time=t0, host_seconds=0.0)
+    for s, rater in enumerate(self.raters):
+      args = (rater, true_r[s], None if frames is None else frames[s])
+      if self.inline:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(feedback_lib.ask(*args))
+      else:
+        future = self._worker(s).submit(feedback_lib.ask, *args)
+      future.add_done_callback(
+          lambda _, t=p.answered_times: t.append(time.perf_counter()))
+      p.futures.append(future)
     self.next_session += c.feedback.interval
-    rec = {"env_steps": env_steps, "session": self.sessions,
-           "queries_sent": self.sent, **counts,
+    p.host_seconds = time.perf_counter() - t0
+    self.pending.append(p)
+
+  def _complete_ready(self, state: TrainState, env_steps: int,
+                      recs: List[Dict[str, Any]], final: bool = False
+                      ) -> TrainState:
+    while self.pending and all(f.done() for f in self.pending[0].futures):
+      state, rec = self._complete(state, env_steps, self.pending.popleft(),
+                                  final)
+      recs.append(rec)
+    return state
+
+  def _complete(self, state: TrainState, env_steps: int, p: _Pending,
+                final: bool) -> tuple[TrainState, Dict[str, Any]]:
+    """Stores the answers, trains the reward and relabels the buffer. With
+    `final` (training is over) the critic is not reset."""
+    c = self.config
+    t0 = time.perf_counter()
+    ratings = [f.result() for f in p.futures]
+    self.rating_sets, counts = feedback_lib.store_ratings(
+        self.rating_sets, p.queries, ratings)
+    num_seeds = len(ratings)
+    trained = bool(np.asarray(self.rating_sets.size).sum() > 0)
+    if trained:
+      params = state.reward_params
+      if self.opt_state is None:
+        self.opt_state = jax.jit(jax.vmap(self.learner.optimizer.init))(
+            params)
+      params, self.opt_state, epochs, acc = feedback_lib.train_reward(
+          self.learner, self._epoch, params, self.opt_state,
+          self.rating_sets, self.rng)
+      first = self.installed == 0 and c.feedback.reset_critic and not final
+      state, m = self._after[first](state, params, p.keys)
+      corr = np.asarray(m["reward_corr"]).tolist()
+      self.installed += 1
+    else:  # nothing answered yet: keep the reward as it is
+      epochs, acc, corr = [0] * num_seeds, [math.nan] * num_seeds, (
+          [math.nan] * num_seeds)
+    rec = {"env_steps": env_steps, "session": p.session,
+           "due_at": p.due_at, "requested_at": p.requested_at,
+           "queries": len(ratings[0].answered),
+           "queries_sent": p.queries_sent, **counts,
            "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
-           "epochs": epochs, "reward_accuracy": acc,
-           "reward_corr": np.asarray(m["reward_corr"]).tolist(),
+           "trained": trained, "epochs": epochs, "reward_accuracy": acc,
+           "reward_corr": corr,
            "label_histogram": self._histogram(),
            "label_accuracy": self._label_accuracy(),
-           "seconds": time.perf_counter() - t0}
+           "latency_seconds": max(p.answered_times) - p.requested_time,
+           "seconds": p.host_seconds + time.perf_counter() - t0}
+    stats = [r.stats() for r in self.raters if hasattr(r, "stats")]
+    if stats:  # a VLM's own counts: requests, retries, drop reasons, ...
+      rec["rater_stats"] = stats
     return state, rec
+
+  def finish(self, state: TrainState, env_steps: int
+             ) -> tuple[TrainState, List[Dict[str, Any]]]:
+    """End of training: waits for the sessions still out (at most
+    `feedback.final_wait_s` seconds in all, None: no limit) and completes
+    them without a critic reset; those not answered in time are abandoned,
+    their queries counted as dropped (record `abandoned: True`)."""
+    limit = self.config.feedback.final_wait_s
+    deadline = None if limit is None else time.perf_counter() + limit
+    recs: List[Dict[str, Any]] = []
+    while self.pending:
+      timeout = (None if deadline is None
+                 else max(0.0, deadline - time.perf_counter()))
+      _, late = concurrent.futures.wait(self.pending[0].futures,
+                                        timeout=timeout)
+      if late:
+        break
+      state = self._complete_ready(state, env_steps, recs, final=True)
+    while self.pending:
+      p = self.pending.popleft()
+      for f in p.futures:
+        f.cancel()
+      q = len(np.asarray(p.queries.true_reward)[0])
+      recs.append({
+          "env_steps": env_steps, "session": p.session, "due_at": p.due_at,
+          "requested_at": p.requested_at, "queries": q,
+          "queries_sent": p.queries_sent, "abandoned": True,
+          "answered": [0] * len(p.futures), "dropped": [q] * len(p.futures),
+          "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
+          "latency_seconds": time.perf_counter() - p.requested_time})
+    return state, recs
+
+  def close(self) -> None:
+    """Lets the worker threads go (calls still running finish on their own)
+    and frees the renderer."""
+    for w in self._workers:
+      w.shutdown(wait=False, cancel_futures=True)
+    self._workers = []
+    if self._renderer is not None:
+      self._renderer.close()
+      self._renderer = None
+
+  # -- helpers ----------------------------------------------------------------
+
+  def _worker(self, seed_index: int) -> concurrent.futures.ThreadPoolExecutor:
+    while len(self._workers) <= seed_index:
+      self._workers.append(concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix=f"rater{len(self._workers)}"))
+    return self._workers[seed_index]
+
+  def _frames(self, queries: Transition) -> Optional[np.ndarray]:
+    """Post-step frames [S, Q, P, H, W, 3] uint8 of the queries, rendered
+    from their poses on the host (None if no rater needs frames)."""
+    if not self.needs_frames:
+      return None
+    if queries.pose is None:
+      raise ValueError("the raters need frames but the replay buffer holds "
+                       "no poses to render them from")
+    if self._renderer is None:
+      size = self.config.get("render")  # None: the renderer's 224 x 224
+      self._renderer = render_lib.FrameRenderer(
+          self.trainer.env.task.name,
+          **({} if size is None else dict(height=size.height,
+                                          width=size.width)))
+    pose = np.asarray(queries.pose)
+    frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
+    return frames.reshape(pose.shape[:-1] + frames.shape[1:])
 
   def _histogram(self) -> List[List[int]]:
     sizes = np.asarray(self.rating_sets.size)
@@ -383,25 +585,29 @@ class FeedbackLoop:
     for s in range(len(sizes)):
       r = true_r[s, :sizes[s]]
       truth = ((r[:, 1] > r[:, 0]).astype(np.int64) if self.learner.preference
-               else self.raters[s].true_labels(r[:, 0]))
-      out.append(float(np.mean(labels[s, :sizes[s]] == truth)))
+               else self.reference.true_labels(r[:, 0]))
+      out.append(float(np.mean(labels[s, :sizes[s]] == truth))
+                 if sizes[s] else math.nan)
     return out
 
 
 def run(config: ml_collections.ConfigDict,
         log: Callable[[str], None] = functools.partial(print, flush=True),
-        trainer: Optional[Trainer] = None) -> RunResult:
+        trainer: Optional[Trainer] = None,
+        raters: Optional[List[Any]] = None) -> RunResult:
   """Trains `config.num_seeds` seeds at once; returns the evaluation history.
 
   Each history record holds env_steps, per-seed lists (eval_return, ...) and
-  their mean / std over seeds.
+  their mean / std over seeds. `raters` (one per seed) replace the ones the
+  config names.
   """
   trainer = trainer or Trainer.create(config)
   c = trainer.config
   seeds = list(range(c.seed, c.seed + c.num_seeds))
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   init_keys, eval_keys = keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-  loop = FeedbackLoop(trainer, seeds) if trainer.learned_reward else None
+  loop = (FeedbackLoop(trainer, seeds, raters) if trainer.learned_reward
+          else None)
 
   t0 = time.perf_counter()
   layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
@@ -452,35 +658,54 @@ def run(config: ml_collections.ConfigDict,
         f"train_return {rec.get('train_return', math.nan):9.3f}  "
         f"sps {sps:7.0f}  t {elapsed:6.1f}s")
 
-  t1 = time.perf_counter()
-  env_steps = 0
-  evaluate(env_steps, {}, 0.0)
-  next_eval = c.eval_every
-  while env_steps < c.total_steps:
-    state = layout.put_state(state)  # back in place after feedback sessions
-    if loop is not None:
-      state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
-    else:
-      state, m = chunk_fn(state)
-    env_steps += c.log_every
-    train_metrics = _to_host(m)
-    for k, v in train_metrics.items():
-      if not np.all(np.isfinite(v)) and k != "train_return":
-        raise FloatingPointError(
-            f"non-finite training metric {k}={v} at env step {env_steps}")
-    if loop is not None and loop.due(env_steps):
-      state, rec = loop.session(state, env_steps)
+  def report_feedback(recs: List[Dict[str, Any]]):
+    for rec in recs:
       sessions.append(rec)
       write({"kind": "feedback", **rec})
-      log(f"feedback {rec['session']:>3d} at step {env_steps}: sent "
-          f"{rec['queries_sent']} (dropped {rec['dropped']}), epochs "
+      if rec.get("abandoned"):
+        log(f"feedback {rec['session']:>3d} abandoned at step "
+            f"{rec['env_steps']}: {rec['queries']} queries unanswered after "
+            f"{rec['latency_seconds']:.1f}s")
+        continue
+      late = (f" (requested at {rec['requested_at']}, answered in "
+              f"{rec['latency_seconds']:.1f}s)"
+              if rec["requested_at"] != rec["env_steps"] else "")
+      log(f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
+          f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
           f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
           f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}")
-    if env_steps >= next_eval or env_steps >= c.total_steps:
-      evaluate(env_steps, train_metrics, time.perf_counter() - t1)
-      next_eval = (env_steps // c.eval_every + 1) * c.eval_every
+
+  t1 = time.perf_counter()
+  env_steps = 0
+  try:
+    evaluate(env_steps, {}, 0.0)
+    next_eval = c.eval_every
+    while env_steps < c.total_steps:
+      state = layout.put_state(state)  # back in place after feedback sessions
+      if loop is not None:
+        state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
+      else:
+        state, m = chunk_fn(state)
+      env_steps += c.log_every
+      train_metrics = _to_host(m)
+      for k, v in train_metrics.items():
+        if not np.all(np.isfinite(v)) and k != "train_return":
+          raise FloatingPointError(
+              f"non-finite training metric {k}={v} at env step {env_steps}")
+      if loop is not None:
+        state, recs = loop.step(state, env_steps)
+        report_feedback(recs)
+      if env_steps >= next_eval or env_steps >= c.total_steps:
+        evaluate(env_steps, train_metrics, time.perf_counter() - t1)
+        next_eval = (env_steps // c.eval_every + 1) * c.eval_every
+    if loop is not None:
+      state, recs = loop.finish(state, env_steps)
+      report_feedback(recs)
+  finally:
+    if loop is not None:
+      loop.close()
+    if metrics_file:
+      metrics_file.close()
   train_s = time.perf_counter() - t1
-  if metrics_file:
-    metrics_file.close()
   return RunResult(history=history, state=state, compile_seconds=compile_s,
                    train_seconds=train_s, feedback=sessions)

@@ -25,6 +25,8 @@ class ScriptedRater:
   noise: float = 0.0
   noise_kind: str = "uniform"
   seed: int = 0
+  # Answers from memory at once: the feedback loop calls it inline.
+  remote = False
 
   needs_frames = False  # reads Queries.true_return only (not a field)
 
