@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -22,10 +23,12 @@ import ml_collections
 import numpy as np
 from flax import struct
 
+from erljax import checkpoint as checkpoint_lib
 from erljax import config as config_lib
 from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import intrinsic
+from erljax import metrics_writer
 from erljax import raters as raters_lib
 from erljax import replay
 from erljax import reward_source
@@ -279,6 +282,7 @@ class RunResult:
   compile_seconds: float
   train_seconds: float
   feedback: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+  interrupted: Optional[int] = None  # the signal that stopped the run early
 
 
 class FeedbackLoop:
@@ -383,6 +387,40 @@ class FeedbackLoop:
       out.append(float(np.mean(labels[s, :sizes[s]] == truth)))
     return out
 
+  # -- checkpointing (erljax.checkpoint) ------------------------------------
+
+  def state_dict(self) -> Dict[str, Any]:
+    """Everything a resumed run needs: arrays (rating sets, reward optimiser)
+    and host values (counters, the numpy and rater RNG states)."""
+    opt_state = self.opt_state
+    if opt_state is None:
+      # A stand-in of the right structure (not used on load): Adam's state
+      # before the first session.
+      n = np.asarray(self.rating_sets.size).shape[0]
+      opt_state = jax.tree_util.tree_map(
+          lambda x: jnp.zeros(x.shape, x.dtype),
+          jax.eval_shape(jax.vmap(lambda k: self.learner.optimizer.init(
+              self.trainer.reward.init(k))), jax.random.split(
+                  jax.random.PRNGKey(0), n)))
+    return {"rating_sets": self.rating_sets, "opt_state": opt_state,
+            "has_opt_state": self.opt_state is not None, "sent": self.sent,
+            "sessions": self.sessions, "next_session": self.next_session,
+            "rng": self.rng.bit_generator.state,
+            "raters": [r.state_dict() for r in self.raters]}
+
+  def load_state_dict(self, d: Dict[str, Any]) -> None:
+    """Inverse of `state_dict`."""
+    if len(d["raters"]) != len(self.raters):
+      raise ValueError(f"checkpoint has {len(d['raters'])} raters, this run "
+                       f"{len(self.raters)}")
+    self.rating_sets = d["rating_sets"]
+    self.opt_state = d["opt_state"] if d["has_opt_state"] else None
+    self.sent, self.sessions = int(d["sent"]), int(d["sessions"])
+    self.next_session = int(d["next_session"])
+    self.rng.bit_generator.state = d["rng"]
+    for rater, rd in zip(self.raters, d["raters"]):
+      rater.load_state_dict(rd)
+
 
 def run(config: ml_collections.ConfigDict,
         log: Callable[[str], None] = functools.partial(print, flush=True),
@@ -390,13 +428,20 @@ def run(config: ml_collections.ConfigDict,
   """Trains `config.num_seeds` seeds at once; returns the evaluation history.
 
   Each history record holds env_steps, per-seed lists (eval_return, ...) and
-  their mean / std over seeds.
+  their mean / std over seeds. With a workdir the run writes logs
+  (erljax.metrics_writer) and checkpoints (erljax.checkpoint); SIGINT/SIGTERM
+  save a checkpoint at the next chunk boundary and return early
+  (RunResult.interrupted), `config.resume` continues from the latest one.
   """
   trainer = trainer or Trainer.create(config)
   c = trainer.config
   seeds = list(range(c.seed, c.seed + c.num_seeds))
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   init_keys, eval_keys = keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  ckpt = None
+  if c.workdir:  # fails before anything is compiled
+    ckpt = checkpoint_lib.Checkpointer.open(
+        c, jax.eval_shape(jax.vmap(trainer.init), init_keys), log)
   loop = FeedbackLoop(trainer, seeds) if trainer.learned_reward else None
 
   t0 = time.perf_counter()
@@ -415,65 +460,118 @@ def run(config: ml_collections.ConfigDict,
       f"reward={c.reward.source} devices={jax.devices()[0].platform} "
       f"compile={compile_s:.1f}s")
 
-  history: List[Dict[str, Any]] = []
-  sessions: List[Dict[str, Any]] = []
-  metrics_file = None
+  env_steps, elapsed0 = 0, 0.0
+  records: List[Dict[str, Any]] = []
+  def snapshot() -> Dict[str, Any]:
+    return {"train": state, "eval_keys": eval_keys,
+            "loop": loop.state_dict() if loop is not None else {},
+            "progress": {"env_steps": env_steps, "records": records,
+                         "elapsed": time.perf_counter() - t1}}
+  t1 = time.perf_counter()
+  restored = ckpt.restore(snapshot()) if ckpt and c.resume else None
+  if restored is not None:
+    step, tree = restored
+    state, eval_keys = tree["train"], tree["eval_keys"]
+    if loop is not None:
+      loop.load_state_dict(tree["loop"])
+    env_steps = tree["progress"]["env_steps"]
+    elapsed0 = tree["progress"]["elapsed"]
+    records = tree["progress"]["records"]
+    log(f"resumed from the checkpoint at step {step} in {ckpt.directory}")
+
+  writer = None
   if c.workdir:
-    os.makedirs(c.workdir, exist_ok=True)
     with open(os.path.join(c.workdir, "config.json"), "w") as f:
       f.write(c.to_json_best_effort(indent=2))
-    metrics_file = open(os.path.join(c.workdir, "metrics.jsonl"), "a")
+    writer = metrics_writer.MetricsWriter(
+        c.workdir, seeds, c.tensorboard, records,
+        resume_step=env_steps if restored is not None else None)
 
   def write(rec):
-    if metrics_file:
-      metrics_file.write(json.dumps(rec) + "\n")
-      metrics_file.flush()
+    if writer is not None:
+      writer.write(rec)
+    else:
+      records.append(rec)
 
   def evaluate(env_steps: int, train: Dict[str, Any], elapsed: float):
     nonlocal eval_keys
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(eval_keys)
     ev = _to_host(eval_fn(state, eval_keys))
+    sps = env_steps / elapsed if elapsed > 0 else 0.0
     rec: Dict[str, Any] = {"kind": "eval", "env_steps": env_steps,
-                           "time": elapsed}
+                           "time": elapsed, "env_steps_per_s": sps}
     for k, v in {**ev, **train}.items():
       rec[f"{k}_per_seed"] = v
       rec.update(_summary(k, v))
-    history.append(rec)
     write(rec)
-    sps = env_steps / elapsed if elapsed > 0 else 0.0
     log(f"step {env_steps:>9d}  eval_return {rec['eval_return']:9.3f} "
         f"± {rec['eval_return_std']:.3f}  success {rec['eval_success']:.2f}  "
         f"train_return {rec.get('train_return', math.nan):9.3f}  "
         f"sps {sps:7.0f}  t {elapsed:6.1f}s")
+    bar.update(env_steps, {"return": f"{rec['eval_return']:.3f}"})
 
-  t1 = time.perf_counter()
-  env_steps = 0
-  evaluate(env_steps, {}, 0.0)
-  next_eval = c.eval_every
-  while env_steps < c.total_steps:
-    if loop is not None:
-      state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
-    else:
-      state, m = chunk_fn(state)
-    env_steps += c.log_every
-    train_metrics = _to_host(m)
-    for k, v in train_metrics.items():
-      if not np.all(np.isfinite(v)) and k != "train_return":
+  def check_finite(values: Dict[str, Any], where: str):
+    for k, v in values.items():
+      if not np.all(np.isfinite(v)):
+        last = ckpt.latest_step() if ckpt else None
         raise FloatingPointError(
-            f"non-finite training metric {k}={v} at env step {env_steps}")
-    if loop is not None and loop.due(env_steps):
-      state, rec = loop.session(state, env_steps)
-      sessions.append(rec)
-      write({"kind": "feedback", **rec})
-      log(f"feedback {rec['session']:>3d} at step {env_steps}: sent "
-          f"{rec['queries_sent']} (dropped {rec['dropped']}), epochs "
-          f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
-          f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}")
-    if env_steps >= next_eval or env_steps >= c.total_steps:
-      evaluate(env_steps, train_metrics, time.perf_counter() - t1)
+            f"non-finite {where} metric {k}={v} at env step {env_steps}; "
+            "stopped without saving this state. " + (
+                f"Last good checkpoint: step {last} in {ckpt.directory}"
+                if last is not None else "No checkpoint was saved."))
+
+  t1 = time.perf_counter() - elapsed0
+  bar = metrics_writer.ProgressBar(c.total_steps, env_steps,
+                                   c.progress and sys.stderr.isatty())
+  interrupted = None
+  try:
+    with checkpoint_lib.StopOnSignal() as stop:
+      if restored is None:
+        evaluate(env_steps, {}, 0.0)
       next_eval = (env_steps // c.eval_every + 1) * c.eval_every
-  train_s = time.perf_counter() - t1
-  if metrics_file:
-    metrics_file.close()
-  return RunResult(history=history, state=state, compile_seconds=compile_s,
-                   train_seconds=train_s, feedback=sessions)
+      while env_steps < c.total_steps:
+        if loop is not None:
+          state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
+        else:
+          state, m = chunk_fn(state)
+        env_steps += c.log_every
+        train_metrics = _to_host(m)
+        check_finite({k: v for k, v in train_metrics.items()
+                      if k != "train_return"}, "training")
+        if loop is not None and loop.due(env_steps):
+          state, rec = loop.session(state, env_steps)
+          check_finite({k: rec[k] for k in ("reward_accuracy", "reward_corr")},
+                       "feedback")
+          write({"kind": "feedback", **rec})
+          log(f"feedback {rec['session']:>3d} at step {env_steps}: sent "
+              f"{rec['queries_sent']} (dropped {rec['dropped']}), epochs "
+              f"{rec['epochs']}, acc "
+              f"{np.round(rec['reward_accuracy'], 3).tolist()}, corr(r_hat, r)"
+              f" {np.round(rec['reward_corr'], 3).tolist()}")
+        if env_steps >= next_eval or env_steps >= c.total_steps:
+          evaluate(env_steps, train_metrics, time.perf_counter() - t1)
+          next_eval = (env_steps // c.eval_every + 1) * c.eval_every
+        bar.update(env_steps)
+        if ckpt and (ckpt.due(env_steps) or stop.requested
+                     or env_steps >= c.total_steps):
+          ckpt.save(env_steps, snapshot())
+        if stop.requested:
+          interrupted = stop.signum
+          log(f"stopped by signal {stop.signum} at step {env_steps}" + (
+              f"; checkpoint saved in {ckpt.directory}, continue with "
+              "--config.resume=True" if ckpt else ""))
+          break
+  finally:
+    bar.close()
+    if ckpt is not None:
+      ckpt.close()
+    if writer is not None:
+      writer.close()
+  train_s = time.perf_counter() - t1 - elapsed0
+  records = writer.records if writer is not None else records
+  return RunResult(
+      history=[r for r in records if r["kind"] == "eval"], state=state,
+      compile_seconds=compile_s, train_seconds=train_s,
+      feedback=[{k: v for k, v in r.items() if k != "kind"}
+                for r in records if r["kind"] == "feedback"],
+      interrupted=interrupted)
