@@ -1,8 +1,8 @@
 """Checkpoints: a stopped or killed run resumes to exactly the same state.
 
 All runs share one tiny learned-reward config (feedback sessions at 80, 120
-and 160 env steps), so the compiled programs come from the session's XLA
-cache after the first run.
+and 160 env steps); in-process runs share one Trainer, so its programs are
+compiled once.
 """
 import json
 import os
@@ -64,21 +64,33 @@ def assert_same_run(res, ref):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The uninterrupted run (checkpointing too)."""
-  workdir = tmp_path_factory.mktemp("reference")
-  return workdir, trainer_lib.run(run_config(workdir), log=lambda _: None)
+def trainer():
+  return trainer_lib.Trainer.create(run_config(""))
+
+
+def run(trainer, workdir, log=lambda _: None, resume=False):
+  """trainer_lib.run with the shared trainer, its config pointed at workdir."""
+  trainer.config.workdir = str(workdir)
+  trainer.config.resume = resume
+  return trainer_lib.run(trainer.config, log=log, trainer=trainer)
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory):
+def reference(trainer, tmp_path_factory):
+  """The uninterrupted run (checkpointing too)."""
+  workdir = tmp_path_factory.mktemp("reference")
+  return workdir, run(trainer, workdir)
+
+
+@pytest.fixture(scope="module")
+def stopped(trainer, tmp_path_factory):
   """A run stopped by SIGTERM during step 80's feedback session."""
   workdir = tmp_path_factory.mktemp("stopped")
   before = signal.getsignal(signal.SIGTERM)
   def log(line):
     if line.startswith("feedback   1"):
       os.kill(os.getpid(), signal.SIGTERM)
-  res = trainer_lib.run(run_config(workdir), log=log)
+  res = run(trainer, workdir, log)
   assert signal.getsignal(signal.SIGTERM) == before  # handler removed again
   return workdir, res
 
@@ -96,7 +108,7 @@ def test_reference_run_writes_checkpoints(reference):
 
 
 def test_signal_stops_at_chunk_boundary_then_resume_matches(
-    reference, stopped, tmp_path):
+    trainer, reference, stopped, tmp_path):
   _, ref = reference
   workdir, res = stopped
   assert res.interrupted == signal.SIGTERM
@@ -104,8 +116,7 @@ def test_signal_stops_at_chunk_boundary_then_resume_matches(
   resumed_dir = tmp_path / "run"
   shutil.copytree(workdir, resumed_dir)
   lines = []
-  out = trainer_lib.run(run_config(resumed_dir, resume=True),
-                        log=lines.append)
+  out = run(trainer, resumed_dir, lines.append, resume=True)
   assert any("resumed from the checkpoint at step 80" in l for l in lines)
   assert out.interrupted is None
   assert_same_run(out, ref)
@@ -129,7 +140,8 @@ def test_resume_refuses_a_different_config(stopped, tmp_path):
     trainer_lib.run(c, log=lambda _: None)
 
 
-def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path):
+def test_corrupted_latest_checkpoint_falls_back(trainer, reference,
+                                                tmp_path):
   workdir, ref = reference
   run_dir = tmp_path / "run"
   shutil.copytree(workdir, run_dir)
@@ -140,7 +152,7 @@ def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path):
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   lines = []
-  out = trainer_lib.run(run_config(run_dir, resume=True), log=lines.append)
+  out = run(trainer, run_dir, lines.append, resume=True)
   assert any("step 200" in l and "unreadable" in l for l in lines)
   assert any("resumed from the checkpoint at step 160" in l for l in lines)
   assert os.path.isdir(run_dir / "checkpoints_corrupt" / "200")
@@ -163,8 +175,8 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_sigkill_then_resume_matches_and_keeps_ratings(reference, tmp_path,
-                                                       monkeypatch):
+def test_sigkill_then_resume_matches_and_keeps_ratings(trainer, reference,
+                                                       tmp_path, monkeypatch):
   _, ref = reference
   workdir = tmp_path / "run"
   child = subprocess.Popen(
@@ -190,7 +202,7 @@ def test_sigkill_then_resume_matches_and_keeps_ratings(reference, tmp_path,
     return rate(self, queries)
   monkeypatch.setattr(scripted.ScriptedRater, "rate", counting_rate)
   lines = []
-  out = trainer_lib.run(run_config(workdir, resume=True), log=lines.append)
+  out = run(trainer, workdir, lines.append, resume=True)
   assert any("resumed from the checkpoint at step 80" in l for l in lines)
   assert calls == [10, 10, 5, 5]  # 2 seeds x (session 2, session 3)
   assert [f["queries_sent"] for f in out.feedback] == [10, 20, 25]

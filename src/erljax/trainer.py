@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 import chex
@@ -422,6 +423,36 @@ class FeedbackLoop:
       rater.load_state_dict(rd)
 
 
+_PROGRAMS: Dict[int, Any] = {}
+
+
+def _programs(trainer: Trainer, init_keys: jax.Array, eval_keys: jax.Array
+              ) -> tuple[Any, Any, Any]:
+  """The compiled (init, train chunk, evaluate) of `trainer`, seed-vmapped.
+
+  Compiled once per Trainer object: runs given the same trainer (a resumed
+  run in the same process, tests) reuse them.
+  """
+  key = id(trainer)
+  if key in _PROGRAMS and _PROGRAMS[key][0]() is trainer:
+    return _PROGRAMS[key][1]
+  init_fn = jax.jit(jax.vmap(trainer.init)).lower(init_keys).compile()
+  state = jax.eval_shape(jax.vmap(trainer.init), init_keys)
+  if trainer.learned_reward:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
+                       donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
+  else:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state).compile()
+  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
+  eval_fn = eval_fn.lower(state, eval_keys).compile()
+  programs = (init_fn, chunk_fn, eval_fn)
+  _PROGRAMS[key] = (weakref.ref(trainer, lambda _: _PROGRAMS.pop(key, None)),
+                    programs)
+  return programs
+
+
 def run(config: ml_collections.ConfigDict,
         log: Callable[[str], None] = functools.partial(print, flush=True),
         trainer: Optional[Trainer] = None) -> RunResult:
@@ -445,16 +476,8 @@ def run(config: ml_collections.ConfigDict,
   loop = FeedbackLoop(trainer, seeds) if trainer.learned_reward else None
 
   t0 = time.perf_counter()
-  state = jax.jit(jax.vmap(trainer.init))(init_keys)
-  if loop is not None:
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
-                       donate_argnums=0)
-    chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
-  else:
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
-    chunk_fn = chunk_fn.lower(state).compile()
-  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
-  eval_fn = eval_fn.lower(state, eval_keys).compile()
+  init_fn, chunk_fn, eval_fn = _programs(trainer, init_keys, eval_keys)
+  state = init_fn(init_keys)
   compile_s = time.perf_counter() - t0
   log(f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
       f"reward={c.reward.source} devices={jax.devices()[0].platform} "
