@@ -407,7 +407,10 @@ class FeedbackLoop:
             "has_opt_state": self.opt_state is not None, "sent": self.sent,
             "sessions": self.sessions, "next_session": self.next_session,
             "rng": self.rng.bit_generator.state,
-            "raters": [r.state_dict() for r in self.raters]}
+            # A rater without state (e.g. a cached VLM client, whose cache
+            # is on disk) contributes {}; never API keys.
+            "raters": [r.state_dict() if hasattr(r, "state_dict") else {}
+                       for r in self.raters]}
 
   def load_state_dict(self, d: Dict[str, Any]) -> None:
     """Inverse of `state_dict`."""
@@ -420,7 +423,8 @@ class FeedbackLoop:
     self.next_session = int(d["next_session"])
     self.rng.bit_generator.state = d["rng"]
     for rater, rd in zip(self.raters, d["raters"]):
-      rater.load_state_dict(rd)
+      if hasattr(rater, "load_state_dict"):
+        rater.load_state_dict(rd)
 
 
 _PROGRAMS: Dict[int, Any] = {}
