@@ -43,7 +43,17 @@ def default() -> ml_collections.ConfigDict:
   c.batch_size = 512
   c.updates_per_step = 1          # SAC updates per vectorized env step
   c.replay_capacity = 1_000_000
-  c.workdir = ""                  # if set: metrics.jsonl and config.json here
+  c.workdir = ""                  # if set: logs, config.json and checkpoints
+  c.resume = False                # continue from workdir's latest checkpoint
+  c.progress = True               # console progress bar (only on a terminal)
+  c.tensorboard = True            # TensorBoard event files in workdir/tb
+
+  # Checkpoints (erljax.checkpoint), written when workdir is set: at the first
+  # chunk boundary at or after every multiple of `every` env steps (0: only at
+  # the end), at the end, and on SIGINT/SIGTERM.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 50_000
+  c.checkpoint.keep = 2           # most recent checkpoints kept (>= 2)
 
   c.sac = ml_collections.ConfigDict()
   c.sac.hidden_sizes = (256, 256, 256)
@@ -244,6 +254,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"must hold at least one vectorized step (num_envs={n})")
   _check(c, "seed_steps", lambda v: v <= c.total_steps,
          f"must not exceed total_steps={c.total_steps}")
+  for key in ("resume", "progress", "tensorboard"):
+    _check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  _check(c, "checkpoint.every", _int(0), "must be an integer >= 0")
+  _check(c, "checkpoint.keep", _int(2),
+         "must be an integer >= 2 (a corrupted latest checkpoint falls back "
+         "to the one before)")
+  if c.resume:
+    _check(c, "workdir", lambda v: isinstance(v, str) and v,
+           "resume=True needs the workdir that holds the checkpoints")
   _check(c, "sac.hidden_sizes",
          lambda v: len(v) >= 1 and all(_int(1)(h) for h in v),
          "must be a non-empty sequence of positive integers")

@@ -1,7 +1,10 @@
 """Command-line entry point.
 
   python -m erljax.train --config=experiments/configs/sac.py:reacher \
-      --config.seed=3 --config.total_steps=200000
+      --config.seed=3 --config.total_steps=200000 --config.workdir=runs/x
+
+Stop it with Ctrl-C or SIGTERM: it saves a checkpoint at the next chunk
+boundary and exits; add --config.resume=True to the same command to continue.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from absl import app
 from absl import logging
 from ml_collections import config_flags
 
+from erljax import checkpoint
 from erljax import config as config_lib
 from erljax import trainer
 
@@ -32,8 +36,19 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"erljax: bad config: {e}", file=sys.stderr)
     sys.exit(2)
-  result = trainer.run(config)
+  try:
+    result = trainer.run(config)
+  except (config_lib.ConfigError, checkpoint.WorkdirError) as e:
+    print(f"erljax: {e}", file=sys.stderr)
+    sys.exit(2)
+  except FloatingPointError as e:
+    print(f"erljax: training diverged: {e}", file=sys.stderr)
+    sys.exit(3)
   last = result.history[-1]
+  if result.interrupted is not None:
+    print(f"interrupted at {last['env_steps']} env steps; continue with "
+          "--config.resume=True")
+    sys.exit(128 + result.interrupted)  # the shell's code for that signal
   print(f"done: {last['env_steps']} env steps, final eval_return "
         f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "
         f"train {result.train_seconds:.1f}s")

@@ -11,10 +11,11 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import math
 import os
+import sys
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 import chex
@@ -24,10 +25,12 @@ import ml_collections
 import numpy as np
 from flax import struct
 
+from erljax import checkpoint as checkpoint_lib
 from erljax import config as config_lib
 from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import intrinsic
+from erljax import metrics_writer
 from erljax import raters as raters_lib
 from erljax import render as render_lib
 from erljax import replay
@@ -284,6 +287,7 @@ class RunResult:
   compile_seconds: float
   train_seconds: float
   feedback: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+  interrupted: Optional[int] = None  # the signal that stopped the run early
 
 
 @dataclasses.dataclass
@@ -533,6 +537,16 @@ class FeedbackLoop:
           "latency_seconds": time.perf_counter() - p.requested_time})
     return state, recs
 
+  def drain(self, state: TrainState, env_steps: int
+            ) -> tuple[TrainState, List[Dict[str, Any]]]:
+    """Waits for every session in flight and completes it (before a
+    checkpoint, so that ratings already paid for are never asked again)."""
+    for p in self.pending:
+      concurrent.futures.wait(p.futures)
+    recs: List[Dict[str, Any]] = []
+    state = self._complete_ready(state, env_steps, recs)
+    return state, recs
+
   def close(self) -> None:
     """Lets the worker threads go (calls still running finish on their own)
     and frees the renderer."""
@@ -590,6 +604,83 @@ class FeedbackLoop:
                  if sizes[s] else math.nan)
     return out
 
+  # -- checkpointing (erljax.checkpoint) ------------------------------------
+
+  def state_dict(self) -> Dict[str, Any]:
+    """Everything a resumed run needs: arrays (rating sets, reward optimiser)
+    and host values (counters, the numpy and rater RNG states)."""
+    opt_state = self.opt_state
+    if opt_state is None:
+      # A stand-in of the right structure (not used on load): Adam's state
+      # before the first session.
+      n = np.asarray(self.rating_sets.size).shape[0]
+      opt_state = jax.tree_util.tree_map(
+          lambda x: jnp.zeros(x.shape, x.dtype),
+          jax.eval_shape(jax.vmap(lambda k: self.learner.optimizer.init(
+              self.trainer.reward.init(k))), jax.random.split(
+                  jax.random.PRNGKey(0), n)))
+    return {"rating_sets": self.rating_sets, "opt_state": opt_state,
+            "has_opt_state": self.opt_state is not None, "sent": self.sent,
+            "next_session": self.next_session,
+            "requested": self.requested, "installed": self.installed,
+            "rng": self.rng.bit_generator.state,
+            # A rater without state (e.g. a cached VLM client, whose cache
+            # is on disk) contributes {}; never API keys.
+            "raters": [r.state_dict() if hasattr(r, "state_dict") else {}
+                       for r in self.raters]}
+
+  def load_state_dict(self, d: Dict[str, Any]) -> None:
+    """Inverse of `state_dict`."""
+    if len(d["raters"]) != len(self.raters):
+      raise ValueError(f"checkpoint has {len(d['raters'])} raters, this run "
+                       f"{len(self.raters)}")
+    self.rating_sets = d["rating_sets"]
+    self.opt_state = d["opt_state"] if d["has_opt_state"] else None
+    if self.pending:
+      raise ValueError("cannot load a checkpoint while sessions are pending")
+    self.sent = int(d["sent"])
+    self.requested, self.installed = int(d["requested"]), int(d["installed"])
+    self.next_session = int(d["next_session"])
+    self.rng.bit_generator.state = d["rng"]
+    for rater, rd in zip(self.raters, d["raters"]):
+      if hasattr(rater, "load_state_dict"):
+        rater.load_state_dict(rd)
+
+
+_PROGRAMS: Dict[int, Any] = {}
+
+
+def _programs(trainer: Trainer, init_keys: jax.Array, eval_keys: jax.Array,
+              layout: sharding.Layout) -> tuple[Any, Any, Any]:
+  """The compiled (init, train chunk, evaluate) of `trainer`, seed-vmapped,
+  for state laid out by `layout`.
+
+  Compiled once per Trainer object: runs given the same trainer (a resumed
+  run in the same process, tests) reuse them.
+  """
+  key = id(trainer)
+  if key in _PROGRAMS and _PROGRAMS[key][0]() is trainer:
+    return _PROGRAMS[key][1]
+  init_fn = jax.jit(jax.vmap(trainer.init)).lower(init_keys).compile()
+  state = jax.eval_shape(jax.vmap(trainer.init), init_keys)
+  if layout.active:
+    state = jax.tree_util.tree_map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        state, layout.state_sharding(state))
+  if trainer.learned_reward:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
+                       donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
+  else:
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+    chunk_fn = chunk_fn.lower(state).compile()
+  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
+  eval_fn = eval_fn.lower(state, eval_keys).compile()
+  programs = (init_fn, chunk_fn, eval_fn)
+  _PROGRAMS[key] = (weakref.ref(trainer, lambda _: _PROGRAMS.pop(key, None)),
+                    programs)
+  return programs
+
 
 def run(config: ml_collections.ConfigDict,
         log: Callable[[str], None] = functools.partial(print, flush=True),
@@ -599,74 +690,106 @@ def run(config: ml_collections.ConfigDict,
 
   Each history record holds env_steps, per-seed lists (eval_return, ...) and
   their mean / std over seeds. `raters` (one per seed) replace the ones the
-  config names.
+  config names. With a workdir the run writes logs
+  (erljax.metrics_writer) and checkpoints (erljax.checkpoint); SIGINT/SIGTERM
+  save a checkpoint at the next chunk boundary and return early
+  (RunResult.interrupted), `config.resume` continues from the latest one.
   """
   trainer = trainer or Trainer.create(config)
   c = trainer.config
   seeds = list(range(c.seed, c.seed + c.num_seeds))
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   init_keys, eval_keys = keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  ckpt = None
+  if c.workdir:  # fails before anything is compiled
+    ckpt = checkpoint_lib.Checkpointer.open(
+        c, jax.eval_shape(jax.vmap(trainer.init), init_keys), log)
   loop = (FeedbackLoop(trainer, seeds, raters) if trainer.learned_reward
           else None)
 
   t0 = time.perf_counter()
   layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
   eval_keys = layout.put_seeded(eval_keys)
-  state = layout.put_state(jax.jit(jax.vmap(trainer.init))(init_keys))
-  if loop is not None:
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
-                       donate_argnums=0)
-    chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
-  else:
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
-    chunk_fn = chunk_fn.lower(state).compile()
-  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
-  eval_fn = eval_fn.lower(state, eval_keys).compile()
+  init_fn, chunk_fn, eval_fn = _programs(trainer, init_keys, eval_keys,
+                                         layout)
+  state = layout.put_state(init_fn(init_keys))
   compile_s = time.perf_counter() - t0
   log(f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
       f"reward={c.reward.source} devices={jax.devices()[0].platform} "
       f"compile={compile_s:.1f}s")
 
-  history: List[Dict[str, Any]] = []
-  sessions: List[Dict[str, Any]] = []
-  metrics_file = None
+  env_steps, elapsed0 = 0, 0.0
+  records: List[Dict[str, Any]] = []
+  def snapshot() -> Dict[str, Any]:
+    return {"train": state, "eval_keys": eval_keys,
+            "loop": loop.state_dict() if loop is not None else {},
+            "progress": {"env_steps": env_steps, "records": records,
+                         "elapsed": time.perf_counter() - t1}}
+  t1 = time.perf_counter()
+  restored = ckpt.restore(snapshot()) if ckpt and c.resume else None
+  if restored is not None:
+    step, tree = restored
+    state = layout.put_state(tree["train"])
+    eval_keys = layout.put_seeded(tree["eval_keys"])
+    if loop is not None:
+      loop.load_state_dict(tree["loop"])
+    env_steps = tree["progress"]["env_steps"]
+    elapsed0 = tree["progress"]["elapsed"]
+    records = tree["progress"]["records"]
+    log(f"resumed from the checkpoint at step {step} in {ckpt.directory}")
+
+  writer = None
   if c.workdir:
-    os.makedirs(c.workdir, exist_ok=True)
     with open(os.path.join(c.workdir, "config.json"), "w") as f:
       f.write(c.to_json_best_effort(indent=2))
-    metrics_file = open(os.path.join(c.workdir, "metrics.jsonl"), "a")
+    writer = metrics_writer.MetricsWriter(
+        c.workdir, seeds, c.tensorboard, records,
+        resume_step=env_steps if restored is not None else None)
 
   def write(rec):
-    if metrics_file:
-      metrics_file.write(json.dumps(rec) + "\n")
-      metrics_file.flush()
+    if writer is not None:
+      writer.write(rec)
+    else:
+      records.append(rec)
 
   def evaluate(env_steps: int, train: Dict[str, Any], elapsed: float):
     nonlocal eval_keys
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(eval_keys)
     ev = _to_host(eval_fn(state, eval_keys))
+    sps = env_steps / elapsed if elapsed > 0 else 0.0
     rec: Dict[str, Any] = {"kind": "eval", "env_steps": env_steps,
-                           "time": elapsed}
+                           "time": elapsed, "env_steps_per_s": sps}
     for k, v in {**ev, **train}.items():
       rec[f"{k}_per_seed"] = v
       rec.update(_summary(k, v))
-    history.append(rec)
     write(rec)
-    sps = env_steps / elapsed if elapsed > 0 else 0.0
     log(f"step {env_steps:>9d}  eval_return {rec['eval_return']:9.3f} "
         f"± {rec['eval_return_std']:.3f}  success {rec['eval_success']:.2f}  "
         f"train_return {rec.get('train_return', math.nan):9.3f}  "
         f"sps {sps:7.0f}  t {elapsed:6.1f}s")
+    bar.update(env_steps, {"return": f"{rec['eval_return']:.3f}"})
+
+  def check_finite(values: Dict[str, Any], where: str):
+    for k, v in values.items():
+      if not np.all(np.isfinite(v)):
+        last = ckpt.latest_step() if ckpt else None
+        raise FloatingPointError(
+            f"non-finite {where} metric {k}={v} at env step {env_steps}; "
+            "stopped without saving this state. " + (
+                f"Last good checkpoint: step {last} in {ckpt.directory}"
+                if last is not None else "No checkpoint was saved."))
 
   def report_feedback(recs: List[Dict[str, Any]]):
     for rec in recs:
-      sessions.append(rec)
       write({"kind": "feedback", **rec})
       if rec.get("abandoned"):
         log(f"feedback {rec['session']:>3d} abandoned at step "
             f"{rec['env_steps']}: {rec['queries']} queries unanswered after "
             f"{rec['latency_seconds']:.1f}s")
         continue
+      if rec["trained"]:
+        check_finite({k: rec[k] for k in ("reward_accuracy", "reward_corr")},
+                     "feedback")
       late = (f" (requested at {rec['requested_at']}, answered in "
               f"{rec['latency_seconds']:.1f}s)"
               if rec["requested_at"] != rec["env_steps"] else "")
@@ -675,37 +798,62 @@ def run(config: ml_collections.ConfigDict,
           f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
           f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}")
 
-  t1 = time.perf_counter()
-  env_steps = 0
+  t1 = time.perf_counter() - elapsed0
+  bar = metrics_writer.ProgressBar(c.total_steps, env_steps,
+                                   c.progress and sys.stderr.isatty())
+  interrupted = None
   try:
-    evaluate(env_steps, {}, 0.0)
-    next_eval = c.eval_every
-    while env_steps < c.total_steps:
-      state = layout.put_state(state)  # back in place after feedback sessions
-      if loop is not None:
-        state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
-      else:
-        state, m = chunk_fn(state)
-      env_steps += c.log_every
-      train_metrics = _to_host(m)
-      for k, v in train_metrics.items():
-        if not np.all(np.isfinite(v)) and k != "train_return":
-          raise FloatingPointError(
-              f"non-finite training metric {k}={v} at env step {env_steps}")
-      if loop is not None:
-        state, recs = loop.step(state, env_steps)
+    with checkpoint_lib.StopOnSignal() as stop:
+      if restored is None:
+        evaluate(env_steps, {}, 0.0)
+      next_eval = (env_steps // c.eval_every + 1) * c.eval_every
+      while env_steps < c.total_steps:
+        state = layout.put_state(state)  # in place after feedback sessions
+        if loop is not None:
+          state, m = chunk_fn(state, jnp.asarray(loop.unsupervised(env_steps)))
+        else:
+          state, m = chunk_fn(state)
+        env_steps += c.log_every
+        train_metrics = _to_host(m)
+        check_finite({k: v for k, v in train_metrics.items()
+                      if k != "train_return"}, "training")
+        if loop is not None:
+          state, recs = loop.step(state, env_steps)
+          report_feedback(recs)
+        if env_steps >= next_eval or env_steps >= c.total_steps:
+          evaluate(env_steps, train_metrics, time.perf_counter() - t1)
+          next_eval = (env_steps // c.eval_every + 1) * c.eval_every
+        bar.update(env_steps)
+        if ckpt and (ckpt.due(env_steps) or stop.requested
+                     or env_steps >= c.total_steps):
+          if loop is not None:
+            # Ratings in flight are paid for: a checkpoint waits for them so
+            # that a resumed run never asks for them again.
+            state, recs = loop.drain(state, env_steps)
+            report_feedback(recs)
+          ckpt.save(env_steps, snapshot())
+        if stop.requested:
+          interrupted = stop.signum
+          log(f"stopped by signal {stop.signum} at step {env_steps}" + (
+              f"; checkpoint saved in {ckpt.directory}, continue with "
+              "--config.resume=True" if ckpt else ""))
+          break
+      if loop is not None and interrupted is None:
+        state, recs = loop.finish(state, env_steps)
         report_feedback(recs)
-      if env_steps >= next_eval or env_steps >= c.total_steps:
-        evaluate(env_steps, train_metrics, time.perf_counter() - t1)
-        next_eval = (env_steps // c.eval_every + 1) * c.eval_every
-    if loop is not None:
-      state, recs = loop.finish(state, env_steps)
-      report_feedback(recs)
   finally:
+    bar.close()
     if loop is not None:
       loop.close()
-    if metrics_file:
-      metrics_file.close()
-  train_s = time.perf_counter() - t1
-  return RunResult(history=history, state=state, compile_seconds=compile_s,
-                   train_seconds=train_s, feedback=sessions)
+    if ckpt is not None:
+      ckpt.close()
+    if writer is not None:
+      writer.close()
+  train_s = time.perf_counter() - t1 - elapsed0
+  records = writer.records if writer is not None else records
+  return RunResult(
+      history=[r for r in records if r["kind"] == "eval"], state=state,
+      compile_seconds=compile_s, train_seconds=train_s,
+      feedback=[{k: v for k, v in r.items() if k != "kind"}
+                for r in records if r["kind"] == "feedback"],
+      interrupted=interrupted)

@@ -86,3 +86,10 @@ class ScriptedRater:
     labels = np.where(flip, 1 - labels, labels)
     answered = r0 != r1
     return Ratings(labels=np.where(answered, labels, -1), answered=answered)
+
+  def state_dict(self) -> dict:
+    """The RNG state (JSON-able), for checkpoints."""
+    return {"rng": self._rng.bit_generator.state}
+
+  def load_state_dict(self, d: dict) -> None:
+    self._rng.bit_generator.state = d["rng"]

@@ -1,0 +1,204 @@
+"""One report from the workdirs of many runs: curves, IQM, tables, CSVs.
+
+  python experiments/aggregate.py --out experiments/results/study runs/*
+  python experiments/aggregate.py --out OUT \
+      ERL-VLM=runs/a ERL-VLM=runs/b SAC=runs/c
+
+Each argument is a run directory written by erljax.train (config.json and
+metrics.jsonl), optionally prefixed with a method label (LABEL=DIR); without
+one the method is named from the config (see `method_name`). Runs of the same
+task and method are pooled: every seed of every run is one sample.
+
+Writes
+  OUT.md          per task and method: final eval return (mean, 95% bootstrap
+                  CI, IQM) and success; and the aggregate over tasks per
+                  method: IQM of the min-max normalised final return and of
+                  the success rate, with 95% stratified bootstrap CIs (rliable)
+  OUT.png         learning curves per task: mean over seeds with a 95%
+                  bootstrap band (needs matplotlib, the `report` extra)
+  OUT_seeds.csv   every seed's curve: task, method, run, seed, env_steps,
+                  eval_return, eval_success
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+import sys
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "src"))
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from erljax import stats
+
+RATING_METHODS = {  # (loss, class_weighted, stratified) -> name
+    ("mae", True, True): "erlvlm", ("ce", False, False): "rbrl",
+    ("mae", False, False): "rbrl_mae", ("ce", True, False): "rbrl_weights",
+    ("ce", False, True): "rbrl_stratified"}
+
+
+def method_name(config: Dict) -> str:
+  """The experiments/configs/rating.py method a config runs (or "sac")."""
+  r = config["reward"]
+  if r["source"] == "env":
+    return "sac"
+  if r["feedback_type"] == "preference":
+    return "preference"
+  return RATING_METHODS.get((r["loss"], r["class_weighted"], r["stratified"]),
+                            f"rating_{r['loss']}")
+
+
+def load_run(run_dir: str) -> Dict:
+  """config, steps [T], returns [T, S], success [T, S], seeds of one run."""
+  with open(os.path.join(run_dir, "config.json")) as f:
+    config = json.load(f)
+  evals = []
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec.get("kind", "eval") == "eval":
+        evals.append(rec)
+  if not evals:
+    raise ValueError(f"{run_dir}/metrics.jsonl holds no evaluation records")
+  return {"dir": run_dir, "config": config,
+          "steps": np.array([r["env_steps"] for r in evals]),
+          "returns": np.array([r["eval_return_per_seed"] for r in evals]),
+          "success": np.array([r["eval_success_per_seed"] for r in evals]),
+          "seeds": list(range(config["seed"],
+                              config["seed"] + config["num_seeds"]))}
+
+
+def group_runs(args: List[str]) -> Dict[Tuple[str, str], List[Dict]]:
+  groups: Dict[Tuple[str, str], List[Dict]] = collections.defaultdict(list)
+  for item in args:
+    label, sep, path = item.partition("=")
+    if not sep:
+      label, path = "", item
+    run = load_run(path)
+    groups[(run["config"]["task"], label or method_name(run["config"]))
+           ].append(run)
+  return dict(groups)
+
+
+def pooled(runs: List[Dict], key: str) -> Tuple[np.ndarray, np.ndarray]:
+  """steps [T] common to all runs and the seeds' curves [S, T]."""
+  steps = runs[0]["steps"]
+  for r in runs[1:]:
+    steps = np.intersect1d(steps, r["steps"])
+  curves = [r[key][np.searchsorted(r["steps"], steps)].T for r in runs]
+  return steps, np.concatenate(curves, 0)
+
+
+def final_scores(groups, key: str, tasks: List[str], methods: List[str]
+                 ) -> Dict[str, np.ndarray]:
+  """Per method, final scores [max seeds, tasks] (NaN-padded)."""
+  out = {}
+  for m in methods:
+    cols = [pooled(groups[(t, m)], key)[1][:, -1] if (t, m) in groups
+            else np.zeros(0) for t in tasks]
+    n = max(c.size for c in cols)
+    arr = np.full((n, len(tasks)), np.nan)
+    for i, c in enumerate(cols):
+      arr[:c.size, i] = c
+    out[m] = arr
+  return out
+
+
+def report(groups, title: str) -> str:
+  tasks = sorted({t for t, _ in groups})
+  methods = sorted({m for _, m in groups})
+  lines = [f"# {title}", "", "## Final evaluation per task", "",
+           "| task | method | seeds | env steps | return (mean) | 95% CI | "
+           "IQM | success |", "|---|---|---|---|---|---|---|---|"]
+  for (task, method), runs in sorted(groups.items()):
+    steps, ret = pooled(runs, "returns")
+    _, succ = pooled(runs, "success")
+    m, lo, hi = stats.stratified_bootstrap(ret[:, -1], stats.mean)
+    lines.append(f"| {task} | {method} | {ret.shape[0]} | {steps[-1]} | "
+                 f"{m:.3f} | [{lo:.3f}, {hi:.3f}] | "
+                 f"{stats.iqm(ret[:, -1]):.3f} | {succ[:, -1].mean():.2f} |")
+  returns = final_scores(groups, "returns", tasks, methods)
+  success = final_scores(groups, "success", tasks, methods)
+  every = np.concatenate([r for r in returns.values()], 0)
+  low, high = np.nanmin(every, 0), np.nanmax(every, 0)
+  lines += ["", "## Aggregate over tasks (IQM, 95% stratified bootstrap CI)",
+            "", "Returns are min-max normalised per task over all methods' "
+            "final scores (0: the worst run, 1: the best).", "",
+            "| method | normalised return IQM | 95% CI | success IQM | "
+            "95% CI |", "|---|---|---|---|---|"]
+  for m in methods:
+    r = stats.stratified_bootstrap(
+        stats.min_max_normalize(returns[m], low, high))
+    s = stats.stratified_bootstrap(success[m])
+    lines.append(f"| {m} | {r[0]:.3f} | [{r[1]:.3f}, {r[2]:.3f}] | "
+                 f"{s[0]:.3f} | [{s[1]:.3f}, {s[2]:.3f}] |")
+  return "\n".join(lines) + "\n"
+
+
+def write_seed_csv(groups, path: str) -> None:
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["task", "method", "run", "seed", "env_steps", "eval_return",
+                "eval_success"])
+    for (task, method), runs in sorted(groups.items()):
+      for run in runs:
+        for i, seed in enumerate(run["seeds"]):
+          for t, step in enumerate(run["steps"]):
+            w.writerow([task, method, run["dir"], seed, int(step),
+                        run["returns"][t, i], run["success"][t, i]])
+
+
+def plot(groups, path: str) -> bool:
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tasks = sorted({t for t, _ in groups})
+  fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6),
+                           squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    for (t, method), runs in sorted(groups.items()):
+      if t != task:
+        continue
+      steps, ret = pooled(runs, "returns")
+      mean, lo, hi = stats.bootstrap_band(ret)
+      ax.plot(steps, mean, label=f"{method} (n={ret.shape[0]})")
+      ax.fill_between(steps, lo, hi, alpha=0.2)
+    ax.set_title(task)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval return")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", required=True, help="output path without suffix")
+  p.add_argument("--title", default="")
+  p.add_argument("runs", nargs="+", help="DIR or METHOD=DIR")
+  a = p.parse_args(argv)
+  groups = group_runs(a.runs)
+  os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+  text = report(groups, a.title or os.path.basename(a.out))
+  if plot(groups, a.out + ".png"):
+    text = text.replace("\n", f"\n\n![curves]({os.path.basename(a.out)}.png)"
+                        "\n", 1)
+  with open(a.out + ".md", "w") as f:
+    f.write(text)
+  write_seed_csv(groups, a.out + "_seeds.csv")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,82 @@
+"""Metric files: JSON lines, CSVs, TensorBoard events, progress bar."""
+import csv
+import glob
+import json
+import math
+import os
+
+import pytest
+
+from erljax import metrics_writer
+
+
+def eval_rec(step, returns, train_return=math.nan):
+  return {"kind": "eval", "env_steps": step, "time": 1.0 + step,
+          "env_steps_per_s": 10.0, "eval_return_per_seed": returns,
+          "eval_return": sum(returns) / len(returns), "eval_return_std": 0.0,
+          "train_return_per_seed": [train_return] * len(returns),
+          "train_return": train_return}
+
+
+FEEDBACK = {"kind": "feedback", "env_steps": 40, "session": 1,
+            "queries_sent": 10, "answered": [9, 10], "dropped": [1, 0],
+            "ratings_stored": [9, 10], "epochs": [2, 3],
+            "reward_accuracy": [0.5, 1.0], "reward_corr": [0.2, 0.4],
+            "label_histogram": [[3, 6], [5, 5]], "label_accuracy": [1.0, 0.5],
+            "seconds": 0.1}
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_writer_files(tmp_path):
+  w = metrics_writer.MetricsWriter(str(tmp_path), [3, 4], tensorboard=True)
+  w.write(eval_rec(0, [1.0, 2.0]))
+  w.write(FEEDBACK)
+  w.write(eval_rec(40, [3.0, 5.0], train_return=0.5))
+  w.close()
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert [json.loads(l)["kind"] for l in f] == ["eval", "feedback", "eval"]
+  rows = read_csv(tmp_path / "eval.csv")
+  assert [r["eval_return"] for r in rows] == ["1.5", "4.0"]
+  assert rows[0]["train_return"] == "nan"
+  assert [r["eval_return"] for r in read_csv(tmp_path / "seed_4.csv")] == [
+      "2.0", "5.0"]
+  fb = read_csv(tmp_path / "feedback.csv")[0]
+  assert float(fb["answered"]) == 9.5 and float(fb["dropped"]) == 0.5
+  assert float(fb["reward_corr"]) == pytest.approx(0.3)
+  assert float(fb["label_frac_0"]) == pytest.approx(8 / 19)
+  events = glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+  assert len(events) == 1 and os.path.getsize(events[0]) > 100
+
+
+def test_resumed_writer_drops_records_after_the_checkpoint(tmp_path):
+  w = metrics_writer.MetricsWriter(str(tmp_path), [0], tensorboard=False)
+  for step in (0, 40, 80):  # the killed run logged 80, the checkpoint is 40
+    w.write(eval_rec(step, [float(step)]))
+  w.close()
+  kept = [eval_rec(0, [0.0]), eval_rec(40, [40.0])]
+  w = metrics_writer.MetricsWriter(str(tmp_path), [0], tensorboard=False,
+                                   records=kept, resume_step=40)
+  w.write(eval_rec(80, [81.0]))
+  w.close()
+  with open(tmp_path / "metrics.jsonl") as f:
+    steps = [json.loads(l)["env_steps"] for l in f]
+  assert steps == [0, 40, 80]
+  assert [r["eval_return"] for r in read_csv(tmp_path / "seed_0.csv")] == [
+      "0.0", "40.0", "81.0"]
+  assert len(kept) == 3  # the caller's list is the one appended to
+
+
+def test_progress_bar(capsys):
+  bar = metrics_writer.ProgressBar(100, 20, enabled=True)
+  bar.update(60, {"return": "1.0"})
+  bar.close()
+  err = capsys.readouterr().err
+  assert "60.0/100" in err and "return=1.0" in err
+  off = metrics_writer.ProgressBar(100, 0, enabled=False)
+  off.update(50)
+  off.close()
+  assert capsys.readouterr().err == ""

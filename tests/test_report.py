@@ -1,0 +1,107 @@
+"""IQM, stratified bootstrap and the one-command aggregate report."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import scipy.stats
+
+from erljax import config as config_lib
+from erljax import metrics_writer
+from erljax import stats
+
+AGGREGATE = os.path.join(os.path.dirname(__file__), "..", "experiments",
+                         "aggregate.py")
+
+
+def test_iqm_hand_computed():
+  # 8 scores: drop 2 from each end -> mean(3, 4, 5, 6).
+  assert stats.iqm(np.arange(1, 9)) == 4.5
+  # 5 scores: floor(1.25) = 1 dropped each end -> mean(2, 3, 4).
+  assert stats.iqm([100.0, 1.0, 3.0, 2.0, 4.0]) == 3.0
+  # Over runs x tasks as one pool; NaN padding ignored.
+  x = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, np.nan]])
+  assert stats.iqm(x) == 5.0  # pool 1, 2, 3, 10, 20: k=1 -> mean(2, 3, 10)
+  rng = np.random.default_rng(0)
+  y = rng.normal(size=37)
+  assert np.isclose(stats.iqm(y), scipy.stats.trim_mean(y, 0.25))
+
+
+def test_stratified_bootstrap_hand_computed():
+  # Two runs 0 and 1: resampled means are 0, .5, 1 with probability
+  # 1/4, 1/2, 1/4, so the 95% percentile interval is [0, 1].
+  point, lo, hi = stats.stratified_bootstrap(np.array([0.0, 1.0]),
+                                             stats.mean)
+  assert (point, lo, hi) == (0.5, 0.0, 1.0)
+  # Stratified: every replicate keeps two runs of each task, so the mean
+  # of task 0 in {0, 1} and task 1 in {10, 11} stays within [5, 6].
+  x = np.array([[0.0, 10.0], [1.0, 11.0]])
+  point, lo, hi = stats.stratified_bootstrap(x, stats.mean, reps=500)
+  assert point == 5.5 and 5.0 <= lo < point < hi <= 6.0
+  # Identical runs: no spread.
+  assert stats.stratified_bootstrap(np.ones((4, 3))) == (1.0, 1.0, 1.0)
+
+
+def test_bootstrap_band_and_normalize():
+  curves = np.array([[0.0, 1.0, 2.0], [0.0, 3.0, 2.0]])
+  m, lo, hi = stats.bootstrap_band(curves)
+  np.testing.assert_array_equal(m, [0.0, 2.0, 2.0])
+  np.testing.assert_array_equal(lo, [0.0, 1.0, 2.0])
+  np.testing.assert_array_equal(hi, [0.0, 3.0, 2.0])
+  np.testing.assert_allclose(
+      stats.min_max_normalize([[1.0, 5.0]], [0.0, 5.0], [2.0, 5.0]),
+      [[0.5, 0.0]])
+
+
+def fake_run(workdir, task, seed, num_seeds, method, returns):
+  """A workdir as erljax.train writes it; returns [T, S]."""
+  os.makedirs(workdir)
+  c = config_lib.default()
+  c.task, c.seed, c.num_seeds = task, seed, num_seeds
+  if method != "sac":
+    c.reward.source = "learned"
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(c.to_json_best_effort())
+  seeds = list(range(seed, seed + num_seeds))
+  w = metrics_writer.MetricsWriter(str(workdir), seeds, tensorboard=False)
+  for t, r in enumerate(returns):
+    w.write({"kind": "eval", "env_steps": 100 * t,
+             "eval_return_per_seed": list(r), "eval_return": float(np.mean(r)),
+             "eval_success_per_seed": [float(v > 1) for v in r]})
+  w.close()
+
+
+def test_aggregate_one_command(tmp_path):
+  fake_run(tmp_path / "a", "reacher", 0, 2, "sac", [[0, 0], [1, 3]])
+  fake_run(tmp_path / "b", "reacher", 2, 1, "sac", [[0], [2]])
+  fake_run(tmp_path / "c", "reacher", 0, 2, "erlvlm", [[0, 0], [0, 1]])
+  fake_run(tmp_path / "d", "CartpoleSwingup", 0, 2, "erlvlm",
+           [[0, 0], [5, 7]])
+  out = tmp_path / "report" / "study"
+  subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
+                  *(str(tmp_path / d) for d in "abcd")], check=True,
+                 capture_output=True)
+  md = open(f"{out}.md").read()
+  # Pooled sac on reacher: seeds 0, 1 (run a) and 2 (run b): final 1, 3, 2.
+  assert "| reacher | sac | 3 | 100 | 2.000 |" in md
+  assert "| reacher | erlvlm | 2 | 100 | 0.500 |" in md
+  # Aggregate: reacher normalised over all final scores 0..3, cartpole 5..7.
+  # erlvlm: reacher 0, 1/3; cartpole 0, 1 -> IQM of {0, 0, 1/3, 1} = 1/6.
+  assert "| erlvlm | 0.167 |" in md
+  assert os.path.getsize(f"{out}.png") > 0
+  with open(f"{out}_seeds.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 * (2 + 1 + 2 + 2)
+  assert {r["seed"] for r in rows if r["method"] == "sac"} == {"0", "1", "2"}
+
+
+def test_aggregate_needs_eval_records(tmp_path):
+  os.makedirs(tmp_path / "empty")
+  with open(tmp_path / "empty" / "config.json", "w") as f:
+    f.write(config_lib.default().to_json_best_effort())
+  open(tmp_path / "empty" / "metrics.jsonl", "w").close()
+  res = subprocess.run([sys.executable, AGGREGATE, "--out",
+                        str(tmp_path / "r"), str(tmp_path / "empty")],
+                       capture_output=True, text=True)
+  assert res.returncode != 0 and "no evaluation records" in res.stderr
