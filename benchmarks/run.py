@@ -410,7 +410,8 @@ def breakdown_section(suite: Suite, chunk_seconds: Optional[float] = None
   act = jnp.zeros((n, tr.env.action_size))
   trans = replay.Transition(obs=obs, action=act, reward=jnp.zeros((n,)),
                             true_reward=jnp.zeros((n,)),
-                            discount=jnp.ones((n,)), next_obs=obs)
+                            discount=jnp.ones((n,)), next_obs=obs,
+                            pose=jnp.zeros((n, tr.env.pose_size)))
   batch = replay.sample(full, jax.random.PRNGKey(1), s.batch_size)
 
   def scan(body, init, num):

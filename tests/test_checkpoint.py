@@ -47,7 +47,8 @@ def assert_trees_equal(a, b):
 def without_time(records):
   """JSON of the records without wall-clock fields (JSON: NaN == NaN)."""
   return json.dumps([{k: v for k, v in r.items()
-                      if k not in ("time", "seconds", "env_steps_per_s")}
+                      if k not in ("time", "seconds", "env_steps_per_s",
+                                   "latency_seconds")}
                      for r in records])
 
 

@@ -309,13 +309,16 @@ class VecEnv:
 
   @property
   def nq(self) -> int:
-    """Number of generalized positions (MuJoCo qpos) of one env."""
-    return int(self.mj_model.nq)
+    """Number of generalized positions (MuJoCo qpos) of one env; 0 without
+    a MuJoCo model."""
+    model = self.mj_model
+    return 0 if model is None else int(model.nq)
 
   @property
   def pose_size(self) -> int:
     """Width of `pose`: nq plus 3 per mocap body."""
-    return self.nq + 3 * int(self.mj_model.nmocap)
+    model = self.mj_model
+    return 0 if model is None else self.nq + 3 * int(model.nmocap)
 
   def qpos(self, state: VecEnvState | EnvStateT) -> jax.Array:
     """[N, nq] generalized positions of a VecEnvState or a batched env state.
@@ -379,10 +382,12 @@ class VecEnv:
 
 
 def mj_model(spec: TaskSpec, env: Env) -> Any:
-  """The mujoco.MjModel behind a task's environment."""
+  """The mujoco.MjModel behind a task's environment; None for a pure-JAX
+  environment without one (nothing to render, an empty pose)."""
   if spec.source == "brax":
-    return env.sys.mj_model
-  return env.mj_model
+    system = getattr(env, "sys", None)
+    return None if system is None else system.mj_model
+  return getattr(env, "mj_model", None)
 
 
 def _positions(spec: TaskSpec, state: VecEnvState | EnvStateT
@@ -390,6 +395,10 @@ def _positions(spec: TaskSpec, state: VecEnvState | EnvStateT
   """qpos [N, nq] and mocap_pos [N, nmocap, 3] of a VecEnvState or a batched
   Brax / Playground env state."""
   inner = state.inner if isinstance(state, VecEnvState) else state
+  if not hasattr(inner, "pipeline_state") and not hasattr(inner, "data"):
+    # A pure-JAX environment without MuJoCo physics: an empty pose.
+    q = jnp.zeros(inner.obs.shape[:-1] + (0,), inner.obs.dtype)
+    return q, jnp.zeros(q.shape[:-1] + (0, 3), q.dtype)
   if spec.source == "brax":
     # MJX's pipeline state is an mjx.Data (qpos, mocap_pos); the generalized
     # pipeline's has q only and no mocap bodies.
