@@ -51,6 +51,14 @@ def default() -> ml_collections.ConfigDict:
   # Checkpoints (erljax.checkpoint), written when workdir is set: at the first
   # chunk boundary at or after every multiple of `every` env steps (0: only at
   # the end), at the end, and on SIGINT/SIGTERM.
+  # Frames: size of what raters see; pictures of the run in the workdir.
+  c.render = ml_collections.ConfigDict()
+  c.render.height = 224
+  c.render.width = 224
+  c.render.rated_frames = False   # workdir/rated_frames/session_NNNN.png
+  c.render.rollout_video = False  # workdir/rollout.gif of the final policy
+  c.render.fps = 25.0
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 50_000
   c.checkpoint.keep = 2           # most recent checkpoints kept (>= 2)
@@ -256,6 +264,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"must not exceed total_steps={c.total_steps}")
   for key in ("resume", "progress", "tensorboard"):
     _check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  for key in ("render.height", "render.width"):
+    _check(c, key, _int(1), "must be an integer >= 1")
+  for key in ("render.rated_frames", "render.rollout_video"):
+    _check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  _check(c, "render.fps", _pos_float, "must be a finite number > 0")
   _check(c, "checkpoint.every", _int(0), "must be an integer >= 0")
   _check(c, "checkpoint.keep", _int(2),
          "must be an integer >= 2 (a corrupted latest checkpoint falls back "

@@ -30,6 +30,7 @@ from erljax import config as config_lib
 from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import intrinsic
+from erljax import media
 from erljax import metrics_writer
 from erljax import raters as raters_lib
 from erljax import render as render_lib
@@ -304,6 +305,7 @@ class _Pending:
   requested_time: float        # perf_counter() at the request
   host_seconds: float          # main-thread time spent on it so far
   answered_times: List[float] = dataclasses.field(default_factory=list)
+  frames: Optional[np.ndarray] = None  # seed 0's [Q, P, H, W, 3], if drawn
 
 
 class FeedbackLoop:
@@ -356,6 +358,10 @@ class FeedbackLoop:
         getattr(r, "remote", True) for r in self.raters))
     self.needs_frames = any(getattr(r, "needs_frames", False)
                             for r in self.raters)
+    # Grids of rated frames (seed 0, rating feedback) for looking at labels.
+    self.frames_dir = (os.path.join(c.workdir, "rated_frames")
+                       if c.workdir and c.render.rated_frames
+                       and c.reward.feedback_type == "rating" else None)
     self._renderer = None
     self._workers: List[concurrent.futures.ThreadPoolExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
@@ -440,7 +446,8 @@ class FeedbackLoop:
     p = _Pending(session=self.requested, due_at=self.next_session,
                  requested_at=env_steps, queries_sent=self.sent,
                  queries=queries, keys=keys, futures=[],
-                 requested_time=t0, host_seconds=0.0)
+                 requested_time=t0, host_seconds=0.0,
+                 frames=None if frames is None else frames[0])
     for s, rater in enumerate(self.raters):
       args = (rater, true_r[s], None if frames is None else frames[s])
       if self.inline:
@@ -471,6 +478,11 @@ class FeedbackLoop:
     c = self.config
     t0 = time.perf_counter()
     ratings = [f.result() for f in p.futures]
+    if self.frames_dir and p.frames is not None:
+      media.save_png(media.rated_grid(
+          p.frames[:, 0], ratings[0].labels,
+          raters_lib.CLASS_NAMES[self.learner.num_classes]),
+          os.path.join(self.frames_dir, f"session_{p.session:04d}.png"))
     self.rating_sets, counts = feedback_lib.store_ratings(
         self.rating_sets, p.queries, ratings)
     num_seeds = len(ratings)
@@ -568,17 +580,15 @@ class FeedbackLoop:
   def _frames(self, queries: Transition) -> Optional[np.ndarray]:
     """Post-step frames [S, Q, P, H, W, 3] uint8 of the queries, rendered
     from their poses on the host (None if no rater needs frames)."""
-    if not self.needs_frames:
+    if not (self.needs_frames or self.frames_dir):
       return None
     if queries.pose is None:
       raise ValueError("the raters need frames but the replay buffer holds "
                        "no poses to render them from")
     if self._renderer is None:
-      size = self.config.get("render")  # None: the renderer's 224 x 224
+      size = self.config.render
       self._renderer = render_lib.FrameRenderer(
-          self.trainer.env.task.name,
-          **({} if size is None else dict(height=size.height,
-                                          width=size.width)))
+          self.trainer.env.task.name, height=size.height, width=size.width)
     pose = np.asarray(queries.pose)
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
@@ -645,6 +655,19 @@ class FeedbackLoop:
     for rater, rd in zip(self.raters, d["raters"]):
       if hasattr(rater, "load_state_dict"):
         rater.load_state_dict(rd)
+
+
+def _rollout_video(trainer: Trainer, state: TrainState,
+                   keys: jax.Array) -> str:
+  """workdir/rollout.gif: one deterministic episode of seed 0's policy."""
+  c = trainer.config
+  params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
+  poses = media.rollout_poses(trainer, params, keys[0])
+  with render_lib.FrameRenderer(trainer.env.task, c.render.height,
+                                c.render.width) as renderer:
+    frames = renderer.render(poses)
+  return media.save_gif(frames, os.path.join(c.workdir, "rollout.gif"),
+                        c.render.fps)
 
 
 _PROGRAMS: Dict[int, Any] = {}
@@ -841,6 +864,8 @@ def run(config: ml_collections.ConfigDict,
       if loop is not None and interrupted is None:
         state, recs = loop.finish(state, env_steps)
         report_feedback(recs)
+      if c.workdir and c.render.rollout_video and interrupted is None:
+        log(f"rollout video: {_rollout_video(trainer, state, eval_keys)}")
   finally:
     bar.close()
     if loop is not None:
