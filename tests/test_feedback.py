@@ -117,7 +117,7 @@ def test_add_ratings_jit_vmap_over_seeds_matches_per_seed():
       np.testing.assert_array_equal(a, b)
 
 
-def test_rate_and_store_labels_answered_queries():
+def test_ask_and_store_ratings_label_answered_queries():
   # Two seeds, three one-segment queries each; true rewards binned over [0, 3].
   true_r = jnp.array([[0.5, 2.5, 1.5], [2.9, 0.1, 1.0]])[:, :, None]
   queries = Transition(
@@ -127,7 +127,8 @@ def test_rate_and_store_labels_answered_queries():
       next_obs=jnp.zeros((2, 3, 1, O)))
   rs = jax.vmap(lambda _: feedback.empty_rating_set(8, O, A))(jnp.arange(2))
   raters = [ScriptedRater(3, 0.0, 3.0, seed=s) for s in range(2)]
-  rs, counts = feedback.rate_and_store(rs, queries, raters)
+  ratings = [feedback.ask(r, true_r[s]) for s, r in enumerate(raters)]
+  rs, counts = feedback.store_ratings(rs, queries, ratings)
   np.testing.assert_array_equal(rs.label[:, :3], [[0, 2, 1], [2, 0, 1]])
   np.testing.assert_array_equal(rs.size, [3, 3])
   np.testing.assert_allclose(rs.true_reward[:, :3, 0], true_r[..., 0])

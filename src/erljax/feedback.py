@@ -256,21 +256,6 @@ def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
 _add_ratings_seeds = jax.jit(jax.vmap(add_ratings))
 
 
-def rate_and_store(rating_sets: RatingSet, queries: replay.Transition,
-                   raters: List[Rater], frames: Optional[np.ndarray] = None
-                   ) -> Tuple[RatingSet, Dict[str, Any]]:
-  """Sends each seed's queries to its rater and stores the answered ones.
-
-  rating_sets and queries carry a leading seed axis S; queries' leaves are
-  [S, Q, P, ...] with P = 1 (rate each segment) or 2 (prefer one of two);
-  frames, if given, are [S, Q, P, H, W, 3].
-  """
-  true_r = np.asarray(queries.true_reward)
-  ratings = [ask(rater, true_r[s], None if frames is None else frames[s])
-             for s, rater in enumerate(raters)]
-  return store_ratings(rating_sets, queries, ratings)
-
-
 def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
                  rating_sets: RatingSet, rng: np.random.Generator
                  ) -> Tuple[Any, Any, List[int], List[float]]:

@@ -418,15 +418,6 @@ class FeedbackLoop:
         state = self._complete_ready(state, env_steps, recs)
     return state, recs
 
-  def session(self, state: TrainState, env_steps: int
-              ) -> tuple[TrainState, Dict[str, Any]]:
-    """One blocking session: request, wait for the answers, complete."""
-    self.request(state, env_steps)
-    concurrent.futures.wait(self.pending[-1].futures)
-    recs: List[Dict[str, Any]] = []
-    state = self._complete_ready(state, env_steps, recs)
-    return state, recs[-1]
-
   def request(self, state: TrainState, env_steps: int) -> None:
     """Samples the session's queries and sends them; returns once sent (in
     inline mode once answered)."""
