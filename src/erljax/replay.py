@@ -87,6 +87,10 @@ def relabel(buffer: ReplayBuffer, reward_fn: Callable[[Any], jax.Array],
             chunk_size: int = 500) -> ReplayBuffer:
   """Recomputes `reward` of every stored item, `chunk_size` items at a time.
 
+  Only the filled part is visited: ceil(size / chunk_size) calls of
+  reward_fn, a loop whose trip count is a traced value, so relabelling 20k
+  transitions in a 1M buffer costs 20k rewards, not 1M.
+
   Args:
     buffer: a buffer of `Transition`s.
     reward_fn: maps a Transition batch [C, ...] to rewards [C].
@@ -95,14 +99,20 @@ def relabel(buffer: ReplayBuffer, reward_fn: Callable[[Any], jax.Array],
     The buffer with data.reward replaced for the filled part.
   """
   cap = buffer.capacity
-  num_chunks = -(-cap // chunk_size)
-  pad = num_chunks * chunk_size - cap
-  padded = jax.tree_util.tree_map(
-      lambda d: jnp.pad(d, [(0, pad)] + [(0, 0)] * (d.ndim - 1)), buffer.data)
-  chunks = jax.tree_util.tree_map(
-      lambda d: d.reshape((num_chunks, chunk_size) + d.shape[1:]), padded)
-  rewards = jax.lax.map(reward_fn, chunks).reshape(-1)[:cap]
+  chunk = min(chunk_size, cap)
+  dtype = buffer.data.reward.dtype
+
+  def body(i, rewards):
+    # The last chunk is moved back to end at `cap`; items it shares with the
+    # one before are computed twice, with the same result.
+    start = jnp.minimum(i * chunk, cap - chunk)
+    batch = jax.tree_util.tree_map(
+        lambda d: jax.lax.dynamic_slice_in_dim(d, start, chunk), buffer.data)
+    return jax.lax.dynamic_update_slice_in_dim(
+        rewards, reward_fn(batch).astype(dtype), start, 0)
+
+  num_chunks = (buffer.size + chunk - 1) // chunk
+  rewards = jax.lax.fori_loop(0, num_chunks, body, buffer.data.reward)
   filled = jnp.arange(cap) < buffer.size
-  new_reward = jnp.where(filled, rewards.astype(buffer.data.reward.dtype),
-                         buffer.data.reward)
+  new_reward = jnp.where(filled, rewards, buffer.data.reward)
   return buffer.replace(data=buffer.data.replace(reward=new_reward))
