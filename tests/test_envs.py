@@ -73,6 +73,26 @@ def test_default_rating_signal_is_the_reward():
   assert spec.rated_range == spec.reward_range
 
 
+def test_rated_task_rates_the_reward_or_a_given_range():
+  spec = envs.get_task("reacher")
+  reward = jnp.array([-0.9, -0.1])
+  obs = jnp.ones((2, spec.make_env().observation_size))
+  on_reward = envs.rated_task(spec, "reward")
+  np.testing.assert_array_equal(
+      on_reward.signal(obs, jnp.zeros((2, 2)), obs, reward), reward)
+  assert on_reward.rated_range == spec.reward_range
+  widened = envs.rated_task(spec, "reward", (-1, 0))
+  assert widened.rated_range == (-1.0, 0.0)
+  # The signal is kept when only the range changes.
+  assert envs.rated_task(spec, "signal", (-0.2, 0.0)).rating_signal is (
+      spec.rating_signal)
+  assert envs.rated_task(spec) is spec
+  with pytest.raises(ValueError, match="rated='pixels'"):
+    envs.rated_task(spec, "pixels")
+  with pytest.raises(ValueError, match=r"rating range \(0, -1\)"):
+    envs.rated_task(spec, "reward", (0, -1))
+
+
 def test_make_vec_env_rejects_bad_sizes():
   with pytest.raises(ValueError, match="num_envs must be >= 1, got 0"):
     envs.make_vec_env("reacher", 0)

@@ -32,6 +32,28 @@ def test_scripted_factory_bins_the_tasks_rating_signal():
   np.testing.assert_array_equal(made.rate(q).labels, ref.rate(q).labels)
 
 
+def test_scripted_factory_rates_the_reward_over_a_given_range():
+  c = config_lib.default()
+  c.rater.rated, c.rater.range = "reward", (-1.0, 0.0)
+  config_lib.validate(c)
+  made = raters.make(c.rater, "reacher", 2, seed=3)
+  assert (made.low, made.high) == (-1.0, 0.0)
+  labels = made.rate(Queries(true_return=np.array([-0.9, -0.2]))).labels
+  np.testing.assert_array_equal(labels, [0, 1])
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("rated", "frames", "rater.rated='frames': must be one of"),
+    ("range", (0.0, -1.0), r"rater.range=\(0.0, -1.0\): must be"),
+    ("range", (0.0, float("nan")), "rater.range="),
+])
+def test_rated_and_range_are_validated(key, value, match):
+  c = config_lib.default()
+  c.rater[key] = value
+  with pytest.raises(ValueError, match=match):
+    config_lib.validate(c)
+
+
 @pytest.mark.parametrize("kind,cls,url,key_env", [
     ("openai", raters.OpenAIRater, "http://127.0.0.1:8000/v1",
      "OPENAI_API_KEY"),

@@ -109,6 +109,8 @@ def test_learned_reward_run_with_feedback_sessions():
   for f in fb:
     assert all(1 <= e <= c.reward.max_epochs for e in f["epochs"])
     assert all(np.isfinite(f["reward_corr"]))
+    # CartpoleSwingup is rated on its reward: the two correlations agree.
+    np.testing.assert_allclose(f["signal_corr"], f["reward_corr"], atol=1e-5)
     assert sum(f["label_histogram"][0]) == f["ratings_stored"][0]
   st = res.state
   # Buffer rewards are the learned reward (relabelled), not the env reward.

@@ -119,6 +119,11 @@ def default() -> ml_collections.ConfigDict:
   c.rater.noise = 0.0             # probability of a wrong label (scripted)
   c.rater.noise_kind = "uniform"  # "uniform" or "neighbour"
   c.rater.num_classes = config_dict.placeholder(int)  # None: the task's
+  # What the scripted rater bins: "signal" = what a frame shows (the task's
+  # rating_signal, e.g. reacher's tip-target distance without the control
+  # cost), "reward" = the per-step env reward (RbRL's synthetic ratings).
+  c.rater.rated = "signal"
+  c.rater.range = config_dict.placeholder(tuple)  # (low, high); None: task's
   # VLM raters over HTTP (method notes §7; erljax.raters.vlm). API keys only
   # ever come from the environment variable named here, never the config.
   c.rater.base_url = ""           # "" = the backend's default
@@ -145,6 +150,7 @@ def default() -> ml_collections.ConfigDict:
 
 REWARD_SOURCES = ("env", "learned")
 RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
+RATED = envs.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
@@ -335,6 +341,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
   _check(c, "rater.noise_kind", lambda v: v in ("uniform", "neighbour"),
          "must be 'uniform' or 'neighbour'")
+  _check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
+  if c.rater.range is not None:
+    _check(c, "rater.range", lambda v: len(v) == 2 and all(
+        isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+           and v[0] < v[1], "must be (low, high) finite numbers, low < high")
   if c.rater.kind != "scripted":
     _validate_vlm_rater(c, classes)
   if c.reward.source == "learned":

@@ -109,6 +109,34 @@ class TaskSpec:
     return fn(obs, action, next_obs, reward)
 
 
+# What a scripted rater can be asked to bin (config rater.rated).
+RATED = ("signal", "reward")
+
+
+def rated_task(spec: TaskSpec, rated: str = "signal",
+               value_range: Optional[Tuple[float, float]] = None
+               ) -> TaskSpec:
+  """`spec` with the rated quantity and range a run asks for.
+
+  Args:
+    spec: the registered task.
+    rated: "signal" keeps the task's rating_signal (what a frame shows);
+      "reward" rates the per-step env reward over reward_range (RbRL's
+      synthetic ratings, which see the control cost a frame hides).
+    value_range: (low, high) replacing the rated range; None keeps it.
+  """
+  if rated not in RATED:
+    raise ValueError(f"rated={rated!r}: choose one of {RATED}")
+  if rated == "reward":
+    spec = dataclasses.replace(spec, rating_signal=None, rating_range=None)
+  if value_range is not None:
+    low, high = (float(v) for v in value_range)
+    if not low < high:
+      raise ValueError(f"rating range {value_range}: needs low < high")
+    spec = dataclasses.replace(spec, rating_range=(low, high))
+  return spec
+
+
 _REGISTRY: Dict[str, TaskSpec] = {}
 
 

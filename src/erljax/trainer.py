@@ -87,6 +87,12 @@ class Trainer:
                    config, env.observation_size, env.action_size))
 
   @property
+  def rated(self) -> envs.TaskSpec:
+    """The task as its raters judge it (config rater.rated / rater.range)."""
+    return envs.rated_task(self.env.task, self.config.rater.rated,
+                           self.config.rater.range)
+
+  @property
   def chunk_len(self) -> int:
     """Vectorized steps per compiled chunk."""
     return self.config.log_every // self.config.num_envs
@@ -222,8 +228,12 @@ class Trainer:
                               t.true_reward))
     state = state.replace(buffer=buffer)
     filled = jnp.arange(buffer.capacity) < buffer.size
-    metrics = {"reward_corr": _masked_corr(buffer.data.reward,
-                                           buffer.data.true_reward, filled)}
+    d = buffer.data
+    # r_hat against the env reward, and against what the rater judges (the
+    # same unless the task's rating signal leaves part of the reward out).
+    rated = self.rated.signal(d.obs, d.action, d.next_obs, d.true_reward)
+    metrics = {"reward_corr": _masked_corr(d.reward, d.true_reward, filled),
+               "signal_corr": _masked_corr(d.reward, rated, filled)}
     if reset_critic:
       k_reset, k_upd = jax.random.split(key)
       state = state.replace(sac=self.agent.reset_critic(state.sac, k_reset))
@@ -342,7 +352,7 @@ class FeedbackLoop:
     c = trainer.config
     self.trainer = trainer
     self.config = c
-    task = trainer.env.task
+    task = trainer.rated
     num_classes = c.rater.num_classes or task.num_classes
     self.learner = feedback_lib.make_learner(c, num_classes,
                                              trainer.reward.model)
@@ -489,17 +499,18 @@ class FeedbackLoop:
       first = self.installed == 0 and c.feedback.reset_critic and not final
       state, m = self._after[first](state, params, p.keys)
       corr = np.asarray(m["reward_corr"]).tolist()
+      signal_corr = np.asarray(m["signal_corr"]).tolist()
       self.installed += 1
     else:  # nothing answered yet: keep the reward as it is
-      epochs, acc, corr = [0] * num_seeds, [math.nan] * num_seeds, (
-          [math.nan] * num_seeds)
+      epochs = [0] * num_seeds
+      acc = corr = signal_corr = [math.nan] * num_seeds
     rec = {"env_steps": env_steps, "session": p.session,
            "due_at": p.due_at, "requested_at": p.requested_at,
            "queries": len(ratings[0].answered),
            "queries_sent": p.queries_sent, **counts,
            "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
            "trained": trained, "epochs": epochs, "reward_accuracy": acc,
-           "reward_corr": corr,
+           "reward_corr": corr, "signal_corr": signal_corr,
            "label_histogram": self._histogram(),
            "label_accuracy": self._label_accuracy(),
            "latency_seconds": max(p.answered_times) - p.requested_time,
@@ -802,15 +813,18 @@ def run(config: ml_collections.ConfigDict,
             f"{rec['latency_seconds']:.1f}s")
         continue
       if rec["trained"]:
-        check_finite({k: rec[k] for k in ("reward_accuracy", "reward_corr")},
-                     "feedback")
+        check_finite({k: rec[k] for k in ("reward_accuracy", "reward_corr",
+                                          "signal_corr")}, "feedback")
       late = (f" (requested at {rec['requested_at']}, answered in "
               f"{rec['latency_seconds']:.1f}s)"
               if rec["requested_at"] != rec["env_steps"] else "")
       log(f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
           f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
           f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
-          f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}")
+          f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"
+          + ("" if rec["signal_corr"] == rec["reward_corr"] else
+             f", corr(r_hat, rated) "
+             f"{np.round(rec['signal_corr'], 3).tolist()}"))
 
   t1 = time.perf_counter() - elapsed0
   bar = metrics_writer.ProgressBar(c.total_steps, env_steps,

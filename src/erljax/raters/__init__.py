@@ -46,7 +46,8 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
     sleep: how the HTTP client waits between retries (tests inject one).
   """
   from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
-  task = envs.get_task(task_name)
+  task = envs.rated_task(envs.get_task(task_name), cfg.get("rated", "signal"),
+                         cfg.get("range"))
   if cfg.kind == "scripted":
     low, high = task.rated_range
     return ScriptedRater(num_classes, low, high, noise=cfg.noise,
