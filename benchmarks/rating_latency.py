@@ -7,7 +7,11 @@ steps per second:
   instant       the scripted rater, answering inline (no latency);
   slow_async    a rater taking `--latency` s per request, asked from worker
                 threads while training goes on (feedback.asynchronous=True);
-  slow_sync     the same slow rater, every session blocking (the reference).
+  slow_sync     the same slow rater, every session blocking (the reference);
+  http_async    the whole VLM path: frames rendered on the host, sent as PNGs
+                by the openai backend to `python -m erljax.serve` (which rates
+                from pixels, reacher only) sleeping `--latency` s per request,
+                one request per query (two_stage=False), asynchronous.
 The slow rater is the scripted rater behind a delay of `--latency` seconds
 per request, with `--concurrency` requests in flight (as erljax's HTTP
 client sends them): a session of Q queries waits
@@ -42,6 +46,7 @@ import numpy as np
 
 from erljax import config as config_lib
 from erljax import envs
+from erljax import serve
 from erljax import trainer as trainer_lib
 from erljax.raters import Queries, Ratings, ScriptedRater
 
@@ -54,6 +59,10 @@ def _args(argv=None):
   p.add_argument("--first_session", type=int, default=5_000)
   p.add_argument("--interval", type=int, default=5_000)
   p.add_argument("--queries", type=int, default=50)
+  p.add_argument("--seed_steps", type=int, default=1_000)
+  p.add_argument("--final_wait", type=float, default=0.0,
+                 help="seconds to wait at the end for sessions still out "
+                 "(feedback.final_wait_s; < 0: wait for all)")
   p.add_argument("--latency", type=float, default=2.0,
                  help="seconds per request of the slow rater")
   p.add_argument("--concurrency", type=int, default=8,
@@ -62,7 +71,9 @@ def _args(argv=None):
   p.add_argument("--episode_length", type=int, default=200)
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--hidden", default="256,256")
-  p.add_argument("--runs", default="instant,slow_async,slow_sync")
+  p.add_argument("--runs", default="instant,slow_async,slow_sync",
+                 help="comma-separated: instant, slow_async, slow_sync, "
+                 "http_async")
   p.add_argument("--render_frames", type=int, default=100,
                  help="frames for the render benchmark (0: skip)")
   p.add_argument("--out", default="benchmarks/results/rating_latency.json")
@@ -102,7 +113,7 @@ def make_config(a) -> "config_lib.ml_collections.ConfigDict":
   c.num_envs = a.num_envs
   c.episode_length = a.episode_length
   c.total_steps = a.total_steps
-  c.seed_steps = 1_000
+  c.seed_steps = a.seed_steps
   c.log_every = math.gcd(a.first_session, a.interval)
   c.eval_every = a.total_steps
   c.num_eval_envs = 4
@@ -115,13 +126,13 @@ def make_config(a) -> "config_lib.ml_collections.ConfigDict":
   c.feedback.first_session = a.first_session
   c.feedback.interval = a.interval
   c.feedback.queries = a.queries
-  c.feedback.final_wait_s = 0.0
+  c.feedback.final_wait_s = None if a.final_wait < 0 else a.final_wait
   return config_lib.validate(c)
 
 
 def _raters(c, kind: str, a):
-  task = envs.get_task(c.task)
-  low, high = task.reward_range
+  task = envs.rated_task(envs.get_task(c.task))
+  low, high = task.rated_range
   seeds = range(c.seed, c.seed + c.num_seeds)
   scripted = [ScriptedRater(task.num_classes, low, high, seed=s)
               for s in seeds]
@@ -133,7 +144,19 @@ def _raters(c, kind: str, a):
 def run_one(c, kind: str, a):
   c = c.copy_and_resolve_references()
   c.feedback.asynchronous = kind != "slow_sync"
-  res = trainer_lib.run(c, log=lambda _: None, raters=_raters(c, kind, a))
+  if kind == "http_async":
+    srv = serve.start(task=c.task, latency=a.latency)
+    try:
+      c.rater.kind, c.rater.model = "openai", serve.DEFAULT_MODEL
+      c.rater.base_url = f"http://127.0.0.1:{srv.port}/v1"
+      c.rater.api_key_env, c.rater.two_stage = "", False
+      c.rater.concurrency = a.concurrency
+      res = trainer_lib.run(config_lib.validate(c), log=lambda _: None)
+    finally:
+      srv.shutdown()
+      srv.server_close()
+  else:
+    res = trainer_lib.run(c, log=lambda _: None, raters=_raters(c, kind, a))
   done = [f for f in res.feedback if not f.get("abandoned")]
   return {
       "run": kind,

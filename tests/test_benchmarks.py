@@ -111,3 +111,25 @@ def test_unknown_section_is_named():
   with pytest.raises(ValueError, match="nope"):
     bench.run_suite(tiny_suite(), "tiny", sections=("env", "nope"))
 
+
+
+def test_rating_latency_runs_the_http_path(tmp_path):
+  """rating_latency at a tiny size through the whole VLM path: rendered PNGs
+  over HTTP to erljax.serve, asynchronous sessions (figures mean nothing)."""
+  from benchmarks import rating_latency  # pylint: disable=g-import-not-at-top
+  out_path = tmp_path / "latency.json"
+  out = rating_latency.main([
+      "--total_steps=200", "--first_session=80", "--interval=40",
+      "--queries=6", "--seed_steps=40", "--final_wait=-1", "--latency=0", "--concurrency=3",
+      "--num_envs=4", "--episode_length=20", "--batch_size=8", "--hidden=8",
+      "--render_frames=0", "--runs=http_async", f"--out={out_path}"])
+  (run,) = json.loads(out_path.read_text())["runs"]
+  assert run == json.loads(json.dumps(out["runs"][0]))
+  assert run["run"] == "http_async" and run["steps_per_second"] > 0
+  assert math.isnan(run["fraction_of_instant"])  # no instant run to divide by
+  # Sessions fall due at 80, 120 and 160; one due while another is out
+  # waits for room, and the end waits for every session requested.
+  assert run["sessions_abandoned"] == 0
+  assert 1 <= run["sessions_completed"] <= 3
+  # The pixel rater may leave a frame unanswered; most are answered.
+  assert run["queries_answered"] >= 0.6 * 6 * run["sessions_completed"]
