@@ -11,7 +11,8 @@ task and method are pooled: every seed of every run is one sample.
 
 Writes
   OUT.md          per task and method: final eval return (mean, 95% bootstrap
-                  CI, IQM) and success; and the aggregate over tasks per
+                  CI, IQM), success, the last feedback session's diagnostics,
+                  with --reference the share of that method's gain; and the aggregate over tasks per
                   method: IQM of the min-max normalised final return and of
                   the success rate, with 95% stratified bootstrap CIs (rliable)
   OUT.png         learning curves per task: mean over seeds with a 95%
@@ -58,18 +59,21 @@ def load_run(run_dir: str) -> Dict:
   """config, steps [T], returns [T, S], success [T, S], seeds of one run."""
   with open(os.path.join(run_dir, "config.json")) as f:
     config = json.load(f)
-  evals = []
+  evals, feedback = [], []
   with open(os.path.join(run_dir, "metrics.jsonl")) as f:
     for line in f:
       rec = json.loads(line)
       if rec.get("kind", "eval") == "eval":
         evals.append(rec)
+      elif rec.get("kind") == "feedback" and not rec.get("abandoned"):
+        feedback.append(rec)
   if not evals:
     raise ValueError(f"{run_dir}/metrics.jsonl holds no evaluation records")
   return {"dir": run_dir, "config": config,
           "steps": np.array([r["env_steps"] for r in evals]),
           "returns": np.array([r["eval_return_per_seed"] for r in evals]),
           "success": np.array([r["eval_success_per_seed"] for r in evals]),
+          "feedback": feedback[-1] if feedback else None,
           "seeds": list(range(config["seed"],
                               config["seed"] + config["num_seeds"]))}
 
@@ -110,23 +114,72 @@ def final_scores(groups, key: str, tasks: List[str], methods: List[str]
   return out
 
 
-def report(groups, title: str) -> str:
+def feedback_cells(runs: List[Dict]) -> str:
+  """Queries sent, label accuracy against the noise-free scripted labels and
+  the learned reward's correlation with the env reward over the replay
+  buffer, from each run's last feedback session (mean over seeds), or
+  dashes for runs on the env reward."""
+  last = [r["feedback"] for r in runs if r["feedback"] is not None]
+  if not last:
+    return "- | - | -"
+  def mean(key):
+    vals = np.concatenate([np.asarray(f.get(key, [np.nan]), np.float64)
+                           for f in last])
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+  queries = int(np.mean([f["queries_sent"] for f in last]))
+  return (f"{queries} | {mean('label_accuracy'):.2f} | "
+          f"{mean('reward_corr'):.2f}")
+
+
+def gain_fractions(groups, reference: str) -> Dict[Tuple[str, str], float]:
+  """Per (task, method): the share of the reference method's improvement
+  that the method's mean final return reaches, (R - R0) / (R_ref - R0), R0
+  being the mean return at the first evaluation over every run of the task
+  (before any learning; the same policies when seeds match). Returns work
+  for negative rewards, where ratios of returns do not."""
+  out = {}
+  for task in sorted({t for t, _ in groups}):
+    if (task, reference) not in groups:
+      continue
+    start = np.mean(np.concatenate(
+        [pooled(runs, "returns")[1][:, 0] for (t, _), runs in groups.items()
+         if t == task]))
+    ref = pooled(groups[(task, reference)], "returns")[1][:, -1].mean()
+    for (t, m), runs in groups.items():
+      if t == task and ref != start:
+        final = pooled(runs, "returns")[1][:, -1].mean()
+        out[(t, m)] = float((final - start) / (ref - start))
+  return out
+
+
+def report(groups, title: str, reference: str = "") -> str:
   tasks = sorted({t for t, _ in groups})
   methods = sorted({m for _, m in groups})
+  gains = gain_fractions(groups, reference) if reference else {}
   lines = [f"# {title}", "", "## Final evaluation per task", "",
            "| task | method | seeds | env steps | return (mean) | 95% CI | "
-           "IQM | success |", "|---|---|---|---|---|---|---|---|"]
+           "IQM | success | queries | label acc. | corr(r_hat, r) |"
+           + (" of reference gain |" if reference else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|"
+           + ("---|" if reference else "")]
   for (task, method), runs in sorted(groups.items()):
     steps, ret = pooled(runs, "returns")
     _, succ = pooled(runs, "success")
     m, lo, hi = stats.stratified_bootstrap(ret[:, -1], stats.mean)
     lines.append(f"| {task} | {method} | {ret.shape[0]} | {steps[-1]} | "
                  f"{m:.3f} | [{lo:.3f}, {hi:.3f}] | "
-                 f"{stats.iqm(ret[:, -1]):.3f} | {succ[:, -1].mean():.2f} |")
+                 f"{stats.iqm(ret[:, -1]):.3f} | {succ[:, -1].mean():.2f} | "
+                 f"{feedback_cells(runs)} |"
+                 + (f" {gains[(task, method)]:.2f} |" if (task, method) in gains
+                    else " - |" if reference else ""))
   returns = final_scores(groups, "returns", tasks, methods)
   success = final_scores(groups, "success", tasks, methods)
   every = np.concatenate([r for r in returns.values()], 0)
   low, high = np.nanmin(every, 0), np.nanmax(every, 0)
+  if reference:
+    lines += ["", f"\"of reference gain\": (R - R0) / (R_ref - R0) with "
+              f"R_ref the mean final return of `{reference}` and R0 the mean "
+              "return at the first evaluation, before learning."]
   lines += ["", "## Aggregate over tasks (IQM, 95% stratified bootstrap CI)",
             "", "Returns are min-max normalised per task over all methods' "
             "final scores (0: the worst run, 1: the best).", "",
@@ -186,11 +239,17 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", required=True, help="output path without suffix")
   p.add_argument("--title", default="")
+  p.add_argument("--reference", default="",
+                 help="method whose gain the others are measured against "
+                      "(e.g. SAC on the true reward)")
   p.add_argument("runs", nargs="+", help="DIR or METHOD=DIR")
   a = p.parse_args(argv)
   groups = group_runs(a.runs)
   os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-  text = report(groups, a.title or os.path.basename(a.out))
+  if a.reference and not any(m == a.reference for _, m in groups):
+    p.error(f"--reference={a.reference!r} names no method; methods: "
+            f"{sorted({m for _, m in groups})}")
+  text = report(groups, a.title or os.path.basename(a.out), a.reference)
   if plot(groups, a.out + ".png"):
     text = text.replace("\n", f"\n\n![curves]({os.path.basename(a.out)}.png)"
                         "\n", 1)

@@ -66,6 +66,11 @@ def fake_run(workdir, task, seed, num_seeds, method, returns):
   seeds = list(range(seed, seed + num_seeds))
   w = metrics_writer.MetricsWriter(str(workdir), seeds, tensorboard=False)
   for t, r in enumerate(returns):
+    if method != "sac" and t:
+      w.write({"kind": "feedback", "env_steps": 100 * t, "session": t,
+               "queries_sent": 10 * t, "seconds": 0.1,
+               "label_accuracy": [0.5 + 0.1 * t] * num_seeds,
+               "reward_corr": [0.2 * t] * num_seeds})
     w.write({"kind": "eval", "env_steps": 100 * t,
              "eval_return_per_seed": list(r), "eval_return": float(np.mean(r)),
              "eval_success_per_seed": [float(v > 1) for v in r]})
@@ -86,6 +91,9 @@ def test_aggregate_one_command(tmp_path):
   # Pooled sac on reacher: seeds 0, 1 (run a) and 2 (run b): final 1, 3, 2.
   assert "| reacher | sac | 3 | 100 | 2.000 |" in md
   assert "| reacher | erlvlm | 2 | 100 | 0.500 |" in md
+  # The last feedback session's diagnostics; none for the env reward.
+  assert md.count("| 10 | 0.60 | 0.20 |") == 2
+  assert md.count("| - | - | - |") == 1
   # Aggregate: reacher normalised over all final scores 0..3, cartpole 5..7.
   # erlvlm: reacher 0, 1/3; cartpole 0, 1 -> IQM of {0, 0, 1/3, 1} = 1/6.
   assert "| erlvlm | 0.167 |" in md
@@ -94,6 +102,24 @@ def test_aggregate_one_command(tmp_path):
     rows = list(csv.DictReader(f))
   assert len(rows) == 2 * (2 + 1 + 2 + 2)
   assert {r["seed"] for r in rows if r["method"] == "sac"} == {"0", "1", "2"}
+
+
+def test_aggregate_reference_gain(tmp_path):
+  # Both start at 0 (first evaluation); sac ends at mean 2, erlvlm at 0.5.
+  fake_run(tmp_path / "a", "reacher", 0, 2, "sac", [[0, 0], [1, 3]])
+  fake_run(tmp_path / "c", "reacher", 0, 2, "erlvlm", [[0, 0], [0, 1]])
+  out = tmp_path / "r"
+  subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
+                  "--reference", "sac", str(tmp_path / "a"),
+                  str(tmp_path / "c")], check=True, capture_output=True)
+  md = open(f"{out}.md").read()
+  assert "| 0.20 | 0.25 |" in md  # erlvlm: corr 0.20, (0.5 - 0) / (2 - 0)
+  assert "| - | - | - | 1.00 |" in md
+  bad = subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
+                        "--reference", "SAC", str(tmp_path / "a")],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "--reference='SAC' names no method" in (
+      bad.stderr)
 
 
 def test_aggregate_needs_eval_records(tmp_path):

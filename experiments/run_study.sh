@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The rating study of experiments/results/study.md: per task, SAC on the true
+# reward, then ERL-VLM, vanilla RbRL and preferences (same number of
+# queries) from the scripted rater at each label-noise level, SEEDS seeds
+# vmapped per run, then one report over every run.
+#
+#   bash experiments/run_study.sh                      # both tasks, ~80 min
+#   TASKS=reacher NOISES=0.2 SEEDS=3 bash experiments/run_study.sh
+#
+# CPU-sized: 60k env steps, 8 envs, 2x128 SAC networks, batch 256, 4 updates
+# per vectorized step (0.5 per env step); 100 queries per session from step
+# 10k every 5k (1,100 in all), replay as large as the run. The k-NN
+# state-entropy pre-training (steps 1k-10k) is off for every rating method:
+# on 2 CPU cores it costs ~200 s per run of 5 seeds, more than the rest of
+# the run's feedback; steps before the first session train on the initial
+# (random) reward model instead. Reacher's scripted rater bins the per-step
+# env reward, control cost included (RbRL's synthetic ratings), over
+# (-1, 0); CartpoleSwingup's bins its reward over (0, 1).
+# A run whose workdir already holds a finished metrics.jsonl is kept.
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/.."
+TASKS=${TASKS:-"reacher CartpoleSwingup"}
+NOISES=${NOISES:-"0.0 0.2"}
+SEEDS=${SEEDS:-5}
+STEPS=${STEPS:-60000}
+OUT=${OUT:-runs/study}
+REPORT=${REPORT:-experiments/results/study}
+COMMON=(--config.num_seeds="$SEEDS" --config.total_steps="$STEPS"
+        --config.num_envs=8 --config.sac.hidden_sizes="(128,128)"
+        --config.batch_size=256 --config.updates_per_step=4
+        --config.log_every=5000 --config.eval_every=10000
+        --config.num_eval_envs=10 --config.replay_capacity="$STEPS"
+        --config.progress=False
+        --config.tensorboard=False)
+declare -A RATER=(
+  [reacher]="--config.rater.rated=reward --config.rater.range=(-1.0,0.0)"
+  [CartpoleSwingup]="")
+
+finished() {  # workdir: true if its last record reached STEPS
+  [[ -f "$1/metrics.jsonl" ]] && python - "$1/metrics.jsonl" "$STEPS" <<'PY'
+import json, sys
+last = [json.loads(l) for l in open(sys.argv[1]) if l.strip()][-1]
+sys.exit(0 if last.get("env_steps", 0) >= int(sys.argv[2]) else 1)
+PY
+}
+
+run() {  # workdir config-arg [overrides...]
+  local dir=$1 arg=$2; shift 2
+  if finished "$dir"; then echo "kept $dir"; return; fi
+  rm -rf "$dir"
+  echo "== $dir"
+  python -m erljax.train --config="experiments/configs/$arg" \
+      --config.workdir="$dir" "${COMMON[@]}" "$@"
+}
+
+labels=()
+for task in $TASKS; do
+  run "$OUT/$task/sac" "sac.py:$task"
+  labels+=("SAC (true reward)=$OUT/$task/sac")
+  for noise in $NOISES; do
+    pct=$(python -c "print(round(100 * $noise))")
+    for method in erlvlm rbrl preference; do
+      # shellcheck disable=SC2086
+      run "$OUT/$task/${method}_noise$pct" "rating.py:$task,$method" \
+          --config.rater.noise="$noise" --config.feedback.unsupervised=False \
+          ${RATER[$task]:-}
+    done
+    labels+=("ERL-VLM ${pct}%=$OUT/$task/erlvlm_noise$pct"
+             "RbRL ${pct}%=$OUT/$task/rbrl_noise$pct"
+             "Preferences ${pct}%=$OUT/$task/preference_noise$pct")
+  done
+done
+python experiments/aggregate.py --out "$REPORT" --reference "SAC (true reward)" \
+    --title "Rating study: ${SEEDS} seeds, ${STEPS} env steps, noise ${NOISES}" \
+    "${labels[@]}"
