@@ -6,6 +6,7 @@
 #
 #   bash experiments/run_study.sh                      # both tasks, ~80 min
 #   TASKS=reacher NOISES=0.2 SEEDS=3 bash experiments/run_study.sh
+#   TASKS=reacher NOISES=0.2 METHODS="erlvlm rbrl" WITH_SAC=0 bash ...
 #
 # CPU-sized: 60k env steps, 8 envs, 2x128 SAC networks, batch 256, 4 updates
 # per vectorized step (0.5 per env step); 100 queries per session from step
@@ -26,6 +27,9 @@ SEEDS=${SEEDS:-5}
 STEPS=${STEPS:-60000}
 OUT=${OUT:-runs/study}
 REPORT=${REPORT:-experiments/results/study}
+METHODS=${METHODS:-"erlvlm rbrl preference"}
+WITH_SAC=${WITH_SAC:-1}
+declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences)
 COMMON=(--config.num_seeds="$SEEDS" --config.total_steps="$STEPS"
         --config.num_envs=8 --config.sac.hidden_sizes="(128,128)"
         --config.batch_size=256 --config.updates_per_step=4
@@ -55,22 +59,26 @@ run() {  # workdir config-arg [overrides...]
 }
 
 labels=()
+reference=()
+if [[ "$WITH_SAC" == 1 ]]; then
+  reference=(--reference "SAC (true reward)")
+fi
 for task in $TASKS; do
-  run "$OUT/$task/sac" "sac.py:$task"
-  labels+=("SAC (true reward)=$OUT/$task/sac")
+  if [[ "$WITH_SAC" == 1 ]]; then
+    run "$OUT/$task/sac" "sac.py:$task"
+    labels+=("SAC (true reward)=$OUT/$task/sac")
+  fi
   for noise in $NOISES; do
     pct=$(python -c "print(round(100 * $noise))")
-    for method in erlvlm rbrl preference; do
+    for method in $METHODS; do
       # shellcheck disable=SC2086
       run "$OUT/$task/${method}_noise$pct" "rating.py:$task,$method" \
           --config.rater.noise="$noise" --config.feedback.unsupervised=False \
           ${RATER[$task]:-}
+      labels+=("${LABEL[$method]:-$method} ${pct}%=$OUT/$task/${method}_noise$pct")
     done
-    labels+=("ERL-VLM ${pct}%=$OUT/$task/erlvlm_noise$pct"
-             "RbRL ${pct}%=$OUT/$task/rbrl_noise$pct"
-             "Preferences ${pct}%=$OUT/$task/preference_noise$pct")
   done
 done
-python experiments/aggregate.py --out "$REPORT" --reference "SAC (true reward)" \
+python experiments/aggregate.py --out "$REPORT" "${reference[@]}" \
     --title "Rating study: ${SEEDS} seeds, ${STEPS} env steps, noise ${NOISES}" \
     "${labels[@]}"
