@@ -11,10 +11,11 @@ task and method are pooled: every seed of every run is one sample.
 
 Writes
   OUT.md          per task and method: final eval return (mean, 95% bootstrap
-                  CI, IQM), success, the last feedback session's diagnostics,
-                  with --reference the share of that method's gain; and the aggregate over tasks per
-                  method: IQM of the min-max normalised final return and of
-                  the success rate, with 95% stratified bootstrap CIs (rliable)
+                  CI, IQM), success, the last feedback session's diagnostics
+                  and, with --reference, the share of that method's gain;
+                  and the aggregate over tasks per method: IQM of the
+                  min-max normalised final return and of the success rate,
+                  with 95% stratified bootstrap CIs (rliable)
   OUT.png         learning curves per task: mean over seeds with a 95%
                   bootstrap band (needs matplotlib, the `report` extra)
   OUT_seeds.csv   every seed's curve: task, method, run, seed, env_steps,

@@ -108,7 +108,7 @@ def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   params, _, _, _ = feedback_lib.train_reward(
       learner, jax.jit(jax.vmap(learner.epoch)), params, opt_state, rs,
       np.random.default_rng(seed))
-  r_hat = jax.jit(jax.vmap(lambda p, o, a: src(p, o, a, o, o[..., 0])))(
+  r_hat = jax.jit(jax.vmap(src.model.reward))(
       params, jnp.asarray(buf["obs"]), jnp.asarray(buf["action"]))
   return [float(np.corrcoef(np.asarray(r_hat[s]),
                             buf["true_reward"][s])[0, 1])
