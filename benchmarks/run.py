@@ -338,8 +338,7 @@ def relabel_rate(size: int, chunk_size: int, obs_size: int, act_size: int,
   buf = buf.replace(size=jnp.asarray(size, jnp.int32))
   def fn(buf, params):
     return replay.relabel(
-        buf, lambda t: src(params, t.obs, t.action, t.next_obs,
-                           t.true_reward), chunk_size=chunk_size).data.reward
+        buf, lambda t: src(params, t), chunk_size=chunk_size).data.reward
   t = time.perf_counter()
   compiled = jax.jit(fn).lower(buf, params).compile()
   compile_s = time.perf_counter() - t

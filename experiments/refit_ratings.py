@@ -56,6 +56,10 @@ def load(run_dir: str):
     raise ValueError(f"{run_dir}: not a run that learned from ratings "
                      f"(reward.source={config.reward.source!r}, "
                      f"feedback_type={config.reward.feedback_type!r})")
+  if config.reward.model != "mlp":
+    raise ValueError(f"{run_dir}: reward.model={config.reward.model!r}; "
+                     "refits are of the state-action 'mlp' (the r_hat-r "
+                     "correlation is taken over the buffer's obs, action)")
   manager = ocp.CheckpointManager(
       os.path.join(os.path.abspath(run_dir), "checkpoints"),
       item_names=("arrays", "host"))

@@ -7,6 +7,9 @@
 #   bash experiments/run_study.sh                      # both tasks, ~80 min
 #   TASKS=reacher NOISES=0.2 SEEDS=3 bash experiments/run_study.sh
 #   TASKS=reacher NOISES=0.2 METHODS="erlvlm rbrl" WITH_SAC=0 bash ...
+#   TASKS=reacher METHODS=none bash ...   # SAC on the true reward only
+#   EXTRA="--config.reward.model=cnn" ...   # flags appended to rating runs
+#   RATED=signal ...   # every task rated on what its frames show (below)
 #
 # CPU-sized: 60k env steps, 8 envs, 2x128 SAC networks, batch 256, 4 updates
 # per vectorized step (0.5 per env step); 100 queries per session from step
@@ -28,7 +31,10 @@ STEPS=${STEPS:-60000}
 OUT=${OUT:-runs/study}
 REPORT=${REPORT:-experiments/results/study}
 METHODS=${METHODS:-"erlvlm rbrl preference"}
+[[ "$METHODS" == none ]] && METHODS=""  # SAC only
 WITH_SAC=${WITH_SAC:-1}
+EXTRA=${EXTRA:-}
+RATED=${RATED:-}
 declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences)
 COMMON=(--config.num_seeds="$SEEDS" --config.total_steps="$STEPS"
         --config.num_envs=8 --config.sac.hidden_sizes="(128,128)"
@@ -74,7 +80,7 @@ for task in $TASKS; do
       # shellcheck disable=SC2086
       run "$OUT/$task/${method}_noise$pct" "rating.py:$task,$method" \
           --config.rater.noise="$noise" --config.feedback.unsupervised=False \
-          ${RATER[$task]:-}
+          $([[ "$RATED" == signal ]] || echo "${RATER[$task]:-}") $EXTRA
       labels+=("${LABEL[$method]:-$method} ${pct}%=$OUT/$task/${method}_noise$pct")
     done
   done

@@ -226,8 +226,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(stopped, tmp_path):
     model = learned.model
     init = learned.init
 
-    def __call__(self, params, obs, action, next_obs, env_reward):
-      return learned(params, obs, action, next_obs, env_reward) * np.nan
+    def __call__(self, params, transitions):
+      return learned(params, transitions) * np.nan
 
   trainer = trainer_lib.Trainer.create(c, reward=NaNReward())
   with pytest.raises(FloatingPointError,

@@ -34,6 +34,7 @@ def test_default_config_is_valid():
     ("sac.hidden_sizes", (), r"config.sac.hidden_sizes=\(\)"),
     ("sac.log_std_min", 3.0, "config.sac.log_std_min=3.0: must be below"),
     ("reward.source", "vlm?", "config.reward.source='vlm\\?'"),
+    ("reward.model", "vit", "config.reward.model='vit': must be one of"),
 ])
 def test_bad_value_error_names_key_and_value(key, value, message):
   c = config_lib.default()
@@ -66,3 +67,15 @@ def test_cli_reports_bad_value_and_exits_2():
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "config.num_envs=0" in proc.stderr
+
+
+def test_cnn_frame_size_must_fit_the_network():
+  c = config_lib.default()
+  c.reward.model = "cnn"
+  c.reward.frame_size = 47
+  config_lib.validate(c)
+  c.reward.frame_size = 32
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.reward.frame_size=32: must be an integer "
+                     r">= 47"):
+    config_lib.validate(c)

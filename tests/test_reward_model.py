@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import flax.linen as nn
+
+from erljax import reward_model
 from erljax.reward_model import RewardModel
 
 
@@ -68,7 +71,7 @@ def test_cnn_reference_flatten_size_and_output_shape():
   params = model.init(jax.random.PRNGKey(0), (frames[:1],))
   p = params["params"]["member"]
   assert p["Dense_0"]["kernel"].shape == (2, 8192, 1)
-  assert [p[f"Conv_{i}"]["kernel"].shape for i in range(4)] == [
+  assert [p[f"PatchConv_{i}"]["kernel"].shape for i in range(4)] == [
       (2, 5, 5, 3, 16), (2, 3, 3, 16, 32), (2, 3, 3, 32, 64),
       (2, 3, 3, 64, 128)]
   members = model.members
@@ -94,3 +97,31 @@ def test_bad_kind_raises_naming_it(kind):
 def test_bad_ensemble_size_raises_naming_it(size):
   with pytest.raises(ValueError, match=re.escape(f"ensemble_size={size}")):
     RewardModel("mlp", ensemble_size=size)
+
+
+@pytest.mark.parametrize("kernel,stride", [(5, 3), (3, 2), (1, 1)])
+def test_patch_conv_equals_flax_conv(kernel, stride):
+  """Same parameters, same function as nn.Conv(..., padding="VALID")."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 13, 4))
+  conv = nn.Conv(6, (kernel, kernel), (stride, stride), padding="VALID")
+  params = conv.init(jax.random.PRNGKey(1), x)
+  params = jax.tree_util.tree_map(
+      lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+      params)  # a non-zero bias too
+  want = conv.apply(params, x)
+  got = reward_model.PatchConv(6, kernel, stride).apply(params, x)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_min_frame_size_is_the_smallest_that_fits():
+  cnn = reward_model.ImageCNN()
+  assert cnn.min_frame_size == 47
+  def flat_features(size):
+    params = cnn.init(jax.random.PRNGKey(0),
+                      jnp.zeros((1, size, size, 3), jnp.uint8))
+    return params["params"]["Dense_0"]["kernel"].shape[0]
+  assert flat_features(47) == 128   # 1 x 1 x 128 after the last conv
+  assert flat_features(64) == 128
+  with pytest.raises(ValueError, match=r"\(1, 46, 46, 3\).*at least 47x47"):
+    flat_features(46)

@@ -124,6 +124,29 @@ def test_learned_reward_run_with_feedback_sessions():
     assert np.isfinite(rec["eval_return"])
 
 
+def test_image_reward_model_run():
+  """ERL-VLM's CNN in the loop: it reads ray-cast frames of each transition's
+  pose, trains on the rated queries' frames, and relabels the buffer."""
+  c = learned_config(120, 1, queries=16, warmup_updates=2)
+  c.reward.model = "cnn"
+  c.reward.frame_size = 48
+  c.reward.ensemble_size = 2
+  c.reward.max_epochs = 2
+  trainer = trainer_lib.Trainer.create(c)
+  res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
+  fb = res.feedback
+  assert [f["ratings_stored"] for f in fb] == [[16], [32]]
+  seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
+  filled = int(seed.buffer.size)
+  data = jax.tree_util.tree_map(lambda a: a[:filled], seed.buffer.data)
+  # The buffer holds the installed CNN's reward of each pose's frame.
+  want = trainer.reward.model.reward(seed.reward_params,
+                                     trainer.reward.caster(data.pose))
+  np.testing.assert_allclose(data.reward, want, rtol=1e-4, atol=1e-5)
+  assert np.std(np.asarray(data.reward)) > 1e-4
+  assert all(np.isfinite(f["reward_corr"]).all() for f in fb)
+
+
 def test_preference_feedback_run():
   """The RL-VLM-F baseline path: pairs, Bradley-Terry, ties dropped."""
   c = learned_config(160, 1, queries=12, warmup_updates=2)

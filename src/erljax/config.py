@@ -19,6 +19,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from erljax import envs
+from erljax import reward_model as reward_model_lib
 from erljax.raters import base as raters_base
 from erljax.raters import prompts as prompts_lib
 
@@ -82,7 +83,12 @@ def default() -> ml_collections.ConfigDict:
   # Learned reward model and its rating loss (method notes §3-5). Defaults:
   # ERL-VLM = MAE + class weights + stratified batches.
   c.reward.feedback_type = "rating"  # or "preference" (RL-VLM-F baseline)
-  c.reward.model = "mlp"          # state-action MLP ("cnn" needs frames)
+  # "mlp": RbRL's state-action MLP; "cnn": ERL-VLM's image network on the
+  # post-step frame, ray-cast in JAX (erljax.raycast) at frame_size^2 pixels
+  # (the paper's 224; on a CPU, 64 keeps every step and relabel cheap:
+  # experiments/results/image_reward.md).
+  c.reward.model = "mlp"
+  c.reward.frame_size = 224
   c.reward.ensemble_size = 3
   c.reward.hidden_sizes = (256, 256, 256)
   c.reward.loss = "mae"           # "mae" (ERL-VLM) or "ce" (vanilla RbRL)
@@ -149,6 +155,7 @@ def default() -> ml_collections.ConfigDict:
 
 
 REWARD_SOURCES = ("env", "learned")
+REWARD_MODELS = ("mlp", "cnn")
 RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
 RATED = envs.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
@@ -298,9 +305,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            "must be a number or None")
   _check(c, "reward.source", lambda v: v in REWARD_SOURCES,
          f"must be one of {REWARD_SOURCES}")
-  _check(c, "reward.model", lambda v: v == "mlp",
-         "only the state-action 'mlp' is trainable in the loop for now: the "
-         "image 'cnn' (erljax.reward_model.ImageCNN) needs rendered frames")
+  _check(c, "reward.model", lambda v: v in REWARD_MODELS,
+         f"must be one of {REWARD_MODELS}")
+  if c.reward.model == "cnn":
+    smallest = reward_model_lib.ImageCNN().min_frame_size
+    _check(c, "reward.frame_size", _int(smallest),
+           f"must be an integer >= {smallest}, the smallest frame the CNN's "
+           "valid convolutions accept")
   for key, lo in (("reward.ensemble_size", 1), ("reward.batch_size", 2),
                   ("reward.max_epochs", 1), ("feedback.knn_k", 1),
                   ("feedback.first_session", 0), ("feedback.interval", 1),

@@ -36,7 +36,10 @@ class RatingSet:
   query (P = 1 for ratings, 2 for preferences); label [capacity] is the class
   (ratings) or the preferred segment (preferences); true_reward
   [capacity, P] is the ground-truth rated quantity (the task's rating
-  signal, by default the reward), kept for diagnostics only.
+  signal, by default the reward), kept for diagnostics only. frames
+  [capacity, P, H, W, 3] uint8 are what an image reward model reads (the
+  ray-cast post-step frames, drawn once when the ratings are stored); None
+  for the state-action model.
   """
 
   obs: jax.Array
@@ -45,21 +48,41 @@ class RatingSet:
   true_reward: jax.Array
   size: jax.Array        # int32 scalar
   insert_pos: jax.Array  # int32 scalar
+  frames: Optional[jax.Array] = None
+
+  def inputs(self, idx: jax.Array) -> Tuple[jax.Array, ...]:
+    """The reward model's inputs for rows idx [...]: (frames,) or
+    (obs, action), each [..., P, ...]."""
+    if self.frames is not None:
+      return (self.frames[idx],)
+    return self.obs[idx], self.action[idx]
 
 
 def empty_rating_set(capacity: int, obs_size: int, action_size: int,
-                     segments: int = 1) -> RatingSet:
+                     segments: int = 1,
+                     frame_shape: Optional[Tuple[int, int]] = None
+                     ) -> RatingSet:
+  """An empty set; with frame_shape (H, W) it also holds [H, W, 3] frames."""
   return RatingSet(
       obs=jnp.zeros((capacity, segments, obs_size)),
       action=jnp.zeros((capacity, segments, action_size)),
       label=jnp.zeros((capacity,), jnp.int32),
       true_reward=jnp.zeros((capacity, segments)),
-      size=jnp.zeros((), jnp.int32), insert_pos=jnp.zeros((), jnp.int32))
+      size=jnp.zeros((), jnp.int32), insert_pos=jnp.zeros((), jnp.int32),
+      frames=None if frame_shape is None else jnp.zeros(
+          (capacity, segments) + tuple(frame_shape) + (3,), jnp.uint8))
 
 
 def add_ratings(rs: RatingSet, obs, action, label, true_reward,
-                answered) -> RatingSet:
-  """Appends the answered rows of a batch (unanswered rows are skipped)."""
+                answered, frames=None) -> RatingSet:
+  """Appends the answered rows of a batch (unanswered rows are skipped).
+
+  frames [Q, P, H, W, 3] are required exactly when the set holds frames.
+  """
+  if (frames is None) != (rs.frames is None):
+    holds = "holds" if rs.frames is not None else "holds no"
+    raise ValueError("add_ratings: frames must be given exactly when the "
+                     f"rating set holds frames (this one {holds} frames)")
   cap = rs.label.shape[0]
   if answered.shape[0] > cap:
     raise ValueError(f"a batch of {answered.shape[0]} queries does not fit a "
@@ -74,7 +97,8 @@ def add_ratings(rs: RatingSet, obs, action, label, true_reward,
       obs=put(rs.obs, obs), action=put(rs.action, action),
       label=put(rs.label, label), true_reward=put(rs.true_reward, true_reward),
       size=jnp.minimum(rs.size + n_new, cap),
-      insert_pos=(rs.insert_pos + n_new) % cap)
+      insert_pos=(rs.insert_pos + n_new) % cap,
+      frames=None if frames is None else put(rs.frames, frames))
 
 
 def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
@@ -106,27 +130,29 @@ class RewardLearner:
   k: float = 30.0
   label_smoothing: float = 0.0
   lr: float = 3e-4
+  # Minibatch steps per compiled call. Epochs are run in blocks of this many
+  # steps (the last padded with empty, no-op steps), so one compiled program
+  # serves every session as the rating set grows.
+  block_steps: int = 8
   preference: bool = False       # Bradley-Terry on pairs instead of ratings
 
   @property
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.lr)
 
-  def _member_rewards(self, params, obs, action):
+  def _member_rewards(self, params, *inputs):
     """Each member on its own batch: returns [E, B, P].
 
-    obs [E, B, P, O] (or frames [E, B, P, H, W, C] for the CNN), action
-    [E, B, P, A].
+    inputs: obs [E, B, P, O] and action [E, B, P, A] for the MLP, or frames
+    [E, B, P, H, W, 3] for the CNN.
     """
-    member = self.model.module.member
-    e, b, p = obs.shape[:3]
-    r = jax.vmap(lambda prm, o, a: member.apply({"params": prm}, o, a))(
-        params["params"]["member"], obs.reshape((e, b * p) + obs.shape[3:]),
-        action.reshape((e, b * p) + action.shape[3:]))
+    e, b, p = inputs[0].shape[:3]
+    flat = [x.reshape((e, b * p) + x.shape[3:]) for x in inputs]
+    r = self.model.per_member(params["params"]["member"], *flat)
     return r.reshape(e, b, p)
 
-  def _loss(self, params, obs, action, labels, mask, weights):
-    r = self._member_rewards(params, obs, action)
+  def _loss(self, params, inputs, labels, mask, weights):
+    r = self._member_rewards(params, *inputs)
     def one(r_e, y_e, m_e):
       if self.preference:
         loss = reward_lib.preference_loss(r_e[:, 0], r_e[:, 1], y_e, m_e)
@@ -147,18 +173,20 @@ class RewardLearner:
             mask: jax.Array, weights: jax.Array, active: jax.Array):
     """One pass over the schedule idx/mask [T, E, B]; no-op if not active.
 
-    Returns params, opt_state, training accuracy over the epoch, mean loss.
+    A step whose mask is all False (padding) leaves params and optimiser
+    state unchanged. Returns params, opt_state, training accuracy over the
+    pass, mean loss.
     """
     def step(carry, batch):
       params, opt_state = carry
       b_idx, b_mask = batch
       (loss, correct), grads = jax.value_and_grad(self._loss, has_aux=True)(
-          params, rs.obs[b_idx], rs.action[b_idx], rs.label[b_idx], b_mask,
-          weights)
+          params, rs.inputs(b_idx), rs.label[b_idx], b_mask, weights)
       updates, new_opt = self.optimizer.update(grads, opt_state)
       new_params = optax.apply_updates(params, updates)
+      apply = active & jnp.any(b_mask)
       keep = lambda new, old: jax.tree_util.tree_map(
-          lambda a, b: jnp.where(active, a, b), new, old)
+          lambda a, b: jnp.where(apply, a, b), new, old)
       return (keep(new_params, params), keep(new_opt, opt_state)), (
           loss, correct)
     (params, opt_state), (losses, correct) = jax.lax.scan(
@@ -237,18 +265,20 @@ def ask(rater: Rater, true_reward: np.ndarray,
 
 
 def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
-                  ratings: List[Ratings]) -> Tuple[RatingSet, Dict[str, Any]]:
+                  ratings: List[Ratings], frames: Optional[jax.Array] = None
+                  ) -> Tuple[RatingSet, Dict[str, Any]]:
   """Stores each seed's answered queries; unanswered ones are never labelled.
 
   rating_sets and queries carry a leading seed axis S (queries' leaves
-  [S, Q, P, ...]); ratings[s] answers seed s's Q queries.
+  [S, Q, P, ...]); ratings[s] answers seed s's Q queries. frames
+  [S, Q, P, H, W, 3]: the queries' frames, for a set that holds frames.
   """
   labels = jnp.asarray(np.stack([np.where(r.answered, r.labels, 0)
                                  for r in ratings]), jnp.int32)
   answered = np.stack([np.asarray(r.answered, bool) for r in ratings])
   rating_sets = _add_ratings_seeds(
       rating_sets, queries.obs, queries.action, labels, queries.true_reward,
-      jnp.asarray(answered))
+      jnp.asarray(answered), frames)
   return rating_sets, {"answered": answered.sum(1).tolist(),
                        "dropped": (~answered).sum(1).tolist()}
 
@@ -261,7 +291,9 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
                  ) -> Tuple[Any, Any, List[int], List[float]]:
   """Up to max_epochs epochs per seed, each seed stopping on its own once its
   training accuracy exceeds stop_accuracy. `epoch_fn` is the jitted, seed-
-  vmapped `learner.epoch`."""
+  vmapped `learner.epoch`; it is called on blocks of learner.block_steps
+  steps, so its shapes stay the same from session to session (the batch
+  dim changes only while fewer ratings than batch_size are stored)."""
   sizes = np.asarray(rating_sets.size)
   labels_all = np.asarray(rating_sets.label)
   num_seeds = sizes.shape[0]
@@ -279,17 +311,26 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
   for _ in range(learner.max_epochs):
     scheds = [learner.schedule(labels_all[s, :sizes[s]], rng, e)
               for s in range(num_seeds)]
+    block = learner.block_steps
     t = max(x[0].shape[0] for x in scheds)
+    t = -(-t // block) * block
     bsz = max(x[0].shape[2] for x in scheds)
     idx = np.zeros((num_seeds, t, e, bsz), np.int32)
     mask = np.zeros((num_seeds, t, e, bsz), bool)
     for s, (i, m) in enumerate(scheds):
       idx[s, :i.shape[0], :, :i.shape[2]] = i
       mask[s, :m.shape[0], :, :m.shape[2]] = m
-    params, opt_state, acc, _ = epoch_fn(params, opt_state, rating_sets,
-                                         jnp.asarray(idx), jnp.asarray(mask),
-                                         weights, jnp.asarray(active))
-    acc = np.asarray(acc)
+    correct = np.zeros((num_seeds,))
+    items = np.zeros((num_seeds,))
+    for start in range(0, t, block):
+      blk = slice(start, start + block)
+      params, opt_state, acc, _ = epoch_fn(
+          params, opt_state, rating_sets, jnp.asarray(idx[:, blk]),
+          jnp.asarray(mask[:, blk]), weights, jnp.asarray(active))
+      n_items = mask[:, blk].sum(axis=(1, 2, 3)) / e
+      correct += np.asarray(acc, np.float64) * np.maximum(n_items, 1.0)
+      items += n_items
+    acc = correct / np.maximum(items, 1.0)
     for s in range(num_seeds):
       if active[s]:
         epochs[s] += 1

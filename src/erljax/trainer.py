@@ -119,14 +119,14 @@ class Trainer:
   def _collect(self, state: TrainState, action: jax.Array
                ) -> tuple[TrainState, Dict[str, jax.Array]]:
     env_state, out = self.env.step(state.env, action)
-    obs = state.env.obs
-    reward = self.reward(state.reward_params, obs, action, out.next_obs,
-                         out.reward)
-    chex.assert_shape(reward, (self.env.num_envs,))
     transition = Transition(
-        obs=obs, action=action, reward=reward, true_reward=out.reward,
+        obs=state.env.obs, action=action, reward=out.reward,
+        true_reward=out.reward,
         discount=1.0 - out.terminal.astype(jnp.float32),
         next_obs=out.next_obs, pose=self.env.pose(out.inner))
+    reward = self.reward(state.reward_params, transition)
+    chex.assert_shape(reward, (self.env.num_envs,))
+    transition = transition.replace(reward=reward)
     done = out.terminal | out.truncated
     state = state.replace(
         env=env_state, buffer=replay.add(state.buffer, transition),
@@ -222,10 +222,8 @@ class Trainer:
     after the first session, resets the critic and runs warm-up updates."""
     c = self.config
     state = state.replace(reward_params=reward_params)
-    buffer = replay.relabel(
-        state.buffer,
-        lambda t: self.reward(reward_params, t.obs, t.action, t.next_obs,
-                              t.true_reward))
+    buffer = replay.relabel(state.buffer,
+                            lambda t: self.reward(reward_params, t))
     state = state.replace(buffer=buffer)
     filled = jnp.arange(buffer.capacity) < buffer.size
     d = buffer.data
@@ -378,9 +376,16 @@ class FeedbackLoop:
     obs, act = trainer.env.observation_size, trainer.env.action_size
     n = len(seeds)
     segments = 2 if self.learner.preference else 1
+    # An image reward model trains on the ray-cast frames of the rated
+    # queries, drawn once when their ratings are stored.
+    caster = getattr(trainer.reward, "caster", None)
+    frame_shape = None if caster is None else (caster.height, caster.width)
+    self._query_frames = (None if caster is None else
+                          jax.jit(jax.vmap(lambda q: caster(q.pose))))
     self.rating_sets = jax.jit(jax.vmap(
         lambda _: feedback_lib.empty_rating_set(c.feedback.budget, obs, act,
-                                                segments)))(jnp.arange(n))
+                                                segments, frame_shape)))(
+                                                    jnp.arange(n))
     self.opt_state = None
     self.sent = 0
     self.requested = 0       # sessions requested
@@ -485,7 +490,8 @@ class FeedbackLoop:
           raters_lib.CLASS_NAMES[self.learner.num_classes]),
           os.path.join(self.frames_dir, f"session_{p.session:04d}.png"))
     self.rating_sets, counts = feedback_lib.store_ratings(
-        self.rating_sets, p.queries, ratings)
+        self.rating_sets, p.queries, ratings,
+        None if self._query_frames is None else self._query_frames(p.queries))
     num_seeds = len(ratings)
     trained = bool(np.asarray(self.rating_sets.size).sum() > 0)
     if trained:
