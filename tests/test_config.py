@@ -35,6 +35,9 @@ def test_default_config_is_valid():
     ("sac.log_std_min", 3.0, "config.sac.log_std_min=3.0: must be below"),
     ("reward.source", "vlm?", "config.reward.source='vlm\\?'"),
     ("reward.model", "vit", "config.reward.model='vit': must be one of"),
+    ("feedback.sampling", "entropy",
+     "config.feedback.sampling='entropy': must be one of"),
+    ("feedback.candidates", 0, "config.feedback.candidates=0"),
 ])
 def test_bad_value_error_names_key_and_value(key, value, message):
   c = config_lib.default()

@@ -191,6 +191,53 @@ def test_sample_queries_pairs_of_segments_stay_in_window():
   assert set(np.asarray(q.reward).ravel().tolist()) == {26., 27., 28., 29.}
 
 
+def test_disagreement_of_ratings_and_preferences():
+  # E = 2 members, Q = 2 queries.
+  ratings = jnp.array([[[1.0], [0.5]], [[-1.0], [0.5]]])
+  np.testing.assert_allclose(feedback.disagreement(ratings), [1.0, 0.0])
+  # Preferences: std over members of sigmoid(R1 - R0).
+  pairs = jnp.array([[[0.0, 0.0], [0.0, 2.0]], [[0.0, 0.0], [2.0, 0.0]]])
+  s = 1 / (1 + np.exp(-2.0))
+  np.testing.assert_allclose(feedback.disagreement(pairs),
+                             [0.0, abs(s - (1 - s)) / 2], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"\(2, 2\)"):
+    feedback.disagreement(jnp.zeros((2, 2)))
+
+
+def _spread_by_reward(t):
+  """Two members that disagree by |reward|: [2, N]."""
+  return jnp.stack([t.reward, -t.reward])
+
+
+@pytest.mark.parametrize("segments", [1, 2])
+def test_disagreement_sampling_keeps_the_most_disputed_candidates(segments):
+  buf = _buffer(40, 40)
+  key = jax.random.PRNGKey(5)
+  # The candidate pool is the uniform draw of 4 x 6 queries with the same key.
+  pool = feedback.sample_queries(buf, key, 24, window=40, segments=segments)
+  q = feedback.sample_queries(buf, key, 6, window=40, segments=segments,
+                              candidates=4, member_rewards=_spread_by_reward)
+  assert q.obs.shape == (6, segments, O)
+
+  def scores(t):  # hand-computed disagreement of each query: [Q]
+    r = np.asarray(t.reward)
+    if segments == 1:
+      return np.abs(r[:, 0])  # std of (v, -v)
+    p = 1 / (1 + np.exp(-(r[:, 1] - r[:, 0])))
+    return np.abs(p - (1 - p)) / 2  # std of (p, 1 - p)
+  # The kept queries score what the pool's best six score (ties aside).
+  np.testing.assert_allclose(np.sort(scores(q)), np.sort(scores(pool))[-6:],
+                             rtol=1e-6)
+  # Fields of a kept query stay together.
+  np.testing.assert_array_equal(q.obs[..., 0], q.reward)
+
+
+def test_disagreement_sampling_needs_member_rewards():
+  with pytest.raises(ValueError, match="candidates=3"):
+    feedback.sample_queries(_buffer(20, 20), jax.random.PRNGKey(0), 4,
+                            window=10, candidates=3)
+
+
 # --- RewardLearner.schedule -------------------------------------------------------
 
 def _model():

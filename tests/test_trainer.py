@@ -148,8 +148,11 @@ def test_image_reward_model_run():
 
 
 def test_preference_feedback_run():
-  """The RL-VLM-F baseline path: pairs, Bradley-Terry, ties dropped."""
+  """The RL-VLM-F baseline path: pairs, Bradley-Terry, ties dropped; the
+  pairs are picked by ensemble disagreement (RbRL's sampling)."""
   c = learned_config(160, 1, queries=12, warmup_updates=2)
+  c.feedback.sampling = "disagreement"
+  c.feedback.candidates = 4
   c.reward.feedback_type = "preference"
   c.reward.class_weighted = False
   c.reward.stratified = False

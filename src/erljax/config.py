@@ -110,6 +110,10 @@ def default() -> ml_collections.ConfigDict:
   c.feedback.queries = 50         # per session
   c.feedback.budget = 10_000      # total queries sent
   c.feedback.query_window = 100   # episodes: queries come from the recent ones
+  # "uniform" (ERL-VLM) or "disagreement" (RbRL's option: draw candidates x
+  # queries, keep those the reward ensemble disagrees on most).
+  c.feedback.sampling = "uniform"
+  c.feedback.candidates = 10
   c.feedback.reset_critic = True  # after the first session
   c.feedback.warmup_updates = 100
   # Rating calls to a remote rater (a VLM service) run in worker threads while
@@ -156,6 +160,7 @@ def default() -> ml_collections.ConfigDict:
 
 REWARD_SOURCES = ("env", "learned")
 REWARD_MODELS = ("mlp", "cnn")
+SAMPLINGS = ("uniform", "disagreement")
 RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
 RATED = envs.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
@@ -316,10 +321,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                   ("reward.max_epochs", 1), ("feedback.knn_k", 1),
                   ("feedback.first_session", 0), ("feedback.interval", 1),
                   ("feedback.queries", 1), ("feedback.budget", 1),
-                  ("feedback.query_window", 1),
+                  ("feedback.query_window", 1), ("feedback.candidates", 1),
                   ("feedback.warmup_updates", 0),
                   ("feedback.max_pending", 1)):
     _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  _check(c, "feedback.sampling", lambda v: v in SAMPLINGS,
+         f"must be one of {SAMPLINGS}")
   _check(c, "feedback.asynchronous", lambda v: isinstance(v, bool),
          "must be True or False")
   if c.feedback.final_wait_s is not None:

@@ -7,13 +7,15 @@ and talks to the rater.
 
 Segment length is 1 (ERL-VLM's MetaWorld setting: one post-step frame per
 query), so a segment's return is the reward of one transition. A rating query
-holds one segment, a preference query (the RL-VLM-F baseline) two.
+holds one segment, a preference query (the RL-VLM-F baseline) two. Queries
+are drawn uniformly from recent transitions (ERL-VLM), or by ensemble
+disagreement (RbRL's option, `feedback.sampling`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -101,17 +103,51 @@ def add_ratings(rs: RatingSet, obs, action, label, true_reward,
       frames=None if frames is None else put(rs.frames, frames))
 
 
+def disagreement(member_returns: jax.Array) -> jax.Array:
+  """How much an ensemble disagrees on each query: [E, Q, P] -> [Q].
+
+  member_returns holds each member's predicted return of the P segments of Q
+  queries. P = 1 (ratings): the std over members of the return. P = 2
+  (preferences): the std over members of P[segment 1 preferred] =
+  sigmoid(R1 - R0), PEBBLE's and RbRL's disagreement score.
+  """
+  if member_returns.ndim != 3 or member_returns.shape[-1] not in (1, 2):
+    raise ValueError(f"member_returns of shape {member_returns.shape}: "
+                     "expected [E, Q, P] with P = 1 or 2")
+  if member_returns.shape[-1] == 1:
+    return jnp.std(member_returns[..., 0], axis=0)
+  prefer = jax.nn.sigmoid(member_returns[..., 1] - member_returns[..., 0])
+  return jnp.std(prefer, axis=0)
+
+
 def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
-                   num_queries: int, window: int,
-                   segments: int = 1) -> replay.Transition:
-  """Uniform sample of the `window` most recent transitions.
+                   num_queries: int, window: int, segments: int = 1,
+                   candidates: int = 1,
+                   member_rewards: Optional[
+                       Callable[[replay.Transition], jax.Array]] = None
+                   ) -> replay.Transition:
+  """Queries from the `window` most recent transitions.
 
   Returns leaves [Q, segments, ...]: Q queries of `segments` transitions.
+  With candidates = 1 they are a uniform sample (ERL-VLM). With candidates
+  = C > 1 (RbRL's disagreement sampling), C * Q queries are drawn uniformly
+  and the Q on which the reward ensemble disagrees most are kept;
+  member_rewards maps transitions (leaves [N, ...]) to each member's reward
+  [E, N].
   """
+  if candidates < 1 or (candidates > 1 and member_rewards is None):
+    raise ValueError(f"candidates={candidates}: must be >= 1, and > 1 needs "
+                     "member_rewards")
   cap = buffer.capacity
   recent = jnp.maximum(jnp.minimum(buffer.size, window), 1)
-  back = jax.random.randint(key, (num_queries, segments), 0, recent)
+  back = jax.random.randint(key, (candidates * num_queries, segments), 0,
+                            recent)
   idx = (buffer.insert_pos - 1 - back) % cap
+  if candidates > 1:
+    flat = jax.tree_util.tree_map(lambda d: d[idx.reshape(-1)], buffer.data)
+    r = member_rewards(flat)
+    score = disagreement(r.reshape((r.shape[0],) + idx.shape))
+    idx = idx[jax.lax.top_k(score, num_queries)[1]]
   return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
 
 

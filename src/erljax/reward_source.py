@@ -81,6 +81,10 @@ class LearnedReward:
   def __call__(self, params, transitions):
     return self.model.reward(params, *self.inputs(transitions))
 
+  def members(self, params, transitions: Transition) -> jax.Array:
+    """Each ensemble member's reward [E, N] of transitions [N, ...]."""
+    return self.model.members(params, *self.inputs(transitions))
+
 
 def make(config: ml_collections.ConfigDict, obs_size: int,
          action_size: int) -> RewardSource:

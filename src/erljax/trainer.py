@@ -393,10 +393,14 @@ class FeedbackLoop:
     self.pending: collections.deque[_Pending] = collections.deque()
     self.next_session = c.feedback.first_session
     window = c.feedback.query_window * trainer.env.episode_length
+    candidates = (c.feedback.candidates
+                  if c.feedback.sampling == "disagreement" else 1)
+    reward = trainer.reward
     self._sample = jax.jit(jax.vmap(
-        lambda b, k, q: feedback_lib.sample_queries(b, k, q, window,
-                                                    segments),
-        in_axes=(0, 0, None)), static_argnums=2)
+        lambda b, k, prm, q: feedback_lib.sample_queries(
+            b, k, q, window, segments, candidates,
+            lambda t: reward.members(prm, t)),
+        in_axes=(0, 0, 0, None)), static_argnums=3)
     self._epoch = jax.jit(jax.vmap(self.learner.epoch))
     self._signal = jax.jit(task.signal)
     self._after = {
@@ -440,7 +444,7 @@ class FeedbackLoop:
     t0 = time.perf_counter()
     num = min(c.feedback.queries, c.feedback.budget - self.sent)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
-    queries = self._sample(state.buffer, keys, num)
+    queries = self._sample(state.buffer, keys, state.reward_params, num)
     # The rater judges the task's rating signal (by default the reward);
     # from here on the queries carry it as their ground truth.
     queries = queries.replace(true_reward=self._signal(
