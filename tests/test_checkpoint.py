@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -189,6 +190,15 @@ def test_sigkill_then_resume_matches_and_keeps_ratings(trainer, reference,
     for line in child.stdout:
       if line.startswith("step       120"):
         break
+    # Checkpoint 80 is written in a background thread that goes on while the
+    # child sleeps; kill once orbax has renamed it into place (on a loaded
+    # machine it may still be in flight when "step 120" is printed, and a run
+    # killed mid-save rightly resumes from 40).
+    finished = workdir / "checkpoints" / "80"
+    deadline = time.monotonic() + 300
+    while not finished.is_dir() and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert finished.is_dir(), os.listdir(workdir / "checkpoints")
     child.send_signal(signal.SIGKILL)
   finally:
     child.kill()
