@@ -38,6 +38,8 @@ def test_default_config_is_valid():
     ("feedback.sampling", "entropy",
      "config.feedback.sampling='entropy': must be one of"),
     ("feedback.candidates", 0, "config.feedback.candidates=0"),
+    ("reward.stop_metric", "f1",
+     "config.reward.stop_metric='f1': must be 'accuracy' or"),
 ])
 def test_bad_value_error_names_key_and_value(key, value, message):
   c = config_lib.default()

@@ -358,7 +358,7 @@ def test_train_reward_learns_a_threshold_reward():
   params, opt_state = _init(learner)
   rng = np.random.default_rng(0)
   for _ in range(3):
-    params, opt_state, epochs, acc = feedback.train_reward(
+    params, opt_state, epochs, acc, _ = feedback.train_reward(
         learner, epoch_fn, params, opt_state, rs, rng)
     assert len(epochs) == 1 and 1 <= epochs[0] <= learner.max_epochs
     # Stopping happens exactly when accuracy first exceeds stop_accuracy.
@@ -380,7 +380,7 @@ def test_train_reward_early_stop_after_one_epoch():
   base, epoch_fn = _compiled("mae", 2, 1e-2)
   learner = dataclasses.replace(base, stop_accuracy=0.01, max_epochs=5)
   params0, opt0 = _init(learner)
-  params, _, epochs, acc = feedback.train_reward(
+  params, _, epochs, acc, _ = feedback.train_reward(
       learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
   assert epochs == [1]
   assert acc[0] > 0.01
@@ -393,10 +393,51 @@ def test_train_reward_runs_max_epochs_when_target_unreachable():
   # Accuracy can never exceed 1.0, so every epoch runs.
   learner = dataclasses.replace(base, stop_accuracy=1.0, max_epochs=3)
   params0, opt0 = _init(learner)
-  _, _, epochs, acc = feedback.train_reward(
+  _, _, epochs, acc, _ = feedback.train_reward(
       learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
   assert epochs == [3]
   assert 0.0 <= acc[0] <= 1.0
+
+
+def test_accuracies_by_hand():
+  # Seed 0: class 0 has 8 of 9 right, class 1 1 of 2, class 2 is absent.
+  # Seed 1: no items at all.
+  acc, bal = feedback.accuracies(np.array([[8., 1., 0.], [0., 0., 0.]]),
+                                 np.array([[9., 2., 0.], [0., 0., 0.]]))
+  np.testing.assert_allclose(acc, [9 / 11, 0.0])
+  np.testing.assert_allclose(bal, [(8 / 9 + 1 / 2) / 2, 0.0])
+
+
+def test_epoch_counts_every_item_once_per_class():
+  rs, _, _, label = _toy_rating_sets(num_classes=3, seed=1)
+  learner, epoch_fn = _compiled("mae", 3, 3e-3)
+  params, opt = _init(learner)
+  idx, mask = learner.schedule(label, np.random.default_rng(0), 2)
+  _, _, correct, count, _ = epoch_fn(
+      params, opt, rs, jnp.asarray(idx)[None], jnp.asarray(mask)[None],
+      jnp.ones((1, 3)), jnp.array([True]))
+  np.testing.assert_array_equal(np.asarray(count)[0], np.bincount(label))
+  assert np.all(np.asarray(correct) <= np.asarray(count))
+  assert np.all(np.asarray(correct) >= 0)
+
+
+@pytest.mark.parametrize("metric,epochs", [("accuracy", 1),
+                                           ("balanced_accuracy", 4)])
+def test_stop_metric_decides_early_stop(metric, epochs):
+  """An epoch that gets the majority class right and the minority wrong:
+  accuracy 0.9 passes stop_accuracy=0.8, balanced accuracy 0.5 does not."""
+  rs, *_ = _toy_rating_sets()
+  base, _ = _compiled("mae", 2, 1e-2)
+  learner = dataclasses.replace(base, stop_accuracy=0.8, max_epochs=4,
+                                stop_metric=metric)
+  def epoch_fn(params, opt_state, rating_sets, idx, mask, weights, active):
+    return (params, opt_state, jnp.array([[9.0, 0.0]]),
+            jnp.array([[9.0, 1.0]]), jnp.zeros((1,)))
+  _, _, got, acc, bal = feedback.train_reward(
+      learner, epoch_fn, None, None, rs, np.random.default_rng(0))
+  assert got == [epochs]
+  np.testing.assert_allclose(acc, [0.9])
+  np.testing.assert_allclose(bal, [0.5])
 
 
 def test_inactive_epoch_leaves_params_and_optimiser_unchanged():
@@ -405,12 +446,12 @@ def test_inactive_epoch_leaves_params_and_optimiser_unchanged():
   params, opt = _init(learner)
   idx, mask = learner.schedule(label, np.random.default_rng(0), 2)
   weights = jnp.ones((1, 2))
-  new_p, new_o, acc, loss = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
+  new_p, new_o, _, _, loss = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
                                      jnp.asarray(mask)[None], weights,
                                      jnp.array([False]))
   assert _tree_equal(new_p, params) and _tree_equal(new_o, opt)
   assert np.isfinite(np.asarray(loss)).all()
-  act_p, _, _, _ = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
+  act_p, _, _, _, _ = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
                             jnp.asarray(mask)[None], weights,
                             jnp.array([True]))
   assert not _tree_equal(act_p, params)
@@ -424,7 +465,7 @@ def test_loss_kinds_and_batching_run_and_stay_finite(loss, stratified):
   learner = dataclasses.replace(base, stratified=stratified, max_epochs=2,
                                 stop_accuracy=1.0)
   params0, opt0 = _init(learner, seed=1)
-  params, opt, epochs, acc = feedback.train_reward(
+  params, opt, epochs, acc, _ = feedback.train_reward(
       learner, epoch_fn, params0, opt0, rs, np.random.default_rng(3))
   assert epochs == [2]
   assert 0.0 <= acc[0] <= 1.0

@@ -97,6 +97,10 @@ def default() -> ml_collections.ConfigDict:
   c.reward.batch_size = 128       # 128 for state MLPs, 512 for images
   c.reward.max_epochs = 10
   c.reward.stop_accuracy = 0.97
+  # Compared with stop_accuracy: "accuracy" (reference) or
+  # "balanced_accuracy" (mean per-class recall; a 96%-"Bad" rating set
+  # cannot pass it by predicting "Bad" everywhere).
+  c.reward.stop_metric = "accuracy"
   c.reward.k = 30.0
   c.reward.label_smoothing = 0.0
   c.reward.lr = 3e-4
@@ -349,6 +353,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(c, key, _pos_float, "must be a finite number > 0")
   _check(c, "reward.stop_accuracy", lambda v: 0.0 < v <= 1.0,
          "must lie in (0, 1]")
+  _check(c, "reward.stop_metric",
+         lambda v: v in ("accuracy", "balanced_accuracy"),
+         "must be 'accuracy' or 'balanced_accuracy'")
   if c.rater.num_classes is not None:
     _check(c, "rater.num_classes", _int(2), "must be an integer >= 2 or None")
   classes = c.rater.num_classes or envs.get_task(c.task).num_classes

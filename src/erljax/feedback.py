@@ -163,6 +163,10 @@ class RewardLearner:
   batch_size: int = 128
   max_epochs: int = 10
   stop_accuracy: float = 0.97
+  # What stop_accuracy is compared with: "accuracy" (the reference's) or
+  # "balanced_accuracy" (the mean of the per-class recalls over the classes
+  # present), which a majority class cannot inflate.
+  stop_metric: str = "accuracy"
   k: float = 30.0
   label_smoothing: float = 0.0
   lr: float = 3e-4
@@ -199,24 +203,26 @@ class RewardLearner:
         loss = reward_lib.rating_loss(p, y_e, weights, self.loss,
                                       self.label_smoothing, m_e)
         predicted = jnp.argmax(p, -1)
-      correct = jnp.sum((predicted == y_e) * m_e)
-      return loss, correct
-    losses, correct = jax.vmap(one)(r, labels, mask)
+      one_hot = jax.nn.one_hot(y_e, self.num_classes) * m_e[:, None]
+      return loss, (jnp.sum(one_hot * (predicted == y_e)[:, None], 0),
+                    jnp.sum(one_hot, 0))
+    losses, (correct, count) = jax.vmap(one)(r, labels, mask)
     # One optimiser over the summed member losses, as in the reference.
-    return jnp.sum(losses), jnp.mean(correct)
+    return jnp.sum(losses), (jnp.mean(correct, 0), jnp.mean(count, 0))
 
   def epoch(self, params, opt_state, rs: RatingSet, idx: jax.Array,
             mask: jax.Array, weights: jax.Array, active: jax.Array):
     """One pass over the schedule idx/mask [T, E, B]; no-op if not active.
 
     A step whose mask is all False (padding) leaves params and optimiser
-    state unchanged. Returns params, opt_state, training accuracy over the
-    pass, mean loss.
+    state unchanged. Returns params, opt_state, correct [C] and count [C]
+    (per true class, the members' mean number of correctly classified and of
+    all masked items over the pass), mean loss.
     """
     def step(carry, batch):
       params, opt_state = carry
       b_idx, b_mask = batch
-      (loss, correct), grads = jax.value_and_grad(self._loss, has_aux=True)(
+      (loss, hits), grads = jax.value_and_grad(self._loss, has_aux=True)(
           params, rs.inputs(b_idx), rs.label[b_idx], b_mask, weights)
       updates, new_opt = self.optimizer.update(grads, opt_state)
       new_params = optax.apply_updates(params, updates)
@@ -224,12 +230,11 @@ class RewardLearner:
       keep = lambda new, old: jax.tree_util.tree_map(
           lambda a, b: jnp.where(apply, a, b), new, old)
       return (keep(new_params, params), keep(new_opt, opt_state)), (
-          loss, correct)
-    (params, opt_state), (losses, correct) = jax.lax.scan(
+          loss, hits)
+    (params, opt_state), (losses, (correct, count)) = jax.lax.scan(
         step, (params, opt_state), (idx, mask))
-    per_member_items = jnp.sum(mask) / mask.shape[1]
-    accuracy = jnp.sum(correct) / jnp.maximum(per_member_items, 1.0)
-    return params, opt_state, accuracy, jnp.mean(losses)
+    return (params, opt_state, jnp.sum(correct, 0), jnp.sum(count, 0),
+            jnp.mean(losses))
 
   def schedule(self, labels: np.ndarray, rng: np.random.Generator,
                ensemble_size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -263,7 +268,7 @@ def make_learner(config: ml_collections.ConfigDict, num_classes: int,
       model=model, num_classes=2 if preference else num_classes, loss=r.loss,
       class_weighted=r.class_weighted, stratified=r.stratified,
       batch_size=r.batch_size, max_epochs=r.max_epochs,
-      stop_accuracy=r.stop_accuracy, k=r.k,
+      stop_accuracy=r.stop_accuracy, stop_metric=r.stop_metric, k=r.k,
       label_smoothing=r.label_smoothing, lr=r.lr, preference=preference)
 
 
@@ -322,14 +327,35 @@ def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
 _add_ratings_seeds = jax.jit(jax.vmap(add_ratings))
 
 
+def accuracies(correct: np.ndarray, count: np.ndarray
+               ) -> Tuple[np.ndarray, np.ndarray]:
+  """Accuracy and balanced accuracy [S] from per-class counts [S, C].
+
+  Balanced accuracy is the mean recall over the classes with items (a class
+  absent from the rating set does not count); both are 0 without items.
+  """
+  correct = np.asarray(correct, np.float64)
+  count = np.asarray(count, np.float64)
+  accuracy = correct.sum(-1) / np.maximum(count.sum(-1), 1.0)
+  present = count > 0
+  recall = np.where(present, correct / np.maximum(count, 1e-12), 0.0)
+  balanced = recall.sum(-1) / np.maximum(present.sum(-1), 1)
+  return accuracy, balanced
+
+
 def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
                  rating_sets: RatingSet, rng: np.random.Generator
-                 ) -> Tuple[Any, Any, List[int], List[float]]:
+                 ) -> Tuple[Any, Any, List[int], List[float], List[float]]:
   """Up to max_epochs epochs per seed, each seed stopping on its own once its
-  training accuracy exceeds stop_accuracy. `epoch_fn` is the jitted, seed-
-  vmapped `learner.epoch`; it is called on blocks of learner.block_steps
-  steps, so its shapes stay the same from session to session (the batch
-  dim changes only while fewer ratings than batch_size are stored)."""
+  training accuracy (or balanced accuracy, per learner.stop_metric) exceeds
+  stop_accuracy. `epoch_fn` is the jitted, seed-vmapped `learner.epoch`; it
+  is called on blocks of learner.block_steps steps, so its shapes stay the
+  same from session to session (the batch dim changes only while fewer
+  ratings than batch_size are stored).
+
+  Returns params, opt_state, epochs [S], and the accuracy [S] and balanced
+  accuracy [S] of each seed's last epoch.
+  """
   sizes = np.asarray(rating_sets.size)
   labels_all = np.asarray(rating_sets.label)
   num_seeds = sizes.shape[0]
@@ -344,6 +370,7 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
   active = np.ones((num_seeds,), bool)
   epochs = [0] * num_seeds
   accuracy = [0.0] * num_seeds
+  balanced = [0.0] * num_seeds
   for _ in range(learner.max_epochs):
     scheds = [learner.schedule(labels_all[s, :sizes[s]], rng, e)
               for s in range(num_seeds)]
@@ -356,23 +383,24 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
     for s, (i, m) in enumerate(scheds):
       idx[s, :i.shape[0], :, :i.shape[2]] = i
       mask[s, :m.shape[0], :, :m.shape[2]] = m
-    correct = np.zeros((num_seeds,))
-    items = np.zeros((num_seeds,))
+    correct = np.zeros((num_seeds, learner.num_classes))
+    count = np.zeros((num_seeds, learner.num_classes))
     for start in range(0, t, block):
       blk = slice(start, start + block)
-      params, opt_state, acc, _ = epoch_fn(
+      params, opt_state, c_blk, n_blk, _ = epoch_fn(
           params, opt_state, rating_sets, jnp.asarray(idx[:, blk]),
           jnp.asarray(mask[:, blk]), weights, jnp.asarray(active))
-      n_items = mask[:, blk].sum(axis=(1, 2, 3)) / e
-      correct += np.asarray(acc, np.float64) * np.maximum(n_items, 1.0)
-      items += n_items
-    acc = correct / np.maximum(items, 1.0)
+      correct += np.asarray(c_blk, np.float64)
+      count += np.asarray(n_blk, np.float64)
+    acc, bal = accuracies(correct, count)
+    stop_on = bal if learner.stop_metric == "balanced_accuracy" else acc
     for s in range(num_seeds):
       if active[s]:
         epochs[s] += 1
         accuracy[s] = float(acc[s])
-        if acc[s] > learner.stop_accuracy:
+        balanced[s] = float(bal[s])
+        if stop_on[s] > learner.stop_accuracy:
           active[s] = False
     if not active.any():
       break
-  return params, opt_state, epochs, accuracy
+  return params, opt_state, epochs, accuracy, balanced

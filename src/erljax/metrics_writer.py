@@ -27,7 +27,8 @@ import numpy as np
 
 # Feedback fields that are per-seed lists of numbers, logged as seed means.
 FEEDBACK_FIELDS = ("answered", "dropped", "ratings_stored", "epochs",
-                   "reward_accuracy", "reward_corr", "signal_corr",
+                   "reward_accuracy", "reward_balanced_accuracy",
+                   "reward_corr", "signal_corr",
                    "label_accuracy")
 
 

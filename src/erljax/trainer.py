@@ -503,7 +503,7 @@ class FeedbackLoop:
       if self.opt_state is None:
         self.opt_state = jax.jit(jax.vmap(self.learner.optimizer.init))(
             params)
-      params, self.opt_state, epochs, acc = feedback_lib.train_reward(
+      params, self.opt_state, epochs, acc, bal = feedback_lib.train_reward(
           self.learner, self._epoch, params, self.opt_state,
           self.rating_sets, self.rng)
       first = self.installed == 0 and c.feedback.reset_critic and not final
@@ -513,13 +513,14 @@ class FeedbackLoop:
       self.installed += 1
     else:  # nothing answered yet: keep the reward as it is
       epochs = [0] * num_seeds
-      acc = corr = signal_corr = [math.nan] * num_seeds
+      acc = bal = corr = signal_corr = [math.nan] * num_seeds
     rec = {"env_steps": env_steps, "session": p.session,
            "due_at": p.due_at, "requested_at": p.requested_at,
            "queries": len(ratings[0].answered),
            "queries_sent": p.queries_sent, **counts,
            "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
            "trained": trained, "epochs": epochs, "reward_accuracy": acc,
+           "reward_balanced_accuracy": bal,
            "reward_corr": corr, "signal_corr": signal_corr,
            "label_histogram": self._histogram(),
            "label_accuracy": self._label_accuracy(),
@@ -823,14 +824,17 @@ def run(config: ml_collections.ConfigDict,
             f"{rec['latency_seconds']:.1f}s")
         continue
       if rec["trained"]:
-        check_finite({k: rec[k] for k in ("reward_accuracy", "reward_corr",
-                                          "signal_corr")}, "feedback")
+        check_finite({k: rec[k] for k in (
+            "reward_accuracy", "reward_balanced_accuracy", "reward_corr",
+            "signal_corr")}, "feedback")
       late = (f" (requested at {rec['requested_at']}, answered in "
               f"{rec['latency_seconds']:.1f}s)"
               if rec["requested_at"] != rec["env_steps"] else "")
       log(f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
           f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
           f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
+          f" (balanced "
+          f"{np.round(rec['reward_balanced_accuracy'], 3).tolist()})"
           f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"
           + ("" if rec["signal_corr"] == rec["reward_corr"] else
              f", corr(r_hat, rated) "
