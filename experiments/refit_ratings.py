@@ -109,7 +109,7 @@ def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   params = jax.vmap(src.init)(jax.random.split(jax.random.PRNGKey(seed),
                                                num_seeds))
   opt_state = jax.vmap(learner.optimizer.init)(params)
-  params, _, _, _ = feedback_lib.train_reward(
+  params, *_ = feedback_lib.train_reward(
       learner, jax.jit(jax.vmap(learner.epoch)), params, opt_state, rs,
       np.random.default_rng(seed))
   r_hat = jax.jit(jax.vmap(src.model.reward))(
