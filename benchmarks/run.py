@@ -306,7 +306,7 @@ def _rating_epoch_rate(learner: feedback_lib.RewardLearner, obs: np.ndarray,
       true_reward=jnp.zeros((n, 1)), size=jnp.asarray(n, jnp.int32),
       insert_pos=jnp.zeros((), jnp.int32))
   e = learner.model.ensemble_size
-  example = (obs[:1, 0], action[:1, 0])
+  example = (obs[:1, 0, 0], action[:1, 0, 0])
   params = learner.model.init(jax.random.PRNGKey(0), example)
   opt = learner.optimizer.init(params)
   idx, mask = learner.schedule(labels, rng, e)
@@ -362,8 +362,8 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
       batch_size=suite.reward_batch)
   n = suite.reward_ratings
   out["mlp_rating_loss"] = _rating_epoch_rate(
-      mlp, rng.normal(size=(n, 1, o)).astype(np.float32),
-      rng.uniform(-1, 1, (n, 1, a)).astype(np.float32), k, suite.repeats)
+      mlp, rng.normal(size=(n, 1, 1, o)).astype(np.float32),
+      rng.uniform(-1, 1, (n, 1, 1, a)).astype(np.float32), k, suite.repeats)
   out["mlp_rating_loss"]["memory"] = _memory()
   _log("reward: cnn rating loss")
   cnn = feedback_lib.RewardLearner(
@@ -372,8 +372,8 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
   n = suite.cnn_batch * suite.cnn_steps
   f = suite.cnn_frame
   out["cnn_rating_loss"] = _rating_epoch_rate(
-      cnn, rng.integers(0, 256, (n, 1, f, f, 3), dtype=np.uint8),
-      np.zeros((n, 1, a), np.float32), k, suite.repeats)
+      cnn, rng.integers(0, 256, (n, 1, 1, f, f, 3), dtype=np.uint8),
+      np.zeros((n, 1, 1, a), np.float32), k, suite.repeats)
   out["cnn_rating_loss"]["frame"] = [f, f, 3]
   out["cnn_rating_loss"]["memory"] = _memory()
   out["relabel"] = []

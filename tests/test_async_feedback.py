@@ -199,11 +199,12 @@ def test_raters_that_need_frames_get_the_post_step_frames(compiled):
   p.futures[0].result(timeout=60)
   frames = rater.shown[0]
   assert frames.shape == (QUERIES, 224, 224, 3) and frames.dtype == np.uint8
-  # The frames are those of the sampled queries' recorded poses.
+  # The frames are those of the sampled queries' recorded poses (queries
+  # [S, Q, P, H, ...]: the last step of each one-step segment).
   from erljax import render  # pylint: disable=g-import-not-at-top
   with render.FrameRenderer(c.task) as r:
     np.testing.assert_array_equal(
-        frames[:3], r.render(np.asarray(p.queries.pose[0, :3, 0])))
+        frames[:3], r.render(np.asarray(p.queries.pose[0, :3, 0, -1])))
   recs = d.advance()
   assert recs[0]["answered"] == [QUERIES]
   d.loop.close()

@@ -40,6 +40,11 @@ def test_default_config_is_valid():
     ("feedback.candidates", 0, "config.feedback.candidates=0"),
     ("reward.stop_metric", "f1",
      "config.reward.stop_metric='f1': must be 'accuracy' or"),
+    ("feedback.segment_length", 0,
+     "config.feedback.segment_length=0: must be an integer >= 1"),
+    ("feedback.segment_length", 1001,
+     "config.feedback.segment_length=1001: must not exceed "
+     "episode_length=1000"),
 ])
 def test_bad_value_error_names_key_and_value(key, value, message):
   c = config_lib.default()
@@ -83,4 +88,24 @@ def test_cnn_frame_size_must_fit_the_network():
   with pytest.raises(config_lib.ConfigError,
                      match=r"config.reward.frame_size=32: must be an integer "
                      r">= 47"):
+    config_lib.validate(c)
+
+
+def test_segments_need_a_scripted_rater_and_enough_stored_steps():
+  c = config_lib.default()
+  c.feedback.segment_length = 50
+  config_lib.validate(c)  # RbRL's H = 50 with the scripted rater
+  c.rater.kind, c.rater.model = "openai", "m"
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.rater.kind='openai': must be 'scripted' "
+                     "with feedback.segment_length=50"):
+    config_lib.validate(c)
+  c = config_lib.default()
+  c.reward.source = "learned"
+  c.num_envs, c.feedback.segment_length = 8, 50
+  c.seed_steps = c.feedback.first_session = 0
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.feedback.first_session=0: gives 0 "
+                     r"transitions; segment_length=50 with num_envs=8 needs "
+                     r">= \(2H - 1\) x num_envs = 792"):
     config_lib.validate(c)

@@ -1,8 +1,8 @@
 """Feedback sessions (feedback.py): the rating store, query sampling, the
 reward learner's minibatch schedule and its training loop.
 
-A RatingSet row holds one query of P segments (P = 1 for ratings), so obs
-rows are [P, O] = [1, O] here.
+A RatingSet row holds one query of P segments of H steps (P = 1 for ratings),
+so obs rows are [P, H, O] = [1, 1, O] here unless a test says otherwise.
 """
 import dataclasses
 import functools
@@ -26,8 +26,8 @@ O, A = 2, 1
 def _rows(values):
   """A batch of B one-segment queries whose every field encodes `values`."""
   v = jnp.asarray(values, jnp.float32)
-  obs = jnp.stack([v, v + 100.0], -1)[:, None, :]        # [B, 1, O]
-  action = -v[:, None, None]                              # [B, 1, A]
+  obs = jnp.stack([v, v + 100.0], -1)[:, None, None, :]  # [B, 1, 1, O]
+  action = -v[:, None, None, None]                        # [B, 1, 1, A]
   label = (jnp.asarray(values) % 3).astype(jnp.int32)     # [B]
   true_reward = 0.5 * v[:, None]                          # [B, 1]
   return obs, action, label, true_reward
@@ -40,18 +40,18 @@ def _add(rs, values, answered):
 
 def _stored(rs):
   """Slot -> the value that was written there (0 for empty slots)."""
-  return np.asarray(rs.obs[:, 0, 0])
+  return np.asarray(rs.obs[:, 0, 0, 0])
 
 
 def _assert_consistent(rs):
   """Every field of a filled slot came from the same input row; empty slots
   (value 0) are still all zero."""
-  v = np.asarray(rs.obs[:, 0, 0])
+  v = np.asarray(rs.obs[:, 0, 0, 0])
   full = v != 0
-  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 1])[full],
+  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 0, 1])[full],
                                 v[full] + 100.0)
-  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 1])[~full], 0.0)
-  np.testing.assert_array_equal(rs.action[:, 0, 0], -v)
+  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 0, 1])[~full], 0.0)
+  np.testing.assert_array_equal(rs.action[:, 0, 0, 0], -v)
   np.testing.assert_array_equal(rs.true_reward[:, 0], 0.5 * v)
   np.testing.assert_array_equal(rs.label, np.where(full, v.astype(int) % 3,
                                                    0))
@@ -59,8 +59,14 @@ def _assert_consistent(rs):
 
 def test_empty_rating_set_shapes():
   rs = feedback.empty_rating_set(7, O, A)
-  assert rs.obs.shape == (7, 1, O)
-  assert rs.action.shape == (7, 1, A)
+  assert rs.obs.shape == (7, 1, 1, O)
+  assert rs.action.shape == (7, 1, 1, A)
+  assert rs.true_reward.shape == (7, 1)
+  pairs = feedback.empty_rating_set(7, O, A, segments=2, segment_length=5,
+                                    frame_shape=(4, 6))
+  assert pairs.obs.shape == (7, 2, 5, O) and pairs.action.shape == (7, 2, 5, A)
+  assert pairs.true_reward.shape == (7, 2)
+  assert pairs.frames.shape == (7, 2, 5, 4, 6, 3)
   assert rs.label.shape == (7,) and rs.label.dtype == jnp.int32
   assert int(rs.size) == 0 and int(rs.insert_pos) == 0
 
@@ -70,8 +76,8 @@ def test_add_ratings_stores_only_answered_rows_in_order():
   rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])
   np.testing.assert_array_equal(_stored(rs), [1, 3, 4, 0, 0])
   np.testing.assert_array_equal(rs.label[:3], [1, 0, 1])
-  np.testing.assert_array_equal(rs.obs[:3, 0, 1], [101, 103, 104])
-  np.testing.assert_array_equal(rs.action[:3, 0, 0], [-1, -3, -4])
+  np.testing.assert_array_equal(rs.obs[:3, 0, 0, 1], [101, 103, 104])
+  np.testing.assert_array_equal(rs.action[:3, 0, 0, 0], [-1, -3, -4])
   np.testing.assert_array_equal(rs.true_reward[:3, 0], [0.5, 1.5, 2.0])
   assert int(rs.size) == 3 and int(rs.insert_pos) == 3
   _assert_consistent(rs)
@@ -105,7 +111,7 @@ def test_add_ratings_jit_vmap_over_seeds_matches_per_seed():
   stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *rows)
   answered = jnp.array([[True, False, True], [False, True, True]])
   out = jax.jit(jax.vmap(feedback.add_ratings))(rs, *stacked, answered)
-  np.testing.assert_array_equal(out.obs[:, :, 0, 0], [[1, 3, 0, 0],
+  np.testing.assert_array_equal(out.obs[:, :, 0, 0, 0], [[1, 3, 0, 0],
                                                       [5, 6, 0, 0]])
   np.testing.assert_array_equal(out.size, [2, 2])
   for s in range(2):
@@ -118,20 +124,25 @@ def test_add_ratings_jit_vmap_over_seeds_matches_per_seed():
 
 
 def test_ask_and_store_ratings_label_answered_queries():
-  # Two seeds, three one-segment queries each; true rewards binned over [0, 3].
+  # Two seeds, three one-segment queries each of H = 2 steps; segment
+  # returns binned over [0, 3].
   true_r = jnp.array([[0.5, 2.5, 1.5], [2.9, 0.1, 1.0]])[:, :, None]
+  steps = jnp.stack([0.25 * true_r, 0.75 * true_r], -1)  # [S, Q, P, H]
   queries = Transition(
-      obs=jnp.tile(true_r[..., None], (1, 1, 1, O)),
-      action=jnp.zeros((2, 3, 1, A)), reward=jnp.zeros((2, 3, 1)),
-      true_reward=true_r, discount=jnp.ones((2, 3, 1)),
-      next_obs=jnp.zeros((2, 3, 1, O)))
-  rs = jax.vmap(lambda _: feedback.empty_rating_set(8, O, A))(jnp.arange(2))
+      obs=jnp.tile(steps[..., None], (1, 1, 1, 1, O)),
+      action=jnp.zeros((2, 3, 1, 2, A)), reward=jnp.zeros((2, 3, 1, 2)),
+      true_reward=steps, discount=jnp.ones((2, 3, 1, 2)),
+      next_obs=jnp.zeros((2, 3, 1, 2, O)))
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(
+      8, O, A, segment_length=2))(jnp.arange(2))
   raters = [ScriptedRater(3, 0.0, 3.0, seed=s) for s in range(2)]
   ratings = [feedback.ask(r, true_r[s]) for s, r in enumerate(raters)]
   rs, counts = feedback.store_ratings(rs, queries, ratings)
   np.testing.assert_array_equal(rs.label[:, :3], [[0, 2, 1], [2, 0, 1]])
   np.testing.assert_array_equal(rs.size, [3, 3])
+  # Stored as segment returns, with the segments' steps.
   np.testing.assert_allclose(rs.true_reward[:, :3, 0], true_r[..., 0])
+  np.testing.assert_allclose(rs.obs[:, :3, 0, :, 0], steps[:, :, 0])
   assert counts == {"answered": [3, 3], "dropped": [0, 0]}
 
 
@@ -157,7 +168,7 @@ def test_sample_queries_draws_only_the_recent_window():
   buf = _buffer(20, 30)  # holds items 10..29, wrapped; next write at slot 10
   assert int(buf.insert_pos) == 10 and int(buf.size) == 20
   q = feedback.sample_queries(buf, jax.random.PRNGKey(0), 2000, window=5)
-  assert q.reward.shape == (2000, 1) and q.obs.shape == (2000, 1, O)
+  assert q.reward.shape == (2000, 1, 1) and q.obs.shape == (2000, 1, 1, O)
   assert set(np.asarray(q.reward).ravel().tolist()) == {25., 26., 27., 28.,
                                                         29.}
   # The fields of one sampled transition stay together.
@@ -181,14 +192,84 @@ def test_sample_queries_window_larger_than_size_or_capacity():
 def test_sample_queries_window_one_is_the_newest_item():
   q = feedback.sample_queries(_buffer(20, 33), jax.random.PRNGKey(3), 50,
                               window=1)
-  np.testing.assert_array_equal(q.reward, np.full((50, 1), 32.0))
+  np.testing.assert_array_equal(q.reward, np.full((50, 1, 1), 32.0))
 
 
 def test_sample_queries_pairs_of_segments_stay_in_window():
   q = feedback.sample_queries(_buffer(20, 30), jax.random.PRNGKey(4), 500,
                               window=4, segments=2)
-  assert q.reward.shape == (500, 2) and q.obs.shape == (500, 2, O)
+  assert q.reward.shape == (500, 2, 1) and q.obs.shape == (500, 2, 1, O)
   assert set(np.asarray(q.reward).ravel().tolist()) == {26., 27., 28., 29.}
+
+
+# --- segments (H > 1) ------------------------------------------------------------
+
+def _vec_buffer(cap, num_envs, steps, episode_length):
+  """`steps` vectorized steps of num_envs envs whose episodes all last
+  episode_length steps (no early termination). obs = (env, global step t),
+  reward = t's position in its episode, true_reward = its episode's index,
+  next_obs = (env, t + 1). Returns the buffer and each env's VecEnvState.t."""
+  e = jnp.arange(num_envs, dtype=jnp.float32)
+  def step(t):
+    full = jnp.full((num_envs,), float(t))
+    return Transition(obs=jnp.stack([e, full], -1), action=e[:, None],
+                      reward=full % episode_length,
+                      true_reward=full // episode_length,
+                      discount=jnp.ones((num_envs,)),
+                      next_obs=jnp.stack([e, full + 1.0], -1))
+  buf = replay.init(cap, jax.tree_util.tree_map(lambda x: x[0], step(0)))
+  for t in range(steps):
+    buf = replay.add(buf, step(t))
+  return buf, jnp.full((num_envs,), steps % episode_length, jnp.int32)
+
+
+def test_segment_indices_by_hand():
+  # 2 envs, episodes of 4 steps, steps t = 0..9 fill 20 slots exactly:
+  # slot of (t, env) = 2 t + env, next write at slot 0; the envs are 2 steps
+  # into episode 2 (t = 8, 9). H = 3.
+  buf, t = _vec_buffer(20, 2, 10, 4)
+  assert int(buf.insert_pos) == 0 and t.tolist() == [2, 2]
+  got = feedback.segment_indices(buf.insert_pos, 20, jnp.array([0, 3, 4, 9]),
+                                 3, num_envs=2, episode_step=t,
+                                 episode_length=4)
+  np.testing.assert_array_equal(got, [
+      [11, 13, 15],  # back 0 = (t 9, env 1): episode 2 is too young, so
+                     # the segment ends at episode 1's last step, t 5..7
+      [10, 12, 14],  # back 3 = (t 8, env 0): the same, env 0
+      [11, 13, 15],  # back 4 = (t 7, env 1): fits, t 5..7
+      [8, 10, 12],   # back 9 = (t 5, env 0): would start in episode 0, so
+  ])                 # it starts at episode 1's first step, t 4..6
+  # H = 1 is the newest-first slot back from insert_pos.
+  back = jnp.arange(20)
+  np.testing.assert_array_equal(
+      feedback.segment_indices(buf.insert_pos, 20, back, 1, num_envs=2),
+      ((-1 - back) % 20)[:, None])
+  with pytest.raises(ValueError, match="segment_length=3 needs episode_step"):
+    feedback.segment_indices(buf.insert_pos, 20, back, 3, num_envs=2)
+
+
+def test_sampled_segments_are_consecutive_steps_of_one_env_and_episode():
+  # 3 envs, 7-step episodes, a 50-slot buffer (not a multiple of 3) that
+  # has wrapped; H = 4 from the 30 most recent transitions (10 steps).
+  n, length, steps, h = 3, 7, 40, 4
+  buf, t = _vec_buffer(50, n, steps, length)
+  q = feedback.sample_queries(buf, jax.random.PRNGKey(0), 3000, window=30,
+                              segments=2, segment_length=h, num_envs=n,
+                              episode_step=t, episode_length=length)
+  assert q.obs.shape == (3000, 2, h, 2) and q.reward.shape == (3000, 2, h)
+  env, step = np.asarray(q.obs[..., 0]), np.asarray(q.obs[..., 1])
+  assert (env == env[..., :1]).all()                      # one env
+  np.testing.assert_array_equal(np.diff(step, axis=-1), 1.0)  # consecutive
+  np.testing.assert_array_equal(q.obs[..., 1:, :], q.next_obs[..., :-1, :])
+  episode = np.asarray(q.true_reward)
+  assert (episode == episode[..., :1]).all()               # one episode
+  # Recent: the last step lies in the window's 10 steps or, moved back to
+  # the previous episode's end, at most 2H - 2 steps before them.
+  assert step[..., -1].min() >= steps - 10 - (2 * h - 2)
+  assert step.max() == steps - 1
+  # Every env is drawn, and segments moved to an episode's start occur.
+  assert set(env.ravel().tolist()) == {0.0, 1.0, 2.0}
+  assert (np.asarray(q.reward)[..., 0] == 0).any()
 
 
 def test_disagreement_of_ratings_and_preferences():
@@ -209,18 +290,20 @@ def _spread_by_reward(t):
   return jnp.stack([t.reward, -t.reward])
 
 
-@pytest.mark.parametrize("segments", [1, 2])
-def test_disagreement_sampling_keeps_the_most_disputed_candidates(segments):
+@pytest.mark.parametrize("segments,h", [(1, 1), (2, 1), (1, 3), (2, 3)])
+def test_disagreement_sampling_keeps_the_most_disputed_candidates(segments, h):
   buf = _buffer(40, 40)
   key = jax.random.PRNGKey(5)
+  layout = dict(segments=segments, segment_length=h,
+                episode_step=jnp.zeros((1,), jnp.int32), episode_length=10)
   # The candidate pool is the uniform draw of 4 x 6 queries with the same key.
-  pool = feedback.sample_queries(buf, key, 24, window=40, segments=segments)
-  q = feedback.sample_queries(buf, key, 6, window=40, segments=segments,
-                              candidates=4, member_rewards=_spread_by_reward)
-  assert q.obs.shape == (6, segments, O)
+  pool = feedback.sample_queries(buf, key, 24, window=40, **layout)
+  q = feedback.sample_queries(buf, key, 6, window=40, candidates=4,
+                              member_rewards=_spread_by_reward, **layout)
+  assert q.obs.shape == (6, segments, h, O)
 
   def scores(t):  # hand-computed disagreement of each query: [Q]
-    r = np.asarray(t.reward)
+    r = np.asarray(t.reward).sum(-1)  # segment returns [Q, P]
     if segments == 1:
       return np.abs(r[:, 0])  # std of (v, -v)
     p = 1 / (1 + np.exp(-(r[:, 1] - r[:, 0])))
@@ -301,6 +384,21 @@ def test_schedule_small_set_is_one_batch(stratified):
 
 # --- train_reward -----------------------------------------------------------------
 
+def test_member_returns_sum_each_segments_step_rewards():
+  learner = _learner()
+  params = learner.model.init(jax.random.PRNGKey(0), (jnp.zeros((1, O)),
+                                                       jnp.zeros((1, A))))
+  rng = np.random.default_rng(0)
+  obs = jnp.asarray(rng.normal(size=(2, 3, 2, 4, O)), jnp.float32)
+  act = jnp.asarray(rng.normal(size=(2, 3, 2, 4, A)), jnp.float32)
+  got = learner._member_returns(params, obs, act)  # pylint: disable=protected-access
+  assert got.shape == (2, 3, 2)
+  member = params["params"]["member"]
+  want = sum(learner.model.per_member(member, obs[:, :, p, s],
+                                      act[:, :, p, s])
+             for s in range(4) for p in [0])
+  np.testing.assert_allclose(got[:, :, 0], want, rtol=1e-5, atol=1e-5)
+
 N_TOY, CAP_TOY = 200, 256
 
 
@@ -316,7 +414,8 @@ def _toy_rating_sets(num_classes=2, seed=0):
   rs = jax.vmap(lambda _: feedback.empty_rating_set(CAP_TOY, O, A))(
       jnp.arange(1))
   rs = jax.vmap(feedback.add_ratings)(
-      rs, obs[None, :, None, :], act[None, :, None, :], label[None],
+      rs, obs[None, :, None, None, :], act[None, :, None, None, :],
+      label[None],
       obs[None, :, :1], jnp.ones((1, N_TOY), bool))
   return rs, obs, act, label
 

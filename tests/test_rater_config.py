@@ -42,6 +42,22 @@ def test_scripted_factory_rates_the_reward_over_a_given_range():
   np.testing.assert_array_equal(labels, [0, 1])
 
 
+def test_scripted_factory_bins_segment_returns_over_h_times_the_range():
+  c = config_lib.default()
+  made = raters.make(c.rater, "CartpoleSwingup", 3, seed=0,
+                     segment_length=50)
+  assert (made.low, made.high) == (0.0, 50.0)
+  # RbRL's bins: thirds of the segment-return range.
+  labels = made.rate(Queries(true_return=np.array([16.0, 17.0, 34.0]))).labels
+  np.testing.assert_array_equal(labels, [0, 1, 2])
+
+
+def test_vlm_factory_refuses_segments():
+  c = _vlm("openai")
+  with pytest.raises(ValueError, match="segment_length=5: a VLM rater"):
+    raters.make(c.rater, "reacher", 3, seed=0, segment_length=5)
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("rated", "frames", "rater.rated='frames': must be one of"),
     ("range", (0.0, -1.0), r"rater.range=\(0.0, -1.0\): must be"),

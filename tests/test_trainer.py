@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from erljax import config as config_lib
+from erljax import feedback as feedback_lib
 from erljax import trainer as trainer_lib
 
 
@@ -164,3 +165,27 @@ def test_preference_feedback_run():
   assert fb[-1]["ratings_stored"][0] == sum(f["answered"][0] for f in fb)
   assert fb[-1]["label_accuracy"] == [1.0]  # noise-free preferences
   assert np.all(np.isfinite(res.history[-1]["eval_return_per_seed"]))
+
+
+def test_segment_feedback_run():
+  """RbRL's setting: rated segments of H = 5 steps. Noise-free segment
+  returns binned over 5 x the range give exactly the stored labels, and the
+  queries drawn from the real envs' buffer are 5 consecutive steps of one
+  env, never across an auto-reset."""
+  c = learned_config(160, 1, queries=12, warmup_updates=2, segment_length=5)
+  trainer = trainer_lib.Trainer.create(c)
+  res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
+  fb = res.feedback
+  assert [f["queries_sent"] for f in fb] == [12, 24, 36]
+  assert fb[-1]["ratings_stored"] == [36]
+  assert all(f["label_accuracy"] == [1.0] for f in fb)
+  assert all(np.isfinite(f["reward_corr"]).all() for f in fb)
+  seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
+  env = trainer.env
+  q = feedback_lib.sample_queries(
+      seed.buffer, jax.random.PRNGKey(0), 400, 1000, segment_length=5,
+      num_envs=env.num_envs, episode_step=seed.env.t,
+      episode_length=env.episode_length)
+  assert q.obs.shape == (400, 1, 5, env.observation_size)
+  # Each step starts where the one before ended: no reset inside a segment.
+  np.testing.assert_array_equal(q.obs[:, :, 1:], q.next_obs[:, :, :-1])

@@ -13,7 +13,9 @@ Argument: "TASK[,METHOD]", METHOD one of
   preference      RL-VLM-F style pairwise preferences, Bradley-Terry loss
                   (same number of queries; ties are dropped)
 Ratings come from the scripted rater (ground truth binned into the task's
-classes, `rater.noise` flips labels). SAC on the true reward is
+classes, `rater.noise` flips labels). Every method rates one-step segments
+(ERL-VLM's one frame); `--config.feedback.segment_length=50` gives RbRL's
+50-step segments. SAC on the true reward is
 experiments/configs/sac.py.
 """
 

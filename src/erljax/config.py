@@ -114,6 +114,10 @@ def default() -> ml_collections.ConfigDict:
   c.feedback.queries = 50         # per session
   c.feedback.budget = 10_000      # total queries sent
   c.feedback.query_window = 100   # episodes: queries come from the recent ones
+  # Transitions per rated segment (H): 1 is ERL-VLM's one post-step frame;
+  # RbRL rates H = 50 state segments (scripted rater only: a VLM rates one
+  # frame). A segment's return sums its H rewards, rated over H x the range.
+  c.feedback.segment_length = 1
   # "uniform" (ERL-VLM) or "disagreement" (RbRL's option: draw candidates x
   # queries, keep those the reward ensemble disagrees on most).
   c.feedback.sampling = "uniform"
@@ -326,6 +330,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                   ("feedback.first_session", 0), ("feedback.interval", 1),
                   ("feedback.queries", 1), ("feedback.budget", 1),
                   ("feedback.query_window", 1), ("feedback.candidates", 1),
+                  ("feedback.segment_length", 1),
                   ("feedback.warmup_updates", 0),
                   ("feedback.max_pending", 1)):
     _check(c, key, _int(lo), f"must be an integer >= {lo}")
@@ -373,7 +378,28 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            and v[0] < v[1], "must be (low, high) finite numbers, low < high")
   if c.rater.kind != "scripted":
     _validate_vlm_rater(c, classes)
+  seg_len = c.feedback.segment_length
+  episode_length = c.episode_length or envs.get_task(c.task).episode_length
+  _check(c, "feedback.segment_length", lambda v: v <= episode_length,
+         f"must not exceed episode_length={episode_length} (a segment lies "
+         "inside one episode)")
+  if seg_len > 1:
+    _check(c, "rater.kind", lambda v: v == "scripted",
+           f"must be 'scripted' with feedback.segment_length={seg_len} (a "
+           "VLM rater rates one frame)")
   if c.reward.source == "learned":
+    # A segment that would cross an episode start moves up to 2H - 2 steps
+    # back (feedback.segment_indices): that many steps of every env must be
+    # stored and inside the query window.
+    need = (2 * seg_len - 1) * c.num_envs
+    for key, transitions in (
+        ("feedback.first_session", c.feedback.first_session),
+        ("feedback.query_window",
+         c.feedback.query_window * episode_length)):
+      _check(c, key, lambda _, t=transitions: t >= need,
+             f"gives {transitions} transitions; segment_length={seg_len} "
+             f"with num_envs={c.num_envs} needs >= (2H - 1) x num_envs = "
+             f"{need}")
     for key in ("feedback.first_session", "feedback.interval"):
       _check(c, key, lambda v: v % c.log_every == 0,
              f"must be a multiple of log_every={c.log_every} (feedback runs "

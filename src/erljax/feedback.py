@@ -5,11 +5,12 @@ arrays is jitted and vmapped over the seed axis; the host only schedules
 minibatches (the reference's stratified schedule is host-side bookkeeping)
 and talks to the rater.
 
-Segment length is 1 (ERL-VLM's MetaWorld setting: one post-step frame per
-query), so a segment's return is the reward of one transition. A rating query
-holds one segment, a preference query (the RL-VLM-F baseline) two. Queries
-are drawn uniformly from recent transitions (ERL-VLM), or by ensemble
-disagreement (RbRL's option, `feedback.sampling`).
+A segment is H consecutive transitions of one env (`feedback.segment_length`;
+H = 1 is ERL-VLM's MetaWorld setting, one post-step frame per query, and RbRL
+rates H = 50 state segments); its return is the sum of their rewards. A
+rating query holds one segment, a preference query (the RL-VLM-F baseline)
+two. Queries are drawn uniformly from recent transitions (ERL-VLM), or by
+ensemble disagreement (RbRL's option, `feedback.sampling`).
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from erljax.raters import Queries, Rater, Ratings
 class RatingSet:
   """Answered queries of one seed, circular.
 
-  obs [capacity, P, O] and action [capacity, P, A] hold the P segments of a
-  query (P = 1 for ratings, 2 for preferences); label [capacity] is the class
-  (ratings) or the preferred segment (preferences); true_reward
-  [capacity, P] is the ground-truth rated quantity (the task's rating
-  signal, by default the reward), kept for diagnostics only. frames
-  [capacity, P, H, W, 3] uint8 are what an image reward model reads (the
-  ray-cast post-step frames, drawn once when the ratings are stored); None
-  for the state-action model.
+  obs [capacity, P, H, O] and action [capacity, P, H, A] hold the P
+  segments of H transitions of a query (P = 1 for ratings, 2 for
+  preferences); label [capacity] is the class (ratings) or the preferred
+  segment (preferences); true_reward [capacity, P] is each segment's
+  ground-truth return of the rated quantity (the task's rating signal, by
+  default the reward), kept for diagnostics only. frames
+  [capacity, P, H, height, width, 3] uint8 are what an image reward model
+  reads (the ray-cast post-step frames, drawn once when the ratings are
+  stored); None for the state-action model.
   """
 
   obs: jax.Array
@@ -54,32 +56,36 @@ class RatingSet:
 
   def inputs(self, idx: jax.Array) -> Tuple[jax.Array, ...]:
     """The reward model's inputs for rows idx [...]: (frames,) or
-    (obs, action), each [..., P, ...]."""
+    (obs, action), each [..., P, H, ...]."""
     if self.frames is not None:
       return (self.frames[idx],)
     return self.obs[idx], self.action[idx]
 
 
 def empty_rating_set(capacity: int, obs_size: int, action_size: int,
-                     segments: int = 1,
+                     segments: int = 1, segment_length: int = 1,
                      frame_shape: Optional[Tuple[int, int]] = None
                      ) -> RatingSet:
-  """An empty set; with frame_shape (H, W) it also holds [H, W, 3] frames."""
+  """An empty set of queries of `segments` segments of `segment_length`
+  transitions; with frame_shape (height, width) it also holds frames."""
+  rows = (capacity, segments, segment_length)
   return RatingSet(
-      obs=jnp.zeros((capacity, segments, obs_size)),
-      action=jnp.zeros((capacity, segments, action_size)),
+      obs=jnp.zeros(rows + (obs_size,)),
+      action=jnp.zeros(rows + (action_size,)),
       label=jnp.zeros((capacity,), jnp.int32),
       true_reward=jnp.zeros((capacity, segments)),
       size=jnp.zeros((), jnp.int32), insert_pos=jnp.zeros((), jnp.int32),
       frames=None if frame_shape is None else jnp.zeros(
-          (capacity, segments) + tuple(frame_shape) + (3,), jnp.uint8))
+          rows + tuple(frame_shape) + (3,), jnp.uint8))
 
 
 def add_ratings(rs: RatingSet, obs, action, label, true_reward,
                 answered, frames=None) -> RatingSet:
   """Appends the answered rows of a batch (unanswered rows are skipped).
 
-  frames [Q, P, H, W, 3] are required exactly when the set holds frames.
+  obs [Q, P, H, O], action [Q, P, H, A], label [Q], true_reward [Q, P]
+  (segment returns), answered [Q] bool; frames [Q, P, H, height, width, 3]
+  are required exactly when the set holds frames.
   """
   if (frames is None) != (rs.frames is None):
     holds = "holds" if rs.frames is not None else "holds no"
@@ -120,33 +126,78 @@ def disagreement(member_returns: jax.Array) -> jax.Array:
   return jnp.std(prefer, axis=0)
 
 
+def segment_indices(insert_pos: jax.Array, capacity: int, back: jax.Array,
+                    segment_length: int = 1, num_envs: int = 1,
+                    episode_step: Optional[jax.Array] = None,
+                    episode_length: int = 1) -> jax.Array:
+  """Buffer slots of segments of H = segment_length consecutive steps.
+
+  The buffer holds vectorized steps of num_envs = N envs: step k back (0 =
+  newest) of env e is slot insert_pos - N (k + 1) + e. back [...] counts
+  transitions back from the newest one (back = N k + N - 1 - e) and picks
+  the segment's last step. A segment never spans an episode boundary: if
+  fewer than H - 1 steps of its episode precede that last step, the segment
+  moves to start at the episode's first step or, when that episode has not
+  yet run H steps, to end at the previous episode's last step. Episode
+  positions come from episode_step [N] (each env's VecEnvState.t, steps
+  taken in its current episode) and episode_length, so they are exact for
+  tasks without early termination (every registered task: episodes end at
+  the time limit only).
+
+  Returns int32 slots [..., H], oldest first. With H = 1 they are
+  insert_pos - 1 - back and episode_step is not needed. The caller keeps
+  back + N (H - 1) inside the filled part and leaves N (2H - 1) filled
+  transitions (the earlier shift reaches at most 2H - 2 steps back).
+  """
+  h = segment_length
+  k, e = back // num_envs, num_envs - 1 - back % num_envs
+  if h > 1:
+    if episode_step is None:
+      raise ValueError(f"segment_length={h} needs episode_step (the envs' "
+                       "steps into their current episodes)")
+    pos = (episode_step[e] - 1 - k) % episode_length  # of the last step
+    later = k - (h - 1 - pos)
+    k = jnp.where(pos >= h - 1, k,
+                  jnp.where(later >= 0, later, k + pos + 1))
+  last = insert_pos - 1 - (num_envs * k + num_envs - 1 - e)
+  steps = jnp.arange(h - 1, -1, -1) * num_envs  # oldest first
+  return ((last[..., None] - steps) % capacity).astype(jnp.int32)
+
+
 def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
                    num_queries: int, window: int, segments: int = 1,
                    candidates: int = 1,
                    member_rewards: Optional[
-                       Callable[[replay.Transition], jax.Array]] = None
-                   ) -> replay.Transition:
+                       Callable[[replay.Transition], jax.Array]] = None,
+                   segment_length: int = 1, num_envs: int = 1,
+                   episode_step: Optional[jax.Array] = None,
+                   episode_length: int = 1) -> replay.Transition:
   """Queries from the `window` most recent transitions.
 
-  Returns leaves [Q, segments, ...]: Q queries of `segments` transitions.
-  With candidates = 1 they are a uniform sample (ERL-VLM). With candidates
-  = C > 1 (RbRL's disagreement sampling), C * Q queries are drawn uniformly
-  and the Q on which the reward ensemble disagrees most are kept;
-  member_rewards maps transitions (leaves [N, ...]) to each member's reward
-  [E, N].
+  Returns leaves [Q, segments, H, ...]: Q queries of `segments` segments of
+  H = segment_length consecutive steps of one env, laid out as
+  `segment_indices` says (num_envs, episode_step [N], episode_length). With
+  candidates = 1 they are a uniform sample (ERL-VLM). With candidates = C >
+  1 (RbRL's disagreement sampling), C * Q queries are drawn uniformly and
+  the Q on which the reward ensemble disagrees most (over segment returns)
+  are kept; member_rewards maps transitions (leaves [M, ...]) to each
+  member's reward [E, M].
   """
   if candidates < 1 or (candidates > 1 and member_rewards is None):
     raise ValueError(f"candidates={candidates}: must be >= 1, and > 1 needs "
                      "member_rewards")
-  cap = buffer.capacity
-  recent = jnp.maximum(jnp.minimum(buffer.size, window), 1)
+  span = num_envs * (segment_length - 1)
+  recent = jnp.maximum(jnp.minimum(buffer.size, window) - span, 1)
   back = jax.random.randint(key, (candidates * num_queries, segments), 0,
                             recent)
-  idx = (buffer.insert_pos - 1 - back) % cap
+  idx = segment_indices(buffer.insert_pos, buffer.capacity, back,
+                        segment_length, num_envs, episode_step,
+                        episode_length)
   if candidates > 1:
     flat = jax.tree_util.tree_map(lambda d: d[idx.reshape(-1)], buffer.data)
     r = member_rewards(flat)
-    score = disagreement(r.reshape((r.shape[0],) + idx.shape))
+    returns = jnp.sum(r.reshape((r.shape[0],) + idx.shape), -1)
+    score = disagreement(returns)
     idx = idx[jax.lax.top_k(score, num_queries)[1]]
   return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
 
@@ -180,19 +231,20 @@ class RewardLearner:
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.lr)
 
-  def _member_rewards(self, params, *inputs):
-    """Each member on its own batch: returns [E, B, P].
+  def _member_returns(self, params, *inputs):
+    """Each member's segment returns on its own batch: [E, B, P].
 
-    inputs: obs [E, B, P, O] and action [E, B, P, A] for the MLP, or frames
-    [E, B, P, H, W, 3] for the CNN.
+    inputs: obs [E, B, P, H, O] and action [E, B, P, H, A] for the MLP, or
+    frames [E, B, P, H, height, width, 3] for the CNN; a segment's return is
+    the sum of its H predicted rewards.
     """
-    e, b, p = inputs[0].shape[:3]
-    flat = [x.reshape((e, b * p) + x.shape[3:]) for x in inputs]
+    e, b, p, h = inputs[0].shape[:4]
+    flat = [x.reshape((e, b * p * h) + x.shape[4:]) for x in inputs]
     r = self.model.per_member(params["params"]["member"], *flat)
-    return r.reshape(e, b, p)
+    return jnp.sum(r.reshape(e, b, p, h), -1)
 
   def _loss(self, params, inputs, labels, mask, weights):
-    r = self._member_rewards(params, *inputs)
+    r = self._member_returns(params, *inputs)
     def one(r_e, y_e, m_e):
       if self.preference:
         loss = reward_lib.preference_loss(r_e[:, 0], r_e[:, 1], y_e, m_e)
@@ -277,8 +329,8 @@ def ask(rater: Rater, true_reward: np.ndarray,
   """One seed's rating call: queries [Q, P] -> Ratings with labels [Q].
 
   true_reward [Q, P] holds the P segments' ground-truth returns (P = 1:
-  rate each segment, P = 2: prefer one of two); frames [Q, P, H, W, 3] uint8
-  are what a VLM sees (None for raters that do not need them). Safe to call
+  rate each segment, P = 2: prefer one of two); frames [Q, P, height, width,
+  3] uint8 are what a VLM sees (None for raters that do not need them). Safe to call
   from a worker thread: touches numpy only. Answered labels must be classes
   of the rater (0..num_classes-1, 0..1 for preferences).
   """
@@ -311,15 +363,17 @@ def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
   """Stores each seed's answered queries; unanswered ones are never labelled.
 
   rating_sets and queries carry a leading seed axis S (queries' leaves
-  [S, Q, P, ...]); ratings[s] answers seed s's Q queries. frames
-  [S, Q, P, H, W, 3]: the queries' frames, for a set that holds frames.
+  [S, Q, P, H, ...], true_reward the per-step rated quantity [S, Q, P, H],
+  stored as segment returns [S, Q, P]); ratings[s] answers seed s's Q
+  queries. frames [S, Q, P, H, height, width, 3]: the queries' frames, for a
+  set that holds frames.
   """
   labels = jnp.asarray(np.stack([np.where(r.answered, r.labels, 0)
                                  for r in ratings]), jnp.int32)
   answered = np.stack([np.asarray(r.answered, bool) for r in ratings])
   rating_sets = _add_ratings_seeds(
-      rating_sets, queries.obs, queries.action, labels, queries.true_reward,
-      jnp.asarray(answered), frames)
+      rating_sets, queries.obs, queries.action, labels,
+      jnp.sum(queries.true_reward, -1), jnp.asarray(answered), frames)
   return rating_sets, {"answered": answered.sum(1).tolist(),
                        "dropped": (~answered).sum(1).tolist()}
 

@@ -307,13 +307,13 @@ class _Pending:
   due_at: int                  # env step the schedule asked for it
   requested_at: int            # env step its queries were sampled at
   queries_sent: int            # cumulative, this session included
-  queries: Transition          # device leaves [S, Q, P, ...]
+  queries: Transition          # device leaves [S, Q, P, H, ...]
   keys: jax.Array              # [S] keys it sampled with (reused to relabel)
   futures: List[concurrent.futures.Future]  # -> raters_lib.Ratings
   requested_time: float        # perf_counter() at the request
   host_seconds: float          # main-thread time spent on it so far
   answered_times: List[float] = dataclasses.field(default_factory=list)
-  frames: Optional[np.ndarray] = None  # seed 0's [Q, P, H, W, 3], if drawn
+  frames: Optional[np.ndarray] = None  # seed 0's [Q, P, h, w, 3], if drawn
 
 
 class FeedbackLoop:
@@ -354,11 +354,15 @@ class FeedbackLoop:
     num_classes = c.rater.num_classes or task.num_classes
     self.learner = feedback_lib.make_learner(c, num_classes,
                                              trainer.reward.model)
+    seg_len = c.feedback.segment_length
     low, high = task.rated_range
-    # The noise-free scripted answer: what stored labels are scored against.
-    self.reference = raters_lib.ScriptedRater(num_classes, low, high)
+    # The noise-free scripted answer: what stored labels are scored against
+    # (segment returns, binned over segment_length times the per-step range).
+    self.reference = raters_lib.ScriptedRater(num_classes, seg_len * low,
+                                              seg_len * high)
     self.raters = raters if raters is not None else [
-        raters_lib.make(c.rater, task.name, num_classes, 1_000_003 * s + 7)
+        raters_lib.make(c.rater, task.name, num_classes, 1_000_003 * s + 7,
+                        segment_length=seg_len)
         for s in seeds]
     if len(self.raters) != len(seeds):
       raise ValueError(f"{len(self.raters)} raters for {len(seeds)} seeds")
@@ -383,9 +387,9 @@ class FeedbackLoop:
     self._query_frames = (None if caster is None else
                           jax.jit(jax.vmap(lambda q: caster(q.pose))))
     self.rating_sets = jax.jit(jax.vmap(
-        lambda _: feedback_lib.empty_rating_set(c.feedback.budget, obs, act,
-                                                segments, frame_shape)))(
-                                                    jnp.arange(n))
+        lambda _: feedback_lib.empty_rating_set(
+            c.feedback.budget, obs, act, segments, seg_len, frame_shape)))(
+                jnp.arange(n))
     self.opt_state = None
     self.sent = 0
     self.requested = 0       # sessions requested
@@ -396,11 +400,13 @@ class FeedbackLoop:
     candidates = (c.feedback.candidates
                   if c.feedback.sampling == "disagreement" else 1)
     reward = trainer.reward
+    env = trainer.env
     self._sample = jax.jit(jax.vmap(
-        lambda b, k, prm, q: feedback_lib.sample_queries(
+        lambda b, t, k, prm, q: feedback_lib.sample_queries(
             b, k, q, window, segments, candidates,
-            lambda t: reward.members(prm, t)),
-        in_axes=(0, 0, 0, None)), static_argnums=3)
+            lambda tr: reward.members(prm, tr), seg_len, env.num_envs, t,
+            env.episode_length),
+        in_axes=(0, 0, 0, 0, None)), static_argnums=4)
     self._epoch = jax.jit(jax.vmap(self.learner.epoch))
     self._signal = jax.jit(task.signal)
     self._after = {
@@ -444,12 +450,14 @@ class FeedbackLoop:
     t0 = time.perf_counter()
     num = min(c.feedback.queries, c.feedback.budget - self.sent)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
-    queries = self._sample(state.buffer, keys, state.reward_params, num)
+    queries = self._sample(state.buffer, state.env.t, keys,
+                           state.reward_params, num)
     # The rater judges the task's rating signal (by default the reward);
-    # from here on the queries carry it as their ground truth.
+    # from here on the queries carry it as their ground truth, per step
+    # [S, Q, P, H]; the rater sees segment returns [S, Q, P].
     queries = queries.replace(true_reward=self._signal(
         queries.obs, queries.action, queries.next_obs, queries.true_reward))
-    true_r = np.asarray(queries.true_reward)
+    true_r = np.asarray(queries.true_reward).sum(-1)
     frames = self._frames(queries)
     self.sent += num
     self.requested += 1
@@ -591,8 +599,9 @@ class FeedbackLoop:
     return self._workers[seed_index]
 
   def _frames(self, queries: Transition) -> Optional[np.ndarray]:
-    """Post-step frames [S, Q, P, H, W, 3] uint8 of the queries, rendered
-    from their poses on the host (None if no rater needs frames)."""
+    """Post-step frames [S, Q, P, height, width, 3] uint8 of the last step
+    of each query segment, rendered from its pose on the host (None if no
+    rater needs frames)."""
     if not (self.needs_frames or self.frames_dir):
       return None
     if queries.pose is None:
@@ -602,7 +611,7 @@ class FeedbackLoop:
       size = self.config.render
       self._renderer = render_lib.FrameRenderer(
           self.trainer.env.task.name, height=size.height, width=size.width)
-    pose = np.asarray(queries.pose)
+    pose = np.asarray(queries.pose)[:, :, :, -1]
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
 

@@ -31,7 +31,7 @@ __all__ = ["Answer", "BACKENDS", "CLASS_NAMES", "Counters", "GeminiRater",
 
 
 def make(cfg, task_name: str, num_classes: int, seed: int, *,
-         instruction: Optional[str] = None,
+         segment_length: int = 1, instruction: Optional[str] = None,
          sleep: Callable[[float], None] = time.sleep
          ) -> Union[ScriptedRater, VLMRater]:
   """The rater config.rater (`cfg`) asks for, for one task and seed.
@@ -42,6 +42,9 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
       and the VLM's instruction.
     num_classes: rating classes.
     seed: the scripted rater's noise seed; a VLM's request seed.
+    segment_length: transitions per rated segment; the scripted rater bins
+      segment returns over segment_length times the per-step range. VLMs
+      rate one frame, so only 1 is theirs.
     instruction: overrides the task's instruction (VLMs).
     sleep: how the HTTP client waits between retries (tests inject one).
   """
@@ -50,11 +53,15 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
                          cfg.get("range"))
   if cfg.kind == "scripted":
     low, high = task.rated_range
-    return ScriptedRater(num_classes, low, high, noise=cfg.noise,
+    return ScriptedRater(num_classes, segment_length * low,
+                         segment_length * high, noise=cfg.noise,
                          noise_kind=cfg.noise_kind, seed=seed)
   if cfg.kind not in BACKENDS:
     raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
                      f"{sorted(BACKENDS)}")
+  if segment_length != 1:
+    raise ValueError(f"segment_length={segment_length}: a VLM rater "
+                     f"({cfg.kind!r}) rates one frame; use 1")
   client = HttpClient(timeout=cfg.timeout, max_retries=cfg.max_retries,
                       backoff_base=cfg.backoff_base,
                       backoff_max=cfg.backoff_max, max_wait=cfg.max_wait,
