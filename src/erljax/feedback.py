@@ -329,10 +329,11 @@ def ask(rater: Rater, true_reward: np.ndarray,
   """One seed's rating call: queries [Q, P] -> Ratings with labels [Q].
 
   true_reward [Q, P] holds the P segments' ground-truth returns (P = 1:
-  rate each segment, P = 2: prefer one of two); frames [Q, P, height, width,
-  3] uint8 are what a VLM sees (None for raters that do not need them). Safe to call
-  from a worker thread: touches numpy only. Answered labels must be classes
-  of the rater (0..num_classes-1, 0..1 for preferences).
+  rate each segment, P = 2: prefer one of two); frames
+  [Q, P, height, width, 3] uint8 are what a VLM sees (None for raters that
+  do not need them). Safe to call from a worker thread: touches numpy only.
+  Answered labels must be classes of the rater (0..num_classes-1, 0..1 for
+  preferences).
   """
   true_reward = np.asarray(true_reward)
   q, p = true_reward.shape
