@@ -87,9 +87,9 @@ def noisy_labels(config, rs: feedback_lib.RatingSet, noise: float,
   task = envs.rated_task(envs.get_task(config.task), config.rater.rated,
                          config.rater.range)
   n = config.rater.num_classes or task.num_classes
-  h = config.feedback.get("segment_length", 1)  # segment returns' range
-  low, high = task.rated_range
-  clean = ScriptedRater(n, h * low, h * high).true_labels(
+  rater = ScriptedRater.for_segments(
+      n, task.rated_range, config.feedback.get("segment_length", 1))
+  clean = rater.true_labels(
       np.asarray(rs.true_reward[..., 0]).reshape(-1)).reshape(rs.label.shape)
   rng = np.random.default_rng(seed)
   flip = rng.random(clean.shape) < noise

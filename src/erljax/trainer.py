@@ -355,11 +355,9 @@ class FeedbackLoop:
     self.learner = feedback_lib.make_learner(c, num_classes,
                                              trainer.reward.model)
     seg_len = c.feedback.segment_length
-    low, high = task.rated_range
-    # The noise-free scripted answer: what stored labels are scored against
-    # (segment returns, binned over segment_length times the per-step range).
-    self.reference = raters_lib.ScriptedRater(num_classes, seg_len * low,
-                                              seg_len * high)
+    # The noise-free scripted answer: what stored labels are scored against.
+    self.reference = raters_lib.ScriptedRater.for_segments(
+        num_classes, task.rated_range, seg_len)
     self.raters = raters if raters is not None else [
         raters_lib.make(c.rater, task.name, num_classes, 1_000_003 * s + 7,
                         segment_length=seg_len)

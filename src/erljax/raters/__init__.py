@@ -52,10 +52,9 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   task = envs.rated_task(envs.get_task(task_name), cfg.get("rated", "signal"),
                          cfg.get("range"))
   if cfg.kind == "scripted":
-    low, high = task.rated_range
-    return ScriptedRater(num_classes, segment_length * low,
-                         segment_length * high, noise=cfg.noise,
-                         noise_kind=cfg.noise_kind, seed=seed)
+    return ScriptedRater.for_segments(
+        num_classes, task.rated_range, segment_length, noise=cfg.noise,
+        noise_kind=cfg.noise_kind, seed=seed)
   if cfg.kind not in BACKENDS:
     raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
                      f"{sorted(BACKENDS)}")

@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from typing import Tuple
+
 from erljax.raters.base import Queries, Ratings
 
 NOISE_KINDS = ("uniform", "neighbour")
@@ -42,6 +44,16 @@ class ScriptedRater:
       raise ValueError(f"noise_kind={self.noise_kind!r}: choose one of "
                        f"{NOISE_KINDS}")
     self._rng = np.random.default_rng(self.seed)
+
+  @classmethod
+  def for_segments(cls, num_classes: int, step_range: Tuple[float, float],
+                   segment_length: int = 1, **kwargs) -> "ScriptedRater":
+    """A rater of segment returns: the bins span segment_length times the
+    per-step range step_range = (low, high) (RbRL's thirds of 0..50 for
+    50-step segments of a 0..1 reward). kwargs: noise, noise_kind, seed."""
+    low, high = step_range
+    return cls(num_classes, segment_length * low, segment_length * high,
+               **kwargs)
 
   def true_labels(self, returns: np.ndarray) -> np.ndarray:
     """Noise-free labels [B] of returns [B]."""
