@@ -83,6 +83,7 @@ def test_vlm_factory_defaults(kind, cls, url, key_env):
   assert type(r) is cls and r.needs_frames
   assert (r.base_url, r.api_key_env) == (url, key_env)
   assert r.instruction == envs.get_task("pusher").instruction
+  assert r.subject == envs.get_task("pusher").subject == "a robot arm"
   assert r.class_names == ("Bad", "Good")
   assert (r.model, r.rating_model, r.seed) == ("some-vlm", "some-vlm", 5)
   assert r.two_stage and r.constrained and r.cache is None
@@ -98,14 +99,15 @@ def test_vlm_factory_passes_settings_through(tmp_path):
            replay_only=True)
   c.rater.prompt.single = "Rate {image} for [{instruction}]: {classes}"
   config_lib.validate(c)
-  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it")
+  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it",
+                  subject="a toy")
   assert (r.base_url, r.api_key_env, r.rating_model) == (
       "http://h:1/v1", "MY_KEY", "small")
   assert not r.two_stage and r.constraint == "structured_outputs"
   assert r.replay_only and r.cache.root == str(tmp_path)
   assert r.prompts.single == "Rate {image} for [{instruction}]: {classes}"
   assert r.prompts.analysis == raters.Prompts().analysis
-  assert r.instruction == "do it"
+  assert (r.instruction, r.subject) == ("do it", "a toy")
   assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
       3.0, 1, 2)
 
