@@ -56,7 +56,8 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   if cfg.kind == "scripted":
     return ScriptedRater.for_segments(
         num_classes, task.rated_range, segment_length, noise=cfg.noise,
-        noise_kind=cfg.noise_kind, seed=seed)
+        noise_kind=cfg.noise_kind, tie_tolerance=cfg.tie_tolerance,
+        seed=seed)
   if cfg.kind not in BACKENDS:
     raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
                      f"{sorted(BACKENDS)}")
