@@ -22,9 +22,10 @@ wrong ratings:
   (a return at distance d from one of the n - 1 inner boundaries crosses it
   with probability 1 - Phi(d / sigma), and each boundary has a bin of
   returns on either side: flip is 2 (n - 1) / n times the mean of
-  1 - Phi(d / sigma) over d in [0, w], integrated in closed form). It rises from 0 to 1 - 1/n as sigma grows
-  (for small noise, sigma ~= noise * sqrt(2 pi) * w * n / (2 (n - 1))), so
-  `noise` must lie below 1 - 1/n.
+  1 - Phi(d / sigma) over d in [0, w], integrated in closed form). It
+  rises from 0 to 1 - 1/n as sigma grows (for small noise, sigma ~=
+  noise * sqrt(2 pi) * w * n / (2 (n - 1))), so `noise` must lie below
+  1 - 1/n.
 
 Preferences (`prefer`): label 1 if segment 1 has the higher true return.
 Under "uniform" and "neighbour" an answered preference is flipped with
