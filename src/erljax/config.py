@@ -22,6 +22,7 @@ from erljax import envs
 from erljax import reward_model as reward_model_lib
 from erljax.raters import base as raters_base
 from erljax.raters import prompts as prompts_lib
+from erljax.raters import scripted as scripted_lib
 
 
 class ConfigError(ValueError):
@@ -142,7 +143,12 @@ def default() -> ml_collections.ConfigDict:
   c.rater = ml_collections.ConfigDict()
   c.rater.kind = "scripted"       # or a VLM: "openai", "gemini", "ollama"
   c.rater.noise = 0.0             # probability of a wrong label (scripted)
-  c.rater.noise_kind = "uniform"  # "uniform" or "neighbour"
+  # "uniform", "neighbour" or "boundary" (VLM-like perception noise: errors
+  # near class boundaries; erljax.raters.scripted).
+  c.rater.noise_kind = "uniform"
+  # Scripted preferences: pairs whose true returns differ by at most this
+  # fraction of the rated range are ties, not answered (RL-VLM-F's "-1").
+  c.rater.tie_tolerance = 0.0
   c.rater.num_classes = config_dict.placeholder(int)  # None: the task's
   # What the scripted rater bins: "signal" = what a frame shows (the task's
   # rating_signal, e.g. reacher's tip-target distance without the control
@@ -242,6 +248,9 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
   _check(c, "rater.noise", lambda v: v == 0.0,
          "label noise is simulated by the scripted rater only; a VLM's own "
          "mistakes are its noise")
+  _check(c, "rater.tie_tolerance", lambda v: v == 0.0,
+         "preference ties are simulated by the scripted rater only; a VLM "
+         "answers -1 itself")
   _check(c, "rater.num_classes", lambda _: classes in raters_base.CLASS_NAMES,
          f"VLM raters have class names for "
          f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}")
@@ -410,8 +419,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(c, "rater.kind", lambda v: v in RATER_KINDS,
          f"must be one of {RATER_KINDS}")
   _check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
-  _check(c, "rater.noise_kind", lambda v: v in ("uniform", "neighbour"),
-         "must be 'uniform' or 'neighbour'")
+  _check(c, "rater.noise_kind", lambda v: v in scripted_lib.NOISE_KINDS,
+         f"must be one of {scripted_lib.NOISE_KINDS}")
+  if c.rater.noise_kind == "boundary":
+    _check(c, "rater.noise", lambda v: v < 1.0 - 1.0 / classes,
+           f"rater.noise_kind='boundary' with {classes} classes reaches "
+           f"wrong-rating rates below 1 - 1/{classes} only")
+  _check(c, "rater.tie_tolerance", lambda v: 0.0 <= v < 1.0,
+         "must lie in [0, 1) (a fraction of the rated range)")
   _check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
   if c.rater.range is not None:
     _check(c, "rater.range", lambda v: len(v) == 2 and all(
