@@ -132,12 +132,11 @@ def feedback_cells(runs: List[Dict]) -> str:
           f"{mean('reward_corr'):.2f}")
 
 
-def gain_fractions(groups, reference: str) -> Dict[Tuple[str, str], float]:
-  """Per (task, method): the share of the reference method's improvement
-  that the method's mean final return reaches, (R - R0) / (R_ref - R0), R0
-  being the mean return at the first evaluation over every run of the task
-  (before any learning; the same policies when seeds match). Returns work
-  for negative rewards, where ratios of returns do not."""
+def gain_baselines(groups, reference: str) -> Dict[str, Tuple[float, float]]:
+  """Per task with a reference run: (R0, R_ref), R0 the mean return at the
+  first evaluation over every run of the task (before any learning; the
+  same policies when seeds match) and R_ref the reference method's mean
+  final return; tasks where they are equal are left out."""
   out = {}
   for task in sorted({t for t, _ in groups}):
     if (task, reference) not in groups:
@@ -146,14 +145,58 @@ def gain_fractions(groups, reference: str) -> Dict[Tuple[str, str], float]:
         [pooled(runs, "returns")[1][:, 0] for (t, _), runs in groups.items()
          if t == task]))
     ref = pooled(groups[(task, reference)], "returns")[1][:, -1].mean()
-    for (t, m), runs in groups.items():
-      if t == task and ref != start:
-        final = pooled(runs, "returns")[1][:, -1].mean()
-        out[(t, m)] = float((final - start) / (ref - start))
+    if ref != start:
+      out[task] = (float(start), float(ref))
   return out
 
 
-def report(groups, title: str, reference: str = "") -> str:
+def gain_fractions(groups, reference: str) -> Dict[Tuple[str, str], float]:
+  """Per (task, method): the share of the reference method's improvement
+  that the method's mean final return reaches, (R - R0) / (R_ref - R0)
+  (`gain_baselines`). Returns work for negative rewards, where ratios of
+  returns do not."""
+  base = gain_baselines(groups, reference)
+  out = {}
+  for (t, m), runs in groups.items():
+    if t in base:
+      start, ref = base[t]
+      final = pooled(runs, "returns")[1][:, -1].mean()
+      out[(t, m)] = float((final - start) / (ref - start))
+  return out
+
+
+def gain_scores(groups, reference: str, tasks: List[str],
+                methods: List[str]) -> Dict[str, np.ndarray]:
+  """Per method, each run's share of the reference's gain [runs, tasks]
+  (NaN-padded; NaN for tasks without a reference run)."""
+  base = gain_baselines(groups, reference)
+  returns = final_scores(groups, "returns", tasks, methods)
+  out = {}
+  for m, r in returns.items():
+    g = np.full(r.shape, np.nan)
+    for i, t in enumerate(tasks):
+      if t in base:
+        start, ref = base[t]
+        g[:, i] = (r[:, i] - start) / (ref - start)
+    out[m] = g
+  return out
+
+
+def _comparisons(methods: List[str], compare: List[str]
+                 ) -> List[Tuple[str, str]]:
+  """(X, Y) pairs for P(X > Y): each X in `compare` against every other
+  method that ends in the same last word as X (e.g. the noise level in
+  "ERL-VLM 20%"), or every other method if X is one word."""
+  pairs = []
+  for x in compare:
+    tail = x.split()[-1] if " " in x else None
+    pairs += [(x, y) for y in methods
+              if y != x and (tail is None or y.split()[-1] == tail)]
+  return pairs
+
+
+def report(groups, title: str, reference: str = "",
+           compare: Tuple[str, ...] = ()) -> str:
   tasks = sorted({t for t, _ in groups})
   methods = sorted({m for _, m in groups})
   gains = gain_fractions(groups, reference) if reference else {}
@@ -192,6 +235,28 @@ def report(groups, title: str, reference: str = "") -> str:
     s = stats.stratified_bootstrap(success[m])
     lines.append(f"| {m} | {r[0]:.3f} | [{r[1]:.3f}, {r[2]:.3f}] | "
                  f"{s[0]:.3f} | [{s[1]:.3f}, {s[2]:.3f}] |")
+  if reference:
+    gains = gain_scores(groups, reference, tasks, methods)
+    lines += ["", f"## Share of `{reference}`'s gain, per run (IQM over runs "
+              "and tasks, 95% stratified bootstrap CI)", "",
+              "Each run's (R - R0) / (R_ref - R0); 1 matches the reference.",
+              "", "| method | runs | IQM | 95% CI | mean |",
+              "|---|---|---|---|---|"]
+    for m in methods:
+      g = gains[m]
+      iq = stats.stratified_bootstrap(g)
+      lines.append(f"| {m} | {int(np.isfinite(g).sum())} | {iq[0]:.2f} | "
+                   f"[{iq[1]:.2f}, {iq[2]:.2f}] | {stats.mean(g):.2f} |")
+  pairs = _comparisons(methods, list(compare))
+  if pairs:
+    lines += ["", "## Probability of improvement (final return, tasks "
+              "averaged, 95% stratified bootstrap CI)", "",
+              "P(X > Y): the chance that a run of X ends above a run of Y on "
+              "the same task (rliable).", "",
+              "| X | Y | P(X > Y) | 95% CI |", "|---|---|---|---|"]
+    for x, y in pairs:
+      p, lo, hi = stats.probability_of_improvement_ci(returns[x], returns[y])
+      lines.append(f"| {x} | {y} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |")
   return "\n".join(lines) + "\n"
 
 
@@ -243,6 +308,9 @@ def main(argv=None):
   p.add_argument("--reference", default="",
                  help="method whose gain the others are measured against "
                       "(e.g. SAC on the true reward)")
+  p.add_argument("--compare", action="append", default=[],
+                 help="method X for a table of P(X > Y) against every other "
+                      "method with the same last word (repeatable)")
   p.add_argument("runs", nargs="+", help="DIR or METHOD=DIR")
   a = p.parse_args(argv)
   groups = group_runs(a.runs)
@@ -250,7 +318,12 @@ def main(argv=None):
   if a.reference and not any(m == a.reference for _, m in groups):
     p.error(f"--reference={a.reference!r} names no method; methods: "
             f"{sorted({m for _, m in groups})}")
-  text = report(groups, a.title or os.path.basename(a.out), a.reference)
+  methods = {m for _, m in groups}
+  for x in a.compare:
+    if x not in methods:
+      p.error(f"--compare={x!r} names no method; methods: {sorted(methods)}")
+  text = report(groups, a.title or os.path.basename(a.out), a.reference,
+                tuple(a.compare))
   if plot(groups, a.out + ".png"):
     text = text.replace("\n", f"\n\n![curves]({os.path.basename(a.out)}.png)"
                         "\n", 1)

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The rating study of experiments/results/study.md: per task, SAC on the true
-# reward, then ERL-VLM, vanilla RbRL and preferences (same number of
+# The rating study (experiments/results/fidelity.md): per task, SAC on the
+# true reward, then ERL-VLM, vanilla RbRL and preferences (same number of
 # queries) from the scripted rater at each label-noise level, SEEDS seeds
-# vmapped per run, then one report over every run.
+# vmapped per run, then one report over every run. The rater is the rating
+# configs' VLM-like one (boundary noise; preference ties within 5% of the
+# range unanswered: experiments/configs/rating.py).
 #
-#   bash experiments/run_study.sh                      # both tasks, ~80 min
+#   bash experiments/run_study.sh             # 3 tasks x 3 noises, ~5 h
+#   METHODS="rbrl_mae rbrl_weights rbrl_stratified erlvlm_n2 erlvlm_n4 \
+#     erlvlm_smooth preference_mae" TASKS=CartpoleSwingup NOISES=0.2 \
+#     WITH_SAC=0 bash experiments/run_study.sh   # the component ablation
 #   TASKS=reacher NOISES=0.2 SEEDS=3 bash experiments/run_study.sh
 #   TASKS=reacher NOISES=0.2 METHODS="erlvlm rbrl" WITH_SAC=0 bash ...
 #   TASKS=reacher METHODS=none bash ...   # SAC on the true reward only
@@ -12,34 +17,42 @@
 #   RATED=signal ...   # every task rated on what its frames show (below)
 #
 # CPU-sized: 60k env steps, 8 envs, 2x128 SAC networks, batch 256, 4 updates
-# per vectorized step (0.5 per env step); 100 queries per session from step
-# 10k every 5k (1,100 in all), replay as large as the run. The k-NN
-# state-entropy pre-training (steps 1k-10k) is off for every rating method:
-# on 2 CPU cores it costs ~200 s per run of 5 seeds, more than the rest of
-# the run's feedback; steps before the first session train on the initial
-# (random) reward model instead. Reacher's scripted rater bins the per-step
-# env reward, control cost included (RbRL's synthetic ratings), over
-# (-1, 0); CartpoleSwingup's bins its reward over (0, 1).
+# per vectorized step (0.5 per env step), chunks of 1k steps; 100 queries
+# per session from step 1k (right after the seed phase) every 5k and none
+# at the end (1,200 in all), from the most recent 5% of the run (3k
+# transitions); replay as large as the run. The k-NN state-entropy
+# pre-training is off for every rating method: on 2 CPU cores it costs
+# ~200 s per run of 5 seeds, more than the rest of the run's feedback; the
+# first reward model is installed before any SAC update instead, as the
+# reference does without pre-training. Reacher's scripted rater bins the
+# per-step env reward, control cost included (RbRL's synthetic ratings),
+# over (-1, 0); CartpoleSwingup's bins its reward over (0, 1), ReacherEasy's
+# (0/1 on touching the target) over (0, 1) with 2 classes.
 # A run whose workdir already holds a finished metrics.jsonl is kept.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
-TASKS=${TASKS:-"reacher CartpoleSwingup"}
-NOISES=${NOISES:-"0.0 0.2"}
+TASKS=${TASKS:-"CartpoleSwingup reacher ReacherEasy"}
+NOISES=${NOISES:-"0.2 0.1 0.0"}
 SEEDS=${SEEDS:-5}
 STEPS=${STEPS:-60000}
-OUT=${OUT:-runs/study}
-REPORT=${REPORT:-experiments/results/study}
+OUT=${OUT:-runs/fidelity}
+REPORT=${REPORT:-experiments/results/fidelity}
 METHODS=${METHODS:-"erlvlm rbrl preference"}
 [[ "$METHODS" == none ]] && METHODS=""  # SAC only
 WITH_SAC=${WITH_SAC:-1}
 EXTRA=${EXTRA:-}
 RATED=${RATED:-}
-declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences)
+declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences
+                  [rbrl_mae]="RbRL+MAE" [rbrl_weights]="RbRL+weights"
+                  [rbrl_stratified]="RbRL+stratified" [erlvlm_n2]="ERL-VLM n=2"
+                  [erlvlm_n4]="ERL-VLM n=4"
+                  [erlvlm_smooth]="ERL-VLM smoothing"
+                  [preference_mae]="Preferences+MAE")
 COMMON=(--config.num_seeds="$SEEDS" --config.total_steps="$STEPS"
         --config.num_envs=8 --config.sac.hidden_sizes="(128,128)"
         --config.batch_size=256 --config.updates_per_step=4
-        --config.log_every=5000 --config.eval_every=10000
+        --config.log_every=1000 --config.eval_every=10000
         --config.num_eval_envs=10 --config.replay_capacity="$STEPS"
         --config.progress=False
         --config.tensorboard=False)
@@ -85,6 +98,13 @@ for task in $TASKS; do
     done
   done
 done
+compare=()
+if [[ " $METHODS " == *" erlvlm "* ]]; then
+  for noise in $NOISES; do
+    compare+=(--compare "ERL-VLM $(python -c "print(round(100 * $noise))")%")
+  done
+fi
 python experiments/aggregate.py --out "$REPORT" "${reference[@]}" \
+    "${compare[@]}" \
     --title "Rating study: ${SEEDS} seeds, ${STEPS} env steps, noise ${NOISES}" \
     "${labels[@]}"

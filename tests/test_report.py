@@ -110,11 +110,22 @@ def test_aggregate_reference_gain(tmp_path):
   fake_run(tmp_path / "c", "reacher", 0, 2, "erlvlm", [[0, 0], [0, 1]])
   out = tmp_path / "r"
   subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
-                  "--reference", "sac", str(tmp_path / "a"),
-                  str(tmp_path / "c")], check=True, capture_output=True)
+                  "--reference", "sac", "--compare", "erlvlm",
+                  str(tmp_path / "a"), str(tmp_path / "c")], check=True,
+                 capture_output=True)
   md = open(f"{out}.md").read()
   assert "| 0.20 | 0.25 |" in md  # erlvlm: corr 0.20, (0.5 - 0) / (2 - 0)
   assert "| - | - | - | 1.00 |" in md
+  # Per run: erlvlm's gains 0 and 0.5 (IQM of two keeps both), sac's 0.5
+  # and 1.5.
+  assert "| erlvlm | 2 | 0.25 |" in md and "| sac | 2 | 1.00 |" in md
+  # P(erlvlm > sac): finals (0, 1) vs (1, 3): one tie of four pairs.
+  assert "| erlvlm | sac | 0.12 |" in md
+  bad = subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
+                        "--compare", "ERL", str(tmp_path / "a")],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "--compare='ERL' names no method" in (
+      bad.stderr)
   bad = subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
                         "--reference", "SAC", str(tmp_path / "a")],
                        capture_output=True, text=True)
@@ -131,3 +142,22 @@ def test_aggregate_needs_eval_records(tmp_path):
                         str(tmp_path / "r"), str(tmp_path / "empty")],
                        capture_output=True, text=True)
   assert res.returncode != 0 and "no evaluation records" in res.stderr
+
+
+def test_probability_of_improvement_by_hand():
+  # One task: x (1, 3) against y (2, 2): pairs 1>2 no, 1>2 no, 3>2 yes x2.
+  assert stats.probability_of_improvement([1.0, 3.0], [2.0, 2.0]) == 0.5
+  # Ties count half: (2 vs 2) -> 0.5.
+  assert stats.probability_of_improvement([2.0], [2.0]) == 0.5
+  # Two tasks, averaged: task 0 always better (1.0), task 1 never (0.0);
+  # a NaN-padded run is ignored.
+  x = np.array([[5.0, 0.0], [6.0, np.nan]])
+  y = np.array([[1.0, 9.0], [2.0, 8.0]])
+  assert stats.probability_of_improvement(x, y) == 0.5
+  # Identical methods: 0.5, and the bootstrap interval contains it.
+  z = np.arange(10.0)[:, None]
+  point, lo, hi = stats.probability_of_improvement_ci(z, z, reps=300)
+  assert point == 0.5 and lo <= 0.5 <= hi and lo < hi
+  # A clear winner: the interval is a point at 1.
+  assert stats.probability_of_improvement_ci(z + 100, z, reps=50) == (
+      1.0, 1.0, 1.0)

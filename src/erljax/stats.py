@@ -86,3 +86,48 @@ def min_max_normalize(scores: np.ndarray, low: np.ndarray,
   low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
   span = np.where(high > low, high - low, 1.0)
   return (np.asarray(scores, np.float64) - low) / span
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+  """rliable's P(X > Y): for each task, the probability that a random run of
+  X scores above a random run of Y (ties count half), averaged over tasks.
+
+  x [runs_x, tasks], y [runs_y, tasks] (or 1-D for one task), NaN-padded;
+  a task either method has no run of is skipped.
+  """
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  x = x[:, None] if x.ndim == 1 else x
+  y = y[:, None] if y.ndim == 1 else y
+  if x.shape[1] != y.shape[1]:
+    raise ValueError(f"x has {x.shape[1]} tasks, y {y.shape[1]}")
+  per_task = []
+  for t in range(x.shape[1]):
+    a = x[np.isfinite(x[:, t]), t]
+    b = y[np.isfinite(y[:, t]), t]
+    if a.size and b.size:
+      d = a[:, None] - b[None, :]
+      per_task.append(np.mean((d > 0) + 0.5 * (d == 0)))
+  return float(np.mean(per_task)) if per_task else float("nan")
+
+
+def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray,
+                                  reps: int = 2000, alpha: float = 0.05,
+                                  seed: int = 0) -> Tuple[float, float, float]:
+  """P(X > Y) with a stratified bootstrap interval: the runs of each method
+  on each task are resampled independently (x and y as in
+  probability_of_improvement, with the same number of tasks)."""
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  x = x[:, None] if x.ndim == 1 else x
+  y = y[:, None] if y.ndim == 1 else y
+  tasks = x.shape[1]
+  if y.shape[1] != tasks:
+    raise ValueError(f"x has {tasks} tasks, y {y.shape[1]}")
+  rows = max(x.shape[0], y.shape[0])
+  both = np.full((rows, 2 * tasks), np.nan)
+  both[:x.shape[0], :tasks] = x
+  both[:y.shape[0], tasks:] = y
+  return stratified_bootstrap(
+      both, lambda s: probability_of_improvement(s[:, :tasks], s[:, tasks:]),
+      reps, alpha, seed)
