@@ -134,7 +134,7 @@ class EpisodeDataset:
     plus "discount" [M] float32 (0 at true terminations, else 1) and
     "episode" [M] int32 (the episode each step came from)."""
     v = self.valid.reshape(-1)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])[v]
+    flat = lambda x: x.reshape((v.size,) + x.shape[2:])[v]
     out = {name: flat(getattr(self, name)) for name in
            ("observations", "actions", "rewards", "next_observations",
             "terminals", "success", "poses")}
