@@ -6,10 +6,11 @@ that takes seconds instead of a training run per variant.
 
 Reads the run's latest checkpoint: every seed's rating set (the rated
 transitions and the quantity the rater judged) and replay buffer. The labels
-are recomputed without noise from the rated quantity (the scripted rater's
-bins of the run's config), then flipped to a uniformly random other class
-with each probability in --noise (one fixed draw per level, the same for
-every variant). Each variant (erlvlm, rbrl and the single enhancements, as in
+are recomputed from the rated quantity by the run's scripted rater (its bins
+and `rater.noise_kind`: "uniform" flips to a random other class, "boundary"
+perturbs the rated value; see erljax.raters.scripted) at each label-noise
+level in --noise (one fixed draw per level, the same for every variant).
+Each variant (erlvlm, rbrl and the single enhancements, as in
 experiments/configs/rating.py) trains a fresh reward ensemble for --epochs
 epochs (no early stop) and is scored by the Pearson correlation of its reward
 with the env reward over the seed's whole replay buffer, the figure a
@@ -42,7 +43,7 @@ import rating
 from erljax import envs
 from erljax import feedback as feedback_lib
 from erljax import reward_source
-from erljax.raters import ScriptedRater
+from erljax.raters import Queries, ScriptedRater
 
 VARIANTS = ("erlvlm", "rbrl", "rbrl_mae", "rbrl_weights", "rbrl_stratified")
 
@@ -82,19 +83,17 @@ def load(run_dir: str):
 
 def noisy_labels(config, rs: feedback_lib.RatingSet, noise: float,
                  seed: int) -> np.ndarray:
-  """Labels [S, cap]: the noise-free bins of the rated quantity, flipped to
-  a uniformly random other class with probability `noise`."""
+  """Labels [S, cap] of the rated quantity from the run's scripted rater
+  (bins, rater.noise_kind) at label noise `noise`, drawn from `seed`."""
   task = envs.rated_task(envs.get_task(config.task), config.rater.rated,
                          config.rater.range)
   n = config.rater.num_classes or task.num_classes
   rater = ScriptedRater.for_segments(
-      n, task.rated_range, config.feedback.get("segment_length", 1))
-  clean = rater.true_labels(
-      np.asarray(rs.true_reward[..., 0]).reshape(-1)).reshape(rs.label.shape)
-  rng = np.random.default_rng(seed)
-  flip = rng.random(clean.shape) < noise
-  shift = rng.integers(1, n, size=clean.shape)
-  return np.where(flip, (clean + shift) % n, clean).astype(np.int32)
+      n, task.rated_range, config.feedback.get("segment_length", 1),
+      noise=noise, noise_kind=config.rater.noise_kind, seed=seed)
+  returns = np.asarray(rs.true_reward[..., 0]).reshape(-1)
+  labels = rater.rate(Queries(true_return=returns)).labels
+  return labels.reshape(rs.label.shape).astype(np.int32)
 
 
 def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:

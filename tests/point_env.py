@@ -44,7 +44,8 @@ def register() -> str:
   if NAME not in envs.task_names():
     envs.register(envs.TaskSpec(
         name=NAME, make_env=PointEnv,
-        instruction="move the point to the origin", num_classes=2,
+        instruction="move the point to the origin", subject="a point mass",
+        num_classes=2,
         episode_length=10, reward_range=(-1.5, 0.0),
         success_fn=lambda s: -s.metrics["dist"] < 0.1))
   return NAME

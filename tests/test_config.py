@@ -109,3 +109,76 @@ def test_segments_need_a_scripted_rater_and_enough_stored_steps():
                      r"transitions; segment_length=50 with num_envs=8 needs "
                      r">= \(2H - 1\) x num_envs = 792"):
     config_lib.validate(c)
+
+
+def _learned(**feedback):
+  c = config_lib.default()
+  c.reward.source = "learned"
+  c.log_every = 1_000
+  for k, v in feedback.items():
+    c.feedback[k] = v
+  return c
+
+
+def test_first_session_follows_seed_and_pretraining_phases():
+  c = _learned()  # seed_steps 1,000 + 9,000 k-NN pre-training steps
+  assert config_lib.first_session(config_lib.validate(c)) == 10_000
+  c = _learned(unsupervised=False)  # no pre-training: right after seeding
+  assert config_lib.first_session(config_lib.validate(c)) == 1_000
+  c = _learned(unsupervised_steps=4_000)
+  assert config_lib.first_session(config_lib.validate(c)) == 5_000
+  c = _learned(first_session=20_000)  # set: pre-training runs until then
+  assert config_lib.first_session(config_lib.validate(c)) == 20_000
+
+
+def test_first_session_without_pretraining_must_follow_the_seed_phase():
+  c = _learned(unsupervised=False, first_session=10_000)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.feedback.first_session=10000: with "
+                     r"feedback.unsupervised=False the first session must "
+                     r"follow the seed phase \(seed_steps=1000\)"):
+    config_lib.validate(c)
+  c = _learned(unsupervised=False)
+  c.log_every = 5_000  # the derived first session (1,000) is mid-chunk
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.feedback.first_session \(None: "
+                     r"seed_steps=1000\)=1000: must be a multiple of "
+                     r"log_every=5000"):
+    config_lib.validate(c)
+
+
+def test_query_window_defaults_to_the_reference_share_of_the_run():
+  c = _learned()
+  c.total_steps = 60_000
+  assert config_lib.query_window(config_lib.validate(c)) == 3_000  # 5%
+  c.total_steps = 1_000_000  # the reference: last 100 episodes of 500 steps
+  assert config_lib.query_window(config_lib.validate(c)) == 50_000
+  c.feedback.query_window_steps = 8_000
+  assert config_lib.query_window(config_lib.validate(c)) == 8_000
+  # Never below what a segment reaches back: (2H - 1) x num_envs.
+  c = _learned(segment_length=50)
+  c.total_steps = 10_000
+  assert config_lib.query_window(config_lib.validate(c)) == 99 * 8
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("feedback.query_window_steps", 0,
+     "config.feedback.query_window_steps=0: must be an integer >= 1 or None"),
+    ("feedback.query_window_steps", 100,
+     r"config.feedback.query_window_steps=100: gives 100 transitions; "
+     r"segment_length=50"),
+    ("feedback.first_session", -5,
+     "config.feedback.first_session=-5: must be an integer >= 0 or None"),
+    ("feedback.unsupervised_steps", -1,
+     "config.feedback.unsupervised_steps=-1: must be an integer >= 0"),
+    ("reward.min_epochs", 0, "config.reward.min_epochs=0: must be an "
+     "integer >= 1"),
+    ("reward.min_epochs", 11, "config.reward.min_epochs=11: must not exceed "
+     "reward.max_epochs=10"),
+])
+def test_schedule_errors_name_key_and_value(key, value, message):
+  c = _learned(segment_length=50)
+  section, leaf = key.split(".")
+  c[section][leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(c)

@@ -360,17 +360,17 @@ def test_schedule_shape_and_each_item_once_per_member(stratified):
 
 
 def test_stratified_schedule_class_counts_by_hand():
-  # 40 zeros, 10 ones, batch 16, T=4. Batch 1: floor(40/4)=10 zeros and
-  # floor(10/4)=2 ones, one leftover each (ones first): 11 + 3, filled to 16
-  # with zeros -> 3 ones. Batches 2 and 3 work out the same (ones pool 7 -> 4
-  # -> 1); the last batch takes the remaining one and one zero.
+  # 40 zeros, 10 ones, batch 16, T=4: floors (10, 2), epoch budgets of
+  # extras (0, 2). Batches 1 and 2: 10 + 2 + one extra "1", filled with
+  # zeros to (13, 3); batch 3: the ones' budget is spent, (10, 2) filled to
+  # (14, 2); the last batch takes the 2 ones left (and no zero).
   labels = np.array([0] * 40 + [1] * 10)
   np.random.default_rng(5).shuffle(labels)
   idx, mask = _learner(batch_size=16, stratified=True).schedule(
       labels, np.random.default_rng(2), 2)
   for e in range(2):
     ones = [int(labels[idx[t, e][mask[t, e]]].sum()) for t in range(4)]
-    assert ones == [3, 3, 3, 1]
+    assert ones == [3, 3, 2, 2]
 
 
 @pytest.mark.parametrize("stratified", [True, False])
@@ -474,16 +474,21 @@ def test_train_reward_learns_a_threshold_reward():
   assert _auc(r, label) > 0.95
 
 
-def test_train_reward_early_stop_after_one_epoch():
+@pytest.mark.parametrize("min_epochs", [1, 2, 3])
+def test_train_reward_early_stop_after_min_epochs(min_epochs):
+  """An accuracy above stop_accuracy from the first epoch on stops the
+  session after min_epochs (2 by default, the reference's `epoch > 0`)."""
   rs, *_ = _toy_rating_sets()
   base, epoch_fn = _compiled("mae", 2, 1e-2)
-  learner = dataclasses.replace(base, stop_accuracy=0.01, max_epochs=5)
+  assert base.min_epochs == 2
+  learner = dataclasses.replace(base, stop_accuracy=0.01, max_epochs=5,
+                                min_epochs=min_epochs)
   params0, opt0 = _init(learner)
   params, _, epochs, acc, _ = feedback.train_reward(
       learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
-  assert epochs == [1]
+  assert epochs == [min_epochs]
   assert acc[0] > 0.01
-  assert not _tree_equal(params, params0)  # the one epoch did train
+  assert not _tree_equal(params, params0)  # the epochs did train
 
 
 def test_train_reward_runs_max_epochs_when_target_unreachable():
@@ -520,7 +525,7 @@ def test_epoch_counts_every_item_once_per_class():
   assert np.all(np.asarray(correct) >= 0)
 
 
-@pytest.mark.parametrize("metric,epochs", [("accuracy", 1),
+@pytest.mark.parametrize("metric,epochs", [("accuracy", 2),
                                            ("balanced_accuracy", 4)])
 def test_stop_metric_decides_early_stop(metric, epochs):
   """An epoch that gets the majority class right and the minority wrong:

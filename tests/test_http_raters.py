@@ -122,7 +122,8 @@ def _label_by_image(values, labels):
   return {_b64(v): y for v, y in zip(values, labels)}
 
 
-def _rater(kind, url, sleeps=None, num_classes=3, **overrides):
+def _rater(kind, url, sleeps=None, num_classes=3, task="reacher",
+           **overrides):
   c = config_lib.default()
   c.rater.kind = kind
   c.rater.model = "test-model"
@@ -131,7 +132,7 @@ def _rater(kind, url, sleeps=None, num_classes=3, **overrides):
     c.rater[k] = v
   config_lib.validate(c)
   sleep = sleeps.append if sleeps is not None else _no_sleep
-  return raters.make(c.rater, "reacher", num_classes, seed=3, sleep=sleep)
+  return raters.make(c.rater, task, num_classes, seed=3, sleep=sleep)
 
 
 def _no_sleep(seconds):
@@ -193,10 +194,14 @@ def test_openai_two_stage_request_shape_and_labels(serve, monkeypatch):
   assert len(first) == len(second) == 4
   for body in first:
     (url,) = _image_urls(body)
+    assert [p["type"] for p in body["messages"][0]["content"]] == [
+        "image_url", "text"]  # the reference's [image, prompt]
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",")[1]) in {
         encode_png(f) for f in _frames(values)}
-    assert "[move the tip of the robot arm onto the red target]" in _text(body)
+    assert _text(body).startswith(
+        "You will be presented an image of a robot arm performing the task "
+        "[move the tip of the robot arm onto the red target]. ")
     assert "response_format" not in body  # the analysis is free text
   for body in second:
     assert "From the above analyses" in _text(body)
@@ -280,6 +285,54 @@ def test_ollama_request_shape_and_json_answer(serve):
       "content"]
   assert body["format"]["properties"]["answer"]["enum"] == [
       "Bad", "Average", "Good"]
+
+
+def _ordered_parts(kind, body):
+  """("image" | text, ...) of a request's message in the order sent."""
+  if kind == "openai":
+    return [p["text"] if p["type"] == "text" else "image"
+            for p in body["messages"][0]["content"]]
+  if kind == "gemini":
+    return [p["text"] if "text" in p else "image"
+            for p in body["contents"][0]["parts"]]
+  # Ollama: `images` beside `content`; the order is not in the request.
+  (msg,) = body["messages"]
+  return ["image"] * len(msg.get("images", [])) + [msg["content"]]
+
+
+_REPLIES = {"openai": _openai_reply, "gemini": _gemini_reply,
+            "ollama": lambda text: (200, {"message": {"content": text}})}
+
+
+@pytest.mark.parametrize("two_stage", [True, False])
+@pytest.mark.parametrize("kind", ["openai", "gemini", "ollama"])
+def test_cartpole_prompt_names_its_subject_with_the_image_first(
+    serve, kind, two_stage):
+  server = serve(lambda _, req: _REPLIES[kind]("Average"))
+  rater = _rater(kind, server.url, task="CartpoleSwingup",
+                 two_stage=two_stage)
+  assert rater.subject == "a cart-pole system"
+  np.testing.assert_array_equal(rater.rate(_queries([7])).labels, [1])
+  assert len(server.requests) == (2 if two_stage else 1)
+  image, text = _ordered_parts(kind, server.requests[0]["body"])
+  assert image == "image"
+  assert text.startswith(
+      "You will be presented an image of a cart-pole system performing the "
+      "task [swing the pole up and balance it upright above the cart]. ")
+  for req in server.requests:
+    assert "robot arm" not in "".join(_ordered_parts(kind, req["body"]))
+
+
+def test_preference_prompt_names_the_subject(serve):
+  server = serve(lambda _, req: _openai_reply("1"))
+  rater = _rater("openai", server.url, task="CartpoleSwingup",
+                 two_stage=False)
+  rater.prefer(_queries([1]), _queries([2]))
+  (req,) = server.requests
+  parts = _ordered_parts("openai", req["body"])
+  assert parts[0] == ("Consider the following two images of a cart-pole "
+                      "system:\nImage 1:\n")
+  assert parts[1:4] == ["image", "\nImage 2:\n", "image"]
 
 
 def test_openai_preferences(serve):
@@ -609,6 +662,9 @@ def test_cli_rates_and_prefers_image_files(serve, tmp_path, capsys):
     paths.append(str(p))
   args = ["--backend=openai", f"--base_url={server.url}", "--model=m",
           "--task=reacher", "--two_stage=false"]
+  assert rate_cli.main(args + ["--subject=a toy arm"] + paths[:1]) == 0
+  assert "an image of a toy arm performing" in _text(
+      server.requests[-1]["body"])
   assert rate_cli.main(args + paths) == 0
   out = capsys.readouterr().out
   assert f"{paths[0]}: Average (class 1)" in out

@@ -1,4 +1,6 @@
 """rater.* config keys, their validation and the raters.make factory."""
+import os
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,60 @@ def test_scripted_factory_bins_the_tasks_rating_signal():
   returns = np.linspace(-0.6, 0.1, 64)
   q = Queries(true_return=returns)
   np.testing.assert_array_equal(made.rate(q).labels, ref.rate(q).labels)
+
+
+def test_scripted_factory_passes_boundary_noise_and_tie_tolerance():
+  c = config_lib.default()
+  c.rater.noise, c.rater.noise_kind = 0.2, "boundary"
+  c.rater.tie_tolerance = 0.05
+  config_lib.validate(c)
+  made = raters.make(c.rater, "CartpoleSwingup", 3, seed=4, segment_length=2)
+  assert made == raters.ScriptedRater(3, 0.0, 2.0, noise=0.2,
+                                      noise_kind="boundary", seed=4,
+                                      tie_tolerance=0.05)
+  # 3 bins of width 2/3; sigma = 0.3772 bin widths (tests/test_raters.py).
+  assert made.sigma == pytest.approx(0.3772 * 2 / 3, abs=1e-4)
+  # Ties within 0.05 * 2 = 0.1 of the segment-return range.
+  got = made.prefer(Queries(true_return=np.array([1.0, 1.0])),
+                    Queries(true_return=np.array([1.09, 1.5])))
+  np.testing.assert_array_equal(got.answered, [False, True])
+
+
+def test_rating_study_config_uses_the_vlm_like_rater(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..",
+                                           "experiments", "configs"))
+  import rating  # pylint: disable=g-import-not-at-top
+  for method in rating.METHODS:
+    c = config_lib.validate(rating.get_config(f"reacher,{method}"))
+    assert (c.rater.noise_kind, c.rater.tie_tolerance) == ("boundary", 0.05)
+  d = config_lib.default()
+  assert (d.rater.noise_kind, d.rater.tie_tolerance) == ("uniform", 0.0)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("noise_kind", "bogus", r"config.rater.noise_kind='bogus': must be one "
+     r"of \('uniform', 'neighbour', 'boundary'\)"),
+    ("tie_tolerance", 1.5, r"config.rater.tie_tolerance=1.5: must lie in "
+     r"\[0, 1\)"),
+    ("tie_tolerance", -0.1, r"config.rater.tie_tolerance=-0.1"),
+])
+def test_scripted_noise_keys_are_validated(key, value, match):
+  c = config_lib.default()
+  c.rater[key] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(c)
+
+
+def test_boundary_noise_must_lie_below_one_minus_one_over_n():
+  c = config_lib.default()
+  c.rater.noise_kind, c.rater.num_classes = "boundary", 2
+  c.rater.noise = 0.5
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.rater.noise=0.5: rater.noise_kind="
+                     r"'boundary' with 2 classes"):
+    config_lib.validate(c)
+  c.rater.noise = 0.49
+  config_lib.validate(c)
 
 
 def test_scripted_factory_rates_the_reward_over_a_given_range():
@@ -83,6 +139,7 @@ def test_vlm_factory_defaults(kind, cls, url, key_env):
   assert type(r) is cls and r.needs_frames
   assert (r.base_url, r.api_key_env) == (url, key_env)
   assert r.instruction == envs.get_task("pusher").instruction
+  assert r.subject == envs.get_task("pusher").subject == "a robot arm"
   assert r.class_names == ("Bad", "Good")
   assert (r.model, r.rating_model, r.seed) == ("some-vlm", "some-vlm", 5)
   assert r.two_stage and r.constrained and r.cache is None
@@ -98,14 +155,15 @@ def test_vlm_factory_passes_settings_through(tmp_path):
            replay_only=True)
   c.rater.prompt.single = "Rate {image} for [{instruction}]: {classes}"
   config_lib.validate(c)
-  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it")
+  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it",
+                  subject="a toy")
   assert (r.base_url, r.api_key_env, r.rating_model) == (
       "http://h:1/v1", "MY_KEY", "small")
   assert not r.two_stage and r.constraint == "structured_outputs"
   assert r.replay_only and r.cache.root == str(tmp_path)
   assert r.prompts.single == "Rate {image} for [{instruction}]: {classes}"
   assert r.prompts.analysis == raters.Prompts().analysis
-  assert r.instruction == "do it"
+  assert (r.instruction, r.subject) == ("do it", "a toy")
   assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
       3.0, 1, 2)
 
@@ -115,6 +173,8 @@ def test_vlm_factory_passes_settings_through(tmp_path):
     ({"model": ""}, "config.rater.model='': rater.kind='openai' needs a model"),
     ({"noise": 0.1}, "config.rater.noise=0.1: label noise is simulated by "
      "the scripted rater only"),
+    ({"tie_tolerance": 0.1}, "config.rater.tie_tolerance=0.1: preference "
+     "ties are simulated by the scripted rater only"),
     ({"num_classes": 6}, r"VLM raters have class names for \[2, 3, 4, 5\]"),
     ({"base_url": "localhost:8000"}, "config.rater.base_url='localhost:8000'"),
     ({"replay_only": True}, "config.rater.cache_dir='': replay_only"),

@@ -66,18 +66,36 @@ def test_preference_unclear_or_tie_is_none(text):
 def test_default_templates_render_with_images_in_place():
   p = prompts.Prompts()
   parts = prompts.render(p.analysis, instruction="open the drawer",
-                         classes="Bad, Good")
-  assert parts[-1] == 0 and isinstance(parts[0], str)
-  assert "[open the drawer]" in parts[0]
+                         subject="a cart-pole system", classes="Bad, Good")
+  # The reference sends [image, prompt]: the image first.
+  assert parts == [0, ("You will be presented an image of a cart-pole "
+                       "system performing the task [open the drawer]. "
+                       "Please focus on the target object in the task and "
+                       "carefully analyze the image in term of "
+                       "**completing** the task.")]
+  single = prompts.render(p.single, instruction="go", subject="a walker",
+                          classes="Bad, Good")
+  assert single[0] == 0 and single[1].startswith(
+      "You will be presented an image of a walker performing the task [go]")
   second = prompts.render(p.rating, instruction="open the drawer",
+                          subject="a cart-pole system",
                           classes="Bad, Average, Good", analysis="A {x}")
   assert second == [("\nA {x}\nFrom the above analyses, based on this "
                      "rating category: [Bad, Average, Good], how would you "
                      "rate this image in terms of **completing** task "
                      "[open the drawer]?")]
-  pair = prompts.render(p.pref_analysis, instruction="go")
+  pair = prompts.render(p.pref_analysis, instruction="go",
+                        subject="a robot arm")
   assert [x for x in pair if isinstance(x, int)] == [0, 1]
+  assert pair[0] == ("Consider the following two images of a robot arm:\n"
+                     "Image 1:\n")
   assert "The goal is go." in prompts.text_of(pair)
+
+
+@pytest.mark.parametrize("name", prompts.TEMPLATE_NAMES)
+def test_every_template_may_name_the_subject(name):
+  default = getattr(prompts.Prompts(), name)
+  prompts.check_template(name, "{subject} " + default)
 
 
 @pytest.mark.parametrize("name,template,match", [

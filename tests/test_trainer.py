@@ -125,6 +125,19 @@ def test_learned_reward_run_with_feedback_sessions():
     assert np.isfinite(rec["eval_return"])
 
 
+def test_no_session_at_the_end_and_none_before_the_first_reward():
+  """Sessions are due at 40 (right after the seed phase: no pre-training,
+  so the agent never trains on an untrained reward) and 80; none at 120,
+  the end of training, whose labels would reach no policy."""
+  c = learned_config(120, 1, queries=6, warmup_updates=2, unsupervised=False,
+                     first_session=None)
+  assert c.seed_steps == 40
+  res = trainer_lib.run(c, log=lambda _: None)
+  assert [f["env_steps"] for f in res.feedback] == [40, 80]
+  assert res.feedback[-1]["ratings_stored"] == [12]
+  assert res.history[-1]["env_steps"] == 120
+
+
 def test_image_reward_model_run():
   """ERL-VLM's CNN in the loop: it reads ray-cast frames of each transition's
   pose, trains on the rated queries' frames, and relabels the buffer."""
@@ -136,7 +149,7 @@ def test_image_reward_model_run():
   trainer = trainer_lib.Trainer.create(c)
   res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
   fb = res.feedback
-  assert [f["ratings_stored"] for f in fb] == [[16], [32]]
+  assert [f["ratings_stored"] for f in fb] == [[16]]  # none at the end
   seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
   filled = int(seed.buffer.size)
   data = jax.tree_util.tree_map(lambda a: a[:filled], seed.buffer.data)
@@ -159,9 +172,9 @@ def test_preference_feedback_run():
   c.reward.stratified = False
   res = trainer_lib.run(c, log=lambda _: None)
   fb = res.feedback
-  assert [f["queries_sent"] for f in fb] == [12, 24, 36]
+  assert [f["queries_sent"] for f in fb] == [12, 24]
   # Answered + dropped (ties) account for every query sent.
-  assert sum(f["answered"][0] + f["dropped"][0] for f in fb) == 36
+  assert sum(f["answered"][0] + f["dropped"][0] for f in fb) == 24
   assert fb[-1]["ratings_stored"][0] == sum(f["answered"][0] for f in fb)
   assert fb[-1]["label_accuracy"] == [1.0]  # noise-free preferences
   assert np.all(np.isfinite(res.history[-1]["eval_return_per_seed"]))
@@ -176,8 +189,8 @@ def test_segment_feedback_run():
   trainer = trainer_lib.Trainer.create(c)
   res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
   fb = res.feedback
-  assert [f["queries_sent"] for f in fb] == [12, 24, 36]
-  assert fb[-1]["ratings_stored"] == [36]
+  assert [f["queries_sent"] for f in fb] == [12, 24]
+  assert fb[-1]["ratings_stored"] == [24]
   assert all(f["label_accuracy"] == [1.0] for f in fb)
   assert all(np.isfinite(f["reward_corr"]).all() for f in fb)
   seed = jax.tree_util.tree_map(lambda a: a[0], res.state)

@@ -13,9 +13,16 @@ Argument: "TASK[,METHOD]", METHOD one of
   preference      RL-VLM-F style pairwise preferences, Bradley-Terry loss
                   (same number of queries; ties are dropped)
 Ratings come from the scripted rater (ground truth binned into the task's
-classes, `rater.noise` flips labels). Every method rates one-step segments
-(ERL-VLM's one frame); `--config.feedback.segment_length=50` gives RbRL's
-50-step segments. SAC on the true reward is
+classes), set up as the VLM-like one: `rater.noise_kind="boundary"`
+(perception noise on the rated value, so wrong ratings lie near class
+boundaries and mostly in the neighbouring class, at the rate `rater.noise`)
+and `rater.tie_tolerance=0.05` (preference pairs whose true returns differ
+by at most 5% of the rated range are not answered, RL-VLM-F's "-1").
+config.default() keeps "uniform" noise and exact ties only. A VLM rater
+makes its own mistakes and ties: with `--config.rater.kind=openai` etc.
+also set `--config.rater.tie_tolerance=0`. Every method rates one-step
+segments (ERL-VLM's one frame); `--config.feedback.segment_length=50` gives
+RbRL's 50-step segments. SAC on the true reward is
 experiments/configs/sac.py.
 """
 
@@ -54,4 +61,6 @@ def get_config(arg: str = "reacher,erlvlm"):
     c.reward[key] = value
   for key, value in _FEEDBACK.items():
     c.feedback[key] = value
+  c.rater.noise_kind = "boundary"
+  c.rater.tie_tolerance = 0.05
   return c

@@ -22,6 +22,7 @@ from erljax import envs
 from erljax import reward_model as reward_model_lib
 from erljax.raters import base as raters_base
 from erljax.raters import prompts as prompts_lib
+from erljax.raters import scripted as scripted_lib
 
 
 class ConfigError(ValueError):
@@ -96,6 +97,7 @@ def default() -> ml_collections.ConfigDict:
   c.reward.stratified = True
   c.reward.batch_size = 128       # 128 for state MLPs, 512 for images
   c.reward.max_epochs = 10
+  c.reward.min_epochs = 2         # before an early stop (the reference's 2)
   c.reward.stop_accuracy = 0.97
   # Compared with stop_accuracy: "accuracy" (reference) or
   # "balanced_accuracy" (mean per-class recall; a 96%-"Bad" rating set
@@ -109,11 +111,17 @@ def default() -> ml_collections.ConfigDict:
   c.feedback = ml_collections.ConfigDict()
   c.feedback.unsupervised = True  # k-NN state-entropy reward before feedback
   c.feedback.knn_k = 5
-  c.feedback.first_session = 10_000
+  c.feedback.unsupervised_steps = 9_000  # of pre-training after seed_steps
+  # None: right after seed_steps + unsupervised_steps (pre-training on) or
+  # right after seed_steps (off), as the reference's first session.
+  c.feedback.first_session = config_dict.placeholder(int)
   c.feedback.interval = 5_000
   c.feedback.queries = 50         # per session
   c.feedback.budget = 10_000      # total queries sent
-  c.feedback.query_window = 100   # episodes: queries come from the recent ones
+  # Queries come from the most recent query_window_steps transitions. None:
+  # the reference's share of its run, 5% of total_steps (its last 100
+  # episodes of 500 steps in a 1M-step run).
+  c.feedback.query_window_steps = config_dict.placeholder(int)
   # Transitions per rated segment (H): 1 is ERL-VLM's one post-step frame;
   # RbRL rates H = 50 state segments (scripted rater only: a VLM rates one
   # frame). A segment's return sums its H rewards, rated over H x the range.
@@ -135,7 +143,12 @@ def default() -> ml_collections.ConfigDict:
   c.rater = ml_collections.ConfigDict()
   c.rater.kind = "scripted"       # or a VLM: "openai", "gemini", "ollama"
   c.rater.noise = 0.0             # probability of a wrong label (scripted)
-  c.rater.noise_kind = "uniform"  # "uniform" or "neighbour"
+  # "uniform", "neighbour" or "boundary" (VLM-like perception noise: errors
+  # near class boundaries; erljax.raters.scripted).
+  c.rater.noise_kind = "uniform"
+  # Scripted preferences: pairs whose true returns differ by at most this
+  # fraction of the rated range are ties, not answered (RL-VLM-F's "-1").
+  c.rater.tie_tolerance = 0.0
   c.rater.num_classes = config_dict.placeholder(int)  # None: the task's
   # What the scripted rater bins: "signal" = what a frame shows (the task's
   # rating_signal, e.g. reacher's tip-target distance without the control
@@ -174,6 +187,31 @@ RATED = envs.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
+# The reference draws queries from its last 100 episodes of 500 steps in a
+# 1M-step run: this share of the run.
+REFERENCE_WINDOW_SHARE = 0.05
+
+
+def first_session(c: ml_collections.ConfigDict) -> int:
+  """Env step of the first feedback session: feedback.first_session, or
+  (None) right after the seed phase and, with feedback.unsupervised, the
+  k-NN pre-training (PEBBLE's num_seed_steps + num_unsup_steps)."""
+  f = c.feedback
+  if f.first_session is not None:
+    return f.first_session
+  return c.seed_steps + (f.unsupervised_steps if f.unsupervised else 0)
+
+
+def query_window(c: ml_collections.ConfigDict) -> int:
+  """Transitions the queries are drawn from (the most recent ones):
+  feedback.query_window_steps, or (None) REFERENCE_WINDOW_SHARE of
+  total_steps, at least the (2H - 1) x num_envs a segment may reach back."""
+  if c.feedback.query_window_steps is not None:
+    return c.feedback.query_window_steps
+  need = (2 * c.feedback.segment_length - 1) * c.num_envs
+  return max(math.ceil(REFERENCE_WINDOW_SHARE * c.total_steps), need)
+
+
 def _fail(key: str, value: Any, why: str):
   raise ConfigError(f"config.{key}={value!r}: {why}")
 
@@ -210,6 +248,9 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
   _check(c, "rater.noise", lambda v: v == 0.0,
          "label noise is simulated by the scripted rater only; a VLM's own "
          "mistakes are its noise")
+  _check(c, "rater.tie_tolerance", lambda v: v == 0.0,
+         "preference ties are simulated by the scripted rater only; a VLM "
+         "answers -1 itself")
   _check(c, "rater.num_classes", lambda _: classes in raters_base.CLASS_NAMES,
          f"VLM raters have class names for "
          f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}")
@@ -326,14 +367,23 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"must be an integer >= {smallest}, the smallest frame the CNN's "
            "valid convolutions accept")
   for key, lo in (("reward.ensemble_size", 1), ("reward.batch_size", 2),
-                  ("reward.max_epochs", 1), ("feedback.knn_k", 1),
-                  ("feedback.first_session", 0), ("feedback.interval", 1),
+                  ("reward.max_epochs", 1), ("reward.min_epochs", 1),
+                  ("feedback.knn_k", 1), ("feedback.unsupervised_steps", 0),
+                  ("feedback.interval", 1),
                   ("feedback.queries", 1), ("feedback.budget", 1),
-                  ("feedback.query_window", 1), ("feedback.candidates", 1),
+                  ("feedback.candidates", 1),
                   ("feedback.segment_length", 1),
                   ("feedback.warmup_updates", 0),
                   ("feedback.max_pending", 1)):
     _check(c, key, _int(lo), f"must be an integer >= {lo}")
+  for key, lo in (("feedback.first_session", 0),
+                  ("feedback.query_window_steps", 1)):
+    _check(c, key, lambda v, lo=lo: v is None or _int(lo)(v),
+           f"must be an integer >= {lo} or None (derived)")
+  _check(c, "reward.min_epochs", lambda v: v <= c.reward.max_epochs,
+         f"must not exceed reward.max_epochs={c.reward.max_epochs}")
+  _check(c, "feedback.unsupervised", lambda v: isinstance(v, bool),
+         "must be True or False")
   _check(c, "feedback.sampling", lambda v: v in SAMPLINGS,
          f"must be one of {SAMPLINGS}")
   _check(c, "feedback.asynchronous", lambda v: isinstance(v, bool),
@@ -369,8 +419,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(c, "rater.kind", lambda v: v in RATER_KINDS,
          f"must be one of {RATER_KINDS}")
   _check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
-  _check(c, "rater.noise_kind", lambda v: v in ("uniform", "neighbour"),
-         "must be 'uniform' or 'neighbour'")
+  _check(c, "rater.noise_kind", lambda v: v in scripted_lib.NOISE_KINDS,
+         f"must be one of {scripted_lib.NOISE_KINDS}")
+  if c.rater.noise_kind == "boundary":
+    _check(c, "rater.noise", lambda v: v < 1.0 - 1.0 / classes,
+           f"rater.noise_kind='boundary' with {classes} classes reaches "
+           f"wrong-rating rates below 1 - 1/{classes} only")
+  _check(c, "rater.tie_tolerance", lambda v: 0.0 <= v < 1.0,
+         "must lie in [0, 1) (a fraction of the rated range)")
   _check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
   if c.rater.range is not None:
     _check(c, "rater.range", lambda v: len(v) == 2 and all(
@@ -388,22 +444,39 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"must be 'scripted' with feedback.segment_length={seg_len} (a "
            "VLM rater rates one frame)")
   if c.reward.source == "learned":
-    # A segment that would cross an episode start moves up to 2H - 2 steps
-    # back (feedback.segment_indices): that many steps of every env must be
-    # stored and inside the query window.
-    need = (2 * seg_len - 1) * c.num_envs
-    for key, transitions in (
-        ("feedback.first_session", c.feedback.first_session),
-        ("feedback.query_window",
-         c.feedback.query_window * episode_length)):
-      _check(c, key, lambda _, t=transitions: t >= need,
-             f"gives {transitions} transitions; segment_length={seg_len} "
-             f"with num_envs={c.num_envs} needs >= (2H - 1) x num_envs = "
-             f"{need}")
-    for key in ("feedback.first_session", "feedback.interval"):
-      _check(c, key, lambda v: v % c.log_every == 0,
-             f"must be a multiple of log_every={c.log_every} (feedback runs "
-             "between compiled chunks)")
-    _check(c, "feedback.first_session", lambda v: v >= c.seed_steps,
-           f"must be >= seed_steps={c.seed_steps}")
+    _validate_schedule(c)
   return c
+
+
+def _validate_schedule(c: ml_collections.ConfigDict) -> None:
+  """The feedback schedule of a learned-reward run (first session, window)."""
+  f = c.feedback
+  first = first_session(c)
+  # Named as set, or as derived when left None.
+  first_key = "feedback.first_session" + (
+      "" if f.first_session is not None else
+      f" (None: seed_steps={c.seed_steps}" + (
+          f" + unsupervised_steps={f.unsupervised_steps})" if f.unsupervised
+          else ")"))
+  if not f.unsupervised and first != c.seed_steps:
+    _fail(first_key, first, f"with feedback.unsupervised=False the first "
+          f"session must follow the seed phase (seed_steps={c.seed_steps}), "
+          "or the agent trains on an untrained reward model's output; "
+          "leave it None")
+  if first < c.seed_steps:
+    _fail(first_key, first, f"must be >= seed_steps={c.seed_steps}")
+  for key, value in ((first_key, first), ("feedback.interval", f.interval)):
+    if value % c.log_every:
+      _fail(key, value, f"must be a multiple of log_every={c.log_every} "
+            "(feedback runs between compiled chunks)")
+  # A segment that would cross an episode start moves up to 2H - 2 steps
+  # back (feedback.segment_indices): that many steps of every env must be
+  # stored and inside the query window.
+  h = f.segment_length
+  need = (2 * h - 1) * c.num_envs
+  for key, transitions in ((first_key, first),
+                           ("feedback.query_window_steps", query_window(c))):
+    if transitions < need:
+      _fail(key, transitions, f"gives {transitions} transitions; "
+            f"segment_length={h} with num_envs={c.num_envs} needs >= "
+            f"(2H - 1) x num_envs = {need}")

@@ -61,6 +61,8 @@ class TaskSpec:
     name: registry key.
     make_env: builds the single-instance environment.
     instruction: task description given to the VLM ("[{instruction}]").
+    subject: what a rendered frame shows, a short noun phrase for the VLM's
+      prompt ("an image of {subject} performing the task ...").
     num_classes: number of rating classes (2 for binary outcomes, 3 graded).
     episode_length: default time limit (steps) for training and evaluation.
     reward_range: (low, high) of the ground-truth per-step reward; a segment
@@ -82,6 +84,7 @@ class TaskSpec:
   name: str
   make_env: Callable[[], Env]
   instruction: str
+  subject: str
   num_classes: int
   episode_length: int
   reward_range: Tuple[float, float]
@@ -207,6 +210,7 @@ register(TaskSpec(
     name="reacher",
     make_env=_brax_env("reacher", backend="mjx"),
     instruction="move the tip of the robot arm onto the red target",
+    subject="a robot arm",
     num_classes=3,
     episode_length=1000,
     # reward = -||tip - target|| - ||a||^2, distance <= ~0.42, ||a||^2 <= 2.
@@ -237,6 +241,7 @@ register(TaskSpec(
     # generalized pipeline compiles in ~15 s.
     make_env=_brax_env("pusher", backend="generalized"),
     instruction="push the white cylinder so that it lies on the red goal",
+    subject="a robot arm",
     num_classes=2,
     episode_length=1000,
     reward_range=(-1.5, 0.0),
@@ -250,19 +255,21 @@ register(TaskSpec(
 # DM Control suite tasks from MuJoCo Playground: rewards lie in [0, 1].
 # Cameras are the models' own: cartpole and walker from the side (walker's
 # tracks its centre of mass), reacher from above, finger obliquely.
-for _name, _instruction, _classes, _success, _camera in (
+for _name, _instruction, _subject, _classes, _success, _camera in (
     ("CartpoleSwingup", "swing the pole up and balance it upright above the cart",
-     3, 0.8, "fixed"),
-    ("FingerSpin", "spin the hinged body quickly with the finger", 3, 0.5,
-     "cam0"),
-    ("ReacherEasy", "move the tip of the arm into the target", 2, 0.5, "fixed"),
-    ("WalkerWalk", "make the biped walk forward while staying upright", 3, 0.8,
-     "side"),
+     "a cart-pole system", 3, 0.8, "fixed"),
+    ("FingerSpin", "spin the hinged body quickly with the finger",
+     "a robotic finger", 3, 0.5, "cam0"),
+    ("ReacherEasy", "move the tip of the arm into the target", "a robot arm",
+     2, 0.5, "fixed"),
+    ("WalkerWalk", "make the biped walk forward while staying upright",
+     "a two-legged robot", 3, 0.8, "side"),
 ):
   register(TaskSpec(
       name=_name,
       make_env=_playground_env(_name),
       instruction=_instruction,
+      subject=_subject,
       num_classes=_classes,
       episode_length=1000,
       reward_range=(0.0, 1.0),

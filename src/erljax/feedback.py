@@ -213,6 +213,9 @@ class RewardLearner:
   stratified: bool = True
   batch_size: int = 128
   max_epochs: int = 10
+  # Epochs a session runs before it may stop early: the reference stops
+  # only once `epoch > least_reward_update` (0), i.e. after two epochs.
+  min_epochs: int = 2
   stop_accuracy: float = 0.97
   # What stop_accuracy is compared with: "accuracy" (the reference's) or
   # "balanced_accuracy" (the mean of the per-class recalls over the classes
@@ -247,14 +250,15 @@ class RewardLearner:
     r = self._member_returns(params, *inputs)
     def one(r_e, y_e, m_e):
       if self.preference:
-        loss = reward_lib.preference_loss(r_e[:, 0], r_e[:, 1], y_e, m_e)
+        loss = reward_lib.preference_loss(r_e[:, 0], r_e[:, 1], y_e, m_e,
+                                          self.loss)
         predicted = (r_e[:, 1] > r_e[:, 0]).astype(y_e.dtype)
       else:
-        p = reward_lib.rating_probabilities(r_e[:, 0], y_e, self.num_classes,
-                                            self.k, m_e)
-        loss = reward_lib.rating_loss(p, y_e, weights, self.loss,
+        logits = reward_lib.rating_logits(r_e[:, 0], y_e, self.num_classes,
+                                          self.k, m_e)
+        loss = reward_lib.rating_loss(logits, y_e, weights, self.loss,
                                       self.label_smoothing, m_e)
-        predicted = jnp.argmax(p, -1)
+        predicted = jnp.argmax(logits, -1)
       one_hot = jax.nn.one_hot(y_e, self.num_classes) * m_e[:, None]
       return loss, (jnp.sum(one_hot * (predicted == y_e)[:, None], 0),
                     jnp.sum(one_hot, 0))
@@ -320,8 +324,9 @@ def make_learner(config: ml_collections.ConfigDict, num_classes: int,
       model=model, num_classes=2 if preference else num_classes, loss=r.loss,
       class_weighted=r.class_weighted, stratified=r.stratified,
       batch_size=r.batch_size, max_epochs=r.max_epochs,
-      stop_accuracy=r.stop_accuracy, stop_metric=r.stop_metric, k=r.k,
-      label_smoothing=r.label_smoothing, lr=r.lr, preference=preference)
+      min_epochs=r.min_epochs, stop_accuracy=r.stop_accuracy,
+      stop_metric=r.stop_metric, k=r.k, label_smoothing=r.label_smoothing,
+      lr=r.lr, preference=preference)
 
 
 def ask(rater: Rater, true_reward: np.ndarray,
@@ -403,10 +408,11 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
                  ) -> Tuple[Any, Any, List[int], List[float], List[float]]:
   """Up to max_epochs epochs per seed, each seed stopping on its own once its
   training accuracy (or balanced accuracy, per learner.stop_metric) exceeds
-  stop_accuracy. `epoch_fn` is the jitted, seed-vmapped `learner.epoch`; it
-  is called on blocks of learner.block_steps steps, so its shapes stay the
-  same from session to session (the batch dim changes only while fewer
-  ratings than batch_size are stored).
+  stop_accuracy after at least learner.min_epochs epochs. `epoch_fn` is
+  the jitted, seed-vmapped `learner.epoch`; it is called on blocks of
+  learner.block_steps steps, so its shapes stay the same from session to
+  session (the batch dim changes only while fewer ratings than batch_size
+  are stored).
 
   Returns params, opt_state, epochs [S], and the accuracy [S] and balanced
   accuracy [S] of each seed's last epoch.
@@ -454,7 +460,8 @@ def train_reward(learner: RewardLearner, epoch_fn, params, opt_state,
         epochs[s] += 1
         accuracy[s] = float(acc[s])
         balanced[s] = float(bal[s])
-        if stop_on[s] > learner.stop_accuracy:
+        if (epochs[s] >= learner.min_epochs
+            and stop_on[s] > learner.stop_accuracy):
           active[s] = False
     if not active.any():
       break

@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--task", default="reacher")
   p.add_argument("--instruction", default=None,
                  help="override the task's instruction")
+  p.add_argument("--subject", default=None,
+                 help="override what the task's frames show (e.g. 'a robot "
+                 "arm')")
   p.add_argument("--num_classes", type=int, default=None,
                  help="default: the task's")
   p.add_argument("--prefer", action="store_true",
@@ -84,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
   num_classes = c.rater.num_classes or envs.get_task(c.task).num_classes
   rater = raters.make(c.rater, c.task, num_classes, args.seed,
-                      instruction=args.instruction)
+                      instruction=args.instruction, subject=args.subject)
   images = []
   for path in args.images:
     with open(path, "rb") as f:

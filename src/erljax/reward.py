@@ -25,10 +25,10 @@ import numpy as np
 LOSS_KINDS = ("ce", "mae")
 
 
-def rating_probabilities(returns: jax.Array, labels: jax.Array,
-                         num_classes: int, k: float = 30.0,
-                         mask: Optional[jax.Array] = None) -> jax.Array:
-  """Class probabilities of rated segments.
+def rating_logits(returns: jax.Array, labels: jax.Array, num_classes: int,
+                  k: float = 30.0,
+                  mask: Optional[jax.Array] = None) -> jax.Array:
+  """Class logits Q(i) of rated segments.
 
   Args:
     returns: [B] predicted segment returns (gradients flow through them, and
@@ -40,7 +40,8 @@ def rating_probabilities(returns: jax.Array, labels: jax.Array,
       normalisation or the boundaries. Their output rows are still defined.
 
   Returns:
-    [B, n] probabilities; each row sums to 1.
+    [B, n] logits Q(i) = -k (x - b_i)(x - b_{i+1}); `rating_probabilities`
+    is their softmax.
 
   Absent classes: a class with no sample in the batch gets zero width (its
   two boundaries coincide). When every class below boundary i is absent the
@@ -68,8 +69,16 @@ def rating_probabilities(returns: jax.Array, labels: jax.Array,
   inner = jnp.where(cum > 0, sorted_x[jnp.maximum(cum - 1, 0)], 0.0)
   bounds = jnp.concatenate([jnp.zeros((1,)), inner, jnp.ones((1,))])
   bounds = jax.lax.stop_gradient(bounds)
-  logits = -k * (x[:, None] - bounds[None, :-1]) * (x[:, None] - bounds[None, 1:])
-  return jax.nn.softmax(logits, axis=-1)
+  return -k * (x[:, None] - bounds[None, :-1]) * (x[:, None] - bounds[None, 1:])
+
+
+def rating_probabilities(returns: jax.Array, labels: jax.Array,
+                         num_classes: int, k: float = 30.0,
+                         mask: Optional[jax.Array] = None) -> jax.Array:
+  """[B, n] class probabilities, softmax of `rating_logits` (same args);
+  each row sums to 1."""
+  return jax.nn.softmax(rating_logits(returns, labels, num_classes, k, mask),
+                        axis=-1)
 
 
 def class_weights(labels, num_classes: int, mask=None) -> jax.Array:
@@ -96,14 +105,14 @@ def class_weights(labels, num_classes: int, mask=None) -> jax.Array:
       jnp.float32)
 
 
-def rating_loss(probs: jax.Array, labels: jax.Array,
+def rating_loss(logits: jax.Array, labels: jax.Array,
                 weights: Optional[jax.Array] = None, kind: str = "mae",
                 label_smoothing: float = 0.0,
                 mask: Optional[jax.Array] = None) -> jax.Array:
   """Weighted rating loss.
 
   Args:
-    probs: [B, n] class probabilities (from `rating_probabilities`).
+    logits: [B, n] class logits (from `rating_logits`).
     labels: [B] int labels.
     weights: [n] per-class weights (`class_weights`), None for uniform.
     kind: "ce" (cross-entropy, vanilla RbRL) or "mae" (mean absolute error,
@@ -113,20 +122,25 @@ def rating_loss(probs: jax.Array, labels: jax.Array,
 
   Returns:
     scalar sum_b w_{y_b} l_b / sum_b w_{y_b} over valid entries.
+
+  Cross-entropy is taken from log_softmax of the logits, as the reference's
+  `F.cross_entropy`: a confidently wrong label keeps its full gradient
+  (taking the log of clipped probabilities would zero it, a robustness
+  vanilla RbRL does not have).
   """
   if kind not in LOSS_KINDS:
     raise ValueError(f"rating loss kind={kind!r}: choose one of {LOSS_KINDS}")
-  chex.assert_rank(probs, 2)
-  n = probs.shape[-1]
+  chex.assert_rank(logits, 2)
+  n = logits.shape[-1]
   if not 0.0 <= label_smoothing < 1.0 / n:
     raise ValueError(f"label_smoothing={label_smoothing}: must lie in "
                      f"[0, 1/{n})")
   target = jax.nn.one_hot(labels, n) * (1.0 - n * label_smoothing) + (
       label_smoothing)
   if kind == "ce":
-    per = -jnp.sum(target * jnp.log(jnp.clip(probs, 1e-12, 1.0)), axis=-1)
+    per = -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   else:
-    per = jnp.sum(jnp.abs(probs - target), axis=-1)
+    per = jnp.sum(jnp.abs(jax.nn.softmax(logits, axis=-1) - target), axis=-1)
   w = jnp.ones((n,)) if weights is None else weights
   wb = w[labels]
   if mask is not None:
@@ -136,41 +150,62 @@ def rating_loss(probs: jax.Array, labels: jax.Array,
 
 def preference_loss(returns_0: jax.Array, returns_1: jax.Array,
                     prefs: jax.Array,
-                    mask: Optional[jax.Array] = None) -> jax.Array:
-  """Bradley-Terry cross-entropy with P[1 > 0] = exp(R1) / (exp(R0) + exp(R1)).
+                    mask: Optional[jax.Array] = None,
+                    kind: str = "ce") -> jax.Array:
+  """Bradley-Terry loss with P[1 > 0] = exp(R1) / (exp(R0) + exp(R1)).
 
   Args:
     returns_0, returns_1: [B] predicted returns of the two segments.
     prefs: [B] int, 1 where segment 1 is preferred, 0 where segment 0 is.
       Ties and "unsure" answers are dropped before they get here.
     mask: optional [B] bool of valid entries.
+    kind: "ce" (negative log-likelihood, RL-VLM-F / PEBBLE) or "mae" (the
+      MAE of the two-way probabilities against the one-hot preference,
+      2 (1 - P(preferred)): ERL-VLM's robust loss on preferences, the
+      paper's "RL-VLM-F + MAE" ablation).
   Returns:
-    scalar mean negative log-likelihood over valid entries.
+    scalar mean loss over valid entries.
   """
+  if kind not in LOSS_KINDS:
+    raise ValueError(f"preference loss kind={kind!r}: choose one of "
+                     f"{LOSS_KINDS}")
   chex.assert_equal_shape([returns_0, returns_1, prefs])
   logit = returns_1 - returns_0
   y = prefs.astype(logit.dtype)
-  nll = -(y * jax.nn.log_sigmoid(logit) + (1.0 - y) * jax.nn.log_sigmoid(-logit))
-  m = jnp.ones_like(nll) if mask is None else mask.astype(nll.dtype)
-  return jnp.sum(nll * m) / jnp.maximum(jnp.sum(m), 1.0)
+  if kind == "ce":
+    per = -(y * jax.nn.log_sigmoid(logit)
+            + (1.0 - y) * jax.nn.log_sigmoid(-logit))
+  else:
+    p1 = jax.nn.sigmoid(logit)
+    per = 2.0 * (1.0 - (y * p1 + (1.0 - y) * (1.0 - p1)))
+  m = jnp.ones_like(per) if mask is None else mask.astype(per.dtype)
+  return jnp.sum(per * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def stratified_batches(labels, batch_size: int,
                        rng: np.random.Generator) -> List[np.ndarray]:
   """The reference's stratified minibatch schedule for one epoch.
 
-  With N items and T = ceil(N / batch_size) batches, every batch but the last
-  takes floor(n_c / T) items of each class c, is topped up with one leftover
-  item per class from the rarest class upward, then filled from the majority
-  class; every item not placed goes into the last batch. Items within a class
-  are shuffled by `rng`. With N <= batch_size the whole set is one batch.
+  Method notes §4a. With N items in T = ceil(N / batch_size) batches, class
+  c of n_c items gives floor(n_c / T) items to every batch but the last, and
+  has a budget of n_c mod T extra items for the whole epoch: each batch,
+  going from the rarest class upward, takes one extra item of every class
+  whose budget is not spent, until the batch is full. The batch is then
+  filled from the majority class (as far as it has items left), and every
+  item not yet placed goes into the last batch. So rare classes last to the
+  end of the epoch: with counts (1056, 33, 11) and batches of 128 the nine
+  batches hold (122, 4, 2) twice, (123, 4, 1) four times, (124, 3, 1) twice
+  and (72, 3, 1). With N <= batch_size the whole set is one batch. Items
+  within a class are shuffled by `rng`; a batch that would be empty (every
+  item placed already) is left out.
 
   Args:
     labels: [N] int labels (host array).
     batch_size: nominal batch size.
     rng: numpy Generator (one per ensemble member for separate shuffles).
   Returns:
-    T arrays of indices into labels; together a permutation of range(N).
+    At most T arrays of indices into labels; together a permutation of
+    range(N).
   """
   labels = np.asarray(labels)
   if batch_size < 1:
@@ -179,29 +214,31 @@ def stratified_batches(labels, batch_size: int,
   if n_items <= batch_size:
     return [rng.permutation(n_items)]
   num_batches = -(-n_items // batch_size)
-  classes = np.unique(labels)
-  pools = {c: list(rng.permutation(np.flatnonzero(labels == c)))
-           for c in classes}
-  per_class = {c: len(pools[c]) // num_batches for c in classes}
+  classes, counts = np.unique(labels, return_counts=True)
+  rarest_first = [int(i) for i in np.argsort(counts, kind="stable")]
+  majority = rarest_first[-1]
+  pools = [list(rng.permutation(np.flatnonzero(labels == c)))
+           for c in classes]
+  per_batch = counts // num_batches
+  budget = counts % num_batches
   batches = []
   for _ in range(num_batches - 1):
-    batch = []
-    for c in classes:
-      # Fills of earlier batches may have used up part of a class's share.
-      batch += [pools[c].pop() for _ in range(min(per_class[c],
-                                                  len(pools[c])))]
-    # One leftover per class, rarest class first, while there is room.
-    for c in sorted(classes, key=lambda c: len(pools[c])):
-      if len(batch) < batch_size and pools[c]:
-        batch.append(pools[c].pop())
-    # Fill from the class with most items left.
-    while len(batch) < batch_size:
-      c = max(classes, key=lambda c: len(pools[c]))
-      if not pools[c]:
+    batch: List[int] = []
+    for i in rarest_first:
+      # A majority class emptied by earlier fills gives what it has left.
+      take = min(int(per_batch[i]), len(pools[i]))
+      batch += [pools[i].pop() for _ in range(take)]
+    for i in rarest_first:
+      if len(batch) >= batch_size:
         break
-      batch.append(pools[c].pop())
-    batches.append(np.asarray(rng.permutation(batch), np.int64))
-  last = [i for c in classes for i in pools[c]]
+      if budget[i] > 0 and pools[i]:
+        batch.append(pools[i].pop())
+        budget[i] -= 1
+    fill = min(batch_size - len(batch), len(pools[majority]))
+    batch += [pools[majority].pop() for _ in range(max(fill, 0))]
+    if batch:
+      batches.append(np.asarray(rng.permutation(batch), np.int64))
+  last = [i for pool in pools for i in pool]
   if last:
     batches.append(np.asarray(rng.permutation(last), np.int64))
   return batches

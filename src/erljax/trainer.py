@@ -151,7 +151,7 @@ class Trainer:
     its running std.
     """
     c = self.config
-    ref_size = min(c.replay_capacity, c.feedback.first_session)
+    ref_size = min(c.replay_capacity, config_lib.first_session(c))
     def one(carry, key):
       sac_state, stats = carry
       k_sample, k_update = jax.random.split(key)
@@ -393,8 +393,8 @@ class FeedbackLoop:
     self.requested = 0       # sessions requested
     self.installed = 0       # sessions whose ratings trained the reward
     self.pending: collections.deque[_Pending] = collections.deque()
-    self.next_session = c.feedback.first_session
-    window = c.feedback.query_window * trainer.env.episode_length
+    self.next_session = config_lib.first_session(c)
+    window = config_lib.query_window(c)
     candidates = (c.feedback.candidates
                   if c.feedback.sampling == "disagreement" else 1)
     reward = trainer.reward
@@ -418,12 +418,15 @@ class FeedbackLoop:
     are out, until the first reward model is installed."""
     c = self.config
     return bool(c.feedback.unsupervised and (
-        env_steps < c.feedback.first_session
+        env_steps < config_lib.first_session(c)
         or (self.requested > 0 and self.installed == 0)))
 
   def due(self, env_steps: int) -> bool:
-    return (env_steps >= self.next_session
-            and self.sent < self.config.feedback.budget)
+    """A session is due from its scheduled step on while budget is left,
+    but never at the end of training: its labels would reach no policy."""
+    c = self.config
+    return (self.next_session <= env_steps < c.total_steps
+            and self.sent < c.feedback.budget)
 
   # -- the two halves ---------------------------------------------------------
 

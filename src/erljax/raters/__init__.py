@@ -32,6 +32,7 @@ __all__ = ["Answer", "BACKENDS", "CLASS_NAMES", "Counters", "GeminiRater",
 
 def make(cfg, task_name: str, num_classes: int, seed: int, *,
          segment_length: int = 1, instruction: Optional[str] = None,
+         subject: Optional[str] = None,
          sleep: Callable[[float], None] = time.sleep
          ) -> Union[ScriptedRater, VLMRater]:
   """The rater config.rater (`cfg`) asks for, for one task and seed.
@@ -39,13 +40,14 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   Args:
     cfg: the `rater` ConfigDict (see config.default()).
     task_name: registered task; gives the scripted rater's rating range
-      and the VLM's instruction.
+      and the VLM's instruction and subject.
     num_classes: rating classes.
     seed: the scripted rater's noise seed; a VLM's request seed.
     segment_length: transitions per rated segment; the scripted rater bins
       segment returns over segment_length times the per-step range. VLMs
       rate one frame, so only 1 is theirs.
     instruction: overrides the task's instruction (VLMs).
+    subject: overrides the task's subject, what its frames show (VLMs).
     sleep: how the HTTP client waits between retries (tests inject one).
   """
   from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
@@ -54,7 +56,8 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   if cfg.kind == "scripted":
     return ScriptedRater.for_segments(
         num_classes, task.rated_range, segment_length, noise=cfg.noise,
-        noise_kind=cfg.noise_kind, seed=seed)
+        noise_kind=cfg.noise_kind, tie_tolerance=cfg.tie_tolerance,
+        seed=seed)
   if cfg.kind not in BACKENDS:
     raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
                      f"{sorted(BACKENDS)}")
@@ -70,6 +73,7 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
   return BACKENDS[cfg.kind](
       model=cfg.model, rating_model=cfg.rating_model,
       instruction=task.instruction if instruction is None else instruction,
+      subject=task.subject if subject is None else subject,
       num_classes=num_classes, base_url=cfg.base_url,
       api_key_env=cfg.api_key_env, two_stage=cfg.two_stage,
       constrained=cfg.constrained, temperature=cfg.temperature, seed=seed,

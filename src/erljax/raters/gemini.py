@@ -2,10 +2,12 @@
 
 POST {base_url}/v1beta/models/{model}:generateContent with the key in the
 `x-goog-api-key` header (from GEMINI_API_KEY by default), text parts and
-inline_data PNG parts, temperature and seed in generationConfig, and the
-answer constrained to the choices with responseMimeType "text/x.enum" and
-an enum responseSchema. Rate limits and daily quotas are handled by the
-client (RetryInfo retryDelay; per-day RESOURCE_EXHAUSTED is not retried).
+inline_data PNG parts in the prompt's order (for a rating: the image, then
+the text, as the reference's `[image, prompt]`), temperature and seed in
+generationConfig, and the answer constrained to the choices with
+responseMimeType "text/x.enum" and an enum responseSchema. Rate limits
+and daily quotas are handled by the client (RetryInfo retryDelay; per-day
+RESOURCE_EXHAUSTED is not retried).
 """
 
 from __future__ import annotations

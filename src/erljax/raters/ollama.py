@@ -1,10 +1,14 @@
 """Ollama's native chat API.
 
 POST {base_url}/api/chat with `stream: false`, one user message whose
-`content` is the text and `images` the base64 PNGs (no data-URL prefix; in
-message order, since Ollama does not interleave text and images),
+`content` is the text and `images` the base64 PNGs (no data-URL prefix),
 temperature and seed in `options`, and the answer constrained by a JSON
 schema in `format` ({"answer": one of the choices}).
+
+The protocol cannot express where an image sits in the text: `images` is a
+list beside `content`, and the server places them as the model's template
+says. So the prompt's part order (image first, then text) is not sent;
+only the images' order among themselves is kept.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp, ...).
 
 POST {base_url}/chat/completions with one user message whose content is
-text parts and image parts (base64 PNG data URLs), temperature and seed,
-and a bearer key from an environment variable when one is set (local
-servers need none). The answer is constrained to the choices either by
-vLLM's `structured_outputs: {"choice": [...]}` or by an OpenAI
-`response_format` JSON schema ({"answer": one of the choices}), picked by
-`constraint`.
+text parts and image parts (base64 PNG data URLs) in the prompt's order
+(for a rating: the image, then the text), temperature and seed, and a
+bearer key from an environment variable when one is set (local servers
+need none). The answer is constrained to the choices either by vLLM's
+`structured_outputs: {"choice": [...]}` or by an OpenAI `response_format`
+JSON schema ({"answer": one of the choices}), picked by `constraint`.
 """
 
 from __future__ import annotations

@@ -6,13 +6,15 @@ text only and asks for one of the class names (the answer is constrained to
 them where the backend allows). Preferences (the RL-VLM-F baseline) ask the
 same way about two images and want "0", "1" or "-1" (unsure / no
 difference). With `two_stage` off a single prompt carries image(s) and
-question.
+question. The rating templates put the image first, then the text, as the
+reference sends `[image, prompt]`.
 
 Templates are `str.format` strings. Text fields: {instruction} (the task's
-`TaskSpec.instruction`), {classes} (the class names joined by ", "),
-{analysis} (the stage-1 reply). Image fields mark where images go:
-{image} for ratings, {image_1} and {image_2} for preferences. Literal
-braces must be doubled.
+`TaskSpec.instruction`), {subject} (what the frame shows,
+`TaskSpec.subject`, e.g. "a cart-pole system"), {classes} (the class names
+joined by ", "), {analysis} (the stage-1 reply). Image fields mark where
+images go: {image} for ratings, {image_1} and {image_2} for preferences.
+Literal braces must be doubled.
 """
 
 from __future__ import annotations
@@ -25,59 +27,57 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 Part = Union[str, int]
 
 RATING_ANALYSIS = (
-    "You will be presented an image of a robot arm performing the task "
+    "{image}You will be presented an image of {subject} performing the task "
     "[{instruction}]. Please focus on the target object in the task and "
-    "carefully analyze the image in term of **completing** the task.\n"
-    "{image}")
+    "carefully analyze the image in term of **completing** the task.")
 RATING_ANSWER = (
     "\n{analysis}\nFrom the above analyses, based on this rating category: "
     "[{classes}], how would you rate this image in terms of **completing** "
     "task [{instruction}]?")
 # erljax's one-stage variant (not from the paper): the two stages merged.
 RATING_SINGLE = (
-    "You will be presented an image of a robot arm performing the task "
+    "{image}You will be presented an image of {subject} performing the task "
     "[{instruction}]. Based on this rating category: [{classes}], how would "
     "you rate this image in terms of **completing** the task? Answer with "
-    "one category only.\n{image}")
+    "one category only.")
 PREF_ANALYSIS = (
-    "Consider the following two images:\nImage 1:\n{image_1}\nImage 2:\n"
-    "{image_2}\n1. What is shown in Image 1?\n2. What is shown in Image 2?\n"
-    "3. The goal is {instruction}. Is there any difference between Image 1 "
-    "and Image 2 in terms of achieving the goal?")
+    "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
+    "\nImage 2:\n{image_2}\n1. What is shown in Image 1?\n2. What is shown "
+    "in Image 2?\n3. The goal is {instruction}. Is there any difference "
+    "between Image 1 and Image 2 in terms of achieving the goal?")
 PREF_ANSWER = (
     "{analysis}\nIs the goal better achieved in Image 1 or Image 2?\n"
     "Reply a single line of 0 if the goal is better achieved in Image 1, or "
     "1 if it is better achieved in Image 2.\n"
     "Reply -1 if the text is unsure or there is no difference.")
 PREF_SINGLE = (
-    "Consider the following two images:\nImage 1:\n{image_1}\nImage 2:\n"
-    "{image_2}\nThe goal is {instruction}. Is the goal better achieved in "
-    "Image 1 or Image 2?\nReply a single line of 0 if the goal is better "
-    "achieved in Image 1, or 1 if it is better achieved in Image 2.\n"
-    "Reply -1 if the text is unsure or there is no difference.")
+    "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
+    "\nImage 2:\n{image_2}\nThe goal is {instruction}. Is the goal better "
+    "achieved in Image 1 or Image 2?\nReply a single line of 0 if the goal "
+    "is better achieved in Image 1, or 1 if it is better achieved in Image "
+    "2.\nReply -1 if the text is unsure or there is no difference.")
 
 # The answers a preference query may give ("-1": unsure, dropped).
 PREFERENCE_CHOICES = ("0", "1", "-1")
 
 _IMAGE_FIELDS = {"image": 0, "image_1": 0, "image_2": 1}
 
+# Text fields every template may use (the query's values).
+_TEXT_FIELDS = frozenset({"instruction", "subject"})
+
 # template name -> (default, allowed fields, required fields)
 _SPECS: Dict[str, Tuple[str, frozenset, frozenset]] = {
-    "analysis": (RATING_ANALYSIS, frozenset({"instruction", "classes",
-                                             "image"}),
+    "analysis": (RATING_ANALYSIS, _TEXT_FIELDS | {"classes", "image"},
                  frozenset({"image"})),
-    "rating": (RATING_ANSWER, frozenset({"instruction", "classes",
-                                         "analysis"}),
+    "rating": (RATING_ANSWER, _TEXT_FIELDS | {"classes", "analysis"},
                frozenset({"analysis"})),
-    "single": (RATING_SINGLE, frozenset({"instruction", "classes", "image"}),
+    "single": (RATING_SINGLE, _TEXT_FIELDS | {"classes", "image"},
                frozenset({"image"})),
-    "pref_analysis": (PREF_ANALYSIS, frozenset({"instruction", "image_1",
-                                                "image_2"}),
+    "pref_analysis": (PREF_ANALYSIS, _TEXT_FIELDS | {"image_1", "image_2"},
                       frozenset({"image_1", "image_2"})),
-    "pref_answer": (PREF_ANSWER, frozenset({"instruction", "analysis"}),
+    "pref_answer": (PREF_ANSWER, _TEXT_FIELDS | {"analysis"},
                     frozenset({"analysis"})),
-    "pref_single": (PREF_SINGLE, frozenset({"instruction", "image_1",
-                                            "image_2"}),
+    "pref_single": (PREF_SINGLE, _TEXT_FIELDS | {"image_1", "image_2"},
                     frozenset({"image_1", "image_2"})),
 }
 TEMPLATE_NAMES = tuple(_SPECS)
@@ -118,7 +118,8 @@ def check_template(name: str, template: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Prompts:
-  """The six templates (defaults: the paper's / RL-VLM-F's wording)."""
+  """The six templates (defaults: the paper's / RL-VLM-F's wording, with
+  {subject} where the paper says "a robot arm")."""
 
   analysis: str = RATING_ANALYSIS
   rating: str = RATING_ANSWER

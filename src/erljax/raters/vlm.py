@@ -92,6 +92,7 @@ class VLMRater:
   Args:
     model: model name (stage 1, or the only stage).
     instruction: the task instruction (TaskSpec.instruction).
+    subject: what the frames show (TaskSpec.subject), e.g. "a robot arm".
     num_classes: rating classes; names from base.CLASS_NAMES.
     base_url: service root; "" for the backend's default.
     api_key_env: environment variable holding the API key; None for the
@@ -113,7 +114,8 @@ class VLMRater:
   default_api_key_env = ""
   needs_frames = True
 
-  def __init__(self, *, model: str, instruction: str, num_classes: int,
+  def __init__(self, *, model: str, instruction: str, subject: str,
+               num_classes: int,
                base_url: str = "", api_key_env: Optional[str] = None,
                rating_model: str = "", two_stage: bool = True,
                constrained: bool = True, temperature: float = 0.0,
@@ -132,6 +134,7 @@ class VLMRater:
     self.model = model
     self.rating_model = rating_model or model
     self.instruction = instruction
+    self.subject = subject
     self.num_classes = num_classes
     self.class_names = CLASS_NAMES[num_classes]
     self.base_url = (base_url or self.default_base_url).rstrip("/")
@@ -152,7 +155,11 @@ class VLMRater:
   def request(self, parts: Sequence[Part], images: Sequence[bytes],
               choices: Optional[Sequence[str]], model: str
               ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
-    """(url, headers, JSON body) of one message; choices: allowed answers."""
+    """(url, headers, JSON body) of one message; choices: allowed answers.
+
+    parts: the rendered message in order (text, and indices into images);
+    a backend keeps that order wherever its protocol can express it.
+    """
     raise NotImplementedError
 
   def reply_text(self, response: Any) -> str:
@@ -276,7 +283,7 @@ class VLMRater:
     if len(images) == 2 and images[0] == images[1]:
       counters.drop("identical_pair")
       return Answer(None, (), "identical_pair")
-    values = {"instruction": self.instruction,
+    values = {"instruction": self.instruction, "subject": self.subject,
               "classes": prompts_lib.class_list(self.class_names)}
     material = self._material(kind, values)
     key = cache_key(material, images) if self.cache is not None else None
