@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from erljax import config as config_lib
 from erljax import dataset as dataset_lib
 from erljax import envs
 from erljax import rollout as rollout_lib
@@ -38,9 +39,23 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"{path}: no such file; --workdir must be the "
                             "workdir of a python -m erljax.train run")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  # Onto today's defaults: a run written before a key was added gets the
+  # key's default (what that run computed with).
+  config = config_lib.default()
+  _merge(config, saved)
   config.workdir = workdir
   return config
+
+
+def _merge(config: ml_collections.ConfigDict, values: Dict[str, Any]) -> None:
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(config.get(key),
+                                              ml_collections.ConfigDict):
+      _merge(config[key], value)
+    else:
+      with config.ignore_type():
+        config[key] = value
 
 
 _ACTOR = "['train'].sac.actor_params"
