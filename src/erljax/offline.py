@@ -89,9 +89,10 @@ def default_config(task: str = "pusher", method: str = "erlvlm_iql"
   c.offline.eval_every = 3_000
   c.offline.num_eval_envs = 10    # deterministic episodes per seed
   # "vmap": seeds batched in every op (the project's default; fast on
-  # accelerators); "map": one compiled jax.lax.map over the seed axis,
-  # 2x faster on a 2-core CPU for 2x256 networks (experiments/results/
-  # offline.md). Same numbers either way up to float rounding.
+  # accelerators); "map": one compiled jax.lax.map over the seed axis, which
+  # ran 2.1x vmap's speed on the 2-core CPU for 2x256 networks in one
+  # measurement and the same in another (experiments/results/offline.md).
+  # Same numbers either way up to float rounding.
   c.offline.seed_axis = "vmap"
   c.offline.episode_length = config_dict.placeholder(int)  # None: dataset's
   # Rating the dataset (erlvlm_iql, rbrl_iql): how many transitions (0: all)
