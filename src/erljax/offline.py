@@ -1,6 +1,7 @@
 """Offline runs: rate a demonstration dataset, learn its reward, train IQL.
 
-  python -m erljax.offline --config=experiments/configs/offline.py:pusher,erlvlm_iql \
+  python -m erljax.offline \
+      --config=experiments/configs/offline.py:pusher,erlvlm_iql \
       --config.dataset=data/pusher --config.workdir=runs/off_pusher_erlvlm
 
 A run (all `num_seeds` seeds at once, over one seed axis of one compiled
@@ -157,10 +158,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"must be one of {SEED_AXES}")
   if c.offline.episode_length is not None:
     check(c, "offline.episode_length", pos_int, "must be an integer >= 1")
-  check(c, "rating.queries", config_lib._int(0),  # pylint: disable=protected-access
+  non_neg = config_lib._int(0)  # pylint: disable=protected-access
+  check(c, "rating.queries", non_neg,
         "must be an integer >= 0 (0: rate every transition)")
-  check(c, "rating.seed", config_lib._int(0),  # pylint: disable=protected-access
-        "must be an integer >= 0")
+  check(c, "rating.seed", non_neg, "must be an integer >= 0")
   return c
 
 
