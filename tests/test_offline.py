@@ -123,6 +123,12 @@ def test_erlvlm_iql_run_with_workdir(data_dir, tmp_path):
   with open(tmp_path / "final.json") as f:
     assert json.load(f)["method"] == "erlvlm_iql"
   assert os.listdir(tmp_path / "checkpoints")
+  # A resumed run restores the last checkpoint and has nothing left to do.
+  c = _tiny("erlvlm_iql", data_dir, tmp_path)
+  c.resume = True
+  again = offline.run(c, log=lambda _: None)
+  assert again["eval_return_per_seed"] == summary["eval_return_per_seed"]
+  assert again["ratings"]["cached"]
 
 
 @pytest.mark.parametrize("method", ["bc", "sparse_iql"])

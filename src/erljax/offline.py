@@ -314,6 +314,13 @@ def run(c: ml_collections.ConfigDict,
         c.workdir, seeds, c.tensorboard, records,
         resume_step=step if restored is not None else None)
 
+  start = step
+
+  def throughput() -> float:
+    """Gradient steps per second of training in this process (0 if none:
+    a resumed run that had nothing left to do)."""
+    return (step - start) / train_s if train_s > 0 else 0.0
+
   def write(rec):
     if writer is not None:
       writer.write(rec)
@@ -328,8 +335,7 @@ def run(c: ml_collections.ConfigDict,
     eval_s += time.perf_counter() - t
     rec: Dict[str, Any] = {"kind": "eval", "env_steps": step,
                            "grad_steps": step, "time": train_s,
-                           "grad_steps_per_s": (step / train_s
-                                                if train_s else 0.0)}
+                           "grad_steps_per_s": throughput()}
     for k, v in {**ev, **train}.items():
       arr = np.asarray(v, np.float64)
       rec[f"{k}_per_seed"] = v
@@ -377,7 +383,7 @@ def run(c: ml_collections.ConfigDict,
       "dataset_success": float(ds.episode_success.mean()),
       "dataset_return": float(ds.episode_return.mean()),
       "compile_seconds": compile_s, "train_seconds": train_s,
-      "eval_seconds": eval_s, "grad_steps_per_s": step / max(train_s, 1e-9),
+      "eval_seconds": eval_s, "grad_steps_per_s": throughput(),
       "seed_axis": axis, "total_seconds": time.perf_counter() - t_start,
       **reward_info}
   if c.workdir:
