@@ -22,8 +22,13 @@ _TASK_OVERRIDES = {
     "CartpoleSwingup": dict(total_steps=60_000, batch_size=256,
                             updates_per_step=4, log_every=5_000,
                             eval_every=10_000, replay_capacity=60_000),
+    # The demonstrator of the offline study (experiments/run_offline_study.sh):
+    # 200-step episodes (10 s of pushing; Gym's Pusher uses 5 s), UTD 0.5.
+    "pusher": dict(episode_length=200, total_steps=200_000, batch_size=256,
+                   updates_per_step=4, log_every=5_000, eval_every=10_000,
+                   replay_capacity=200_000),
 }
-_HIDDEN = {"CartpoleSwingup": (128, 128)}
+_HIDDEN = {"CartpoleSwingup": (128, 128), "pusher": (256, 256)}
 
 
 def get_config(task: str = "reacher"):

@@ -1,0 +1,163 @@
+"""The offline path end to end at toy size: train, collect, rate, learn, IQL.
+
+One tiny SAC run on the point task gives the policy; everything after it
+shares one module-scoped dataset. Figures mean nothing at this size.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import point_env  # pylint: disable=wrong-import-position
+
+from erljax import collect  # pylint: disable=wrong-import-position
+from erljax import config as config_lib  # pylint: disable=wrong-import-position
+from erljax import dataset  # pylint: disable=wrong-import-position
+from erljax import offline  # pylint: disable=wrong-import-position
+from erljax import offline_reward  # pylint: disable=wrong-import-position
+from erljax import trainer  # pylint: disable=wrong-import-position
+
+
+def _tiny(method, data_dir, workdir=""):
+  c = offline.default_config(point_env.register(), method)
+  c.dataset = str(data_dir)
+  c.workdir = str(workdir)
+  c.num_seeds = 2
+  c.iql.hidden_sizes = (16,)
+  c.iql.batch_size = 32
+  c.reward.hidden_sizes = (16,)
+  c.reward.max_epochs = 2
+  c.offline.steps = 20
+  c.offline.log_every = 10
+  c.offline.eval_every = 20
+  c.offline.num_eval_envs = 3
+  c.tensorboard = False
+  c.progress = False
+  return c
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  run_dir = tmp_path_factory.mktemp("sac")
+  c = config_lib.default()
+  c.task = point_env.register()
+  c.num_envs, c.total_steps, c.seed_steps = 2, 40, 20
+  c.log_every = c.eval_every = 20
+  c.batch_size, c.sac.hidden_sizes, c.num_eval_envs = 8, (8,), 1
+  c.replay_capacity, c.workdir = 64, str(run_dir)
+  c.tensorboard = c.progress = False
+  trainer.run(c, log=lambda _: None)
+  trainer_, params, step = collect.load_policy(str(run_dir))
+  assert step == 40
+  std, random = collect.noise_schedule(8, [0.0, 0.5], 0.25)
+  params = jax.tree_util.tree_map(lambda x: x[0], params)
+  episodes = collect.collect(trainer_, params, jax.random.PRNGKey(0), std,
+                             random)
+  out = tmp_path_factory.mktemp("data")
+  dataset.save(collect.to_dataset(c.task, episodes, std, random,
+                                  {"source": "test"}), str(out), 5)
+  return out
+
+
+def test_collected_dataset(data_dir):
+  ds = dataset.load(str(data_dir))
+  assert ds.num_episodes == 8 and ds.episode_length == 10
+  np.testing.assert_array_equal(ds.random, [True] * 2 + [False] * 6)
+  assert np.all(np.abs(ds.actions) <= 1.0)
+  # Observations chain within an episode (no reset inside it).
+  np.testing.assert_allclose(ds.observations[:, 1:],
+                             ds.next_observations[:, :-1])
+  assert len(collect.summary(ds)) == 3
+
+
+def test_rate_once_then_from_the_file(data_dir):
+  c = _tiny("erlvlm_iql", data_dir)
+  c.rating.queries = 50
+  data = dataset.load(str(data_dir)).transitions()
+  logs = []
+  index, ratings, info = offline_reward.rate_dataset(c, str(data_dir), data,
+                                                     logs.append)
+  assert not info["cached"] and index.shape == (50,)
+  assert info["answered"] == 50 and info["dropped"] == 0
+  index2, ratings2, info2 = offline_reward.rate_dataset(c, str(data_dir),
+                                                        data, logs.append)
+  assert info2["cached"] and info2["path"] == info["path"]
+  np.testing.assert_array_equal(index2, index)
+  np.testing.assert_array_equal(ratings2.labels, ratings.labels)
+  # Another rater (noise) gets its own file.
+  c.rater.noise = 0.0
+  _, _, info3 = offline_reward.rate_dataset(c, str(data_dir), data,
+                                            logs.append)
+  assert info3["path"] != info["path"]
+
+
+def test_dropped_ratings_never_become_labels(data_dir):
+  c = _tiny("erlvlm_iql", data_dir)
+  data = dataset.load(str(data_dir)).transitions()
+  m = data["rewards"].shape[0]
+  index = np.arange(m)
+  labels = (data["rewards"] > np.median(data["rewards"])).astype(np.int64)
+  answered = np.arange(m) % 3 != 0
+  ratings = offline_reward.raters_lib.Ratings(
+      labels=np.where(answered, labels, -1), answered=answered)
+  _, rewards, info = offline_reward.learn_reward(
+      c, data, index, ratings, jax.random.split(jax.random.PRNGKey(0), 2))
+  assert rewards.shape == (2, m)
+  assert sum(info["label_histogram"]) == int(answered.sum())
+
+
+def test_erlvlm_iql_run_with_workdir(data_dir, tmp_path):
+  summary = offline.run(_tiny("erlvlm_iql", data_dir, tmp_path),
+                        log=lambda _: None)
+  assert summary["grad_steps"] == 20
+  assert len(summary["eval_success_per_seed"]) == 2
+  assert np.all(np.isfinite(summary["eval_return_per_seed"]))
+  assert summary["ratings"]["answered"] > 0
+  for name in ("final.json", "metrics.jsonl", "eval.csv", "config.json"):
+    assert os.path.exists(tmp_path / name)
+  with open(tmp_path / "final.json") as f:
+    assert json.load(f)["method"] == "erlvlm_iql"
+  assert os.listdir(tmp_path / "checkpoints")
+  # A resumed run restores the last checkpoint and has nothing left to do.
+  c = _tiny("erlvlm_iql", data_dir, tmp_path)
+  c.resume = True
+  again = offline.run(c, log=lambda _: None)
+  assert again["eval_return_per_seed"] == summary["eval_return_per_seed"]
+  assert again["ratings"]["cached"]
+
+
+@pytest.mark.parametrize("method", ["bc", "sparse_iql"])
+def test_other_methods_map_seed_axis(data_dir, method):
+  c = _tiny(method, data_dir)
+  c.offline.seed_axis = "map"
+  summary = offline.run(c, log=lambda _: None)
+  assert len(summary["eval_return_per_seed"]) == 2
+
+
+def test_config_errors_name_key_and_value(data_dir):
+  with pytest.raises(config_lib.ConfigError, match="config.method='ppo'"):
+    offline.default_config("pusher", "ppo")
+  c = _tiny("true_iql", data_dir)
+  c.iql.expectile = 1.5
+  with pytest.raises(config_lib.ConfigError, match="config.iql.expectile=1.5"):
+    offline.validate(c)
+  c = _tiny("true_iql", data_dir)
+  c.offline.steps = 25
+  with pytest.raises(config_lib.ConfigError, match="config.offline.steps=25"):
+    offline.validate(c)
+  c = _tiny("true_iql", data_dir)
+  c.reward.source = "learned"
+  with pytest.raises(config_lib.ConfigError, match="config.reward.source"):
+    offline.validate(c)
+
+
+def test_normalize_rewards():
+  r = np.array([[0.0, 2.0, 1.0], [5.0, 5.0, 5.0]])
+  np.testing.assert_allclose(offline.normalize_rewards(r, "minmax"),
+                             [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+  np.testing.assert_allclose(offline.normalize_rewards(r, "none"), r)
