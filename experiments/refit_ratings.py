@@ -99,8 +99,7 @@ def noisy_labels(config, rs: feedback_lib.RatingSet, noise: float,
 def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   """Per-seed corr(r_hat, env reward) of a fresh ensemble trained on rs."""
   c = config.copy_and_resolve_references()
-  for key, value in rating.METHODS[variant].items():
-    c.reward[key] = value
+  rating.apply_method(c, variant)
   c.reward.max_epochs, c.reward.stop_accuracy = epochs, 1.0
   num_seeds = rs.label.shape[0]
   src = reward_source.make(c, buf["obs"].shape[-1], buf["action"].shape[-1])

@@ -77,8 +77,8 @@ def test_sac_and_loop_rates(result):
   for who in ("sac", "erl_vlm"):
     assert _positive(loop[who]["env_steps_per_s"])
     assert _positive(loop[who]["steady_env_steps_per_s"])
-  # Sessions at 16, 24 and 32 env steps.
-  assert len(loop["erl_vlm"]["feedback_seconds"]) == 3
+  # Sessions at 16 and 24 env steps (none at 32, the end of training).
+  assert len(loop["erl_vlm"]["feedback_seconds"]) == 2
   assert loop["sac"]["feedback_seconds"] == []
   assert _positive(loop["fraction_of_sac"])
 

@@ -1,11 +1,14 @@
-"""The rating study's reacher claim, rerun (slow: about 10 min on 2 cores).
+"""The rating study's reacher comparison, rerun (slow: about 20 min on 2 cores).
 
   python -m pytest -m slow tests/test_study.py
 
 Runs experiments/run_study.sh for ERL-VLM and vanilla RbRL on reacher with
-20% uniform label noise, 5 seeds, exactly the study's settings. On the
-development machine it reproduced the study's final returns (ERL-VLM -31.7,
-RbRL -48.3; SAC on the true reward -13.2, start -51.7).
+20% VLM-like (boundary) label noise, 5 seeds, exactly the study's settings
+(experiments/results/README.md, "Fidelity study"). On the development
+machine (2026-12-01) it ended at ERL-VLM -25.0 and RbRL -23.8, from a start
+of -51.7 (SAC on the true reward: -13.2): both learn and they tie. Reruns
+on another CPU can differ by a few points (XLA's code depends on the
+instruction set).
 """
 import json
 import os
@@ -25,7 +28,7 @@ def final_returns(workdir):
 
 
 @pytest.mark.slow
-def test_erlvlm_beats_vanilla_rbrl_under_label_noise(tmp_path):
+def test_reacher_study_reproduces(tmp_path):
   env = dict(os.environ, TASKS="reacher", NOISES="0.2",
              METHODS="erlvlm rbrl", WITH_SAC="0", OUT=str(tmp_path / "runs"),
              REPORT=str(tmp_path / "report"))
@@ -34,7 +37,10 @@ def test_erlvlm_beats_vanilla_rbrl_under_label_noise(tmp_path):
   start, erlvlm = final_returns(tmp_path / "runs/reacher/erlvlm_noise20")
   _, rbrl = final_returns(tmp_path / "runs/reacher/rbrl_noise20")
   assert erlvlm.shape == rbrl.shape == (5,)
-  assert erlvlm.mean() > rbrl.mean() + 5.0
-  # ERL-VLM learns: well above the untrained policy's return.
+  # Both learn: well above the untrained policy's return.
   assert erlvlm.mean() > start.mean() + 10.0
+  assert rbrl.mean() > start.mean() + 10.0
+  # The study's figures, within what a rerun on another CPU moves.
+  np.testing.assert_allclose([erlvlm.mean(), rbrl.mean()], [-25.0, -23.8],
+                             atol=5.0)
   assert "| reacher | ERL-VLM 20% | 5 |" in (tmp_path / "report.md").read_text()

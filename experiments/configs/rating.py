@@ -70,6 +70,13 @@ METHODS = {
 _FEEDBACK = dict(interval=5_000, queries=100, budget=10_000)
 
 
+def apply_method(c, method: str) -> None:
+  """Sets METHODS[method]'s overrides on config c (in place)."""
+  for key, value in METHODS[method].items():
+    section, leaf = key.split(".")
+    c[section][leaf] = value
+
+
 def get_config(arg: str = "reacher,erlvlm"):
   task, _, method = arg.partition(",")
   method = method or "erlvlm"
@@ -78,9 +85,7 @@ def get_config(arg: str = "reacher,erlvlm"):
                      f"{sorted(METHODS)}")
   c = sac.get_config(task)
   c.reward.source = "learned"
-  for key, value in METHODS[method].items():
-    section, leaf = key.split(".")
-    c[section][leaf] = value
+  apply_method(c, method)
   for key, value in _FEEDBACK.items():
     c.feedback[key] = value
   c.rater.noise_kind = "boundary"
