@@ -8,9 +8,9 @@ Q(i) = -k (x - b_i)(x - b_{i+1}), which is positive exactly inside
 [b_i, b_{i+1}]. A softmax over Q gives class probabilities; the loss is
 cross-entropy (vanilla RbRL) or MAE (ERL-VLM), optionally class-weighted.
 
-Public API: `rating_probabilities`, `class_weights`, `rating_loss`,
-`stratified_batches`, and `preference_loss` (Bradley-Terry, for the
-RL-VLM-F baseline).
+Public API: `rating_logits`, `rating_probabilities`, `class_weights`,
+`rating_loss` (on logits), `stratified_batches`, and `preference_loss`
+(Bradley-Terry, for the RL-VLM-F baseline, with cross-entropy or MAE).
 """
 
 from __future__ import annotations
