@@ -27,7 +27,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 
 from erljax import config as config_lib
-from erljax import envs
+from erljax import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ def brax_sac_train(s: SACSetup, seed: int, num_timesteps: int,
   """
   from brax.training.agents.sac import networks as sac_networks  # pylint: disable=g-import-not-at-top
   from brax.training.agents.sac import train as sac_train  # pylint: disable=g-import-not-at-top
-  env = envs.get_task(s.task).make_env()
+  env = tasks.get_task(s.task).make_env()
   factory = functools.partial(sac_networks.make_sac_networks,
                               hidden_layer_sizes=tuple(s.hidden))
   with warnings.catch_warnings():

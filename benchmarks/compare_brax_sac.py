@@ -27,7 +27,7 @@ from benchmarks import common  # sets TF_CPP_MIN_LOG_LEVEL before jax loads
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from erljax import trainer as trainer_lib
+from erljax import runner
 
 
 def _args():
@@ -61,7 +61,7 @@ def _setup(a) -> common.SACSetup:
 def run_erljax(a):
   c = common.erljax_config(_setup(a), a.total_steps,
                            a.total_steps // (a.num_evals - 1), a.seeds)
-  res = trainer_lib.run(c, log=lambda s: print("[erljax]", s, flush=True))
+  res = runner.run(c, log=lambda s: print("[erljax]", s, flush=True))
   curve = [(r["env_steps"], r["eval_return_per_seed"]) for r in res.history]
   return {"final_per_seed": res.history[-1]["eval_return_per_seed"],
           "curve": curve, "compile_s": res.compile_seconds,

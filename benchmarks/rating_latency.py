@@ -45,9 +45,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from erljax import config as config_lib
-from erljax import envs
+from erljax import tasks
 from erljax import serve
-from erljax import trainer as trainer_lib
+from erljax import runner
 from erljax.raters import Queries, Ratings, ScriptedRater
 
 
@@ -131,7 +131,7 @@ def make_config(a) -> "config_lib.ml_collections.ConfigDict":
 
 
 def _raters(c, kind: str, a):
-  task = envs.rated_task(envs.get_task(c.task))
+  task = tasks.rated_task(tasks.get_task(c.task))
   low, high = task.rated_range
   seeds = range(c.seed, c.seed + c.num_seeds)
   scripted = [ScriptedRater(task.num_classes, low, high, seed=s)
@@ -151,12 +151,12 @@ def run_one(c, kind: str, a):
       c.rater.base_url = f"http://127.0.0.1:{srv.port}/v1"
       c.rater.api_key_env, c.rater.two_stage = "", False
       c.rater.concurrency = a.concurrency
-      res = trainer_lib.run(config_lib.validate(c), log=lambda _: None)
+      res = runner.run(config_lib.validate(c), log=lambda _: None)
     finally:
       srv.shutdown()
       srv.server_close()
   else:
-    res = trainer_lib.run(c, log=lambda _: None, raters=_raters(c, kind, a))
+    res = runner.run(c, log=lambda _: None, raters=_raters(c, kind, a))
   done = [f for f in res.feedback if not f.get("abandoned")]
   return {
       "run": kind,

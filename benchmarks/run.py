@@ -45,11 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from erljax import envs
+from erljax import tasks
 from erljax import feedback as feedback_lib
 from erljax import replay
 from erljax import reward_model as reward_model_lib
 from erljax import reward_source
 from erljax import sharding
+from erljax import runner
 from erljax import trainer as trainer_lib
 
 SCHEMA_VERSION = 1
@@ -99,7 +101,7 @@ SUITES: Dict[str, Suite] = {
         cnn_frame=224, relabel_size=1_000_000,
         relabel_chunk_sizes=(500, 10_000)),
     "full": Suite(
-        env_tasks=tuple(envs.task_names()),
+        env_tasks=tuple(tasks.task_names()),
         env_sizes=(1, 4, 16, 64, 256, 1024, 4096), env_steps=200,
         sac=common.SACSetup(num_envs=8, batch_size=256, updates_per_step=4,
                             seed_steps=1_000, replay_capacity=100_000,
@@ -257,7 +259,7 @@ def _erl_config(suite: Suite, learned: bool):
   return c
 
 
-def _loop_rates(res: trainer_lib.RunResult, first_session: int,
+def _loop_rates(res: runner.RunResult, first_session: int,
                 total: int) -> Dict[str, Any]:
   times = {r["env_steps"]: r["time"] for r in res.history}
   # Records at env step X are stamped after chunk X and the session at X.
@@ -278,7 +280,7 @@ def erl_loop_section(suite: Suite) -> Dict[str, Any]:
   quiet = lambda msg: None
   for name, learned in (("sac", False), ("erl_vlm", True)):
     _log(f"erl_loop: {name}")
-    res = trainer_lib.run(_erl_config(suite, learned), log=quiet)
+    res = runner.run(_erl_config(suite, learned), log=quiet)
     out[name] = _loop_rates(res, suite.erl_first_session,
                             suite.erl_total_steps)
     out[name]["memory"] = _memory()
@@ -350,7 +352,7 @@ def relabel_rate(size: int, chunk_size: int, obs_size: int, act_size: int,
 
 
 def reward_section(suite: Suite) -> Dict[str, Any]:
-  task = envs.get_task(suite.sac.task)
+  task = tasks.get_task(suite.sac.task)
   venv = envs.make_vec_env(task, 1)
   o, a = venv.observation_size, venv.action_size
   k = task.num_classes

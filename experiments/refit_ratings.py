@@ -40,7 +40,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 import rating
-from erljax import envs
+from erljax import tasks
 from erljax import feedback as feedback_lib
 from erljax import reward_source
 from erljax.raters import Queries, ScriptedRater
@@ -85,7 +85,7 @@ def noisy_labels(config, rs: feedback_lib.RatingSet, noise: float,
                  seed: int) -> np.ndarray:
   """Labels [S, cap] of the rated quantity from the run's scripted rater
   (bins, rater.noise_kind) at label noise `noise`, drawn from `seed`."""
-  task = envs.rated_task(envs.get_task(config.task), config.rater.rated,
+  task = tasks.rated_task(tasks.get_task(config.task), config.rater.rated,
                          config.rater.range)
   n = config.rater.num_classes or task.num_classes
   rater = ScriptedRater.for_segments(
@@ -104,7 +104,7 @@ def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   num_seeds = rs.label.shape[0]
   src = reward_source.make(c, buf["obs"].shape[-1], buf["action"].shape[-1])
   learner = feedback_lib.make_learner(
-      c, c.rater.num_classes or envs.get_task(c.task).num_classes, src.model)
+      c, c.rater.num_classes or tasks.get_task(c.task).num_classes, src.model)
   params = jax.vmap(src.init)(jax.random.split(jax.random.PRNGKey(seed),
                                                num_seeds))
   opt_state = jax.vmap(learner.optimizer.init)(params)

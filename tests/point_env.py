@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from erljax import envs
+from erljax import tasks
 
 
 @struct.dataclass
@@ -41,8 +41,8 @@ NAME = "test_point"
 
 def register() -> str:
   """Registers the task once per process; returns its name."""
-  if NAME not in envs.task_names():
-    envs.register(envs.TaskSpec(
+  if NAME not in tasks.task_names():
+    tasks.register(tasks.TaskSpec(
         name=NAME, make_env=PointEnv,
         instruction="move the point to the origin", subject="a point mass",
         num_classes=2,

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
-from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+from erljax import runner  # pylint: disable=g-import-not-at-top
 
 
 def config(num_devices: int, reward_source: str = "env"):
@@ -53,7 +53,7 @@ def main():
   n = int(sys.argv[1])
   out = {"device_count": jax.device_count()}
   for source in ("env", "learned"):
-    runs = {d: trainer_lib.run(config(d, source), log=lambda s: None)
+    runs = {d: runner.run(config(d, source), log=lambda s: None)
             for d in (1, n)}
     one, many = runs[1].state, runs[n].state
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))

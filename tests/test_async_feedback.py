@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from erljax import runner
+from erljax import sessions
 from erljax import trainer as trainer_lib
 from erljax.raters import Ratings, ScriptedRater
 from test_trainer import learned_config
@@ -53,7 +55,7 @@ class Driver:
 
   def __init__(self, compiled, raters):
     self.c, trainer, self.chunk = compiled
-    self.loop = trainer_lib.FeedbackLoop(trainer, [0], raters)
+    self.loop = sessions.FeedbackLoop(trainer, [0], raters)
     self.state = jax.jit(jax.vmap(trainer.init))(
         jax.vmap(jax.random.PRNGKey)(jnp.arange(1)))
     self.steps = 0
@@ -151,9 +153,9 @@ def test_synchronous_remote_rater_matches_the_inline_scripted_run():
   c = learned_config(200, 2, queries=10, budget=25, warmup_updates=5)
   c.feedback.asynchronous = False
   make = lambda cls: [cls(3, 0.0, 1.0, noise=0.2, seed=s) for s in (7, 8)]
-  got = trainer_lib.run(c, log=lambda _: None, raters=make(RemoteScripted))
+  got = runner.run(c, log=lambda _: None, raters=make(RemoteScripted))
   c.feedback.asynchronous = True
-  ref = trainer_lib.run(c, log=lambda _: None, raters=make(ScriptedRater))
+  ref = runner.run(c, log=lambda _: None, raters=make(ScriptedRater))
   assert [r["env_steps"] for r in got.feedback] == [80, 120, 160]
   for a, b in zip(got.feedback, ref.feedback):
     assert a["requested_at"] == a["env_steps"]

@@ -19,6 +19,7 @@ import pytest
 
 from erljax import checkpoint as checkpoint_lib
 from erljax import config as config_lib
+from erljax import runner
 from erljax import trainer as trainer_lib
 from erljax.raters import scripted
 from test_trainer import learned_config
@@ -74,7 +75,7 @@ def run(trainer, workdir, log=lambda _: None, resume=False):
   """trainer_lib.run with the shared trainer, its config pointed at workdir."""
   trainer.config.workdir = str(workdir)
   trainer.config.resume = resume
-  return trainer_lib.run(trainer.config, log=log, trainer=trainer)
+  return runner.run(trainer.config, log=log, trainer=trainer)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_signal_stops_at_chunk_boundary_then_resume_matches(
 def test_fresh_run_refuses_a_workdir_with_checkpoints(stopped):
   workdir, _ = stopped
   with pytest.raises(checkpoint_lib.WorkdirError, match="resume=True"):
-    trainer_lib.run(run_config(workdir), log=lambda _: None)
+    runner.run(run_config(workdir), log=lambda _: None)
 
 
 def test_resume_refuses_a_different_config(stopped, tmp_path):
@@ -139,7 +140,7 @@ def test_resume_refuses_a_different_config(stopped, tmp_path):
   c = run_config(tmp_path / "run", resume=True)
   c.reward.lr = 1e-3
   with pytest.raises(config_lib.ConfigError, match="reward.lr"):
-    trainer_lib.run(c, log=lambda _: None)
+    runner.run(c, log=lambda _: None)
 
 
 def test_corrupted_latest_checkpoint_falls_back(trainer, reference,
@@ -242,7 +243,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(stopped, tmp_path):
   trainer = trainer_lib.Trainer.create(c, reward=NaNReward())
   with pytest.raises(FloatingPointError,
                      match=r"non-finite .* at env step 120.*step 80"):
-    trainer_lib.run(trainer.config, log=lambda _: None, trainer=trainer)
+    runner.run(trainer.config, log=lambda _: None, trainer=trainer)
   steps = sorted(int(d) for d in os.listdir(run_dir / "checkpoints"))
   assert steps[-1] == 80
 
@@ -252,7 +253,7 @@ def test_unwritable_workdir_fails_before_compiling(tmp_path):
   blocker.write_text("not a directory")
   c = run_config(blocker / "run")
   with pytest.raises(checkpoint_lib.WorkdirError, match="not writable"):
-    trainer_lib.run(c, log=pytest.fail)  # log: would mean it compiled
+    runner.run(c, log=pytest.fail)  # log: would mean it compiled
 
 
 def test_too_little_disk_space_fails_before_compiling(tmp_path, monkeypatch):
@@ -260,7 +261,7 @@ def test_too_little_disk_space_fails_before_compiling(tmp_path, monkeypatch):
   monkeypatch.setattr(checkpoint_lib.shutil, "disk_usage",
                       lambda _: usage._replace(free=1 << 20))
   with pytest.raises(checkpoint_lib.WorkdirError, match="MiB free"):
-    trainer_lib.run(run_config(tmp_path / "run"), log=pytest.fail)
+    runner.run(run_config(tmp_path / "run"), log=pytest.fail)
 
 
 def test_config_checks():
@@ -283,3 +284,54 @@ def test_split_and_merge_round_trip():
   assert merged["b"]["c"] == 1 and merged["b"]["e"] == [1, 2]
   assert merged["f"] is None and merged["g"] == {"h": "x"}
   np.testing.assert_array_equal(merged["b"]["d"], np.zeros(2))
+
+
+# The compiled programs of a run and of its feedback sessions, by the name
+# JAX traces them under.
+PROGRAMS = ("init", "train_chunk", "evaluate", "sample_queries", "epoch",
+            "signal", "after_feedback", "after_feedback_reset",
+            "empty_rating_sets", "init_fn")
+
+
+def test_each_program_is_traced_once_across_sessions_eval_and_resume(
+    tmp_path):
+  """Retrace guard: a run with feedback sessions, evaluations and
+  checkpoints, stopped and resumed in the same process with the same
+  Trainer, traces every compiled program exactly once."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  traced = []
+
+  class Names(logging.Handler):
+
+    def emit(self, record):
+      m = re.match(r"Finished tracing \+ transforming (\S+) for pjit",
+                   record.getMessage())
+      if m:
+        traced.append(m.group(1))
+
+  # A fresh Trainer: the module's shared one may have compiled already.
+  # Budget 30 = three full sessions of 10, so the query count (a static
+  # argument of sample_queries) never changes.
+  c = run_config(tmp_path, total_steps=120)
+  c.feedback.budget = 30
+  fresh = trainer_lib.Trainer.create(c)
+  handler = Names()
+  logger = logging.getLogger("jax._src.dispatch")
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.WARNING)
+  try:
+    with jax.log_compiles(True):
+      first = runner.run(c, log=lambda _: None, trainer=fresh)
+      c.total_steps, c.resume = TOTAL, True
+      second = runner.run(c, log=lambda _: None, trainer=fresh)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  # Sessions on both sides of the resume, evaluations and checkpoints ran.
+  assert [f["env_steps"] for f in first.feedback] == [80]
+  assert [f["env_steps"] for f in second.feedback] == [80, 120, 160]
+  assert second.history[-1]["env_steps"] == TOTAL
+  counts = {name: traced.count(name) for name in PROGRAMS}
+  assert counts == {name: 1 for name in PROGRAMS}, counts

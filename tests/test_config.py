@@ -63,8 +63,8 @@ def test_experiment_config_file_loads_every_task():
     import sac as sac_config  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.pop(0)
-  from erljax import envs
-  for name in envs.task_names():
+  from erljax import tasks
+  for name in tasks.task_names():
     c = sac_config.get_config(name)
     config_lib.validate(c)
     assert c.task == name

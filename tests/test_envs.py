@@ -4,26 +4,27 @@ import numpy as np
 import pytest
 
 from erljax import envs
+from erljax import tasks
 
 
 def test_registry_lists_brax_and_playground_tasks():
-  names = envs.task_names()
+  names = tasks.task_names()
   for name in ("reacher", "pusher", "CartpoleSwingup", "FingerSpin",
                "ReacherEasy", "WalkerWalk"):
     assert name in names
-  sources = {envs.get_task(n).source for n in names}
+  sources = {tasks.get_task(n).source for n in names}
   assert sources == {"brax", "playground"}
 
 
 def test_unknown_task_error_names_it():
   with pytest.raises(ValueError, match="unknown task 'cheetah-fly'"):
-    envs.get_task("cheetah-fly")
+    tasks.get_task("cheetah-fly")
 
 
 @pytest.mark.parametrize("name", ["reacher", "pusher", "CartpoleSwingup",
                                   "FingerSpin", "ReacherEasy", "WalkerWalk"])
 def test_every_task_has_what_rating_needs(name):
-  spec = envs.get_task(name)
+  spec = tasks.get_task(name)
   assert spec.instruction and isinstance(spec.instruction, str)
   assert spec.num_classes in (2, 3)
   lo, hi = spec.reward_range
@@ -35,16 +36,16 @@ def test_every_task_has_what_rating_needs(name):
 
 
 def test_register_rejects_bad_specs():
-  spec = envs.get_task("reacher")
+  spec = tasks.get_task("reacher")
   import dataclasses
   with pytest.raises(ValueError, match="already registered"):
-    envs.register(spec)
+    tasks.register(spec)
   with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
-    envs.register(dataclasses.replace(spec, name="x1", num_classes=1))
+    tasks.register(dataclasses.replace(spec, name="x1", num_classes=1))
   with pytest.raises(ValueError, match=r"reward_range \(1.0, 0.0\)"):
-    envs.register(dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0)))
+    tasks.register(dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0)))
   with pytest.raises(ValueError, match=r"rating_range \(0.0, 0.0\)"):
-    envs.register(dataclasses.replace(spec, name="x3", rating_range=(0.0, 0.0)))
+    tasks.register(dataclasses.replace(spec, name="x3", rating_range=(0.0, 0.0)))
 
 
 def test_reacher_rating_signal_is_the_visible_distance():
@@ -65,7 +66,7 @@ def test_reacher_rating_signal_is_the_visible_distance():
 
 
 def test_default_rating_signal_is_the_reward():
-  spec = envs.get_task("CartpoleSwingup")
+  spec = tasks.get_task("CartpoleSwingup")
   reward = jnp.array([[0.1, 0.7]])
   obs = jnp.zeros((1, 2, 5))
   out = spec.signal(obs, jnp.zeros((1, 2, 1)), obs, reward)
@@ -74,23 +75,23 @@ def test_default_rating_signal_is_the_reward():
 
 
 def test_rated_task_rates_the_reward_or_a_given_range():
-  spec = envs.get_task("reacher")
+  spec = tasks.get_task("reacher")
   reward = jnp.array([-0.9, -0.1])
   obs = jnp.ones((2, spec.make_env().observation_size))
-  on_reward = envs.rated_task(spec, "reward")
+  on_reward = tasks.rated_task(spec, "reward")
   np.testing.assert_array_equal(
       on_reward.signal(obs, jnp.zeros((2, 2)), obs, reward), reward)
   assert on_reward.rated_range == spec.reward_range
-  widened = envs.rated_task(spec, "reward", (-1, 0))
+  widened = tasks.rated_task(spec, "reward", (-1, 0))
   assert widened.rated_range == (-1.0, 0.0)
   # The signal is kept when only the range changes.
-  assert envs.rated_task(spec, "signal", (-0.2, 0.0)).rating_signal is (
+  assert tasks.rated_task(spec, "signal", (-0.2, 0.0)).rating_signal is (
       spec.rating_signal)
-  assert envs.rated_task(spec) is spec
+  assert tasks.rated_task(spec) is spec
   with pytest.raises(ValueError, match="rated='pixels'"):
-    envs.rated_task(spec, "pixels")
+    tasks.rated_task(spec, "pixels")
   with pytest.raises(ValueError, match=r"rating range \(0, -1\)"):
-    envs.rated_task(spec, "reward", (0, -1))
+    tasks.rated_task(spec, "reward", (0, -1))
 
 
 def test_make_vec_env_rejects_bad_sizes():

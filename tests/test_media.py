@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from erljax import media
-from erljax import trainer as trainer_lib
+from erljax import runner
 from test_trainer import learned_config
 
 
@@ -50,7 +50,7 @@ def test_run_writes_rollout_video_and_rated_frames(tmp_path):
   c.workdir = str(tmp_path / "run")
   c.render.height, c.render.width = 32, 40
   c.render.rollout_video = c.render.rated_frames = True
-  res = trainer_lib.run(c, log=lambda _: None)
+  res = runner.run(c, log=lambda _: None)
   assert [f["session"] for f in res.feedback] == [1]
   with Image.open(os.path.join(c.workdir, "rollout.gif")) as im:
     assert im.size == (40, 32) and im.n_frames > 1

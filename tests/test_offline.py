@@ -20,7 +20,7 @@ from erljax import config as config_lib  # pylint: disable=wrong-import-position
 from erljax import dataset  # pylint: disable=wrong-import-position
 from erljax import offline  # pylint: disable=wrong-import-position
 from erljax import offline_reward  # pylint: disable=wrong-import-position
-from erljax import trainer  # pylint: disable=wrong-import-position
+from erljax import runner  # pylint: disable=wrong-import-position
 
 
 def _tiny(method, data_dir, workdir=""):
@@ -51,7 +51,7 @@ def data_dir(tmp_path_factory):
   c.batch_size, c.sac.hidden_sizes, c.num_eval_envs = 8, (8,), 1
   c.replay_capacity, c.workdir = 64, str(run_dir)
   c.tensorboard = c.progress = False
-  trainer.run(c, log=lambda _: None)
+  runner.run(c, log=lambda _: None)
   trainer_, params, step = collect.load_policy(str(run_dir))
   assert step == 40
   std, random = collect.noise_schedule(8, [0.0, 0.5], 0.25)

@@ -2,7 +2,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from erljax import envs
+from erljax import tasks
 from erljax import render
 from erljax.raters import Queries, ScriptedRater, pixel
 
@@ -24,7 +24,7 @@ def reacher_frames():
 
 def test_reacher_pixel_labels_agree_with_ground_truth(reacher_frames):
   frames, dist = reacher_frames
-  low, high = envs.get_task("reacher").rated_range
+  low, high = tasks.get_task("reacher").rated_range
   truth = ScriptedRater(num_classes=3, low=low, high=high).true_labels(-dist)
   assert len(np.unique(truth)) == 3  # all classes occur
   rater = pixel.PixelRater("reacher")

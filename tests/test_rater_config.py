@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from erljax import config as config_lib
-from erljax import envs
+from erljax import tasks
 from erljax import raters
 from erljax.raters import Queries
 
@@ -25,7 +25,7 @@ def test_scripted_factory_bins_the_tasks_rating_signal():
   config_lib.validate(c)
   seed = 1_000_003 * 2 + 7
   made = raters.make(c.rater, "reacher", 3, seed)
-  low, high = envs.get_task("reacher").rated_range
+  low, high = tasks.get_task("reacher").rated_range
   ref = raters.ScriptedRater(3, low, high, noise=0.3, noise_kind="neighbour",
                              seed=seed)
   assert made == ref and made.needs_frames is False
@@ -138,8 +138,8 @@ def test_vlm_factory_defaults(kind, cls, url, key_env):
   r = raters.make(c.rater, "pusher", 2, seed=5)
   assert type(r) is cls and r.needs_frames
   assert (r.base_url, r.api_key_env) == (url, key_env)
-  assert r.instruction == envs.get_task("pusher").instruction
-  assert r.subject == envs.get_task("pusher").subject == "a robot arm"
+  assert r.instruction == tasks.get_task("pusher").instruction
+  assert r.subject == tasks.get_task("pusher").subject == "a robot arm"
   assert r.class_names == ("Bad", "Good")
   assert (r.model, r.rating_model, r.seed) == ("some-vlm", "some-vlm", 5)
   assert r.two_stage and r.constrained and r.cache is None

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import envs
+from erljax import tasks
 from erljax import raycast
 from erljax import render
 
@@ -76,7 +76,7 @@ def test_bad_pose_and_camera_are_named():
 
 
 def test_free_camera_frame_is_orthonormal_and_looks_at_the_point():
-  cam = envs.FreeCamera(lookat=(0.1, -0.2, 0.3), distance=2.0, azimuth=30.0,
+  cam = tasks.FreeCamera(lookat=(0.1, -0.2, 0.3), distance=2.0, azimuth=30.0,
                         elevation=-60.0)
   pos, forward, up = raycast.free_camera_frame(cam)
   np.testing.assert_allclose(np.linalg.norm(forward), 1.0, atol=1e-12)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from erljax import trainer as trainer_lib
+from erljax import runner
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -20,7 +20,7 @@ from test_trainer import learned_config  # noqa: E402
 def run_dir(tmp_path_factory):
   c = learned_config(200, 2, queries=20, budget=60, warmup_updates=2)
   c.workdir = str(tmp_path_factory.mktemp("rated"))
-  trainer_lib.run(c, log=lambda _: None)
+  runner.run(c, log=lambda _: None)
   return c.workdir
 
 

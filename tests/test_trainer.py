@@ -5,6 +5,7 @@ import pytest
 
 from erljax import config as config_lib
 from erljax import feedback as feedback_lib
+from erljax import runner
 from erljax import trainer as trainer_lib
 
 
@@ -32,7 +33,7 @@ def tiny_config(**overrides):
 def result(tmp_path_factory):
   c = tiny_config(workdir=str(tmp_path_factory.mktemp("run")))
   lines = []
-  res = trainer_lib.run(c, log=lines.append)
+  res = runner.run(c, log=lines.append)
   return c, res, lines
 
 
@@ -100,7 +101,7 @@ def test_learned_reward_run_with_feedback_sessions():
   """ERL-VLM loop end to end: pre-training, 3 sessions, budget respected."""
   c = learned_config(200, 2, queries=10, budget=25, warmup_updates=5)
   c.rater.noise = 0.2
-  res = trainer_lib.run(c, log=lambda _: None)
+  res = runner.run(c, log=lambda _: None)
   fb = res.feedback
   assert [f["env_steps"] for f in fb] == [80, 120, 160]
   # The last session is shrunk to fit the budget of 25 queries.
@@ -132,7 +133,7 @@ def test_no_session_at_the_end_and_none_before_the_first_reward():
   c = learned_config(120, 1, queries=6, warmup_updates=2, unsupervised=False,
                      first_session=None)
   assert c.seed_steps == 40
-  res = trainer_lib.run(c, log=lambda _: None)
+  res = runner.run(c, log=lambda _: None)
   assert [f["env_steps"] for f in res.feedback] == [40, 80]
   assert res.feedback[-1]["ratings_stored"] == [12]
   assert res.history[-1]["env_steps"] == 120
@@ -147,7 +148,7 @@ def test_image_reward_model_run():
   c.reward.ensemble_size = 2
   c.reward.max_epochs = 2
   trainer = trainer_lib.Trainer.create(c)
-  res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
+  res = runner.run(c, log=lambda _: None, trainer=trainer)
   fb = res.feedback
   assert [f["ratings_stored"] for f in fb] == [[16]]  # none at the end
   seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
@@ -170,7 +171,7 @@ def test_preference_feedback_run():
   c.reward.feedback_type = "preference"
   c.reward.class_weighted = False
   c.reward.stratified = False
-  res = trainer_lib.run(c, log=lambda _: None)
+  res = runner.run(c, log=lambda _: None)
   fb = res.feedback
   assert [f["queries_sent"] for f in fb] == [12, 24]
   # Answered + dropped (ties) account for every query sent.
@@ -187,7 +188,7 @@ def test_segment_feedback_run():
   env, never across an auto-reset."""
   c = learned_config(160, 1, queries=12, warmup_updates=2, segment_length=5)
   trainer = trainer_lib.Trainer.create(c)
-  res = trainer_lib.run(c, log=lambda _: None, trainer=trainer)
+  res = runner.run(c, log=lambda _: None, trainer=trainer)
   fb = res.feedback
   assert [f["queries_sent"] for f in fb] == [12, 24]
   assert fb[-1]["ratings_stored"] == [24]
@@ -196,7 +197,7 @@ def test_segment_feedback_run():
   seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
   env = trainer.env
   q = feedback_lib.sample_queries(
-      seed.buffer, jax.random.PRNGKey(0), 400, 1000, segment_length=5,
+      seed.buffer, jax.random.PRNGKey(0), 400, window=1000, segment_length=5,
       num_envs=env.num_envs, episode_step=seed.env.t,
       episode_length=env.episode_length)
   assert q.obs.shape == (400, 1, 5, env.observation_size)

@@ -9,7 +9,7 @@ import pytest
 
 from erljax import config as config_lib
 from erljax import serve
-from erljax import trainer as trainer_lib
+from erljax import runner
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def vlm_config(port: int):
 def result(server):
   c = vlm_config(server.port)
   lines = []
-  return c, trainer_lib.run(c, log=lines.append), lines
+  return c, runner.run(c, log=lines.append), lines
 
 
 def test_ratings_come_over_http_and_are_stored(result):
@@ -88,7 +88,7 @@ def test_learned_reward_follows_what_the_frames_show(server):
   c.total_steps = c.eval_every = c.replay_capacity = 2_200
   c.feedback.query_window_steps = 2_200
   c.feedback.asynchronous = False
-  res = trainer_lib.run(c, log=lambda _: None)
+  res = runner.run(c, log=lambda _: None)
   assert len(res.feedback) == 9
   st = res.state
   n = int(st.buffer.size[0])

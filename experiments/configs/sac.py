@@ -4,7 +4,7 @@
   python -m erljax.train --config=experiments/configs/sac.py:CartpoleSwingup \
       --config.seed=3 --config.num_seeds=5
 
-The argument after ':' is a registered task name (erljax.envs.task_names()).
+The argument after ':' is a registered task name (erljax.tasks.task_names()).
 Package defaults are the reference SAC settings (method notes §6); the
 per-task budgets below are sized so a run finishes on a 2-core CPU.
 """

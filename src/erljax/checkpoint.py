@@ -1,6 +1,6 @@
 """Checkpoints of a whole run, the work-directory checks, and stop signals.
 
-A checkpoint holds everything `erljax.trainer.run` needs to continue exactly
+A checkpoint holds everything `erljax.runner.run` needs to continue exactly
 where it stopped: the TrainState of every seed (agent, reward parameters,
 optimiser states, replay buffer, env state, PRNG keys, step counter), the
 evaluation keys, the feedback loop (rating sets, reward optimiser, query

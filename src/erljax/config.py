@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from erljax import envs
+from erljax import tasks
 from erljax import reward_model as reward_model_lib
 from erljax.raters import base as raters_base
 from erljax.raters import prompts as prompts_lib
@@ -183,7 +183,7 @@ REWARD_SOURCES = ("env", "learned")
 REWARD_MODELS = ("mlp", "cnn")
 SAMPLINGS = ("uniform", "disagreement")
 RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
-RATED = envs.RATED
+RATED = tasks.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
@@ -301,8 +301,8 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks every value; returns the config unchanged or raises ConfigError."""
-  if c.task not in envs.task_names():
-    _fail("task", c.task, f"unknown task; choose one of {envs.task_names()}")
+  if c.task not in tasks.task_names():
+    _fail("task", c.task, f"unknown task; choose one of {tasks.task_names()}")
   for key, lo in (("seed", 0), ("num_seeds", 1), ("num_envs", 1),
                   ("num_devices", 1),
                   ("total_steps", 1), ("seed_steps", 0), ("log_every", 1),
@@ -413,7 +413,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          "must be 'accuracy' or 'balanced_accuracy'")
   if c.rater.num_classes is not None:
     _check(c, "rater.num_classes", _int(2), "must be an integer >= 2 or None")
-  classes = c.rater.num_classes or envs.get_task(c.task).num_classes
+  classes = c.rater.num_classes or tasks.get_task(c.task).num_classes
   _check(c, "reward.label_smoothing", lambda v: 0.0 <= v < 1.0 / classes,
          f"must lie in [0, 1/{classes})")
   _check(c, "rater.kind", lambda v: v in RATER_KINDS,
@@ -435,7 +435,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.rater.kind != "scripted":
     _validate_vlm_rater(c, classes)
   seg_len = c.feedback.segment_length
-  episode_length = c.episode_length or envs.get_task(c.task).episode_length
+  episode_length = c.episode_length or tasks.get_task(c.task).episode_length
   _check(c, "feedback.segment_length", lambda v: v <= episode_length,
          f"must not exceed episode_length={episode_length} (a segment lies "
          "inside one episode)")

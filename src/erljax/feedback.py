@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -165,7 +166,7 @@ def segment_indices(insert_pos: jax.Array, capacity: int, back: jax.Array,
 
 
 def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
-                   num_queries: int, window: int, segments: int = 1,
+                   num_queries: int, *, window: int, segments: int = 1,
                    candidates: int = 1,
                    member_rewards: Optional[
                        Callable[[replay.Transition], jax.Array]] = None,
@@ -174,6 +175,7 @@ def sample_queries(buffer: replay.ReplayBuffer, key: jax.Array,
                    episode_length: int = 1) -> replay.Transition:
   """Queries from the `window` most recent transitions.
 
+  Every argument after num_queries is keyword-only.
   Returns leaves [Q, segments, H, ...]: Q queries of `segments` segments of
   H = segment_length consecutive steps of one env, laid out as
   `segment_indices` says (num_envs, episode_step [N], episode_length). With
@@ -377,6 +379,7 @@ def store_ratings(rating_sets: RatingSet, queries: replay.Transition,
   labels = jnp.asarray(np.stack([np.where(r.answered, r.labels, 0)
                                  for r in ratings]), jnp.int32)
   answered = np.stack([np.asarray(r.answered, bool) for r in ratings])
+  chex.assert_shape(labels, queries.true_reward.shape[:2])
   rating_sets = _add_ratings_seeds(
       rating_sets, queries.obs, queries.action, labels,
       jnp.sum(queries.true_reward, -1), jnp.asarray(answered), frames)

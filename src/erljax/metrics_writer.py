@@ -1,6 +1,6 @@
 """Where a run's metric records go: JSON lines, CSV, TensorBoard, console.
 
-Records are the dicts `erljax.trainer.run` produces: "eval" records (env
+Records are the dicts `erljax.runner.run` produces: "eval" records (env
 steps, per-seed lists `X_per_seed` with their mean `X` and std `X_std`) and
 "feedback" records (one per feedback session, per-seed lists). In workdir:
 

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from erljax import dataset as dataset_lib
-from erljax import envs
+from erljax import tasks
 from erljax import feedback as feedback_lib
 from erljax import raters as raters_lib
 from erljax import reward_source
@@ -47,7 +47,7 @@ _RATER_KEYS = ("kind", "noise", "noise_kind", "rated", "range", "model",
 
 
 def num_classes(config: ml_collections.ConfigDict) -> int:
-  return config.rater.num_classes or envs.get_task(config.task).num_classes
+  return config.rater.num_classes or tasks.get_task(config.task).num_classes
 
 
 def rater_description(config: ml_collections.ConfigDict,
@@ -74,7 +74,7 @@ def rated_signal(config: ml_collections.ConfigDict,
                  data: Dict[str, np.ndarray]) -> np.ndarray:
   """[M] what the scripted rater bins for each transition (the task's
   rating signal, or the reward, per config.rater.rated / range)."""
-  task = envs.rated_task(envs.get_task(config.task), config.rater.rated,
+  task = tasks.rated_task(tasks.get_task(config.task), config.rater.rated,
                          config.rater.range)
   return np.asarray(jax.jit(task.signal)(
       jnp.asarray(data["observations"]), jnp.asarray(data["actions"]),
@@ -243,8 +243,8 @@ def learn_reward(config: ml_collections.ConfigDict,
   r = np.asarray(rewards, np.float64)
   corr = lambda x: [float(np.corrcoef(r[i], x)[0, 1]) for i in range(s)]
   reference = raters_lib.ScriptedRater.for_segments(
-      learner.num_classes, envs.rated_task(
-          envs.get_task(config.task), config.rater.rated,
+      learner.num_classes, tasks.rated_task(
+          tasks.get_task(config.task), config.rater.rated,
           config.rater.range).rated_range)
   truth = reference.true_labels(signal[rows])
   hist = np.bincount(answered.labels, minlength=learner.num_classes)

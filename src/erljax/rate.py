@@ -84,8 +84,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
-  num_classes = c.rater.num_classes or envs.get_task(c.task).num_classes
+  from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
+  num_classes = c.rater.num_classes or tasks.get_task(c.task).num_classes
   rater = raters.make(c.rater, c.task, num_classes, args.seed,
                       instruction=args.instruction, subject=args.subject)
   images = []

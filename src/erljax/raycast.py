@@ -31,7 +31,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from erljax import envs
+from erljax import tasks
 from erljax import render
 
 # Colour of pixels whose ray hits nothing (MuJoCo draws its skybox there).
@@ -71,7 +71,7 @@ def geom_colours(model: mujoco.MjModel) -> np.ndarray:
       np.float32)
 
 
-def free_camera_frame(camera: envs.FreeCamera
+def free_camera_frame(camera: tasks.FreeCamera
                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(position, forward, up) [3] of a MuJoCo free camera."""
   az, el = np.deg2rad(camera.azimuth), np.deg2rad(camera.elevation)
@@ -90,7 +90,7 @@ class RayCaster:
     task: registered task name (or TaskSpec) with a MuJoCo model.
     height, width: frame size in pixels.
     camera: None for the task's camera (TaskSpec.camera), else a camera name
-      of the task's model or an erljax.envs.FreeCamera.
+      of the task's model or an erljax.tasks.FreeCamera.
     batch_size: frames traced at once (bounds peak memory: a batch holds
       batch_size * H * W * ngeom ray-geom tests).
 
@@ -98,11 +98,11 @@ class RayCaster:
   [3 * nmocap] (VecEnv.pose, what the replay buffer stores).
   """
 
-  def __init__(self, task: str | envs.TaskSpec, height: int = 64,
+  def __init__(self, task: str | tasks.TaskSpec, height: int = 64,
                width: int = 64,
-               camera: Optional[str | envs.FreeCamera] = None,
+               camera: Optional[str | tasks.FreeCamera] = None,
                batch_size: int = 16):
-    spec = envs.get_task(task) if isinstance(task, str) else task
+    spec = tasks.get_task(task) if isinstance(task, str) else task
     for key, value in (("height", height), ("width", width),
                        ("batch_size", batch_size)):
       if not isinstance(value, (int, np.integer)) or value < 1:
@@ -121,12 +121,12 @@ class RayCaster:
         raise ValueError(f"camera {self.camera!r} is not in task "
                          f"{spec.name!r}'s model; its cameras: {names}")
       fovy = float(model.cam_fovy[self._cam_id])
-    elif isinstance(self.camera, envs.FreeCamera):
+    elif isinstance(self.camera, tasks.FreeCamera):
       self._cam_id = -1
       fovy = float(model.vis.global_.fovy)
     else:
       raise ValueError(f"camera={self.camera!r}: give a camera name or an "
-                       "erljax.envs.FreeCamera")
+                       "erljax.tasks.FreeCamera")
     mx = mjx.put_model(model)
     if model.nmat == 0:
       # mjx.ray looks up material colours even for geoms without one.

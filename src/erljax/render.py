@@ -33,6 +33,7 @@ if platform.system() == "Linux":
 import mujoco  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from erljax import envs  # pylint: disable=g-import-not-at-top
+from erljax import tasks  # pylint: disable=g-import-not-at-top
 
 
 def _use_egl_if_asked() -> None:
@@ -57,9 +58,9 @@ def _use_egl_if_asked() -> None:
 _use_egl_if_asked()
 
 
-def task_model(task: str | envs.TaskSpec) -> mujoco.MjModel:
+def task_model(task: str | tasks.TaskSpec) -> mujoco.MjModel:
   """A private copy of a task's MjModel with its render colour overrides."""
-  spec = envs.get_task(task) if isinstance(task, str) else task
+  spec = tasks.get_task(task) if isinstance(task, str) else task
   model = copy.deepcopy(envs.mj_model(spec, spec.make_env()))
   for geom, rgba in spec.geom_rgba:
     gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, geom)
@@ -71,9 +72,9 @@ def task_model(task: str | envs.TaskSpec) -> mujoco.MjModel:
 
 
 def _camera(model: mujoco.MjModel,
-            camera: str | envs.FreeCamera) -> str | mujoco.MjvCamera:
+            camera: str | tasks.FreeCamera) -> str | mujoco.MjvCamera:
   """A camera argument for mujoco.Renderer.update_scene."""
-  if isinstance(camera, envs.FreeCamera):
+  if isinstance(camera, tasks.FreeCamera):
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
     cam.lookat[:] = camera.lookat
@@ -85,10 +86,10 @@ def _camera(model: mujoco.MjModel,
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
       names = [model.camera(i).name for i in range(model.ncam)]
       raise ValueError(f"camera {camera!r} is not in the model; its cameras: "
-                       f"{names} (or pass an erljax.envs.FreeCamera)")
+                       f"{names} (or pass an erljax.tasks.FreeCamera)")
     return camera
   raise ValueError(f"camera={camera!r}: give a camera name or an "
-                   "erljax.envs.FreeCamera")
+                   "erljax.tasks.FreeCamera")
 
 
 class FrameRenderer:
@@ -98,15 +99,15 @@ class FrameRenderer:
     task: registered task name (or TaskSpec).
     height, width: frame size in pixels.
     camera: None for the task's camera (TaskSpec.camera), else a camera name
-      of the task's model or an erljax.envs.FreeCamera.
+      of the task's model or an erljax.tasks.FreeCamera.
     shadows: draw shadows and reflections (slow without a GPU).
   """
 
-  def __init__(self, task: str | envs.TaskSpec, height: int = 224,
+  def __init__(self, task: str | tasks.TaskSpec, height: int = 224,
                width: int = 224,
-               camera: Optional[str | envs.FreeCamera] = None,
+               camera: Optional[str | tasks.FreeCamera] = None,
                shadows: bool = False):
-    spec = envs.get_task(task) if isinstance(task, str) else task
+    spec = tasks.get_task(task) if isinstance(task, str) else task
     for key, value in (("height", height), ("width", width)):
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{key}={value!r}: must be a positive integer")

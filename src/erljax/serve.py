@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from erljax import envs
+from erljax import tasks
 from erljax.raters import pixel
 from erljax.raters.base import CLASS_NAMES
 
@@ -155,7 +155,7 @@ class Responder:
   def __init__(self, task: str):
     self.task = task
     self.rater = pixel.PixelRater(task)
-    self.names = CLASS_NAMES[envs.get_task(task).num_classes]
+    self.names = CLASS_NAMES[tasks.get_task(task).num_classes]
 
   def answer(self, request: Dict[str, Any]) -> str:
     images, texts = _parts(request)

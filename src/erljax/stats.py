@@ -131,3 +131,26 @@ def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray,
   return stratified_bootstrap(
       both, lambda s: probability_of_improvement(s[:, :tasks], s[:, tasks:]),
       reps, alpha, seed)
+
+
+def nested_bootstrap_mean(x: np.ndarray, reps: int = 2000,
+                          alpha: float = 0.05, seed: int = 0
+                          ) -> Tuple[float, float, float]:
+  """(mean, lower, upper) of episode scores x [S seeds, E episodes]: a
+  percentile (1 - alpha) interval that resamples seeds, then episodes
+  within each resampled seed (with S = 1, a bootstrap over episodes).
+  """
+  x = np.asarray(x, np.float64)
+  if x.ndim != 2 or not x.size or not np.isfinite(x).all():
+    raise ValueError(f"need finite scores [seeds, episodes], got shape "
+                     f"{x.shape}")
+  point = float(x.mean())
+  if x.size < 2:
+    return point, point, point
+  s, e = x.shape
+  rng = np.random.default_rng(seed)
+  seeds = rng.integers(0, s, (reps, s, 1))
+  episodes = rng.integers(0, e, (reps, s, e))
+  means = x[seeds, episodes].mean(axis=(1, 2))
+  lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+  return point, float(lo), float(hi)

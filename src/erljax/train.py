@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from erljax import checkpoint
 from erljax import config as config_lib
-from erljax import trainer
+from erljax import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to an experiment config file, e.g. "
@@ -37,7 +37,7 @@ def main(argv):
     print(f"erljax: bad config: {e}", file=sys.stderr)
     sys.exit(2)
   try:
-    result = trainer.run(config)
+    result = runner.run(config)
   except (config_lib.ConfigError, checkpoint.WorkdirError) as e:
     print(f"erljax: {e}", file=sys.stderr)
     sys.exit(2)

@@ -50,8 +50,8 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
     subject: overrides the task's subject, what its frames show (VLMs).
     sleep: how the HTTP client waits between retries (tests inject one).
   """
-  from erljax import envs  # pylint: disable=g-import-not-at-top (jax)
-  task = envs.rated_task(envs.get_task(task_name), cfg.get("rated", "signal"),
+  from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
+  task = tasks.rated_task(tasks.get_task(task_name), cfg.get("rated", "signal"),
                          cfg.get("range"))
   if cfg.kind == "scripted":
     return ScriptedRater.for_segments(

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from erljax import envs
+from erljax import tasks
 from erljax.raters.base import Queries, Ratings
 from erljax.raters.scripted import ScriptedRater
 
@@ -47,8 +47,8 @@ def _centroid(mask: np.ndarray) -> Optional[np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def _top_down_metres_per_pixel(task: str, height: int) -> float:
   """Metres per pixel in the plane z = _REACHER_PLANE_Z of a top-down view."""
-  cam = envs.get_task(task).camera
-  if not isinstance(cam, envs.FreeCamera) or cam.elevation != -90.0:
+  cam = tasks.get_task(task).camera
+  if not isinstance(cam, tasks.FreeCamera) or cam.elevation != -90.0:
     raise ValueError(f"task {task!r}: the pixel rater needs a top-down "
                      f"FreeCamera (elevation -90), got {cam!r}")
   depth = cam.distance - (_REACHER_PLANE_Z - cam.lookat[2])
@@ -105,7 +105,7 @@ def frame_reward(task: str, frame: np.ndarray) -> Optional[float]:
 
 @functools.lru_cache(maxsize=None)
 def _binner(task: str) -> ScriptedRater:
-  spec = envs.get_task(task)
+  spec = tasks.get_task(task)
   low, high = spec.rated_range
   return ScriptedRater(num_classes=spec.num_classes, low=low, high=high)
 
@@ -126,7 +126,7 @@ class PixelRater:
 
   def __post_init__(self):
     _estimator(self.task)
-    self.num_classes = envs.get_task(self.task).num_classes
+    self.num_classes = tasks.get_task(self.task).num_classes
 
   def _rewards(self, queries: Queries) -> np.ndarray:
     """[B] estimated rewards, NaN where the frame shows too little."""
