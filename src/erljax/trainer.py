@@ -683,14 +683,9 @@ class FeedbackLoop:
 def _rollout_video(trainer: Trainer, state: TrainState,
                    keys: jax.Array) -> str:
   """workdir/rollout.gif: one deterministic episode of seed 0's policy."""
-  c = trainer.config
   params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
-  poses = media.rollout_poses(trainer, params, keys[0])
-  with render_lib.FrameRenderer(trainer.env.task, c.render.height,
-                                c.render.width) as renderer:
-    frames = renderer.render(poses)
-  return media.save_gif(frames, os.path.join(c.workdir, "rollout.gif"),
-                        c.render.fps)
+  return media.rollout_gif(trainer, params, keys[0], os.path.join(
+      trainer.config.workdir, "rollout.gif"))
 
 
 _PROGRAMS: Dict[int, Any] = {}
