@@ -10,7 +10,7 @@ them):
             the same task and settings, back to back in this process:
             env steps/s, gradient updates/s, ratio erljax / brax.
   erl_loop  the full ERL-VLM loop (SAC + reward learning + relabelling +
-            scripted rating, 50 queries every 5,000 steps) via trainer.run
+            scripted rating, 50 queries every 5,000 steps) via runner.run
             with reward.source=learned, as a fraction of the same run with
             reward.source=env.
   reward    rating-loss training steps/s (MLP and CNN ensembles) and the

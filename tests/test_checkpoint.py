@@ -72,7 +72,7 @@ def trainer():
 
 
 def run(trainer, workdir, log=lambda _: None, resume=False):
-  """trainer_lib.run with the shared trainer, its config pointed at workdir."""
+  """runner.run with the shared trainer, its config pointed at workdir."""
   trainer.config.workdir = str(workdir)
   trainer.config.resume = resume
   return runner.run(trainer.config, log=log, trainer=trainer)
@@ -167,14 +167,14 @@ _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_checkpoint import run_config
-    from erljax import trainer
+    from erljax import runner
 
     def log(line):
       print(line, flush=True)
       if line.startswith("step       120"):
         time.sleep(600)  # killed here: after checkpoint 80, before 120
 
-    trainer.run(run_config({workdir!r}), log=log)
+    runner.run(run_config({workdir!r}), log=log)
 """)
 
 

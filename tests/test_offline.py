@@ -20,6 +20,7 @@ from erljax import config as config_lib  # pylint: disable=wrong-import-position
 from erljax import dataset  # pylint: disable=wrong-import-position
 from erljax import offline  # pylint: disable=wrong-import-position
 from erljax import offline_reward  # pylint: disable=wrong-import-position
+from erljax import policy  # pylint: disable=wrong-import-position
 from erljax import runner  # pylint: disable=wrong-import-position
 
 
@@ -52,12 +53,11 @@ def data_dir(tmp_path_factory):
   c.replay_capacity, c.workdir = 64, str(run_dir)
   c.tensorboard = c.progress = False
   runner.run(c, log=lambda _: None)
-  trainer_, params, step = collect.load_policy(str(run_dir))
-  assert step == 40
+  loaded = policy.load(str(run_dir))
+  assert loaded.step == 40
   std, random = collect.noise_schedule(8, [0.0, 0.5], 0.25)
-  params = jax.tree_util.tree_map(lambda x: x[0], params)
-  episodes = collect.collect(trainer_, params, jax.random.PRNGKey(0), std,
-                             random)
+  episodes = collect.collect(loaded.trainer, loaded.seed_params,
+                             jax.random.PRNGKey(0), std, random)
   out = tmp_path_factory.mktemp("data")
   dataset.save(collect.to_dataset(c.task, episodes, std, random,
                                   {"source": "test"}), str(out), 5)

@@ -3,19 +3,19 @@
   python -m erljax.collect --workdir=runs/sac_pusher --out=data/pusher \
       --episodes=50 --noise_stds=0,0.2,0.5,1.0 --random_fraction=0.2
 
-Loads the actor of a run's latest checkpoint (the run's config.json says the
-task, network sizes and episode length), plays --episodes episodes at once
-in the vectorized env (one compiled scan over the episode, vmapped over the
-envs) and writes them with erljax.dataset. Real demonstrations are of mixed
-quality, so each episode has its own action noise: a --random_fraction share
-of the episodes acts uniformly at random (deliberately failed episodes), the
-others add Gaussian noise of a std taken in turn from --noise_stds to the
-policy's deterministic action (clipped to [-1, 1]).
+Loads the actor of a run's latest checkpoint with erljax.policy (the run's
+config.json says the task, network sizes and episode length), plays
+--episodes episodes at once in the vectorized env (one compiled scan over the
+episode, vmapped over the envs) and writes them with erljax.dataset. Real
+demonstrations are of mixed quality, so each episode has its own action
+noise: a --random_fraction share of the episodes acts uniformly at random
+(deliberately failed episodes), the others add Gaussian noise of a std taken
+in turn from --noise_stds to the policy's deterministic action (clipped to
+[-1, 1]).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,84 +23,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from erljax import config as config_lib
 from erljax import dataset as dataset_lib
 from erljax import envs
 from erljax import rollout as rollout_lib
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config.json a training run wrote into its workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such file; --workdir must be the "
-                            "workdir of a python -m erljax.train run")
-  with open(path) as f:
-    saved = json.load(f)
-  # Onto today's defaults: a run written before a key was added gets the
-  # key's default (what that run computed with).
-  config = config_lib.default()
-  _merge(config, saved)
-  config.workdir = workdir
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, values: Dict[str, Any]) -> None:
-  for key, value in values.items():
-    if isinstance(value, dict) and isinstance(config.get(key),
-                                              ml_collections.ConfigDict):
-      _merge(config[key], value)
-    else:
-      with config.ignore_type():
-        config[key] = value
-
-
-_ACTOR = "['train'].sac.actor_params"
-
-
-def load_policy(workdir: str) -> Tuple[Any, Any, int]:
-  """(trainer, actor_params with a seed axis [S, ...], checkpoint step) of
-  the latest checkpoint of a training run's workdir.
-
-  Reads the checkpoint read-only and takes the actor's arrays only, so it
-  works for any run (SAC on the env reward or on a learned one) and never
-  touches the run's files.
-  """
-  # pylint: disable-next=g-import-not-at-top (trainer imports the whole stack)
-  from erljax import trainer as trainer_lib
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  config = load_run_config(workdir)
-  trainer = trainer_lib.Trainer.create(config)
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"{directory}: no checkpoints (train with "
-                            "--config.workdir set)")
-  manager = ocp.CheckpointManager(
-      directory, item_names=("arrays", "host"),
-      options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{directory}: no checkpoint")
-    arrays = manager.restore(step, args=ocp.args.Composite(
-        arrays=ocp.args.StandardRestore()))["arrays"]
-  finally:
-    manager.close()
-  template = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
-  paths, treedef = jax.tree_util.tree_flatten_with_path(template.actor_params)
-  leaves = []
-  for path, leaf in paths:
-    name = _ACTOR + jax.tree_util.keystr(path)
-    got = arrays.get(name)
-    if got is None or tuple(got.shape[1:]) != tuple(leaf.shape):
-      raise ValueError(f"{directory}/{step}: {name} is "
-                       f"{'missing' if got is None else got.shape}; the "
-                       f"run's config.json says {leaf.shape} per seed")
-    leaves.append(jnp.asarray(got, leaf.dtype))
-  return trainer, jax.tree_util.tree_unflatten(treedef, leaves), int(step)
 
 
 def noise_schedule(num_episodes: int, noise_stds: Sequence[float],
@@ -200,13 +127,14 @@ def main(argv: Sequence[str]) -> None:
           file=sys.stderr)
     sys.exit(2)
   t0 = time.perf_counter()
-  trainer, actor_params, step = load_policy(f.workdir)
-  num_seeds = jax.tree_util.tree_leaves(actor_params)[0].shape[0]
-  if not 0 <= f.policy_seed < num_seeds:
-    print(f"erljax.collect: --policy_seed={f.policy_seed}: the run has "
-          f"{num_seeds} seeds", file=sys.stderr)
+  # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
+  from erljax import policy as policy_lib
+  try:
+    policy = policy_lib.load(f.workdir, seed=f.policy_seed)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"erljax.collect: {e}", file=sys.stderr)
     sys.exit(2)
-  params = jax.tree_util.tree_map(lambda x: x[f.policy_seed], actor_params)
+  trainer, params, step = policy.trainer, policy.seed_params, policy.step
   episodes = collect(trainer, params, jax.random.PRNGKey(f.seed), std, random,
                      f.episode_length)
   meta = {"source_workdir": os.path.abspath(f.workdir),

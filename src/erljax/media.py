@@ -2,9 +2,10 @@
 
 `rollout_poses` plays one deterministic episode of a trained policy in a
 fresh environment (compiled, like evaluation) and returns the poses;
-erljax.render draws them. `save_gif` writes frames as an animated GIF
-(Pillow, which erljax needs already) and `rated_grid` lays frames out with
-the rating each was given, so a run's labels can be checked by eye.
+erljax.render draws them; `rollout_gif` does both and saves the frames with
+`save_gif`, which writes frames as an animated GIF (Pillow, which erljax
+needs already). `rated_grid` lays frames out with the rating each was given,
+so a run's labels can be checked by eye.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from erljax import envs
+from erljax import render as render_lib
 
 # Caption colours per class, worst to best, and for unanswered queries.
 _BAD, _MID, _GOOD, _NONE = (200, 40, 40), (200, 150, 20), (30, 150, 50), (
@@ -48,6 +50,18 @@ def rollout_poses(trainer: Any, actor_params: Any, key: jax.Array,
     return poses
 
   return np.asarray(play(actor_params, key))
+
+
+def rollout_gif(trainer: Any, actor_params: Any, key: jax.Array,
+                path: str) -> str:
+  """Writes one deterministic episode of the policy (rollout_poses) as a
+  GIF at the run's config.render size and fps; returns the path."""
+  r = trainer.config.render
+  poses = rollout_poses(trainer, actor_params, key)
+  with render_lib.FrameRenderer(trainer.env.task, r.height,
+                                r.width) as renderer:
+    frames = renderer.render(poses)
+  return save_gif(frames, path, r.fps)
 
 
 def save_gif(frames: np.ndarray, path: str, fps: float = 25.0) -> str:

@@ -25,7 +25,6 @@ import numpy as np
 from erljax import checkpoint as checkpoint_lib
 from erljax import media
 from erljax import metrics_writer
-from erljax import render as render_lib
 from erljax import sessions
 from erljax import sharding
 from erljax import stats
@@ -76,14 +75,9 @@ def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
 def _rollout_video(trainer: trainer_lib.Trainer,
                    state: trainer_lib.TrainState, keys: jax.Array) -> str:
   """workdir/rollout.gif: one deterministic episode of seed 0's policy."""
-  c = trainer.config
   params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
-  poses = media.rollout_poses(trainer, params, keys[0])
-  with render_lib.FrameRenderer(trainer.env.task, c.render.height,
-                                c.render.width) as renderer:
-    frames = renderer.render(poses)
-  return media.save_gif(frames, os.path.join(c.workdir, "rollout.gif"),
-                        c.render.fps)
+  return media.rollout_gif(trainer, params, keys[0], os.path.join(
+      trainer.config.workdir, "rollout.gif"))
 
 
 class _Run:
