@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from erljax import gradients
 from erljax import replay
 from erljax import reward as reward_lib
 from erljax import reward_model as reward_model_lib
@@ -277,13 +278,14 @@ class RewardLearner:
     (per true class, the members' mean number of correctly classified and of
     all masked items over the pass), mean loss.
     """
+    update = gradients.gradient_update_fn(self._loss, self.optimizer,
+                                          has_aux=True)
     def step(carry, batch):
       params, opt_state = carry
       b_idx, b_mask = batch
-      (loss, hits), grads = jax.value_and_grad(self._loss, has_aux=True)(
-          params, rs.inputs(b_idx), rs.label[b_idx], b_mask, weights)
-      updates, new_opt = self.optimizer.update(grads, opt_state)
-      new_params = optax.apply_updates(params, updates)
+      (loss, hits), new_params, new_opt = update(
+          params, opt_state, rs.inputs(b_idx), rs.label[b_idx], b_mask,
+          weights)
       apply = active & jnp.any(b_mask)
       keep = lambda new, old: jax.tree_util.tree_map(
           lambda a, b: jnp.where(apply, a, b), new, old)

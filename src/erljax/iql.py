@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from erljax import gradients
 from erljax import networks
 
 Params = Any
@@ -215,24 +216,24 @@ class IQL:
                           next_obs=self.normalize(state, batch.next_obs))
     metrics: Dict[str, jax.Array] = {}
     value_params, value_opt = state.value_params, state.value_opt
+
+    def step(loss_fn, lr):
+      return gradients.gradient_update_fn(loss_fn, optax.adam(lr),
+                                          has_aux=True)
+
     if not h.bc:
-      grads, m = jax.grad(self.value_loss, has_aux=True)(
-          value_params, state.target_critic_params, batch)
-      updates, value_opt = optax.adam(h.value_lr).update(grads, value_opt)
-      value_params = optax.apply_updates(value_params, updates)
+      (_, m), value_params, value_opt = step(self.value_loss, h.value_lr)(
+          value_params, value_opt, state.target_critic_params, batch)
       metrics.update(m)
-    grads, m = jax.grad(self.actor_loss, has_aux=True)(
-        state.actor_params, value_params, state.target_critic_params, batch)
-    updates, actor_opt = optax.adam(h.actor_lr).update(grads, state.actor_opt)
-    actor_params = optax.apply_updates(state.actor_params, updates)
+    (_, m), actor_params, actor_opt = step(self.actor_loss, h.actor_lr)(
+        state.actor_params, state.actor_opt, value_params,
+        state.target_critic_params, batch)
     metrics.update(m)
     critic_params, critic_opt = state.critic_params, state.critic_opt
     target = state.target_critic_params
     if not h.bc:
-      grads, m = jax.grad(self.critic_loss, has_aux=True)(
-          critic_params, value_params, batch)
-      updates, critic_opt = optax.adam(h.critic_lr).update(grads, critic_opt)
-      critic_params = optax.apply_updates(critic_params, updates)
+      (_, m), critic_params, critic_opt = step(self.critic_loss, h.critic_lr)(
+          critic_params, critic_opt, value_params, batch)
       target = optax.incremental_update(critic_params, target, h.target_tau)
       metrics.update(m)
     return state.replace(

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from erljax import gradients
 from erljax import networks
 from erljax.replay import Transition
 
@@ -152,22 +153,22 @@ class SAC:
     """One SAC update on a batch (leaves [B, ...])."""
     h = self.hyper
     kc, ka = jax.random.split(key)
-    (_, cm), cgrad = jax.value_and_grad(self.critic_loss, has_aux=True)(
-        state.critic_params, state.target_critic_params, state.actor_params,
-        state.log_alpha, batch, kc)
-    cupd, critic_opt = self._opt(h.critic_lr).update(cgrad, state.critic_opt)
-    critic_params = optax.apply_updates(state.critic_params, cupd)
+    critic_step = gradients.gradient_update_fn(
+        self.critic_loss, self._opt(h.critic_lr), has_aux=True)
+    (_, cm), critic_params, critic_opt = critic_step(
+        state.critic_params, state.critic_opt, state.target_critic_params,
+        state.actor_params, state.log_alpha, batch, kc)
 
-    (_, am), agrad = jax.value_and_grad(self.actor_loss, has_aux=True)(
-        state.actor_params, critic_params, state.log_alpha, batch.obs, ka)
-    aupd, actor_opt = self._opt(h.actor_lr).update(agrad, state.actor_opt)
-    actor_params = optax.apply_updates(state.actor_params, aupd)
+    actor_step = gradients.gradient_update_fn(
+        self.actor_loss, self._opt(h.actor_lr), has_aux=True)
+    (_, am), actor_params, actor_opt = actor_step(
+        state.actor_params, state.actor_opt, critic_params, state.log_alpha,
+        batch.obs, ka)
 
-    alpha_loss, alpha_grad = jax.value_and_grad(self.alpha_loss)(
-        state.log_alpha, am.pop("log_prob"))
-    alupd, alpha_opt = self._opt(h.alpha_lr).update(alpha_grad,
-                                                    state.alpha_opt)
-    log_alpha = optax.apply_updates(state.log_alpha, alupd)
+    alpha_step = gradients.gradient_update_fn(self.alpha_loss,
+                                              self._opt(h.alpha_lr))
+    alpha_loss, log_alpha, alpha_opt = alpha_step(
+        state.log_alpha, state.alpha_opt, am.pop("log_prob"))
 
     steps = state.steps + 1
     polyak = optax.incremental_update(critic_params,
