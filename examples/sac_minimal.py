@@ -6,9 +6,10 @@ agent and returns `train(rng)`, the whole run as one pure function, so
   metrics = jax.jit(jax.vmap(make_train(config)))(jax.random.split(key, S))
 
 trains S seeds at once as one compiled program. No feedback, reward learning
-or checkpoints: the pieces are erljax's own (envs.make_vec_env,
-networks via sac.SAC, SAC's losses, the replay buffer, gradients'
-one-step helper), put together in the order a reader follows:
+or checkpoints: the pieces are erljax's own (envs.make_vec_env, the networks
+and losses behind sac.SAC and its one-step `update`, the replay buffer,
+rollout's evaluation), put together in the order a reader follows; a fork
+that changes the update edits sac.py's losses:
 
   1. prefill: `seed_steps` env steps of uniform random actions;
   2. learn: C = `num_chunks` chunks of `eval_every` env steps; each vectorized
@@ -30,16 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from erljax import envs
-from erljax import gradients
 from erljax import replay
+from erljax import rollout
 from erljax import sac
 
 
@@ -70,43 +70,6 @@ class Config:
       raise ValueError(f"num_chunks={self.num_chunks} must be >= 1")
 
 
-def sac_update(agent: sac.SAC, state: sac.SACState, batch: replay.Transition,
-               key: jax.Array) -> Tuple[sac.SACState, Dict[str, jax.Array]]:
-  """One SAC update from erljax's losses: critic, then actor (seeing the new
-  critic), then temperature, then the Polyak target every
-  `target_update_period` updates. Exactly what `sac.SAC.update` computes
-  (tests/test_example.py checks it bit for bit); edit this one in a fork."""
-  h = agent.hyper
-  k_critic, k_actor = jax.random.split(key)
-  critic_step = gradients.gradient_update_fn(
-      agent.critic_loss, optax.adam(h.critic_lr), has_aux=True)
-  (_, critic_m), critic_params, critic_opt = critic_step(
-      state.critic_params, state.critic_opt, state.target_critic_params,
-      state.actor_params, state.log_alpha, batch, k_critic)
-  actor_step = gradients.gradient_update_fn(
-      agent.actor_loss, optax.adam(h.actor_lr), has_aux=True)
-  (_, actor_m), actor_params, actor_opt = actor_step(
-      state.actor_params, state.actor_opt, critic_params, state.log_alpha,
-      batch.obs, k_actor)
-  alpha_step = gradients.gradient_update_fn(agent.alpha_loss,
-                                            optax.adam(h.alpha_lr))
-  alpha_loss, log_alpha, alpha_opt = alpha_step(
-      state.log_alpha, state.alpha_opt, actor_m.pop("log_prob"))
-  steps = state.steps + 1
-  polyak = optax.incremental_update(critic_params, state.target_critic_params,
-                                    h.tau)
-  do_target = steps % h.target_update_period == 0
-  target = jax.tree_util.tree_map(
-      lambda new, old: jnp.where(do_target, new, old), polyak,
-      state.target_critic_params)
-  state = sac.SACState(
-      actor_params=actor_params, critic_params=critic_params,
-      target_critic_params=target, log_alpha=log_alpha, actor_opt=actor_opt,
-      critic_opt=critic_opt, alpha_opt=alpha_opt, steps=steps)
-  return state, {**critic_m, **actor_m, "alpha_loss": alpha_loss,
-                 "alpha": jnp.exp(log_alpha)}
-
-
 def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
   """Builds the envs and the agent; returns train(rng) -> metrics [C]."""
   config.validate()
@@ -131,18 +94,8 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
 
   def evaluate(actor_params, key):
     """Mean return of one deterministic episode per eval env: []."""
-    def step(carry, _):
-      env_state, alive, ret = carry
-      action = agent.deterministic_action(actor_params, env_state.obs)
-      env_state, out = eval_env.step(env_state, action)
-      ret = ret + alive * out.reward
-      alive = alive * (1.0 - out.terminal.astype(jnp.float32))
-      return (env_state, alive, ret), None
-    m = eval_env.num_envs
-    init = (eval_env.reset(key), jnp.ones((m,)), jnp.zeros((m,)))
-    (_, _, ret), _ = jax.lax.scan(step, init, None,
-                                  length=config.episode_length)
-    return jnp.mean(ret)
+    policy = lambda obs: agent.deterministic_action(actor_params, obs)
+    return rollout.evaluate(eval_env, policy, key)["eval_return"]
 
   def train(rng: jax.Array) -> Dict[str, jax.Array]:
     k_agent, k_env, k_prefill, k_learn = jax.random.split(rng, 4)
@@ -175,7 +128,7 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
       def update(agent_state, key):
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(buffer, k_sample, config.batch_size)
-        return sac_update(agent, agent_state, batch, k_update)
+        return agent.update(agent_state, batch, k_update)
       agent_state, metrics = jax.lax.scan(
           update, agent_state,
           jax.random.split(k_upd, config.updates_per_step))
