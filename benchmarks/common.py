@@ -38,9 +38,9 @@ class SACSetup:
   num_envs: int = 8
   episode_length: int = 200
   batch_size: int = 256
-  updates_per_step: int = 4      # gradient updates per vectorized env step
+  updates_per_step: int = 4  # gradient updates per vectorized env step
   hidden: Sequence[int] = (256, 256, 256)
-  seed_steps: int = 1_000        # uniform random prefill (Brax: min replay)
+  seed_steps: int = 1_000  # uniform random prefill (Brax: min replay)
   lr: float = 3e-4
   replay_capacity: int = 100_000
   num_eval_envs: int = 16
@@ -51,8 +51,9 @@ class SACSetup:
     return d
 
 
-def erljax_config(s: SACSetup, total_steps: int, log_every: int,
-                  num_seeds: int = 1) -> ml_collections.ConfigDict:
+def erljax_config(
+  s: SACSetup, total_steps: int, log_every: int, num_seeds: int = 1
+) -> ml_collections.ConfigDict:
   """An erljax SAC config (environment reward) with the setup's settings."""
   c = config_lib.default()
   c.task = s.task
@@ -72,9 +73,13 @@ def erljax_config(s: SACSetup, total_steps: int, log_every: int,
   return c
 
 
-def brax_sac_train(s: SACSetup, seed: int, num_timesteps: int,
-                   num_evals: int,
-                   progress_fn: Callable[[int, Dict[str, Any]], None]):
+def brax_sac_train(
+  s: SACSetup,
+  seed: int,
+  num_timesteps: int,
+  num_evals: int,
+  progress_fn: Callable[[int, Dict[str, Any]], None],
+):
   """Runs Brax's own SAC on the task's Brax env with the setup's settings.
 
   progress_fn(step, metrics) is Brax's: called after every evaluation; from
@@ -84,21 +89,32 @@ def brax_sac_train(s: SACSetup, seed: int, num_timesteps: int,
   """
   from brax.training.agents.sac import networks as sac_networks  # pylint: disable=g-import-not-at-top
   from brax.training.agents.sac import train as sac_train  # pylint: disable=g-import-not-at-top
+
   env = tasks.get_task(s.task).make_env()
-  factory = functools.partial(sac_networks.make_sac_networks,
-                              hidden_layer_sizes=tuple(s.hidden))
+  factory = functools.partial(
+    sac_networks.make_sac_networks, hidden_layer_sizes=tuple(s.hidden)
+  )
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     return sac_train.train(
-        environment=env, num_timesteps=num_timesteps,
-        episode_length=s.episode_length, num_envs=s.num_envs,
-        num_eval_envs=s.num_eval_envs, learning_rate=s.lr,
-        discounting=0.99, seed=seed, batch_size=s.batch_size,
-        num_evals=num_evals, tau=0.005, min_replay_size=s.seed_steps,
-        max_replay_size=s.replay_capacity,
-        grad_updates_per_step=s.updates_per_step,
-        deterministic_eval=True, network_factory=factory,
-        progress_fn=progress_fn)
+      environment=env,
+      num_timesteps=num_timesteps,
+      episode_length=s.episode_length,
+      num_envs=s.num_envs,
+      num_eval_envs=s.num_eval_envs,
+      learning_rate=s.lr,
+      discounting=0.99,
+      seed=seed,
+      batch_size=s.batch_size,
+      num_evals=num_evals,
+      tau=0.005,
+      min_replay_size=s.seed_steps,
+      max_replay_size=s.replay_capacity,
+      grad_updates_per_step=s.updates_per_step,
+      deterministic_eval=True,
+      network_factory=factory,
+      progress_fn=progress_fn,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -116,9 +132,19 @@ def _cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
-def versions(packages: Sequence[str] = (
-    "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx",
-    "playground", "numpy")) -> Dict[str, Optional[str]]:
+def versions(
+  packages: Sequence[str] = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "brax",
+    "mujoco",
+    "mujoco-mjx",
+    "playground",
+    "numpy",
+  ),
+) -> Dict[str, Optional[str]]:
   out: Dict[str, Optional[str]] = {"python": sys.version.split()[0]}
   for p in packages:
     try:
@@ -131,9 +157,13 @@ def versions(packages: Sequence[str] = (
 def _git_commit() -> Optional[str]:
   try:
     return subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)), check=True,
-        timeout=10).stdout.strip()
+      ["git", "rev-parse", "HEAD"],
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(os.path.abspath(__file__)),
+      check=True,
+      timeout=10,
+    ).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return None
 
@@ -142,17 +172,18 @@ def machine() -> Dict[str, Any]:
   """CPU model, core counts, JAX devices and the OS."""
   devices = jax.devices()
   return {
-      "cpu_model": _cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "cpu_affinity": (len(os.sched_getaffinity(0))
-                       if hasattr(os, "sched_getaffinity") else None),
-      "load_average": list(os.getloadavg()),
-      "platform": platform.platform(),
-      "jax_backend": jax.default_backend(),
-      "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
-      "device_count": len(devices),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "git_commit": _git_commit(),
+    "cpu_model": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "cpu_affinity": (
+      len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    ),
+    "load_average": list(os.getloadavg()),
+    "platform": platform.platform(),
+    "jax_backend": jax.default_backend(),
+    "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+    "device_count": len(devices),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "git_commit": _git_commit(),
   }
 
 

@@ -51,34 +51,47 @@ def _args():
 
 def _setup(a) -> common.SACSetup:
   return common.SACSetup(
-      task=a.task, num_envs=a.num_envs, episode_length=a.episode_length,
-      batch_size=a.batch_size, updates_per_step=a.updates_per_step,
-      hidden=tuple(int(h) for h in a.hidden.split(",")),
-      seed_steps=a.seed_steps, lr=a.lr, replay_capacity=a.total_steps,
-      num_eval_envs=a.num_eval_envs)
+    task=a.task,
+    num_envs=a.num_envs,
+    episode_length=a.episode_length,
+    batch_size=a.batch_size,
+    updates_per_step=a.updates_per_step,
+    hidden=tuple(int(h) for h in a.hidden.split(",")),
+    seed_steps=a.seed_steps,
+    lr=a.lr,
+    replay_capacity=a.total_steps,
+    num_eval_envs=a.num_eval_envs,
+  )
 
 
 def run_erljax(a):
-  c = common.erljax_config(_setup(a), a.total_steps,
-                           a.total_steps // (a.num_evals - 1), a.seeds)
+  c = common.erljax_config(
+    _setup(a), a.total_steps, a.total_steps // (a.num_evals - 1), a.seeds
+  )
   res = runner.run(c, log=lambda s: print("[erljax]", s, flush=True))
   curve = [(r["env_steps"], r["eval_return_per_seed"]) for r in res.history]
-  return {"final_per_seed": res.history[-1]["eval_return_per_seed"],
-          "curve": curve, "compile_s": res.compile_seconds,
-          "train_s": res.train_seconds}
+  return {
+    "final_per_seed": res.history[-1]["eval_return_per_seed"],
+    "curve": curve,
+    "compile_s": res.compile_seconds,
+    "train_s": res.train_seconds,
+  }
 
 
 def run_brax(a):
   finals, curves, times = [], [], []
   for seed in range(a.seeds):
     curve = []
+
     def progress(step, metrics, curve=curve, seed=seed):
       curve.append((int(step), float(metrics["eval/episode_reward"])))
-      print(f"[brax seed {seed}] step {step} eval_return "
-            f"{curve[-1][1]:.3f}", flush=True)
+      print(
+        f"[brax seed {seed}] step {step} eval_return {curve[-1][1]:.3f}",
+        flush=True,
+      )
+
     t = time.perf_counter()
-    common.brax_sac_train(_setup(a), seed, a.total_steps, a.num_evals,
-                          progress)
+    common.brax_sac_train(_setup(a), seed, a.total_steps, a.num_evals, progress)
     times.append(time.perf_counter() - t)
     finals.append(curve[-1][1])
     curves.append(curve)
@@ -94,18 +107,26 @@ def _ci95(x):
 
 def main():
   a = _args()
-  out = {"args": vars(a), "device": jax.devices()[0].device_kind,
-         "platform": platform.platform(), "jax": jax.__version__}
+  out = {
+    "args": vars(a),
+    "device": jax.devices()[0].device_kind,
+    "platform": platform.platform(),
+    "jax": jax.__version__,
+  }
   out["erljax"] = run_erljax(a)
   if not a.skip_brax:
     out["brax"] = run_brax(a)
   e = np.asarray(out["erljax"]["final_per_seed"])
-  print(f"erljax final eval return: {e.mean():.3f} ± {_ci95(e):.3f} "
-        f"(per seed {np.round(e, 3).tolist()})")
+  print(
+    f"erljax final eval return: {e.mean():.3f} ± {_ci95(e):.3f} "
+    f"(per seed {np.round(e, 3).tolist()})"
+  )
   if "brax" in out:
     b = np.asarray(out["brax"]["final_per_seed"])
-    print(f"brax   final eval return: {b.mean():.3f} ± {_ci95(b):.3f} "
-          f"(per seed {np.round(b, 3).tolist()})")
+    print(
+      f"brax   final eval return: {b.mean():.3f} ± {_ci95(b):.3f} "
+      f"(per seed {np.round(b, 3).tolist()})"
+    )
     # Returns are negative on reacher: compare the gap to Brax's mean relative
     # to |Brax's mean|.
     rel = (e.mean() - b.mean()) / abs(b.mean())

@@ -36,19 +36,24 @@ _SEEDS = flags.DEFINE_list("seeds", ["1", "5"], "seed counts")
 _HIDDEN = flags.DEFINE_list("hidden", ["256", "256"], "hidden sizes")
 
 
-def time_one(num_seeds: int, axis: str, bc: bool, hidden, steps: int,
-             repeats: int) -> Dict[str, Any]:
+def time_one(
+  num_seeds: int, axis: str, bc: bool, hidden, steps: int, repeats: int
+) -> Dict[str, Any]:
   o, a, m = 23, 7, 10_000
   agent = iql.IQL(o, a, iql.IQLHyper(hidden_sizes=tuple(hidden), bc=bc))
   k = jax.random.PRNGKey(0)
-  data = iql.Batch(obs=jax.random.normal(k, (m, o)),
-                   action=jnp.tanh(jax.random.normal(k, (m, a))),
-                   reward=jnp.zeros((m,)), discount=jnp.ones((m,)),
-                   next_obs=jax.random.normal(k, (m, o)))
+  data = iql.Batch(
+    obs=jax.random.normal(k, (m, o)),
+    action=jnp.tanh(jax.random.normal(k, (m, a))),
+    reward=jnp.zeros((m,)),
+    discount=jnp.ones((m,)),
+    next_obs=jax.random.normal(k, (m, o)),
+  )
   rewards = jax.random.uniform(k, (num_seeds, m))
   keys = jax.random.split(k, num_seeds)
-  fn = lambda s, r, key: agent.train_steps(s, data.replace(reward=r), key,
-                                           steps)
+  fn = lambda s, r, key: agent.train_steps(
+    s, data.replace(reward=r), key, steps
+  )
   # pylint: disable-next=protected-access
   program = jax.jit(offline._seed_axis(fn, axis, (0, 0, 0)))
   state = jax.jit(jax.vmap(agent.init))(keys)
@@ -64,9 +69,16 @@ def time_one(num_seeds: int, axis: str, bc: bool, hidden, steps: int,
     jax.block_until_ready(m_)
     times.append(time.perf_counter() - t0)
   per_s = steps / float(np.median(times))
-  return {"seeds": num_seeds, "axis": axis, "method": "bc" if bc else "iql",
-          "hidden": list(hidden), "batch": 256, "compile_s": compile_s,
-          "steps_per_s": per_s, "seed_steps_per_s": per_s * num_seeds}
+  return {
+    "seeds": num_seeds,
+    "axis": axis,
+    "method": "bc" if bc else "iql",
+    "hidden": list(hidden),
+    "batch": 256,
+    "compile_s": compile_s,
+    "steps_per_s": per_s,
+    "seed_steps_per_s": per_s * num_seeds,
+  }
 
 
 def main(argv):
@@ -75,17 +87,26 @@ def main(argv):
   rows = []
   for bc in (False, True):
     for s in (int(x) for x in _SEEDS.value):
-      for axis in (("vmap",) if s == 1 else ("vmap", "map")):
+      for axis in ("vmap",) if s == 1 else ("vmap", "map"):
         row = time_one(s, axis, bc, hidden, _STEPS.value, _REPEATS.value)
         rows.append(row)
-        print(f"{row['method']:>3s} seeds={s} axis={axis:>4s}: "
-              f"{row['steps_per_s']:7.1f} steps/s "
-              f"({row['seed_steps_per_s']:7.1f} seed steps/s), compile "
-              f"{row['compile_s']:.1f}s", flush=True)
-  out = {"rows": rows, "machine": {
-      "cpu_count": os.cpu_count(), "platform": platform.platform(),
-      "load_average": os.getloadavg(), "jax": jax.__version__,
-      "devices": [str(d) for d in jax.devices()]}}
+        print(
+          f"{row['method']:>3s} seeds={s} axis={axis:>4s}: "
+          f"{row['steps_per_s']:7.1f} steps/s "
+          f"({row['seed_steps_per_s']:7.1f} seed steps/s), compile "
+          f"{row['compile_s']:.1f}s",
+          flush=True,
+        )
+  out = {
+    "rows": rows,
+    "machine": {
+      "cpu_count": os.cpu_count(),
+      "platform": platform.platform(),
+      "load_average": os.getloadavg(),
+      "jax": jax.__version__,
+      "devices": [str(d) for d in jax.devices()],
+    },
+  }
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(out, f, indent=2)

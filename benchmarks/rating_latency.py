@@ -60,22 +60,40 @@ def _args(argv=None):
   p.add_argument("--interval", type=int, default=5_000)
   p.add_argument("--queries", type=int, default=50)
   p.add_argument("--seed_steps", type=int, default=1_000)
-  p.add_argument("--final_wait", type=float, default=0.0,
-                 help="seconds to wait at the end for sessions still out "
-                 "(feedback.final_wait_s; < 0: wait for all)")
-  p.add_argument("--latency", type=float, default=2.0,
-                 help="seconds per request of the slow rater")
-  p.add_argument("--concurrency", type=int, default=8,
-                 help="requests the slow rater has in flight at once")
+  p.add_argument(
+    "--final_wait",
+    type=float,
+    default=0.0,
+    help="seconds to wait at the end for sessions still out "
+    "(feedback.final_wait_s; < 0: wait for all)",
+  )
+  p.add_argument(
+    "--latency",
+    type=float,
+    default=2.0,
+    help="seconds per request of the slow rater",
+  )
+  p.add_argument(
+    "--concurrency",
+    type=int,
+    default=8,
+    help="requests the slow rater has in flight at once",
+  )
   p.add_argument("--num_envs", type=int, default=10)
   p.add_argument("--episode_length", type=int, default=200)
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--hidden", default="256,256")
-  p.add_argument("--runs", default="instant,slow_async,slow_sync",
-                 help="comma-separated: instant, slow_async, slow_sync, "
-                 "http_async")
-  p.add_argument("--render_frames", type=int, default=100,
-                 help="frames for the render benchmark (0: skip)")
+  p.add_argument(
+    "--runs",
+    default="instant,slow_async,slow_sync",
+    help="comma-separated: instant, slow_async, slow_sync, http_async",
+  )
+  p.add_argument(
+    "--render_frames",
+    type=int,
+    default=100,
+    help="frames for the render benchmark (0: skip)",
+  )
   p.add_argument("--out", default="benchmarks/results/rating_latency.json")
   return p.parse_args(argv)
 
@@ -134,8 +152,7 @@ def _raters(c, kind: str, a):
   task = tasks.rated_task(tasks.get_task(c.task))
   low, high = task.rated_range
   seeds = range(c.seed, c.seed + c.num_seeds)
-  scripted = [ScriptedRater(task.num_classes, low, high, seed=s)
-              for s in seeds]
+  scripted = [ScriptedRater(task.num_classes, low, high, seed=s) for s in seeds]
   if kind == "instant":
     return scripted
   return [SlowRater(r, a.latency, a.concurrency) for r in scripted]
@@ -159,23 +176,34 @@ def run_one(c, kind: str, a):
     res = runner.run(c, log=lambda _: None, raters=_raters(c, kind, a))
   done = [f for f in res.feedback if not f.get("abandoned")]
   return {
-      "run": kind,
-      "train_seconds": res.train_seconds,
-      "compile_seconds": res.compile_seconds,
-      "steps_per_second": c.total_steps / res.train_seconds,
-      "sessions_completed": len(done),
-      "sessions_abandoned": len(res.feedback) - len(done),
-      "queries_answered": int(sum(sum(f["answered"]) for f in done)),
-      "mean_latency_seconds": (float(np.mean([f["latency_seconds"]
-                                              for f in done]))
-                               if done else math.nan),
-      "mean_host_seconds_per_session": (float(np.mean([f["seconds"]
-                                                       for f in done]))
-                                        if done else math.nan),
-      "sessions": [{k: f.get(k) for k in ("session", "due_at", "requested_at",
-                                          "env_steps", "latency_seconds",
-                                          "seconds", "abandoned")}
-                   for f in res.feedback],
+    "run": kind,
+    "train_seconds": res.train_seconds,
+    "compile_seconds": res.compile_seconds,
+    "steps_per_second": c.total_steps / res.train_seconds,
+    "sessions_completed": len(done),
+    "sessions_abandoned": len(res.feedback) - len(done),
+    "queries_answered": int(sum(sum(f["answered"]) for f in done)),
+    "mean_latency_seconds": (
+      float(np.mean([f["latency_seconds"] for f in done])) if done else math.nan
+    ),
+    "mean_host_seconds_per_session": (
+      float(np.mean([f["seconds"] for f in done])) if done else math.nan
+    ),
+    "sessions": [
+      {
+        k: f.get(k)
+        for k in (
+          "session",
+          "due_at",
+          "requested_at",
+          "env_steps",
+          "latency_seconds",
+          "seconds",
+          "abandoned",
+        )
+      }
+      for f in res.feedback
+    ],
   }
 
 
@@ -183,6 +211,7 @@ def render_fps(a):
   if a.render_frames <= 0 or importlib.util.find_spec("erljax.render") is None:
     return None
   from erljax import render  # pylint: disable=g-import-not-at-top
+
   return render.benchmark(a.task, n=a.render_frames, height=224, width=224)
 
 
@@ -193,34 +222,48 @@ def main(argv=None):
   by = {r["run"]: r for r in rows}
   base = by.get("instant", {}).get("steps_per_second")
   for r in rows:
-    r["fraction_of_instant"] = (r["steps_per_second"] / base if base
-                                else math.nan)
+    r["fraction_of_instant"] = (
+      r["steps_per_second"] / base if base else math.nan
+    )
   fps = render_fps(a)
   dev = jax.devices()[0]
-  print(f"task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
-        f"steps={c.total_steps} sessions: {c.feedback.queries} queries every "
-        f"{c.feedback.interval} steps from {c.feedback.first_session}; slow "
-        f"rater {a.latency}s/request x{a.concurrency} in flight; device "
-        f"{dev.platform} ({dev.device_kind})")
-  print(f"{'run':<11} {'steps/s':>9} {'fraction':>9} {'done':>5} "
-        f"{'dropped':>8} {'latency s':>10} {'host s/session':>15}")
+  print(
+    f"task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
+    f"steps={c.total_steps} sessions: {c.feedback.queries} queries every "
+    f"{c.feedback.interval} steps from {c.feedback.first_session}; slow "
+    f"rater {a.latency}s/request x{a.concurrency} in flight; device "
+    f"{dev.platform} ({dev.device_kind})"
+  )
+  print(
+    f"{'run':<11} {'steps/s':>9} {'fraction':>9} {'done':>5} "
+    f"{'dropped':>8} {'latency s':>10} {'host s/session':>15}"
+  )
   for r in rows:
-    print(f"{r['run']:<11} {r['steps_per_second']:9.0f} "
-          f"{r['fraction_of_instant']:9.3f} {r['sessions_completed']:5d} "
-          f"{r['sessions_abandoned']:8d} {r['mean_latency_seconds']:10.2f} "
-          f"{r['mean_host_seconds_per_session']:15.3f}")
+    print(
+      f"{r['run']:<11} {r['steps_per_second']:9.0f} "
+      f"{r['fraction_of_instant']:9.3f} {r['sessions_completed']:5d} "
+      f"{r['sessions_abandoned']:8d} {r['mean_latency_seconds']:10.2f} "
+      f"{r['mean_host_seconds_per_session']:15.3f}"
+    )
   if fps is not None:
     print(f"render: {fps:.0f} frames/s at 224x224 ({c.task}, one renderer)")
   out = {
-      "benchmark": "rating_latency",
-      "runs": rows,
-      "render_frames_per_second_224": fps,
-      "device": {"platform": dev.platform, "kind": dev.device_kind,
-                 "count": jax.device_count()},
-      "versions": {"python": sys.version.split()[0], "jax": jax.__version__,
-                   "numpy": np.__version__, "machine": platform.machine()},
-      "args": vars(a),
-      "config": json.loads(c.to_json_best_effort()),
+    "benchmark": "rating_latency",
+    "runs": rows,
+    "render_frames_per_second_224": fps,
+    "device": {
+      "platform": dev.platform,
+      "kind": dev.device_kind,
+      "count": jax.device_count(),
+    },
+    "versions": {
+      "python": sys.version.split()[0],
+      "jax": jax.__version__,
+      "numpy": np.__version__,
+      "machine": platform.machine(),
+    },
+    "args": vars(a),
+    "config": json.loads(c.to_json_best_effort()),
   }
   if a.out:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -64,22 +65,22 @@ class Suite:
 
   env_tasks: Tuple[str, ...]
   env_sizes: Tuple[int, ...]
-  env_steps: int                 # vectorized steps per timed env rollout
+  env_steps: int  # vectorized steps per timed env rollout
   sac: common.SACSetup
-  sac_chunk_steps: int           # env steps per timed chunk
-  sac_chunks: int                # timed chunks (after one warm-up)
+  sac_chunk_steps: int  # env steps per timed chunk
+  sac_chunks: int  # timed chunks (after one warm-up)
   erl_total_steps: int
   erl_first_session: int
   erl_interval: int
   erl_queries: int
-  reward_ratings: int            # stored ratings the MLP trains on
+  reward_ratings: int  # stored ratings the MLP trains on
   reward_batch: int
   cnn_batch: int
   cnn_steps: int
-  cnn_frame: int                 # frame side (224 in the paper)
+  cnn_frame: int  # frame side (224 in the paper)
   relabel_size: int
   relabel_chunk_sizes: Tuple[int, ...]
-  repeats: int = 3               # timed repetitions of the small pieces
+  repeats: int = 3  # timed repetitions of the small pieces
 
   def as_dict(self) -> Dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -88,30 +89,58 @@ class Suite:
 
 
 SUITES: Dict[str, Suite] = {
-    "quick": Suite(
-        env_tasks=("reacher", "CartpoleSwingup"), env_sizes=(1, 64, 1024),
-        env_steps=100,
-        sac=common.SACSetup(num_envs=8, batch_size=256, updates_per_step=4,
-                            seed_steps=1_000, replay_capacity=100_000,
-                            num_eval_envs=1),
-        sac_chunk_steps=2_000, sac_chunks=3,
-        erl_total_steps=25_000, erl_first_session=10_000,
-        erl_interval=5_000, erl_queries=50,
-        reward_ratings=2_000, reward_batch=128, cnn_batch=32, cnn_steps=4,
-        cnn_frame=224, relabel_size=1_000_000,
-        relabel_chunk_sizes=(500, 10_000)),
-    "full": Suite(
-        env_tasks=tuple(tasks.task_names()),
-        env_sizes=(1, 4, 16, 64, 256, 1024, 4096), env_steps=200,
-        sac=common.SACSetup(num_envs=8, batch_size=256, updates_per_step=4,
-                            seed_steps=1_000, replay_capacity=100_000,
-                            num_eval_envs=1),
-        sac_chunk_steps=5_000, sac_chunks=5,
-        erl_total_steps=60_000, erl_first_session=10_000,
-        erl_interval=5_000, erl_queries=50,
-        reward_ratings=10_000, reward_batch=128, cnn_batch=512, cnn_steps=4,
-        cnn_frame=224, relabel_size=1_000_000,
-        relabel_chunk_sizes=(500, 2_000, 10_000, 50_000)),
+  "quick": Suite(
+    env_tasks=("reacher", "CartpoleSwingup"),
+    env_sizes=(1, 64, 1024),
+    env_steps=100,
+    sac=common.SACSetup(
+      num_envs=8,
+      batch_size=256,
+      updates_per_step=4,
+      seed_steps=1_000,
+      replay_capacity=100_000,
+      num_eval_envs=1,
+    ),
+    sac_chunk_steps=2_000,
+    sac_chunks=3,
+    erl_total_steps=25_000,
+    erl_first_session=10_000,
+    erl_interval=5_000,
+    erl_queries=50,
+    reward_ratings=2_000,
+    reward_batch=128,
+    cnn_batch=32,
+    cnn_steps=4,
+    cnn_frame=224,
+    relabel_size=1_000_000,
+    relabel_chunk_sizes=(500, 10_000),
+  ),
+  "full": Suite(
+    env_tasks=tuple(tasks.task_names()),
+    env_sizes=(1, 4, 16, 64, 256, 1024, 4096),
+    env_steps=200,
+    sac=common.SACSetup(
+      num_envs=8,
+      batch_size=256,
+      updates_per_step=4,
+      seed_steps=1_000,
+      replay_capacity=100_000,
+      num_eval_envs=1,
+    ),
+    sac_chunk_steps=5_000,
+    sac_chunks=5,
+    erl_total_steps=60_000,
+    erl_first_session=10_000,
+    erl_interval=5_000,
+    erl_queries=50,
+    reward_ratings=10_000,
+    reward_batch=128,
+    cnn_batch=512,
+    cnn_steps=4,
+    cnn_frame=224,
+    relabel_size=1_000_000,
+    relabel_chunk_sizes=(500, 2_000, 10_000, 50_000),
+  ),
 }
 
 
@@ -129,8 +158,10 @@ def _timed(fn: Callable[[], Any], repeats: int) -> List[float]:
 
 
 def _memory() -> Dict[str, Any]:
-  return {"peak_rss_mb": round(common.peak_rss_mb(), 1),
-          "device_memory": common.device_memory()}
+  return {
+    "peak_rss_mb": round(common.peak_rss_mb(), 1),
+    "device_memory": common.device_memory(),
+  }
 
 
 def _log(msg: str):
@@ -141,17 +172,20 @@ def _log(msg: str):
 # 1. Environment throughput.
 
 
-def env_throughput(task: str, num_envs: int, steps: int, repeats: int
-                   ) -> Dict[str, Any]:
+def env_throughput(
+  task: str, num_envs: int, steps: int, repeats: int
+) -> Dict[str, Any]:
   """steps vectorized steps of num_envs envs with uniform random actions."""
   venv = envs.make_vec_env(task, num_envs, episode_length=1000)
 
   def rollout(state, key):
     def body(state, k):
-      a = jax.random.uniform(k, (num_envs, venv.action_size), minval=-1.0,
-                             maxval=1.0)
+      a = jax.random.uniform(
+        k, (num_envs, venv.action_size), minval=-1.0, maxval=1.0
+      )
       state, out = venv.step(state, a)
       return state, jnp.sum(out.reward)
+
     return jax.lax.scan(body, state, jax.random.split(key, steps))
 
   t = time.perf_counter()
@@ -161,19 +195,30 @@ def env_throughput(task: str, num_envs: int, steps: int, repeats: int
   _block(fn(state, jax.random.PRNGKey(2)))
   times = _timed(lambda: fn(state, jax.random.PRNGKey(3)), repeats)
   sec = statistics.median(times)
-  return {"task": task, "num_envs": num_envs, "compile_s": compile_s,
-          "steps_per_s": steps * num_envs / sec, "seconds": times}
+  return {
+    "task": task,
+    "num_envs": num_envs,
+    "compile_s": compile_s,
+    "steps_per_s": steps * num_envs / sec,
+    "seconds": times,
+  }
 
 
 # ----------------------------------------------------------------------------
 # 2. SAC: erljax chunk vs Brax.
 
 
-def erljax_sac(s: common.SACSetup, chunk_steps: int, chunks: int,
-               num_seeds: int = 1, num_devices: int = 1) -> Dict[str, Any]:
+def erljax_sac(
+  s: common.SACSetup,
+  chunk_steps: int,
+  chunks: int,
+  num_seeds: int = 1,
+  num_devices: int = 1,
+) -> Dict[str, Any]:
   """Steady-state throughput of erljax's compiled training chunk."""
-  c = common.erljax_config(s, chunk_steps * (chunks + 1), chunk_steps,
-                           num_seeds)
+  c = common.erljax_config(
+    s, chunk_steps * (chunks + 1), chunk_steps, num_seeds
+  )
   c.num_devices = num_devices
   trainer = trainer_lib.Trainer.create(c)
   layout = sharding.Layout.create(num_devices, num_seeds, s.num_envs)
@@ -192,52 +237,73 @@ def erljax_sac(s: common.SACSetup, chunk_steps: int, chunks: int,
     times.append(time.perf_counter() - t)
   sec = statistics.median(times)
   sps = chunk_steps * num_seeds / sec
-  return {"compile_s": compile_s, "chunk_seconds": times,
-          "env_steps_per_s": sps,
-          "updates_per_s": sps / s.num_envs * s.updates_per_step,
-          "num_seeds": num_seeds, "layout": layout.describe()}
+  return {
+    "compile_s": compile_s,
+    "chunk_seconds": times,
+    "env_steps_per_s": sps,
+    "updates_per_s": sps / s.num_envs * s.updates_per_step,
+    "num_seeds": num_seeds,
+    "layout": layout.describe(),
+  }
 
 
-def brax_sac(s: common.SACSetup, chunk_steps: int, chunks: int
-             ) -> Dict[str, Any]:
+def brax_sac(
+  s: common.SACSetup, chunk_steps: int, chunks: int
+) -> Dict[str, Any]:
   """Steady-state throughput of brax.training.agents.sac (see module doc)."""
   epochs = chunks + 1  # the first includes compilation
   prefill = -(-s.seed_steps // s.num_envs) * s.num_envs
   sps: List[float] = []
   marks: List[float] = []
+
   def progress(step, metrics):
     marks.append(time.perf_counter())
     if "training/sps" in metrics:
       sps.append(float(metrics["training/sps"]))
+
   t = time.perf_counter()
-  common.brax_sac_train(s, seed=0, num_timesteps=prefill + epochs * chunk_steps,
-                        num_evals=epochs + 1, progress_fn=progress)
+  common.brax_sac_train(
+    s,
+    seed=0,
+    num_timesteps=prefill + epochs * chunk_steps,
+    num_evals=epochs + 1,
+    progress_fn=progress,
+  )
   wall = time.perf_counter() - t
   steady = statistics.median(sps[1:]) if len(sps) > 1 else math.nan
   epoch_s = chunk_steps / np.asarray(sps)
-  return {"wall_s": wall, "epoch_env_steps_per_s": sps,
-          "first_epoch_s": float(epoch_s[0]),
-          # First epoch minus a steady one: Brax's compile of the epoch.
-          "compile_s": float(epoch_s[0] - np.median(epoch_s[1:]))
-                       if len(sps) > 1 else math.nan,
-          "env_steps_per_s": steady,
-          "updates_per_s": steady / s.num_envs * s.updates_per_step}
+  return {
+    "wall_s": wall,
+    "epoch_env_steps_per_s": sps,
+    "first_epoch_s": float(epoch_s[0]),
+    # First epoch minus a steady one: Brax's compile of the epoch.
+    "compile_s": float(epoch_s[0] - np.median(epoch_s[1:]))
+    if len(sps) > 1
+    else math.nan,
+    "env_steps_per_s": steady,
+    "updates_per_s": steady / s.num_envs * s.updates_per_step,
+  }
 
 
 def sac_section(suite: Suite, with_brax: bool = True) -> Dict[str, Any]:
   s = suite.sac
-  out: Dict[str, Any] = {"setup": s.as_dict(),
-                         "chunk_steps": suite.sac_chunk_steps}
-  _log(f"sac: erljax {s.task} envs={s.num_envs} batch={s.batch_size} "
-       f"upd/step={s.updates_per_step}")
+  out: Dict[str, Any] = {
+    "setup": s.as_dict(),
+    "chunk_steps": suite.sac_chunk_steps,
+  }
+  _log(
+    f"sac: erljax {s.task} envs={s.num_envs} batch={s.batch_size} "
+    f"upd/step={s.updates_per_step}"
+  )
   out["erljax"] = erljax_sac(s, suite.sac_chunk_steps, suite.sac_chunks)
   out["erljax"]["memory"] = _memory()
   if with_brax:
     _log("sac: brax")
     out["brax"] = brax_sac(s, suite.sac_chunk_steps, suite.sac_chunks)
     out["brax"]["memory"] = _memory()
-    out["ratio_erljax_over_brax"] = (out["erljax"]["env_steps_per_s"]
-                                     / out["brax"]["env_steps_per_s"])
+    out["ratio_erljax_over_brax"] = (
+      out["erljax"]["env_steps_per_s"] / out["brax"]["env_steps_per_s"]
+    )
   return out
 
 
@@ -259,35 +325,44 @@ def _erl_config(suite: Suite, learned: bool):
   return c
 
 
-def _loop_rates(res: runner.RunResult, first_session: int,
-                total: int) -> Dict[str, Any]:
+def _loop_rates(
+  res: runner.RunResult, first_session: int, total: int
+) -> Dict[str, Any]:
   times = {r["env_steps"]: r["time"] for r in res.history}
   # Records at env step X are stamped after chunk X and the session at X.
   start = times.get(first_session, 0.0)
   steady_steps = total - first_session
-  return {"compile_s": res.compile_seconds, "train_s": res.train_seconds,
-          "env_steps_per_s": total / res.train_seconds,
-          "steady_env_steps_per_s": (steady_steps / (times[total] - start)
-                                     if steady_steps > 0 else math.nan),
-          "feedback_seconds": [round(f["seconds"], 3) for f in res.feedback]}
+  return {
+    "compile_s": res.compile_seconds,
+    "train_s": res.train_seconds,
+    "env_steps_per_s": total / res.train_seconds,
+    "steady_env_steps_per_s": (
+      steady_steps / (times[total] - start) if steady_steps > 0 else math.nan
+    ),
+    "feedback_seconds": [round(f["seconds"], 3) for f in res.feedback],
+  }
 
 
 def erl_loop_section(suite: Suite) -> Dict[str, Any]:
-  out: Dict[str, Any] = {"total_steps": suite.erl_total_steps,
-                         "first_session": suite.erl_first_session,
-                         "interval": suite.erl_interval,
-                         "queries": suite.erl_queries}
+  out: Dict[str, Any] = {
+    "total_steps": suite.erl_total_steps,
+    "first_session": suite.erl_first_session,
+    "interval": suite.erl_interval,
+    "queries": suite.erl_queries,
+  }
   quiet = lambda msg: None
   for name, learned in (("sac", False), ("erl_vlm", True)):
     _log(f"erl_loop: {name}")
     res = runner.run(_erl_config(suite, learned), log=quiet)
-    out[name] = _loop_rates(res, suite.erl_first_session,
-                            suite.erl_total_steps)
+    out[name] = _loop_rates(res, suite.erl_first_session, suite.erl_total_steps)
     out[name]["memory"] = _memory()
-  out["fraction_of_sac"] = (out["erl_vlm"]["env_steps_per_s"]
-                            / out["sac"]["env_steps_per_s"])
-  out["steady_fraction_of_sac"] = (out["erl_vlm"]["steady_env_steps_per_s"]
-                                   / out["sac"]["steady_env_steps_per_s"])
+  out["fraction_of_sac"] = (
+    out["erl_vlm"]["env_steps_per_s"] / out["sac"]["env_steps_per_s"]
+  )
+  out["steady_fraction_of_sac"] = (
+    out["erl_vlm"]["steady_env_steps_per_s"]
+    / out["sac"]["steady_env_steps_per_s"]
+  )
   return out
 
 
@@ -295,18 +370,25 @@ def erl_loop_section(suite: Suite) -> Dict[str, Any]:
 # 4. Reward-model pieces.
 
 
-def _rating_epoch_rate(learner: feedback_lib.RewardLearner, obs: np.ndarray,
-                       action: np.ndarray, num_classes: int,
-                       repeats: int) -> Dict[str, Any]:
+def _rating_epoch_rate(
+  learner: feedback_lib.RewardLearner,
+  obs: np.ndarray,
+  action: np.ndarray,
+  num_classes: int,
+  repeats: int,
+) -> Dict[str, Any]:
   """Rating-loss training steps/s of learner.epoch on a stored rating set."""
   n = obs.shape[0]
   rng = np.random.default_rng(0)
   labels = rng.integers(0, num_classes, n)
   rs = feedback_lib.RatingSet(
-      obs=jnp.asarray(obs), action=jnp.asarray(action),
-      label=jnp.asarray(labels, jnp.int32),
-      true_reward=jnp.zeros((n, 1)), size=jnp.asarray(n, jnp.int32),
-      insert_pos=jnp.zeros((), jnp.int32))
+    obs=jnp.asarray(obs),
+    action=jnp.asarray(action),
+    label=jnp.asarray(labels, jnp.int32),
+    true_reward=jnp.zeros((n, 1)),
+    size=jnp.asarray(n, jnp.int32),
+    insert_pos=jnp.zeros((), jnp.int32),
+  )
   e = learner.model.ensemble_size
   example = (obs[:1, 0, 0], action[:1, 0, 0])
   params = learner.model.init(jax.random.PRNGKey(0), example)
@@ -314,41 +396,61 @@ def _rating_epoch_rate(learner: feedback_lib.RewardLearner, obs: np.ndarray,
   idx, mask = learner.schedule(labels, rng, e)
   weights = jnp.ones((num_classes,))
   t = time.perf_counter()
-  epoch = jax.jit(learner.epoch).lower(
-      params, opt, rs, idx, mask, weights, jnp.asarray(True)).compile()
+  epoch = (
+    jax.jit(learner.epoch)
+    .lower(params, opt, rs, idx, mask, weights, jnp.asarray(True))
+    .compile()
+  )
   compile_s = time.perf_counter() - t
   run = lambda: epoch(params, opt, rs, idx, mask, weights, jnp.asarray(True))
   _block(run())
   times = _timed(run, repeats)
   steps = idx.shape[0]
-  return {"compile_s": compile_s, "steps": steps, "batch": idx.shape[2],
-          "ensemble": e, "steps_per_s": steps / statistics.median(times),
-          "seconds": times}
+  return {
+    "compile_s": compile_s,
+    "steps": steps,
+    "batch": idx.shape[2],
+    "ensemble": e,
+    "steps_per_s": steps / statistics.median(times),
+    "seconds": times,
+  }
 
 
-def relabel_rate(size: int, chunk_size: int, obs_size: int, act_size: int,
-                 repeats: int) -> Dict[str, Any]:
+def relabel_rate(
+  size: int, chunk_size: int, obs_size: int, act_size: int, repeats: int
+) -> Dict[str, Any]:
   """Seconds to relabel a full buffer of `size` with the MLP ensemble."""
   model = reward_model_lib.RewardModel("mlp", 3, (256, 256, 256))
   src = reward_source.LearnedReward(model, obs_size, act_size)
   params = src.init(jax.random.PRNGKey(0))
   example = replay.Transition(
-      obs=jnp.zeros((obs_size,)), action=jnp.zeros((act_size,)),
-      reward=jnp.zeros(()), true_reward=jnp.zeros(()), discount=jnp.zeros(()),
-      next_obs=jnp.zeros((obs_size,)))
+    obs=jnp.zeros((obs_size,)),
+    action=jnp.zeros((act_size,)),
+    reward=jnp.zeros(()),
+    true_reward=jnp.zeros(()),
+    discount=jnp.zeros(()),
+    next_obs=jnp.zeros((obs_size,)),
+  )
   buf = replay.init(size, example)
   buf = buf.replace(size=jnp.asarray(size, jnp.int32))
+
   def fn(buf, params):
     return replay.relabel(
-        buf, lambda t: src(params, t), chunk_size=chunk_size).data.reward
+      buf, lambda t: src(params, t), chunk_size=chunk_size
+    ).data.reward
+
   t = time.perf_counter()
   compiled = jax.jit(fn).lower(buf, params).compile()
   compile_s = time.perf_counter() - t
   _block(compiled(buf, params))
   times = _timed(lambda: compiled(buf, params), repeats)
-  return {"size": size, "chunk_size": chunk_size, "compile_s": compile_s,
-          "seconds": statistics.median(times),
-          "transitions_per_s": size / statistics.median(times)}
+  return {
+    "size": size,
+    "chunk_size": chunk_size,
+    "compile_s": compile_s,
+    "seconds": statistics.median(times),
+    "transitions_per_s": size / statistics.median(times),
+  }
 
 
 def reward_section(suite: Suite) -> Dict[str, Any]:
@@ -360,22 +462,35 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
   out: Dict[str, Any] = {}
   _log("reward: mlp rating loss")
   mlp = feedback_lib.RewardLearner(
-      reward_model_lib.RewardModel("mlp", 3, (256, 256, 256)), k,
-      batch_size=suite.reward_batch)
+    reward_model_lib.RewardModel("mlp", 3, (256, 256, 256)),
+    k,
+    batch_size=suite.reward_batch,
+  )
   n = suite.reward_ratings
   out["mlp_rating_loss"] = _rating_epoch_rate(
-      mlp, rng.normal(size=(n, 1, 1, o)).astype(np.float32),
-      rng.uniform(-1, 1, (n, 1, 1, a)).astype(np.float32), k, suite.repeats)
+    mlp,
+    rng.normal(size=(n, 1, 1, o)).astype(np.float32),
+    rng.uniform(-1, 1, (n, 1, 1, a)).astype(np.float32),
+    k,
+    suite.repeats,
+  )
   out["mlp_rating_loss"]["memory"] = _memory()
   _log("reward: cnn rating loss")
   cnn = feedback_lib.RewardLearner(
-      reward_model_lib.RewardModel("cnn", 3), k, batch_size=suite.cnn_batch,
-      stratified=False)
+    reward_model_lib.RewardModel("cnn", 3),
+    k,
+    batch_size=suite.cnn_batch,
+    stratified=False,
+  )
   n = suite.cnn_batch * suite.cnn_steps
   f = suite.cnn_frame
   out["cnn_rating_loss"] = _rating_epoch_rate(
-      cnn, rng.integers(0, 256, (n, 1, 1, f, f, 3), dtype=np.uint8),
-      np.zeros((n, 1, 1, a), np.float32), k, suite.repeats)
+    cnn,
+    rng.integers(0, 256, (n, 1, 1, f, f, 3), dtype=np.uint8),
+    np.zeros((n, 1, 1, a), np.float32),
+    k,
+    suite.repeats,
+  )
   out["cnn_rating_loss"]["frame"] = [f, f, 3]
   out["cnn_rating_loss"]["memory"] = _memory()
   out["relabel"] = []
@@ -391,8 +506,9 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
 # 7. Where a chunk's time goes.
 
 
-def breakdown_section(suite: Suite, chunk_seconds: Optional[float] = None
-                      ) -> Dict[str, Any]:
+def breakdown_section(
+  suite: Suite, chunk_seconds: Optional[float] = None
+) -> Dict[str, Any]:
   """Each piece of one vectorized training step, timed alone in a scan.
 
   chunk_seconds: the whole chunk's time if already measured (sac section,
@@ -404,54 +520,68 @@ def breakdown_section(suite: Suite, chunk_seconds: Optional[float] = None
   tr = trainer_lib.Trainer.create(c)
   state = jax.jit(tr.init)(jax.random.PRNGKey(0))
   # A buffer with something in it to sample from.
-  full = state.buffer.replace(size=jnp.asarray(state.buffer.capacity,
-                                               jnp.int32))
+  full = state.buffer.replace(
+    size=jnp.asarray(state.buffer.capacity, jnp.int32)
+  )
   agent, n = tr.agent, s.num_envs
   obs = state.env.obs
   act = jnp.zeros((n, tr.env.action_size))
-  trans = replay.Transition(obs=obs, action=act, reward=jnp.zeros((n,)),
-                            true_reward=jnp.zeros((n,)),
-                            discount=jnp.ones((n,)), next_obs=obs,
-                            pose=jnp.zeros((n, tr.env.pose_size)))
+  trans = replay.Transition(
+    obs=obs,
+    action=act,
+    reward=jnp.zeros((n,)),
+    true_reward=jnp.zeros((n,)),
+    discount=jnp.ones((n,)),
+    next_obs=obs,
+    pose=jnp.zeros((n, tr.env.pose_size)),
+  )
   batch = replay.sample(full, jax.random.PRNGKey(1), s.batch_size)
 
   def scan(body, init, num):
     def f(init, key):
       return jax.lax.scan(body, init, jax.random.split(key, num))[0]
+
     return f, init
 
   def env_step(st, k):
-    a = jax.random.uniform(k, (n, tr.env.action_size), minval=-1., maxval=1.)
+    a = jax.random.uniform(k, (n, tr.env.action_size), minval=-1.0, maxval=1.0)
     return tr.env.step(st, a)[0], None
+
   def act_step(o, k):
     a, _ = agent.sample_action(state.sac.actor_params, o, k)
     return o + 1e-6 * jnp.sum(a), None
+
   def add_step(buf, _):
     return replay.add(buf, trans), None
+
   def sample_step(acc, k):
     return acc + jnp.sum(replay.sample(full, k, s.batch_size).reward), None
+
   def update_step(sac, k):
     return agent.update(sac, batch, k)[0], None
 
   pieces = {
-      "env_step": scan(env_step, state.env, length),
-      "sample_action": scan(act_step, obs, length),
-      "replay_add": scan(add_step, state.buffer, length),
-      "replay_sample": scan(sample_step, jnp.zeros(()),
-                            length * s.updates_per_step),
-      "sac_update": scan(update_step, state.sac,
-                         length * s.updates_per_step),
+    "env_step": scan(env_step, state.env, length),
+    "sample_action": scan(act_step, obs, length),
+    "replay_add": scan(add_step, state.buffer, length),
+    "replay_sample": scan(
+      sample_step, jnp.zeros(()), length * s.updates_per_step
+    ),
+    "sac_update": scan(update_step, state.sac, length * s.updates_per_step),
   }
-  out: Dict[str, Any] = {"vectorized_steps": length,
-                         "updates": length * s.updates_per_step}
+  out: Dict[str, Any] = {
+    "vectorized_steps": length,
+    "updates": length * s.updates_per_step,
+  }
   key = jax.random.PRNGKey(2)
   for name, (fn, init) in pieces.items():
     t = time.perf_counter()
     compiled = jax.jit(fn).lower(init, key).compile()
     compile_s = time.perf_counter() - t
     _block(compiled(init, key))
-    sec = statistics.median(_timed(lambda: compiled(init, key),
-                                   suite.repeats))
+    sec = statistics.median(
+      _timed(functools.partial(compiled, init, key), suite.repeats)
+    )
     out[name] = {"seconds": sec, "compile_s": compile_s}
   if chunk_seconds is None:
     chunk = erljax_sac(s, suite.sac_chunk_steps, suite.repeats)
@@ -476,8 +606,13 @@ def devices_section(suite: Suite) -> Dict[str, Any]:
   d = 1
   while d <= count:
     _log(f"devices: {d} of {count}")
-    rec = erljax_sac(suite.sac, suite.sac_chunk_steps, suite.sac_chunks,
-                     num_seeds=count, num_devices=d)
+    rec = erljax_sac(
+      suite.sac,
+      suite.sac_chunk_steps,
+      suite.sac_chunks,
+      num_seeds=count,
+      num_devices=d,
+    )
     rec["num_devices"] = d
     rows.append(rec)
     d *= 2
@@ -493,9 +628,13 @@ def _write(out: Dict[str, Any], path: str):
     json.dump(out, f, indent=1)
 
 
-def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
-              with_brax: bool = True, out_path: str = ""
-              ) -> Dict[str, Any]:
+def run_suite(
+  suite: Suite,
+  name: str,
+  sections: Sequence[str] = SECTIONS,
+  with_brax: bool = True,
+  out_path: str = "",
+) -> Dict[str, Any]:
   """Runs the sections; returns the JSON-ready result.
 
   With out_path the partial result is written after every section (marked
@@ -504,21 +643,28 @@ def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
   """
   unknown = set(sections) - set(SECTIONS)
   if unknown:
-    raise ValueError(f"unknown sections {sorted(unknown)}; choose from "
-                     f"{SECTIONS}")
+    raise ValueError(
+      f"unknown sections {sorted(unknown)}; choose from {SECTIONS}"
+    )
   t0 = time.perf_counter()
   out: Dict[str, Any] = {
-      "schema_version": SCHEMA_VERSION, "suite": name,
-      "config": suite.as_dict(), "versions": common.versions(),
-      "machine": common.machine(),
-      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      "complete": False, "results": {}}
+    "schema_version": SCHEMA_VERSION,
+    "suite": name,
+    "config": suite.as_dict(),
+    "versions": common.versions(),
+    "machine": common.machine(),
+    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "complete": False,
+    "results": {},
+  }
   res = out["results"]
+
   def done_section():
     out["wall_s"] = time.perf_counter() - t0
     out["memory"] = _memory()
     if out_path:
       _write(out, out_path)
+
   if "env" in sections:
     rows = []
     for task in suite.env_tasks:
@@ -540,8 +686,11 @@ def run_suite(suite: Suite, name: str, sections: Sequence[str] = SECTIONS,
     done_section()
   if "breakdown" in sections:
     _log("breakdown")
-    chunk_s = (statistics.median(res["sac"]["erljax"]["chunk_seconds"])
-               if "sac" in res else None)
+    chunk_s = (
+      statistics.median(res["sac"]["erljax"]["chunk_seconds"])
+      if "sac" in res
+      else None
+    )
     res["breakdown"] = breakdown_section(suite, chunk_s)
     done_section()
   if "devices" in sections:
@@ -557,64 +706,91 @@ def table(out: Dict[str, Any]) -> str:
   lines = []
   add = lines.append
   m = out["machine"]
-  add(f"suite={out['suite']}  {m['cpu_model']} x{m['cpu_count']}  "
-      f"{m['jax_backend']} {m['devices']}  jax {out['versions']['jax']}  "
-      f"brax {out['versions']['brax']}  wall {out['wall_s']:.0f}s  "
-      f"peak RSS {out['memory']['peak_rss_mb']:.0f} MiB")
+  add(
+    f"suite={out['suite']}  {m['cpu_model']} x{m['cpu_count']}  "
+    f"{m['jax_backend']} {m['devices']}  jax {out['versions']['jax']}  "
+    f"brax {out['versions']['brax']}  wall {out['wall_s']:.0f}s  "
+    f"peak RSS {out['memory']['peak_rss_mb']:.0f} MiB"
+  )
   r = out["results"]
   if "env" in r:
     add("")
     add(f"{'env task':<18}{'envs':>6}{'steps/s':>12}{'compile s':>11}")
     for row in r["env"]:
-      add(f"{row['task']:<18}{row['num_envs']:>6}{row['steps_per_s']:>12.0f}"
-          f"{row['compile_s']:>11.1f}")
+      add(
+        f"{row['task']:<18}{row['num_envs']:>6}{row['steps_per_s']:>12.0f}"
+        f"{row['compile_s']:>11.1f}"
+      )
   if "sac" in r:
     s = r["sac"]
     add("")
-    add(f"SAC {s['setup']['task']}: envs {s['setup']['num_envs']}, batch "
-        f"{s['setup']['batch_size']}, hidden {s['setup']['hidden']}, "
-        f"{s['setup']['updates_per_step']} updates / vectorized step")
+    add(
+      f"SAC {s['setup']['task']}: envs {s['setup']['num_envs']}, batch "
+      f"{s['setup']['batch_size']}, hidden {s['setup']['hidden']}, "
+      f"{s['setup']['updates_per_step']} updates / vectorized step"
+    )
     add(f"{'':<10}{'env steps/s':>13}{'updates/s':>11}{'compile s':>11}")
     for who in ("erljax", "brax"):
       if who in s:
         x = s[who]
-        add(f"{who:<10}{x['env_steps_per_s']:>13.0f}"
-            f"{x['updates_per_s']:>11.0f}{x['compile_s']:>11.1f}")
+        add(
+          f"{who:<10}{x['env_steps_per_s']:>13.0f}"
+          f"{x['updates_per_s']:>11.0f}{x['compile_s']:>11.1f}"
+        )
     if "ratio_erljax_over_brax" in s:
       add(f"ratio erljax / brax: {s['ratio_erljax_over_brax']:.2f}")
   if "erl_loop" in r:
     e = r["erl_loop"]
     add("")
-    add(f"ERL-VLM loop ({e['queries']} queries every {e['interval']} steps "
-        f"from {e['first_session']}, {e['total_steps']} steps)")
+    add(
+      f"ERL-VLM loop ({e['queries']} queries every {e['interval']} steps "
+      f"from {e['first_session']}, {e['total_steps']} steps)"
+    )
     add(f"{'':<10}{'env steps/s':>13}{'steady':>9}{'compile s':>11}")
     for who in ("sac", "erl_vlm"):
       x = e[who]
-      add(f"{who:<10}{x['env_steps_per_s']:>13.0f}"
-          f"{x['steady_env_steps_per_s']:>9.0f}{x['compile_s']:>11.1f}")
-    add(f"fraction of SAC: {e['fraction_of_sac']:.2f} overall, "
-        f"{e['steady_fraction_of_sac']:.2f} after the first session")
+      add(
+        f"{who:<10}{x['env_steps_per_s']:>13.0f}"
+        f"{x['steady_env_steps_per_s']:>9.0f}{x['compile_s']:>11.1f}"
+      )
+    add(
+      f"fraction of SAC: {e['fraction_of_sac']:.2f} overall, "
+      f"{e['steady_fraction_of_sac']:.2f} after the first session"
+    )
   if "reward" in r:
     w = r["reward"]
     add("")
     for name in ("mlp_rating_loss", "cnn_rating_loss"):
       x = w[name]
-      add(f"{name:<16} {x['steps_per_s']:9.3g} steps/s (ensemble "
-          f"{x['ensemble']}, batch {x['batch']}), compile "
-          f"{x['compile_s']:.1f}s")
+      add(
+        f"{name:<16} {x['steps_per_s']:9.3g} steps/s (ensemble "
+        f"{x['ensemble']}, batch {x['batch']}), compile "
+        f"{x['compile_s']:.1f}s"
+      )
     for x in w["relabel"]:
-      add(f"relabel {x['size']} transitions, chunks of {x['chunk_size']}: "
-          f"{x['seconds']:.2f}s ({x['transitions_per_s']:.0f}/s)")
+      add(
+        f"relabel {x['size']} transitions, chunks of {x['chunk_size']}: "
+        f"{x['seconds']:.2f}s ({x['transitions_per_s']:.0f}/s)"
+      )
   if "breakdown" in r:
     b = r["breakdown"]
     add("")
-    add(f"one chunk ({b['vectorized_steps']} vectorized steps, "
-        f"{b['updates']} updates): {b['chunk_seconds']:.2f}s; pieces alone "
-        f"sum to {b['sum_of_pieces_seconds']:.2f}s")
-    for name in ("env_step", "sample_action", "replay_add", "replay_sample",
-                 "sac_update"):
-      add(f"  {name:<14}{b[name]['seconds']:>8.3f}s "
-          f"{100 * b[name]['share_of_chunk']:>5.1f}%")
+    add(
+      f"one chunk ({b['vectorized_steps']} vectorized steps, "
+      f"{b['updates']} updates): {b['chunk_seconds']:.2f}s; pieces alone "
+      f"sum to {b['sum_of_pieces_seconds']:.2f}s"
+    )
+    for name in (
+      "env_step",
+      "sample_action",
+      "replay_add",
+      "replay_sample",
+      "sac_update",
+    ):
+      add(
+        f"  {name:<14}{b[name]['seconds']:>8.3f}s "
+        f"{100 * b[name]['share_of_chunk']:>5.1f}%"
+      )
   if "devices" in r:
     d = r["devices"]
     add("")
@@ -622,8 +798,10 @@ def table(out: Dict[str, Any]) -> str:
       add(f"devices: skipped ({d['skipped']})")
     else:
       for row in d["rows"]:
-        add(f"devices {row['num_devices']}: {row['env_steps_per_s']:.0f} "
-            f"env steps/s over {d['num_seeds']} seeds {row['layout']}")
+        add(
+          f"devices {row['num_devices']}: {row['env_steps_per_s']:.0f} "
+          f"env steps/s over {d['num_seeds']} seeds {row['layout']}"
+        )
   return "\n".join(lines)
 
 
@@ -631,13 +809,15 @@ def main(argv: Optional[Sequence[str]] = None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--suite", default="quick", choices=sorted(SUITES))
   p.add_argument("--out", default="")
-  p.add_argument("--sections", default=",".join(SECTIONS),
-                 help=f"comma-separated subset of {SECTIONS}")
+  p.add_argument(
+    "--sections",
+    default=",".join(SECTIONS),
+    help=f"comma-separated subset of {SECTIONS}",
+  )
   p.add_argument("--skip_brax", action="store_true")
   a = p.parse_args(argv)
   sections = tuple(x for x in a.sections.split(",") if x)
-  out = run_suite(SUITES[a.suite], a.suite, sections, not a.skip_brax,
-                  a.out)
+  out = run_suite(SUITES[a.suite], a.suite, sections, not a.skip_brax, a.out)
   print(table(out), flush=True)
   if a.out:
     print("wrote", a.out)

@@ -45,15 +45,15 @@ from erljax import sac
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  task: str = "reacher"           # a registered task (envs.task_names())
+  task: str = "reacher"  # a registered task (envs.task_names())
   episode_length: int = 200
-  num_envs: int = 8               # N parallel training envs
-  num_eval_envs: int = 8          # one deterministic episode in each
-  seed_steps: int = 1_000         # random-action prefill (env steps)
-  eval_every: int = 5_000         # env steps per chunk
-  num_chunks: int = 8             # C chunks after the prefill
+  num_envs: int = 8  # N parallel training envs
+  num_eval_envs: int = 8  # one deterministic episode in each
+  seed_steps: int = 1_000  # random-action prefill (env steps)
+  eval_every: int = 5_000  # env steps per chunk
+  num_chunks: int = 8  # C chunks after the prefill
   batch_size: int = 256
-  updates_per_step: int = 4       # SAC updates per vectorized env step
+  updates_per_step: int = 4  # SAC updates per vectorized env step
   hidden_sizes: Sequence[int] = (256, 256)
   lr: float = 3e-4
 
@@ -64,8 +64,10 @@ class Config:
   def validate(self) -> None:
     for name in ("seed_steps", "eval_every"):
       if getattr(self, name) % self.num_envs:
-        raise ValueError(f"{name}={getattr(self, name)} must be a multiple "
-                         f"of num_envs={self.num_envs}")
+        raise ValueError(
+          f"{name}={getattr(self, name)} must be a multiple "
+          f"of num_envs={self.num_envs}"
+        )
     if self.num_chunks < 1:
       raise ValueError(f"num_chunks={self.num_chunks} must be >= 1")
 
@@ -74,21 +76,34 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
   """Builds the envs and the agent; returns train(rng) -> metrics [C]."""
   config.validate()
   env = envs.make_vec_env(config.task, config.num_envs, config.episode_length)
-  eval_env = envs.make_vec_env(config.task, config.num_eval_envs,
-                               config.episode_length)
+  eval_env = envs.make_vec_env(
+    config.task, config.num_eval_envs, config.episode_length
+  )
   n, obs_size, act_size = env.num_envs, env.observation_size, env.action_size
-  agent = sac.SAC(obs_size, act_size, sac.SACHyper(
-      hidden_sizes=tuple(config.hidden_sizes), actor_lr=config.lr,
-      critic_lr=config.lr))
+  agent = sac.SAC(
+    obs_size,
+    act_size,
+    sac.SACHyper(
+      hidden_sizes=tuple(config.hidden_sizes),
+      actor_lr=config.lr,
+      critic_lr=config.lr,
+    ),
+  )
 
   def collect(env_state, buffer, action):
     """One vectorized step with action [N, A]; its N transitions stored."""
     next_state, out = env.step(env_state, action)
-    buffer = replay.add(buffer, replay.Transition(
-        obs=env_state.obs, action=action, reward=out.reward,
+    buffer = replay.add(
+      buffer,
+      replay.Transition(
+        obs=env_state.obs,
+        action=action,
+        reward=out.reward,
         true_reward=out.reward,
         discount=1.0 - out.terminal.astype(jnp.float32),
-        next_obs=out.next_obs))
+        next_obs=out.next_obs,
+      ),
+    )
     done = out.terminal | out.truncated
     return next_state, buffer, (out.episode_return, done)
 
@@ -100,60 +115,74 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
   def train(rng: jax.Array) -> Dict[str, jax.Array]:
     k_agent, k_env, k_prefill, k_learn = jax.random.split(rng, 4)
     example = replay.Transition(
-        obs=jnp.zeros((obs_size,)), action=jnp.zeros((act_size,)),
-        reward=jnp.zeros(()), true_reward=jnp.zeros(()),
-        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)))
+      obs=jnp.zeros((obs_size,)),
+      action=jnp.zeros((act_size,)),
+      reward=jnp.zeros(()),
+      true_reward=jnp.zeros(()),
+      discount=jnp.zeros(()),
+      next_obs=jnp.zeros((obs_size,)),
+    )
     buffer = replay.init(config.total_steps, example)  # never overwritten
     env_state = env.reset(k_env)
 
     # 1. Prefill the buffer with uniform random actions.
     def random_step(carry, key):
       env_state, buffer = carry
-      action = jax.random.uniform(key, (n, act_size), minval=-1.0,
-                                  maxval=1.0)
+      action = jax.random.uniform(key, (n, act_size), minval=-1.0, maxval=1.0)
       env_state, buffer, _ = collect(env_state, buffer, action)
       return (env_state, buffer), None
+
     (env_state, buffer), _ = jax.lax.scan(
-        random_step, (env_state, buffer),
-        jax.random.split(k_prefill, config.seed_steps // n))
+      random_step,
+      (env_state, buffer),
+      jax.random.split(k_prefill, config.seed_steps // n),
+    )
 
     # 2. Learn: act with the policy, store, update; evaluate every chunk.
     def learn_step(carry, key):
       agent_state, env_state, buffer = carry
       k_act, k_upd = jax.random.split(key)
-      action, _ = agent.sample_action(agent_state.actor_params,
-                                      env_state.obs, k_act)
+      action, _ = agent.sample_action(
+        agent_state.actor_params, env_state.obs, k_act
+      )
       env_state, buffer, (returns, done) = collect(env_state, buffer, action)
 
       def update(agent_state, key):
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(buffer, k_sample, config.batch_size)
         return agent.update(agent_state, batch, k_update)
+
       agent_state, metrics = jax.lax.scan(
-          update, agent_state,
-          jax.random.split(k_upd, config.updates_per_step))
+        update, agent_state, jax.random.split(k_upd, config.updates_per_step)
+      )
       return (agent_state, env_state, buffer), (returns, done, metrics)
 
     def chunk(carry, xs):
       index, key = xs
       k_steps, k_eval = jax.random.split(key)
       carry, (returns, done, m) = jax.lax.scan(
-          learn_step, carry,
-          jax.random.split(k_steps, config.eval_every // n))
+        learn_step, carry, jax.random.split(k_steps, config.eval_every // n)
+      )
       episodes = jnp.sum(done)
       return carry, {
-          "env_steps": config.seed_steps + (index + 1) * config.eval_every,
-          "eval_return": evaluate(carry[0].actor_params, k_eval),
-          "train_return": jnp.where(
-              episodes > 0, jnp.sum(returns) / jnp.maximum(episodes, 1),
-              jnp.nan),
-          "critic_loss": jnp.mean(m["critic_loss"]),
-          "alpha": jnp.mean(m["alpha"])}
+        "env_steps": config.seed_steps + (index + 1) * config.eval_every,
+        "eval_return": evaluate(carry[0].actor_params, k_eval),
+        "train_return": jnp.where(
+          episodes > 0, jnp.sum(returns) / jnp.maximum(episodes, 1), jnp.nan
+        ),
+        "critic_loss": jnp.mean(m["critic_loss"]),
+        "alpha": jnp.mean(m["alpha"]),
+      }
 
     carry = (agent.init(k_agent), env_state, buffer)
     _, metrics = jax.lax.scan(
-        chunk, carry, (jnp.arange(config.num_chunks),
-                       jax.random.split(k_learn, config.num_chunks)))
+      chunk,
+      carry,
+      (
+        jnp.arange(config.num_chunks),
+        jax.random.split(k_learn, config.num_chunks),
+      ),
+    )
     return metrics
 
   return train
@@ -167,15 +196,22 @@ def main(config: Config = Config(), num_seeds: int = 3) -> None:
   t1 = time.perf_counter()
   metrics = jax.device_get(compiled(rngs))
   t2 = time.perf_counter()
-  print(f"{config.task}: {num_seeds} seeds, {config.total_steps} env steps, "
-        f"compile {t1 - t0:.0f}s, train {t2 - t1:.0f}s")
-  print(f"{'env steps':>9}  {'eval return':>11}  {'std':>6}  "
-        f"{'train return':>12}  eval return per seed")
+  print(
+    f"{config.task}: {num_seeds} seeds, {config.total_steps} env steps, "
+    f"compile {t1 - t0:.0f}s, train {t2 - t1:.0f}s"
+  )
+  print(
+    f"{'env steps':>9}  {'eval return':>11}  {'std':>6}  "
+    f"{'train return':>12}  eval return per seed"
+  )
   ret, train_ret = metrics["eval_return"], metrics["train_return"]
   for c, steps in enumerate(metrics["env_steps"][0]):
-    print(f"{steps:>9d}  {ret[:, c].mean():>11.2f}  {ret[:, c].std():>6.2f}  "
-          f"{np.nanmean(train_ret[:, c]):>12.2f}  "
-          f"{np.round(ret[:, c].astype(float), 2).tolist()}")
+    print(
+      f"{steps:>9d}  {ret[:, c].mean():>11.2f}  {ret[:, c].std():>6.2f}  "
+      f"{np.nanmean(train_ret[:, c]):>12.2f}  "
+      f"{np.round(ret[:, c].astype(float), 2).tolist()}"
+    )
+
 
 if __name__ == "__main__":
   main()

@@ -34,15 +34,19 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "src"))
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+)
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
 from erljax import stats
 
 RATING_METHODS = {  # (loss, class_weighted, stratified) -> name
-    ("mae", True, True): "erlvlm", ("ce", False, False): "rbrl",
-    ("mae", False, False): "rbrl_mae", ("ce", True, False): "rbrl_weights",
-    ("ce", False, True): "rbrl_stratified"}
+  ("mae", True, True): "erlvlm",
+  ("ce", False, False): "rbrl",
+  ("mae", False, False): "rbrl_mae",
+  ("ce", True, False): "rbrl_weights",
+  ("ce", False, True): "rbrl_stratified",
+}
 
 
 def method_name(config: Dict) -> str:
@@ -52,8 +56,9 @@ def method_name(config: Dict) -> str:
     return "sac"
   if r["feedback_type"] == "preference":
     return "preference"
-  return RATING_METHODS.get((r["loss"], r["class_weighted"], r["stratified"]),
-                            f"rating_{r['loss']}")
+  return RATING_METHODS.get(
+    (r["loss"], r["class_weighted"], r["stratified"]), f"rating_{r['loss']}"
+  )
 
 
 def load_run(run_dir: str) -> Dict:
@@ -70,13 +75,15 @@ def load_run(run_dir: str) -> Dict:
         feedback.append(rec)
   if not evals:
     raise ValueError(f"{run_dir}/metrics.jsonl holds no evaluation records")
-  return {"dir": run_dir, "config": config,
-          "steps": np.array([r["env_steps"] for r in evals]),
-          "returns": np.array([r["eval_return_per_seed"] for r in evals]),
-          "success": np.array([r["eval_success_per_seed"] for r in evals]),
-          "feedback": feedback[-1] if feedback else None,
-          "seeds": list(range(config["seed"],
-                              config["seed"] + config["num_seeds"]))}
+  return {
+    "dir": run_dir,
+    "config": config,
+    "steps": np.array([r["env_steps"] for r in evals]),
+    "returns": np.array([r["eval_return_per_seed"] for r in evals]),
+    "success": np.array([r["eval_success_per_seed"] for r in evals]),
+    "feedback": feedback[-1] if feedback else None,
+    "seeds": list(range(config["seed"], config["seed"] + config["num_seeds"])),
+  }
 
 
 def group_runs(args: List[str]) -> Dict[Tuple[str, str], List[Dict]]:
@@ -86,8 +93,9 @@ def group_runs(args: List[str]) -> Dict[Tuple[str, str], List[Dict]]:
     if not sep:
       label, path = "", item
     run = load_run(path)
-    groups[(run["config"]["task"], label or method_name(run["config"]))
-           ].append(run)
+    groups[(run["config"]["task"], label or method_name(run["config"]))].append(
+      run
+    )
   return dict(groups)
 
 
@@ -100,17 +108,20 @@ def pooled(runs: List[Dict], key: str) -> Tuple[np.ndarray, np.ndarray]:
   return steps, np.concatenate(curves, 0)
 
 
-def final_scores(groups, key: str, tasks: List[str], methods: List[str]
-                 ) -> Dict[str, np.ndarray]:
+def final_scores(
+  groups, key: str, tasks: List[str], methods: List[str]
+) -> Dict[str, np.ndarray]:
   """Per method, final scores [max seeds, tasks] (NaN-padded)."""
   out = {}
   for m in methods:
-    cols = [pooled(groups[(t, m)], key)[1][:, -1] if (t, m) in groups
-            else np.zeros(0) for t in tasks]
+    cols = [
+      pooled(groups[(t, m)], key)[1][:, -1] if (t, m) in groups else np.zeros(0)
+      for t in tasks
+    ]
     n = max(c.size for c in cols)
     arr = np.full((n, len(tasks)), np.nan)
     for i, c in enumerate(cols):
-      arr[:c.size, i] = c
+      arr[: c.size, i] = c
     out[m] = arr
   return out
 
@@ -123,13 +134,15 @@ def feedback_cells(runs: List[Dict]) -> str:
   last = [r["feedback"] for r in runs if r["feedback"] is not None]
   if not last:
     return "- | - | -"
+
   def mean(key):
-    vals = np.concatenate([np.asarray(f.get(key, [np.nan]), np.float64)
-                           for f in last])
+    vals = np.concatenate(
+      [np.asarray(f.get(key, [np.nan]), np.float64) for f in last]
+    )
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+
   queries = int(np.mean([f["queries_sent"] for f in last]))
-  return (f"{queries} | {mean('label_accuracy'):.2f} | "
-          f"{mean('reward_corr'):.2f}")
+  return f"{queries} | {mean('label_accuracy'):.2f} | {mean('reward_corr'):.2f}"
 
 
 def gain_baselines(groups, reference: str) -> Dict[str, Tuple[float, float]]:
@@ -141,9 +154,15 @@ def gain_baselines(groups, reference: str) -> Dict[str, Tuple[float, float]]:
   for task in sorted({t for t, _ in groups}):
     if (task, reference) not in groups:
       continue
-    start = np.mean(np.concatenate(
-        [pooled(runs, "returns")[1][:, 0] for (t, _), runs in groups.items()
-         if t == task]))
+    start = np.mean(
+      np.concatenate(
+        [
+          pooled(runs, "returns")[1][:, 0]
+          for (t, _), runs in groups.items()
+          if t == task
+        ]
+      )
+    )
     ref = pooled(groups[(task, reference)], "returns")[1][:, -1].mean()
     if ref != start:
       out[task] = (float(start), float(ref))
@@ -165,8 +184,9 @@ def gain_fractions(groups, reference: str) -> Dict[Tuple[str, str], float]:
   return out
 
 
-def gain_scores(groups, reference: str, tasks: List[str],
-                methods: List[str]) -> Dict[str, np.ndarray]:
+def gain_scores(
+  groups, reference: str, tasks: List[str], methods: List[str]
+) -> Dict[str, np.ndarray]:
   """Per method, each run's share of the reference's gain [runs, tasks]
   (NaN-padded; NaN for tasks without a reference run)."""
   base = gain_baselines(groups, reference)
@@ -182,78 +202,119 @@ def gain_scores(groups, reference: str, tasks: List[str],
   return out
 
 
-def _comparisons(methods: List[str], compare: List[str]
-                 ) -> List[Tuple[str, str]]:
+def _comparisons(
+  methods: List[str], compare: List[str]
+) -> List[Tuple[str, str]]:
   """(X, Y) pairs for P(X > Y): each X in `compare` against every other
   method that ends in the same last word as X (e.g. the noise level in
   "ERL-VLM 20%"), or every other method if X is one word."""
   pairs = []
   for x in compare:
     tail = x.split()[-1] if " " in x else None
-    pairs += [(x, y) for y in methods
-              if y != x and (tail is None or y.split()[-1] == tail)]
+    pairs += [
+      (x, y)
+      for y in methods
+      if y != x and (tail is None or y.split()[-1] == tail)
+    ]
   return pairs
 
 
-def report(groups, title: str, reference: str = "",
-           compare: Tuple[str, ...] = ()) -> str:
+def report(
+  groups, title: str, reference: str = "", compare: Tuple[str, ...] = ()
+) -> str:
   tasks = sorted({t for t, _ in groups})
   methods = sorted({m for _, m in groups})
   gains = gain_fractions(groups, reference) if reference else {}
-  lines = [f"# {title}", "", "## Final evaluation per task", "",
-           "| task | method | seeds | env steps | return (mean) | 95% CI | "
-           "IQM | success | queries | label acc. | corr(r_hat, r) |"
-           + (" of reference gain |" if reference else ""),
-           "|---|---|---|---|---|---|---|---|---|---|---|"
-           + ("---|" if reference else "")]
+  lines = [
+    f"# {title}",
+    "",
+    "## Final evaluation per task",
+    "",
+    "| task | method | seeds | env steps | return (mean) | 95% CI | "
+    "IQM | success | queries | label acc. | corr(r_hat, r) |"
+    + (" of reference gain |" if reference else ""),
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+    + ("---|" if reference else ""),
+  ]
   for (task, method), runs in sorted(groups.items()):
     steps, ret = pooled(runs, "returns")
     _, succ = pooled(runs, "success")
     m, lo, hi = stats.stratified_bootstrap(ret[:, -1], stats.mean)
-    lines.append(f"| {task} | {method} | {ret.shape[0]} | {steps[-1]} | "
-                 f"{m:.3f} | [{lo:.3f}, {hi:.3f}] | "
-                 f"{stats.iqm(ret[:, -1]):.3f} | {succ[:, -1].mean():.2f} | "
-                 f"{feedback_cells(runs)} |"
-                 + (f" {gains[(task, method)]:.2f} |" if (task, method) in gains
-                    else " - |" if reference else ""))
+    lines.append(
+      f"| {task} | {method} | {ret.shape[0]} | {steps[-1]} | "
+      f"{m:.3f} | [{lo:.3f}, {hi:.3f}] | "
+      f"{stats.iqm(ret[:, -1]):.3f} | {succ[:, -1].mean():.2f} | "
+      f"{feedback_cells(runs)} |"
+      + (
+        f" {gains[(task, method)]:.2f} |"
+        if (task, method) in gains
+        else " - |"
+        if reference
+        else ""
+      )
+    )
   returns = final_scores(groups, "returns", tasks, methods)
   success = final_scores(groups, "success", tasks, methods)
   every = np.concatenate([r for r in returns.values()], 0)
   low, high = np.nanmin(every, 0), np.nanmax(every, 0)
   if reference:
-    lines += ["", f"\"of reference gain\": (R - R0) / (R_ref - R0) with "
-              f"R_ref the mean final return of `{reference}` and R0 the mean "
-              "return at the first evaluation, before learning."]
-  lines += ["", "## Aggregate over tasks (IQM, 95% stratified bootstrap CI)",
-            "", "Returns are min-max normalised per task over all methods' "
-            "final scores (0: the worst run, 1: the best).", "",
-            "| method | normalised return IQM | 95% CI | success IQM | "
-            "95% CI |", "|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"\"of reference gain\": (R - R0) / (R_ref - R0) with "
+      f"R_ref the mean final return of `{reference}` and R0 the mean "
+      "return at the first evaluation, before learning.",
+    ]
+  lines += [
+    "",
+    "## Aggregate over tasks (IQM, 95% stratified bootstrap CI)",
+    "",
+    "Returns are min-max normalised per task over all methods' "
+    "final scores (0: the worst run, 1: the best).",
+    "",
+    "| method | normalised return IQM | 95% CI | success IQM | 95% CI |",
+    "|---|---|---|---|---|",
+  ]
   for m in methods:
     r = stats.stratified_bootstrap(
-        stats.min_max_normalize(returns[m], low, high))
+      stats.min_max_normalize(returns[m], low, high)
+    )
     s = stats.stratified_bootstrap(success[m])
-    lines.append(f"| {m} | {r[0]:.3f} | [{r[1]:.3f}, {r[2]:.3f}] | "
-                 f"{s[0]:.3f} | [{s[1]:.3f}, {s[2]:.3f}] |")
+    lines.append(
+      f"| {m} | {r[0]:.3f} | [{r[1]:.3f}, {r[2]:.3f}] | "
+      f"{s[0]:.3f} | [{s[1]:.3f}, {s[2]:.3f}] |"
+    )
   if reference:
     gains = gain_scores(groups, reference, tasks, methods)
-    lines += ["", f"## Share of `{reference}`'s gain, per run (IQM over runs "
-              "and tasks, 95% stratified bootstrap CI)", "",
-              "Each run's (R - R0) / (R_ref - R0); 1 matches the reference.",
-              "", "| method | runs | IQM | 95% CI | mean |",
-              "|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"## Share of `{reference}`'s gain, per run (IQM over runs "
+      "and tasks, 95% stratified bootstrap CI)",
+      "",
+      "Each run's (R - R0) / (R_ref - R0); 1 matches the reference.",
+      "",
+      "| method | runs | IQM | 95% CI | mean |",
+      "|---|---|---|---|---|",
+    ]
     for m in methods:
       g = gains[m]
       iq = stats.stratified_bootstrap(g)
-      lines.append(f"| {m} | {int(np.isfinite(g).sum())} | {iq[0]:.2f} | "
-                   f"[{iq[1]:.2f}, {iq[2]:.2f}] | {stats.mean(g):.2f} |")
+      lines.append(
+        f"| {m} | {int(np.isfinite(g).sum())} | {iq[0]:.2f} | "
+        f"[{iq[1]:.2f}, {iq[2]:.2f}] | {stats.mean(g):.2f} |"
+      )
   pairs = _comparisons(methods, list(compare))
   if pairs:
-    lines += ["", "## Probability of improvement (final return, tasks "
-              "averaged, 95% stratified bootstrap CI)", "",
-              "P(X > Y): the chance that a run of X ends above a run of Y on "
-              "the same task (rliable).", "",
-              "| X | Y | P(X > Y) | 95% CI |", "|---|---|---|---|"]
+    lines += [
+      "",
+      "## Probability of improvement (final return, tasks "
+      "averaged, 95% stratified bootstrap CI)",
+      "",
+      "P(X > Y): the chance that a run of X ends above a run of Y on "
+      "the same task (rliable).",
+      "",
+      "| X | Y | P(X > Y) | 95% CI |",
+      "|---|---|---|---|",
+    ]
     for x, y in pairs:
       p, lo, hi = stats.probability_of_improvement_ci(returns[x], returns[y])
       lines.append(f"| {x} | {y} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |")
@@ -263,14 +324,32 @@ def report(groups, title: str, reference: str = "",
 def write_seed_csv(groups, path: str) -> None:
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["task", "method", "run", "seed", "env_steps", "eval_return",
-                "eval_success"])
+    w.writerow(
+      [
+        "task",
+        "method",
+        "run",
+        "seed",
+        "env_steps",
+        "eval_return",
+        "eval_success",
+      ]
+    )
     for (task, method), runs in sorted(groups.items()):
       for run in runs:
         for i, seed in enumerate(run["seeds"]):
           for t, step in enumerate(run["steps"]):
-            w.writerow([task, method, run["dir"], seed, int(step),
-                        run["returns"][t, i], run["success"][t, i]])
+            w.writerow(
+              [
+                task,
+                method,
+                run["dir"],
+                seed,
+                int(step),
+                run["returns"][t, i],
+                run["success"][t, i],
+              ]
+            )
 
 
 def plot(groups, path: str) -> bool:
@@ -280,9 +359,11 @@ def plot(groups, path: str) -> bool:
     return False
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   tasks = sorted({t for t, _ in groups})
-  fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False
+  )
   for ax, task in zip(axes[0], tasks):
     for (t, method), runs in sorted(groups.items()):
       if t != task:
@@ -305,28 +386,39 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", required=True, help="output path without suffix")
   p.add_argument("--title", default="")
-  p.add_argument("--reference", default="",
-                 help="method whose gain the others are measured against "
-                      "(e.g. SAC on the true reward)")
-  p.add_argument("--compare", action="append", default=[],
-                 help="method X for a table of P(X > Y) against every other "
-                      "method with the same last word (repeatable)")
+  p.add_argument(
+    "--reference",
+    default="",
+    help="method whose gain the others are measured against "
+    "(e.g. SAC on the true reward)",
+  )
+  p.add_argument(
+    "--compare",
+    action="append",
+    default=[],
+    help="method X for a table of P(X > Y) against every other "
+    "method with the same last word (repeatable)",
+  )
   p.add_argument("runs", nargs="+", help="DIR or METHOD=DIR")
   a = p.parse_args(argv)
   groups = group_runs(a.runs)
   os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
   if a.reference and not any(m == a.reference for _, m in groups):
-    p.error(f"--reference={a.reference!r} names no method; methods: "
-            f"{sorted({m for _, m in groups})}")
+    p.error(
+      f"--reference={a.reference!r} names no method; methods: "
+      f"{sorted({m for _, m in groups})}"
+    )
   methods = {m for _, m in groups}
   for x in a.compare:
     if x not in methods:
       p.error(f"--compare={x!r} names no method; methods: {sorted(methods)}")
-  text = report(groups, a.title or os.path.basename(a.out), a.reference,
-                tuple(a.compare))
+  text = report(
+    groups, a.title or os.path.basename(a.out), a.reference, tuple(a.compare)
+  )
   if plot(groups, a.out + ".png"):
-    text = text.replace("\n", f"\n\n![curves]({os.path.basename(a.out)}.png)"
-                        "\n", 1)
+    text = text.replace(
+      "\n", f"\n\n![curves]({os.path.basename(a.out)}.png)\n", 1
+    )
   with open(a.out + ".md", "w") as f:
     f.write(text)
   write_seed_csv(groups, a.out + "_seeds.csv")

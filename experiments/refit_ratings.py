@@ -29,10 +29,12 @@ from typing import Dict, List
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "src"))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "configs"))
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+)
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
@@ -53,44 +55,62 @@ def load(run_dir: str):
   with open(os.path.join(run_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   if config.reward.source != "learned" or (
-      config.reward.feedback_type != "rating"):
-    raise ValueError(f"{run_dir}: not a run that learned from ratings "
-                     f"(reward.source={config.reward.source!r}, "
-                     f"feedback_type={config.reward.feedback_type!r})")
+    config.reward.feedback_type != "rating"
+  ):
+    raise ValueError(
+      f"{run_dir}: not a run that learned from ratings "
+      f"(reward.source={config.reward.source!r}, "
+      f"feedback_type={config.reward.feedback_type!r})"
+    )
   if config.reward.model != "mlp":
-    raise ValueError(f"{run_dir}: reward.model={config.reward.model!r}; "
-                     "refits are of the state-action 'mlp' (the r_hat-r "
-                     "correlation is taken over the buffer's obs, action)")
+    raise ValueError(
+      f"{run_dir}: reward.model={config.reward.model!r}; "
+      "refits are of the state-action 'mlp' (the r_hat-r "
+      "correlation is taken over the buffer's obs, action)"
+    )
   manager = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(run_dir), "checkpoints"),
-      item_names=("arrays", "host"))
+    os.path.join(os.path.abspath(run_dir), "checkpoints"),
+    item_names=("arrays", "host"),
+  )
   step = manager.latest_step()
   if step is None:
     raise ValueError(f"{run_dir}/checkpoints holds no checkpoint")
-  arrays = manager.restore(step, args=ocp.args.Composite(
-      arrays=ocp.args.StandardRestore()))["arrays"]
+  arrays = manager.restore(
+    step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
+  )["arrays"]
   manager.close()
-  rs = feedback_lib.RatingSet(**{
+  rs = feedback_lib.RatingSet(
+    **{
       k: jnp.asarray(arrays[f"['loop']['rating_sets'].{k}"])
-      for k in ("obs", "action", "label", "true_reward", "size",
-                "insert_pos")})
+      for k in ("obs", "action", "label", "true_reward", "size", "insert_pos")
+    }
+  )
   size = np.asarray(arrays["['train'].buffer.size"])
-  buf = {k: np.asarray(arrays[f"['train'].buffer.data.{k}"])
-         for k in ("obs", "action", "true_reward")}
-  buf = {k: v[:, :int(size.min())] for k, v in buf.items()}
+  buf = {
+    k: np.asarray(arrays[f"['train'].buffer.data.{k}"])
+    for k in ("obs", "action", "true_reward")
+  }
+  buf = {k: v[:, : int(size.min())] for k, v in buf.items()}
   return config, rs, buf
 
 
-def noisy_labels(config, rs: feedback_lib.RatingSet, noise: float,
-                 seed: int) -> np.ndarray:
+def noisy_labels(
+  config, rs: feedback_lib.RatingSet, noise: float, seed: int
+) -> np.ndarray:
   """Labels [S, cap] of the rated quantity from the run's scripted rater
   (bins, rater.noise_kind) at label noise `noise`, drawn from `seed`."""
-  task = tasks.rated_task(tasks.get_task(config.task), config.rater.rated,
-                         config.rater.range)
+  task = tasks.rated_task(
+    tasks.get_task(config.task), config.rater.rated, config.rater.range
+  )
   n = config.rater.num_classes or task.num_classes
   rater = ScriptedRater.for_segments(
-      n, task.rated_range, config.feedback.get("segment_length", 1),
-      noise=noise, noise_kind=config.rater.noise_kind, seed=seed)
+    n,
+    task.rated_range,
+    config.feedback.get("segment_length", 1),
+    noise=noise,
+    noise_kind=config.rater.noise_kind,
+    seed=seed,
+  )
   returns = np.asarray(rs.true_reward[..., 0]).reshape(-1)
   labels = rater.rate(Queries(true_return=returns)).labels
   return labels.reshape(rs.label.shape).astype(np.int32)
@@ -104,18 +124,27 @@ def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   num_seeds = rs.label.shape[0]
   src = reward_source.make(c, buf["obs"].shape[-1], buf["action"].shape[-1])
   learner = feedback_lib.make_learner(
-      c, c.rater.num_classes or tasks.get_task(c.task).num_classes, src.model)
-  params = jax.vmap(src.init)(jax.random.split(jax.random.PRNGKey(seed),
-                                               num_seeds))
+    c, c.rater.num_classes or tasks.get_task(c.task).num_classes, src.model
+  )
+  params = jax.vmap(src.init)(
+    jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+  )
   opt_state = jax.vmap(learner.optimizer.init)(params)
   params, *_ = feedback_lib.train_reward(
-      learner, jax.jit(jax.vmap(learner.epoch)), params, opt_state, rs,
-      np.random.default_rng(seed))
+    learner,
+    jax.jit(jax.vmap(learner.epoch)),
+    params,
+    opt_state,
+    rs,
+    np.random.default_rng(seed),
+  )
   r_hat = jax.jit(jax.vmap(src.model.reward))(
-      params, jnp.asarray(buf["obs"]), jnp.asarray(buf["action"]))
-  return [float(np.corrcoef(np.asarray(r_hat[s]),
-                            buf["true_reward"][s])[0, 1])
-          for s in range(num_seeds)]
+    params, jnp.asarray(buf["obs"]), jnp.asarray(buf["action"])
+  )
+  return [
+    float(np.corrcoef(np.asarray(r_hat[s]), buf["true_reward"][s])[0, 1])
+    for s in range(num_seeds)
+  ]
 
 
 def main(argv=None) -> Dict:
@@ -131,35 +160,58 @@ def main(argv=None) -> Dict:
   variants = a.variants.split(",")
   for v in variants:
     if v not in VARIANTS:
-      raise ValueError(f"--variants: unknown variant {v!r}; choose from "
-                       f"{VARIANTS}")
+      raise ValueError(
+        f"--variants: unknown variant {v!r}; choose from {VARIANTS}"
+      )
   sizes = np.asarray(rs.size).tolist()
   results = []
   for noise in (float(x) for x in a.noise.split(",")):
-    labelled = rs.replace(label=jnp.asarray(
-        noisy_labels(config, rs, noise, a.seed)))
+    labelled = rs.replace(
+      label=jnp.asarray(noisy_labels(config, rs, noise, a.seed))
+    )
     for v in variants:
       corr = refit(config, labelled, buf, v, a.epochs, a.seed)
-      results.append({"noise": noise, "variant": v, "corr": corr,
-                      "mean": float(np.mean(corr))})
-      print(f"noise {noise:.2f}  {v:<16} corr {np.mean(corr):.3f}  "
-            f"per seed {np.round(corr, 3).tolist()}", flush=True)
-  out = {"run": a.run, "task": config.task, "ratings_per_seed": sizes,
-         "buffer_per_seed": int(buf["obs"].shape[1]), "epochs": a.epochs,
-         "results": results}
+      results.append(
+        {
+          "noise": noise,
+          "variant": v,
+          "corr": corr,
+          "mean": float(np.mean(corr)),
+        }
+      )
+      print(
+        f"noise {noise:.2f}  {v:<16} corr {np.mean(corr):.3f}  "
+        f"per seed {np.round(corr, 3).tolist()}",
+        flush=True,
+      )
+  out = {
+    "run": a.run,
+    "task": config.task,
+    "ratings_per_seed": sizes,
+    "buffer_per_seed": int(buf["obs"].shape[1]),
+    "epochs": a.epochs,
+    "results": results,
+  }
   if a.out:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out + ".json", "w") as f:
       json.dump(out, f, indent=2)
-    lines = [f"# Offline refit: {config.task}", "",
-             f"`python experiments/refit_ratings.py {a.run} --noise={a.noise} "
-             f"--epochs={a.epochs}`: {sizes[0]} ratings per seed, reward "
-             f"correlation with the env reward over {buf['obs'].shape[1]} "
-             "buffer transitions per seed.", "",
-             "| noise | variant | corr (mean) | per seed |", "|---|---|---|---|"]
-    lines += [f"| {r['noise']:.2f} | {r['variant']} | {r['mean']:.3f} | "
-              f"{', '.join(f'{c:.2f}' for c in r['corr'])} |"
-              for r in results]
+    lines = [
+      f"# Offline refit: {config.task}",
+      "",
+      f"`python experiments/refit_ratings.py {a.run} --noise={a.noise} "
+      f"--epochs={a.epochs}`: {sizes[0]} ratings per seed, reward "
+      f"correlation with the env reward over {buf['obs'].shape[1]} "
+      "buffer transitions per seed.",
+      "",
+      "| noise | variant | corr (mean) | per seed |",
+      "|---|---|---|---|",
+    ]
+    lines += [
+      f"| {r['noise']:.2f} | {r['variant']} | {r['mean']:.3f} | "
+      f"{', '.join(f'{c:.2f}' for c in r['corr'])} |"
+      for r in results
+    ]
     with open(a.out + ".md", "w") as f:
       f.write("\n".join(lines) + "\n")
     print(f"wrote {a.out}.md and {a.out}.json")

@@ -5,6 +5,7 @@ the subprocesses some of them start) load a compiled program instead of
 compiling it again; a cached program computes exactly what a fresh compile
 does.
 """
+
 import os
 import shutil
 import tempfile

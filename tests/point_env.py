@@ -26,14 +26,20 @@ class PointEnv:
 
   def reset(self, key):
     pos = jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
-    return PointState(pos=pos, obs=pos, reward=jnp.zeros(()),
-                      done=jnp.zeros(()), metrics={"dist": jnp.zeros(())})
+    return PointState(
+      pos=pos,
+      obs=pos,
+      reward=jnp.zeros(()),
+      done=jnp.zeros(()),
+      metrics={"dist": jnp.zeros(())},
+    )
 
   def step(self, state, action):
     pos = jnp.clip(state.pos + 0.1 * action, -1.0, 1.0)
     dist = jnp.linalg.norm(pos)
-    return state.replace(pos=pos, obs=pos, reward=-dist,
-                         metrics={"dist": -dist})
+    return state.replace(
+      pos=pos, obs=pos, reward=-dist, metrics={"dist": -dist}
+    )
 
 
 NAME = "test_point"
@@ -42,10 +48,16 @@ NAME = "test_point"
 def register() -> str:
   """Registers the task once per process; returns its name."""
   if NAME not in tasks.task_names():
-    tasks.register(tasks.TaskSpec(
-        name=NAME, make_env=PointEnv,
-        instruction="move the point to the origin", subject="a point mass",
+    tasks.register(
+      tasks.TaskSpec(
+        name=NAME,
+        make_env=PointEnv,
+        instruction="move the point to the origin",
+        subject="a point mass",
         num_classes=2,
-        episode_length=10, reward_range=(-1.5, 0.0),
-        success_fn=lambda s: -s.metrics["dist"] < 0.1))
+        episode_length=10,
+        reward_range=(-1.5, 0.0),
+        success_fn=lambda s: -s.metrics["dist"] < 0.1,
+      )
+    )
   return NAME

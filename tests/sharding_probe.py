@@ -53,23 +53,29 @@ def main():
   n = int(sys.argv[1])
   out = {"device_count": jax.device_count()}
   for source in ("env", "learned"):
-    runs = {d: runner.run(config(d, source), log=lambda s: None)
-            for d in (1, n)}
+    runs = {
+      d: runner.run(config(d, source), log=lambda s: None) for d in (1, n)
+    }
     one, many = runs[1].state, runs[n].state
-    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree_util.tree_leaves(one.sac),
-                             jax.tree_util.tree_leaves(many.sac))]
+    diffs = [
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+      for a, b in zip(
+        jax.tree_util.tree_leaves(one.sac), jax.tree_util.tree_leaves(many.sac)
+      )
+    ]
     out[source] = {
-        "max_param_diff": max(diffs),
-        "shapes_equal": all(
-            np.shape(a) == np.shape(b) for a, b in zip(
-                jax.tree_util.tree_leaves(one),
-                jax.tree_util.tree_leaves(many))),
-        "obs_sharding": str(many.env.obs.sharding.spec),
-        "obs_devices": len(many.env.obs.sharding.device_set),
-        "eval_return": [r["eval_return"] for r in runs[1].history],
-        "eval_return_sharded": [r["eval_return"] for r in runs[n].history],
-        "env_steps": np.asarray(many.env_steps).tolist(),
+      "max_param_diff": max(diffs),
+      "shapes_equal": all(
+        np.shape(a) == np.shape(b)
+        for a, b in zip(
+          jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)
+        )
+      ),
+      "obs_sharding": str(many.env.obs.sharding.spec),
+      "obs_devices": len(many.env.obs.sharding.device_set),
+      "eval_return": [r["eval_return"] for r in runs[1].history],
+      "eval_return_sharded": [r["eval_return"] for r in runs[n].history],
+      "env_steps": np.asarray(many.env_steps).tolist(),
     }
   print("PROBE " + json.dumps(out))
 

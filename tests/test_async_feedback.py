@@ -1,5 +1,6 @@
 """Asynchronous feedback sessions (trainer.FeedbackLoop), driven chunk by
 chunk with raters whose answers the test releases: deterministic."""
+
 import threading
 
 import jax
@@ -39,6 +40,7 @@ class GatedRater:
 
 class RemoteScripted(ScriptedRater):
   """The scripted rater flagged remote: goes through the worker path."""
+
   remote = True
 
 
@@ -57,20 +59,24 @@ class Driver:
     self.c, trainer, self.chunk = compiled
     self.loop = sessions.FeedbackLoop(trainer, [0], raters)
     self.state = jax.jit(jax.vmap(trainer.init))(
-        jax.vmap(jax.random.PRNGKey)(jnp.arange(1)))
+      jax.vmap(jax.random.PRNGKey)(jnp.arange(1))
+    )
     self.steps = 0
 
   def advance(self):
     self.state, _ = self.chunk(
-        self.state, jnp.asarray(self.loop.unsupervised(self.steps)))
+      self.state, jnp.asarray(self.loop.unsupervised(self.steps))
+    )
     self.steps += self.c.log_every
     self.state, recs = self.loop.step(self.state, self.steps)
     return recs
 
 
 def _leaves_equal(a, b):
-  return all(np.array_equal(x, y) for x, y in
-             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return all(
+    np.array_equal(x, y)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def test_training_runs_on_while_ratings_are_out(compiled):
@@ -92,8 +98,12 @@ def test_training_runs_on_while_ratings_are_out(compiled):
   recs = d.advance()
   assert len(recs) == 1
   rec = recs[0]
-  assert (rec["session"], rec["due_at"], rec["requested_at"],
-          rec["env_steps"]) == (1, 80, 80, 160)
+  assert (
+    rec["session"],
+    rec["due_at"],
+    rec["requested_at"],
+    rec["env_steps"],
+  ) == (1, 80, 80, 160)
   # Odd queries were dropped: counted, never labelled.
   assert rec["answered"] == [QUERIES // 2] and rec["dropped"] == [QUERIES // 2]
   assert rec["ratings_stored"] == [QUERIES // 2] and rec["trained"]
@@ -101,8 +111,10 @@ def test_training_runs_on_while_ratings_are_out(compiled):
   assert not _leaves_equal(d.state.reward_params, initial)
   assert d.loop.installed == 1 and not d.loop.unsupervised(d.steps)
   assert len(d.loop.pending) == 1
-  assert (d.loop.pending[0].due_at, d.loop.pending[0].requested_at) == (120,
-                                                                        160)
+  assert (d.loop.pending[0].due_at, d.loop.pending[0].requested_at) == (
+    120,
+    160,
+  )
   d.loop.pending[0].futures[0].result(timeout=60)
   recs = d.advance()  # 200: session 2 completes, session 3 (due 160) sent
   assert [r["session"] for r in recs] == [2]
@@ -115,7 +127,8 @@ def test_finish_abandons_late_sessions_and_counts_them(compiled):
   c = compiled[0]
   rater = GatedRater(0.0, 1.0)
   d = Driver(compiled, [rater])
-  d.advance(); d.advance()  # session 1 sent at 80
+  d.advance()
+  d.advance()  # session 1 sent at 80
   d.loop.config.feedback.final_wait_s = 0.0
   try:
     state, recs = d.loop.finish(d.state, d.steps)
@@ -134,7 +147,8 @@ def test_finish_abandons_late_sessions_and_counts_them(compiled):
 def test_finish_waits_and_completes_without_critic_reset(compiled):
   rater = GatedRater(0.0, 1.0)
   d = Driver(compiled, [rater])
-  d.advance(); d.advance()
+  d.advance()
+  d.advance()
   rater.gate.set()
   critic = d.state.sac.critic_params
   critic = jax.tree_util.tree_map(np.asarray, critic)
@@ -159,8 +173,13 @@ def test_synchronous_remote_rater_matches_the_inline_scripted_run():
   assert [r["env_steps"] for r in got.feedback] == [80, 120, 160]
   for a, b in zip(got.feedback, ref.feedback):
     assert a["requested_at"] == a["env_steps"]
-    for key in ("answered", "ratings_stored", "epochs", "reward_accuracy",
-                "label_histogram"):
+    for key in (
+      "answered",
+      "ratings_stored",
+      "epochs",
+      "reward_accuracy",
+      "label_histogram",
+    ):
       assert a[key] == b[key], key
   assert _leaves_equal(got.state.reward_params, ref.state.reward_params)
   assert _leaves_equal(got.state.sac.actor_params, ref.state.sac.actor_params)
@@ -194,8 +213,9 @@ def test_raters_that_need_frames_get_the_post_step_frames(compiled):
   n, end = trainer.env.num_envs, int(d.state.buffer.insert_pos[0])
   assert end == 40
   np.testing.assert_array_equal(
-      np.asarray(d.state.buffer.data.pose)[0, end - n:end],
-      np.asarray(jax.vmap(trainer.env.pose)(d.state.env))[0])
+    np.asarray(d.state.buffer.data.pose)[0, end - n : end],
+    np.asarray(jax.vmap(trainer.env.pose)(d.state.env))[0],
+  )
   d.advance()  # session 1 sent at 80
   p = d.loop.pending[0]
   p.futures[0].result(timeout=60)
@@ -204,9 +224,11 @@ def test_raters_that_need_frames_get_the_post_step_frames(compiled):
   # The frames are those of the sampled queries' recorded poses (queries
   # [S, Q, P, H, ...]: the last step of each one-step segment).
   from erljax import render  # pylint: disable=g-import-not-at-top
+
   with render.FrameRenderer(c.task) as r:
     np.testing.assert_array_equal(
-        frames[:3], r.render(np.asarray(p.queries.pose[0, :3, 0, -1])))
+      frames[:3], r.render(np.asarray(p.queries.pose[0, :3, 0, -1]))
+    )
   recs = d.advance()
   assert recs[0]["answered"] == [QUERIES]
   d.loop.close()

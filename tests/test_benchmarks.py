@@ -3,6 +3,7 @@
 Brax's SAC is left out here (it compiles for minutes on a loaded 2-core
 machine); `benchmarks.run --suite=quick` runs it.
 """
+
 import json
 import math
 import os
@@ -20,15 +21,35 @@ from benchmarks import run as bench  # pylint: disable=wrong-import-position
 def tiny_suite() -> bench.Suite:
   task = point_env.register()
   return bench.Suite(
-      env_tasks=(task,), env_sizes=(1, 3), env_steps=5,
-      sac=common.SACSetup(task=task, num_envs=2, episode_length=10,
-                          batch_size=8, updates_per_step=1, hidden=(8,),
-                          seed_steps=8, replay_capacity=64, num_eval_envs=1),
-      sac_chunk_steps=8, sac_chunks=1, erl_total_steps=32,
-      erl_first_session=16, erl_interval=8, erl_queries=4,
-      reward_ratings=16, reward_batch=8, cnn_batch=2, cnn_steps=1,
-      cnn_frame=48, relabel_size=64, relabel_chunk_sizes=(16, 64),
-      repeats=1)
+    env_tasks=(task,),
+    env_sizes=(1, 3),
+    env_steps=5,
+    sac=common.SACSetup(
+      task=task,
+      num_envs=2,
+      episode_length=10,
+      batch_size=8,
+      updates_per_step=1,
+      hidden=(8,),
+      seed_steps=8,
+      replay_capacity=64,
+      num_eval_envs=1,
+    ),
+    sac_chunk_steps=8,
+    sac_chunks=1,
+    erl_total_steps=32,
+    erl_first_session=16,
+    erl_interval=8,
+    erl_queries=4,
+    reward_ratings=16,
+    reward_batch=8,
+    cnn_batch=2,
+    cnn_steps=1,
+    cnn_frame=48,
+    relabel_size=64,
+    relabel_chunk_sizes=(16, 64),
+    repeats=1,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +81,9 @@ def test_top_level_schema(result):
 def test_env_rows(result):
   rows = result[0]["results"]["env"]
   assert [(r["task"], r["num_envs"]) for r in rows] == [
-      (point_env.NAME, 1), (point_env.NAME, 3)]
+    (point_env.NAME, 1),
+    (point_env.NAME, 3),
+  ]
   for r in rows:
     assert _positive(r["steps_per_s"]) and r["compile_s"] >= 0
     assert _positive(r["memory"]["peak_rss_mb"])
@@ -86,7 +109,7 @@ def test_sac_and_loop_rates(result):
 def test_reward_and_breakdown(result):
   res = result[0]["results"]
   w = res["reward"]
-  assert w["mlp_rating_loss"]["steps"] == 2   # 16 ratings in batches of 8
+  assert w["mlp_rating_loss"]["steps"] == 2  # 16 ratings in batches of 8
   assert w["cnn_rating_loss"]["frame"] == [48, 48, 3]
   for k in ("mlp_rating_loss", "cnn_rating_loss"):
     assert _positive(w[k]["steps_per_s"])
@@ -94,8 +117,13 @@ def test_reward_and_breakdown(result):
   assert all(_positive(r["seconds"]) for r in w["relabel"])
   b = res["breakdown"]
   assert b["vectorized_steps"] == 4 and b["updates"] == 4
-  for k in ("env_step", "sample_action", "replay_add", "replay_sample",
-            "sac_update"):
+  for k in (
+    "env_step",
+    "sample_action",
+    "replay_add",
+    "replay_sample",
+    "sac_update",
+  ):
     assert _positive(b[k]["seconds"])
 
 
@@ -103,7 +131,7 @@ def test_devices_and_table(result):
   out, text = result
   d = out["results"]["devices"]
   assert "skipped" in d or len(d["rows"]) >= 2
-  assert "ratio erljax / brax" not in text   # no Brax in this run
+  assert "ratio erljax / brax" not in text  # no Brax in this run
   assert "fraction of SAC" in text and point_env.NAME in text
 
 
@@ -112,17 +140,31 @@ def test_unknown_section_is_named():
     bench.run_suite(tiny_suite(), "tiny", sections=("env", "nope"))
 
 
-
 def test_rating_latency_runs_the_http_path(tmp_path):
   """rating_latency at a tiny size through the whole VLM path: rendered PNGs
   over HTTP to erljax.serve, asynchronous sessions (figures mean nothing)."""
   from benchmarks import rating_latency  # pylint: disable=g-import-not-at-top
+
   out_path = tmp_path / "latency.json"
-  out = rating_latency.main([
-      "--total_steps=200", "--first_session=80", "--interval=40",
-      "--queries=6", "--seed_steps=40", "--final_wait=-1", "--latency=0", "--concurrency=3",
-      "--num_envs=4", "--episode_length=20", "--batch_size=8", "--hidden=8",
-      "--render_frames=0", "--runs=http_async", f"--out={out_path}"])
+  out = rating_latency.main(
+    [
+      "--total_steps=200",
+      "--first_session=80",
+      "--interval=40",
+      "--queries=6",
+      "--seed_steps=40",
+      "--final_wait=-1",
+      "--latency=0",
+      "--concurrency=3",
+      "--num_envs=4",
+      "--episode_length=20",
+      "--batch_size=8",
+      "--hidden=8",
+      "--render_frames=0",
+      "--runs=http_async",
+      f"--out={out_path}",
+    ]
+  )
   (run,) = json.loads(out_path.read_text())["runs"]
   assert run == json.loads(json.dumps(out["runs"][0]))
   assert run["run"] == "http_async" and run["steps_per_second"] > 0

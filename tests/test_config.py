@@ -13,17 +13,28 @@ def test_default_config_is_valid():
   config_lib.validate(config_lib.default())
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("task", "nope", "config.task='nope': unknown task"),
     ("num_envs", 0, "config.num_envs=0: must be an integer >= 1"),
     ("num_seeds", 0, "config.num_seeds=0"),
     ("batch_size", -4, "config.batch_size=-4"),
-    ("seed_steps", 1001, "config.seed_steps=1001: must be a multiple of "
-     "num_envs=8"),
-    ("eval_every", 7000, "config.eval_every=7000: must be a multiple of "
-     "log_every=5000"),
-    ("total_steps", 12000, "config.total_steps=12000: must be a multiple of "
-     "log_every"),
+    (
+      "seed_steps",
+      1001,
+      "config.seed_steps=1001: must be a multiple of num_envs=8",
+    ),
+    (
+      "eval_every",
+      7000,
+      "config.eval_every=7000: must be a multiple of log_every=5000",
+    ),
+    (
+      "total_steps",
+      12000,
+      "config.total_steps=12000: must be a multiple of log_every",
+    ),
     ("replay_capacity", 4, "config.replay_capacity=4"),
     ("episode_length", 0, "config.episode_length=0"),
     ("sac.discount", 1.0, r"config.sac.discount=1.0: must lie in \[0, 1\)"),
@@ -35,17 +46,30 @@ def test_default_config_is_valid():
     ("sac.log_std_min", 3.0, "config.sac.log_std_min=3.0: must be below"),
     ("reward.source", "vlm?", "config.reward.source='vlm\\?'"),
     ("reward.model", "vit", "config.reward.model='vit': must be one of"),
-    ("feedback.sampling", "entropy",
-     "config.feedback.sampling='entropy': must be one of"),
+    (
+      "feedback.sampling",
+      "entropy",
+      "config.feedback.sampling='entropy': must be one of",
+    ),
     ("feedback.candidates", 0, "config.feedback.candidates=0"),
-    ("reward.stop_metric", "f1",
-     "config.reward.stop_metric='f1': must be 'accuracy' or"),
-    ("feedback.segment_length", 0,
-     "config.feedback.segment_length=0: must be an integer >= 1"),
-    ("feedback.segment_length", 1001,
-     "config.feedback.segment_length=1001: must not exceed "
-     "episode_length=1000"),
-])
+    (
+      "reward.stop_metric",
+      "f1",
+      "config.reward.stop_metric='f1': must be 'accuracy' or",
+    ),
+    (
+      "feedback.segment_length",
+      0,
+      "config.feedback.segment_length=0: must be an integer >= 1",
+    ),
+    (
+      "feedback.segment_length",
+      1001,
+      "config.feedback.segment_length=1001: must not exceed "
+      "episode_length=1000",
+    ),
+  ],
+)
 def test_bad_value_error_names_key_and_value(key, value, message):
   c = config_lib.default()
   node = c
@@ -64,6 +88,7 @@ def test_experiment_config_file_loads_every_task():
   finally:
     sys.path.pop(0)
   from erljax import tasks
+
   for name in tasks.task_names():
     c = sac_config.get_config(name)
     config_lib.validate(c)
@@ -72,9 +97,18 @@ def test_experiment_config_file_loads_every_task():
 
 def test_cli_reports_bad_value_and_exits_2():
   proc = subprocess.run(
-      [sys.executable, "-m", "erljax.train",
-       "--config=experiments/configs/sac.py:reacher", "--config.num_envs=0"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "erljax.train",
+      "--config=experiments/configs/sac.py:reacher",
+      "--config.num_envs=0",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "config.num_envs=0" in proc.stderr
 
@@ -85,9 +119,11 @@ def test_cnn_frame_size_must_fit_the_network():
   c.reward.frame_size = 47
   config_lib.validate(c)
   c.reward.frame_size = 32
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.reward.frame_size=32: must be an integer "
-                     r">= 47"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.reward.frame_size=32: must be an integer "
+    r">= 47",
+  ):
     config_lib.validate(c)
 
 
@@ -96,18 +132,22 @@ def test_segments_need_a_scripted_rater_and_enough_stored_steps():
   c.feedback.segment_length = 50
   config_lib.validate(c)  # RbRL's H = 50 with the scripted rater
   c.rater.kind, c.rater.model = "openai", "m"
-  with pytest.raises(config_lib.ConfigError,
-                     match="config.rater.kind='openai': must be 'scripted' "
-                     "with feedback.segment_length=50"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match="config.rater.kind='openai': must be 'scripted' "
+    "with feedback.segment_length=50",
+  ):
     config_lib.validate(c)
   c = config_lib.default()
   c.reward.source = "learned"
   c.num_envs, c.feedback.segment_length = 8, 50
   c.seed_steps = c.feedback.first_session = 0
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.feedback.first_session=0: gives 0 "
-                     r"transitions; segment_length=50 with num_envs=8 needs "
-                     r">= \(2H - 1\) x num_envs = 792"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.feedback.first_session=0: gives 0 "
+    r"transitions; segment_length=50 with num_envs=8 needs "
+    r">= \(2H - 1\) x num_envs = 792",
+  ):
     config_lib.validate(c)
 
 
@@ -133,17 +173,21 @@ def test_first_session_follows_seed_and_pretraining_phases():
 
 def test_first_session_without_pretraining_must_follow_the_seed_phase():
   c = _learned(unsupervised=False, first_session=10_000)
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.feedback.first_session=10000: with "
-                     r"feedback.unsupervised=False the first session must "
-                     r"follow the seed phase \(seed_steps=1000\)"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.feedback.first_session=10000: with "
+    r"feedback.unsupervised=False the first session must "
+    r"follow the seed phase \(seed_steps=1000\)",
+  ):
     config_lib.validate(c)
   c = _learned(unsupervised=False)
   c.log_every = 5_000  # the derived first session (1,000) is mid-chunk
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.feedback.first_session \(None: "
-                     r"seed_steps=1000\)=1000: must be a multiple of "
-                     r"log_every=5000"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.feedback.first_session \(None: "
+    r"seed_steps=1000\)=1000: must be a multiple of "
+    r"log_every=5000",
+  ):
     config_lib.validate(c)
 
 
@@ -161,21 +205,42 @@ def test_query_window_defaults_to_the_reference_share_of_the_run():
   assert config_lib.query_window(config_lib.validate(c)) == 99 * 8
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("feedback.query_window_steps", 0,
-     "config.feedback.query_window_steps=0: must be an integer >= 1 or None"),
-    ("feedback.query_window_steps", 100,
-     r"config.feedback.query_window_steps=100: gives 100 transitions; "
-     r"segment_length=50"),
-    ("feedback.first_session", -5,
-     "config.feedback.first_session=-5: must be an integer >= 0 or None"),
-    ("feedback.unsupervised_steps", -1,
-     "config.feedback.unsupervised_steps=-1: must be an integer >= 0"),
-    ("reward.min_epochs", 0, "config.reward.min_epochs=0: must be an "
-     "integer >= 1"),
-    ("reward.min_epochs", 11, "config.reward.min_epochs=11: must not exceed "
-     "reward.max_epochs=10"),
-])
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
+    (
+      "feedback.query_window_steps",
+      0,
+      "config.feedback.query_window_steps=0: must be an integer >= 1 or None",
+    ),
+    (
+      "feedback.query_window_steps",
+      100,
+      r"config.feedback.query_window_steps=100: gives 100 transitions; "
+      r"segment_length=50",
+    ),
+    (
+      "feedback.first_session",
+      -5,
+      "config.feedback.first_session=-5: must be an integer >= 0 or None",
+    ),
+    (
+      "feedback.unsupervised_steps",
+      -1,
+      "config.feedback.unsupervised_steps=-1: must be an integer >= 0",
+    ),
+    (
+      "reward.min_epochs",
+      0,
+      "config.reward.min_epochs=0: must be an integer >= 1",
+    ),
+    (
+      "reward.min_epochs",
+      11,
+      "config.reward.min_epochs=11: must not exceed reward.max_epochs=10",
+    ),
+  ],
+)
 def test_schedule_errors_name_key_and_value(key, value, message):
   c = _learned(segment_length=50)
   section, leaf = key.split(".")

@@ -19,18 +19,29 @@ def _dataset(n=3, t=4, o=2, a=2, p=3, task="test_point"):
   terminals = np.zeros((n, t), bool)
   terminals[0, 2] = True
   return dataset.EpisodeDataset(
-      task=task, observations=f(n, t, o), actions=f(n, t, a),
-      rewards=f(n, t), next_observations=f(n, t, o), terminals=terminals,
-      success=rng.random((n, t)) < 0.3, valid=valid, poses=f(n, t, p),
-      noise_std=np.array([0.0, 0.5, 0.0], np.float32)[:n],
-      random=np.array([False, False, True])[:n], metadata={"note": "test"})
+    task=task,
+    observations=f(n, t, o),
+    actions=f(n, t, a),
+    rewards=f(n, t),
+    next_observations=f(n, t, o),
+    terminals=terminals,
+    success=rng.random((n, t)) < 0.3,
+    valid=valid,
+    poses=f(n, t, p),
+    noise_std=np.array([0.0, 0.5, 0.0], np.float32)[:n],
+    random=np.array([False, False, True])[:n],
+    metadata={"note": "test"},
+  )
 
 
 def test_round_trip_over_shards(tmp_path):
   ds = _dataset()
   dataset.save(ds, str(tmp_path), episodes_per_shard=2)
   assert sorted(os.listdir(tmp_path)) == [
-      "dataset.json", "episodes_00000.npz", "episodes_00001.npz"]
+    "dataset.json",
+    "episodes_00000.npz",
+    "episodes_00001.npz",
+  ]
   got = dataset.load(str(tmp_path))
   for name in dataset.ARRAYS:
     np.testing.assert_array_equal(getattr(got, name), getattr(ds, name))
@@ -70,8 +81,9 @@ def test_truncated_shard(saved):
   size = os.path.getsize(shard)
   with open(shard, "r+b") as f:
     f.truncate(size // 2)
-  with pytest.raises(dataset.DatasetError,
-                     match=r"episodes_00000\.npz: truncated or corrupted"):
+  with pytest.raises(
+    dataset.DatasetError, match=r"episodes_00000\.npz: truncated or corrupted"
+  ):
     dataset.load(str(directory))
 
 
@@ -89,8 +101,9 @@ def test_wrong_dtype(saved):
   with np.load(shard) as z:
     rewards = z["rewards"].astype(np.float64)
   _rewrite(shard, rewards=rewards)
-  with pytest.raises(dataset.DatasetError,
-                     match="'rewards' has dtype float64, expected float32"):
+  with pytest.raises(
+    dataset.DatasetError, match="'rewards' has dtype float64, expected float32"
+  ):
     dataset.load(str(directory))
 
 
@@ -122,8 +135,9 @@ def test_foreign_or_missing_header(tmp_path, saved):
     dataset.load(str(directory))
   with open(path, "w") as f:
     json.dump({**header, "observation_size": 5}, f)
-  with pytest.raises(dataset.DatasetError,
-                     match="shard observation_size=2 differs"):
+  with pytest.raises(
+    dataset.DatasetError, match="shard observation_size=2 differs"
+  ):
     dataset.load(str(directory))
   with open(path, "w") as f:
     f.write("{not json")

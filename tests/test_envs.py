@@ -9,8 +9,14 @@ from erljax import tasks
 
 def test_registry_lists_brax_and_playground_tasks():
   names = tasks.task_names()
-  for name in ("reacher", "pusher", "CartpoleSwingup", "FingerSpin",
-               "ReacherEasy", "WalkerWalk"):
+  for name in (
+    "reacher",
+    "pusher",
+    "CartpoleSwingup",
+    "FingerSpin",
+    "ReacherEasy",
+    "WalkerWalk",
+  ):
     assert name in names
   sources = {tasks.get_task(n).source for n in names}
   assert sources == {"brax", "playground"}
@@ -21,8 +27,17 @@ def test_unknown_task_error_names_it():
     tasks.get_task("cheetah-fly")
 
 
-@pytest.mark.parametrize("name", ["reacher", "pusher", "CartpoleSwingup",
-                                  "FingerSpin", "ReacherEasy", "WalkerWalk"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "reacher",
+    "pusher",
+    "CartpoleSwingup",
+    "FingerSpin",
+    "ReacherEasy",
+    "WalkerWalk",
+  ],
+)
 def test_every_task_has_what_rating_needs(name):
   spec = tasks.get_task(name)
   assert spec.instruction and isinstance(spec.instruction, str)
@@ -38,14 +53,19 @@ def test_every_task_has_what_rating_needs(name):
 def test_register_rejects_bad_specs():
   spec = tasks.get_task("reacher")
   import dataclasses
+
   with pytest.raises(ValueError, match="already registered"):
     tasks.register(spec)
   with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
     tasks.register(dataclasses.replace(spec, name="x1", num_classes=1))
   with pytest.raises(ValueError, match=r"reward_range \(1.0, 0.0\)"):
-    tasks.register(dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0)))
+    tasks.register(
+      dataclasses.replace(spec, name="x2", reward_range=(1.0, 0.0))
+    )
   with pytest.raises(ValueError, match=r"rating_range \(0.0, 0.0\)"):
-    tasks.register(dataclasses.replace(spec, name="x3", rating_range=(0.0, 0.0)))
+    tasks.register(
+      dataclasses.replace(spec, name="x3", rating_range=(0.0, 0.0))
+    )
 
 
 def test_reacher_rating_signal_is_the_visible_distance():
@@ -58,8 +78,9 @@ def test_reacher_rating_signal_is_the_visible_distance():
   next_state, out = env.step(state, action)
   signal = spec.signal(state.obs, action, out.next_obs, out.reward)
   assert signal.shape == (4,)
-  np.testing.assert_allclose(signal, next_state.inner.metrics["reward_dist"],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    signal, next_state.inner.metrics["reward_dist"], rtol=1e-5, atol=1e-6
+  )
   # Control cost is in the reward, not in the signal.
   assert np.all(np.asarray(out.reward) < np.asarray(signal) - 1.0)
   assert spec.rated_range == (-0.3, 0.0)
@@ -80,13 +101,15 @@ def test_rated_task_rates_the_reward_or_a_given_range():
   obs = jnp.ones((2, spec.make_env().observation_size))
   on_reward = tasks.rated_task(spec, "reward")
   np.testing.assert_array_equal(
-      on_reward.signal(obs, jnp.zeros((2, 2)), obs, reward), reward)
+    on_reward.signal(obs, jnp.zeros((2, 2)), obs, reward), reward
+  )
   assert on_reward.rated_range == spec.reward_range
   widened = tasks.rated_task(spec, "reward", (-1, 0))
   assert widened.rated_range == (-1.0, 0.0)
   # The signal is kept when only the range changes.
   assert tasks.rated_task(spec, "signal", (-0.2, 0.0)).rating_signal is (
-      spec.rating_signal)
+    spec.rating_signal
+  )
   assert tasks.rated_task(spec) is spec
   with pytest.raises(ValueError, match="rated='pixels'"):
     tasks.rated_task(spec, "pixels")

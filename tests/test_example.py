@@ -1,5 +1,6 @@
 """examples/sac_minimal.py: a whole tiny run, two seeds vmapped, and its
 config checks."""
+
 import dataclasses
 import importlib.util
 import os
@@ -13,8 +14,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import point_env  # pylint: disable=wrong-import-position
 
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "examples",
-                     "sac_minimal.py")
+_PATH = os.path.join(
+  os.path.dirname(__file__), "..", "examples", "sac_minimal.py"
+)
 
 
 def _example():
@@ -30,32 +32,53 @@ def _example():
 def test_two_seeds_train_in_one_program():
   ex = _example()
   config = dataclasses.replace(
-      ex.Config(), task=point_env.register(), episode_length=10, num_envs=4,
-      num_eval_envs=2, seed_steps=40, eval_every=80, num_chunks=4,
-      batch_size=16, updates_per_step=1, hidden_sizes=(8, 8))
+    ex.Config(),
+    task=point_env.register(),
+    episode_length=10,
+    num_envs=4,
+    num_eval_envs=2,
+    seed_steps=40,
+    eval_every=80,
+    num_chunks=4,
+    batch_size=16,
+    updates_per_step=1,
+    hidden_sizes=(8, 8),
+  )
   metrics = jax.jit(jax.vmap(ex.make_train(config)))(
-      jax.random.split(jax.random.PRNGKey(0), 2))
-  assert set(metrics) == {"env_steps", "eval_return", "train_return",
-                          "critic_loss", "alpha"}
+    jax.random.split(jax.random.PRNGKey(0), 2)
+  )
+  assert set(metrics) == {
+    "env_steps",
+    "eval_return",
+    "train_return",
+    "critic_loss",
+    "alpha",
+  }
   for name, value in metrics.items():
     assert value.shape == (2, 4), name
     assert np.all(np.isfinite(value)), name
   np.testing.assert_array_equal(metrics["env_steps"][0], [120, 200, 280, 360])
-  assert not np.array_equal(metrics["eval_return"][0],
-                            metrics["eval_return"][1])
-  assert not np.array_equal(metrics["critic_loss"][0],
-                            metrics["critic_loss"][1])
+  assert not np.array_equal(
+    metrics["eval_return"][0], metrics["eval_return"][1]
+  )
+  assert not np.array_equal(
+    metrics["critic_loss"][0], metrics["critic_loss"][1]
+  )
 
 
-@pytest.mark.parametrize("bad", [
+@pytest.mark.parametrize(
+  "bad",
+  [
     dict(seed_steps=42),  # not a multiple of num_envs
     dict(eval_every=78),  # neither
-    dict(num_chunks=0),   # nothing to learn
-])
+    dict(num_chunks=0),  # nothing to learn
+  ],
+)
 def test_config_rejects_bad_step_counts(bad):
   ex = _example()
-  config = dataclasses.replace(ex.Config(), num_envs=4, seed_steps=40,
-                               eval_every=80, num_chunks=4)
+  config = dataclasses.replace(
+    ex.Config(), num_envs=4, seed_steps=40, eval_every=80, num_chunks=4
+  )
   config.validate()
   assert config.total_steps == 360
   with pytest.raises(ValueError):

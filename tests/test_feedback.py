@@ -4,6 +4,7 @@ reward learner's minibatch schedule and its training loop.
 A RatingSet row holds one query of P segments of H steps (P = 1 for ratings),
 so obs rows are [P, H, O] = [1, 1, O] here unless a test says otherwise.
 """
+
 import dataclasses
 import functools
 
@@ -18,24 +19,24 @@ from erljax.raters import ScriptedRater
 from erljax.replay import Transition
 from erljax.reward_model import RewardModel
 
-O, A = 2, 1
+OBS, A = 2, 1
 
 
-# --- add_ratings ---------------------------------------------------------------
+# --- add_ratings --------------------------------------------------------------
+
 
 def _rows(values):
   """A batch of B one-segment queries whose every field encodes `values`."""
   v = jnp.asarray(values, jnp.float32)
   obs = jnp.stack([v, v + 100.0], -1)[:, None, None, :]  # [B, 1, 1, O]
-  action = -v[:, None, None, None]                        # [B, 1, 1, A]
-  label = (jnp.asarray(values) % 3).astype(jnp.int32)     # [B]
-  true_reward = 0.5 * v[:, None]                          # [B, 1]
+  action = -v[:, None, None, None]  # [B, 1, 1, A]
+  label = (jnp.asarray(values) % 3).astype(jnp.int32)  # [B]
+  true_reward = 0.5 * v[:, None]  # [B, 1]
   return obs, action, label, true_reward
 
 
 def _add(rs, values, answered):
-  return feedback.add_ratings(rs, *_rows(values),
-                              jnp.asarray(answered, bool))
+  return feedback.add_ratings(rs, *_rows(values), jnp.asarray(answered, bool))
 
 
 def _stored(rs):
@@ -48,23 +49,29 @@ def _assert_consistent(rs):
   (value 0) are still all zero."""
   v = np.asarray(rs.obs[:, 0, 0, 0])
   full = v != 0
-  np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 0, 1])[full],
-                                v[full] + 100.0)
+  np.testing.assert_array_equal(
+    np.asarray(rs.obs[:, 0, 0, 1])[full], v[full] + 100.0
+  )
   np.testing.assert_array_equal(np.asarray(rs.obs[:, 0, 0, 1])[~full], 0.0)
   np.testing.assert_array_equal(rs.action[:, 0, 0, 0], -v)
   np.testing.assert_array_equal(rs.true_reward[:, 0], 0.5 * v)
-  np.testing.assert_array_equal(rs.label, np.where(full, v.astype(int) % 3,
-                                                   0))
+  np.testing.assert_array_equal(rs.label, np.where(full, v.astype(int) % 3, 0))
 
 
 def test_empty_rating_set_shapes():
-  rs = feedback.empty_rating_set(7, O, A)
-  assert rs.obs.shape == (7, 1, 1, O)
+  rs = feedback.empty_rating_set(7, OBS, A)
+  assert rs.obs.shape == (7, 1, 1, OBS)
   assert rs.action.shape == (7, 1, 1, A)
   assert rs.true_reward.shape == (7, 1)
-  pairs = feedback.empty_rating_set(7, O, A, segments=2, segment_length=5,
-                                    frame_shape=(4, 6))
-  assert pairs.obs.shape == (7, 2, 5, O) and pairs.action.shape == (7, 2, 5, A)
+  pairs = feedback.empty_rating_set(
+    7, OBS, A, segments=2, segment_length=5, frame_shape=(4, 6)
+  )
+  assert pairs.obs.shape == (7, 2, 5, OBS) and pairs.action.shape == (
+    7,
+    2,
+    5,
+    A,
+  )
   assert pairs.true_reward.shape == (7, 2)
   assert pairs.frames.shape == (7, 2, 5, 4, 6, 3)
   assert rs.label.shape == (7,) and rs.label.dtype == jnp.int32
@@ -72,7 +79,7 @@ def test_empty_rating_set_shapes():
 
 
 def test_add_ratings_stores_only_answered_rows_in_order():
-  rs = feedback.empty_rating_set(5, O, A)
+  rs = feedback.empty_rating_set(5, OBS, A)
   rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])
   np.testing.assert_array_equal(_stored(rs), [1, 3, 4, 0, 0])
   np.testing.assert_array_equal(rs.label[:3], [1, 0, 1])
@@ -84,12 +91,12 @@ def test_add_ratings_stores_only_answered_rows_in_order():
 
 
 def test_add_ratings_wraps_around_and_caps_size():
-  rs = feedback.empty_rating_set(5, O, A)
-  rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])     # slots 0..2
+  rs = feedback.empty_rating_set(5, OBS, A)
+  rs = _add(rs, [1, 2, 3, 4], [True, False, True, True])  # slots 0..2
   rs = _add(rs, [10, 11, 12, 13], [True, True, False, True])  # slots 3, 4, 0
   np.testing.assert_array_equal(_stored(rs), [13, 3, 4, 10, 11])
   assert int(rs.size) == 5 and int(rs.insert_pos) == 1
-  rs = _add(rs, [20, 21, 22], [True, True, True])             # slots 1, 2, 3
+  rs = _add(rs, [20, 21, 22], [True, True, True])  # slots 1, 2, 3
   np.testing.assert_array_equal(_stored(rs), [13, 20, 21, 22, 11])
   np.testing.assert_array_equal(rs.label, [1, 2, 0, 1, 2])
   assert int(rs.size) == 5 and int(rs.insert_pos) == 4
@@ -97,29 +104,35 @@ def test_add_ratings_wraps_around_and_caps_size():
 
 
 def test_add_ratings_all_unanswered_changes_nothing():
-  rs = _add(feedback.empty_rating_set(4, O, A), [5, 6], [True, True])
+  rs = _add(feedback.empty_rating_set(4, OBS, A), [5, 6], [True, True])
   after = _add(rs, [7, 8, 9], [False, False, False])
-  for a, b in zip(jax.tree_util.tree_leaves(rs),
-                  jax.tree_util.tree_leaves(after)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(rs), jax.tree_util.tree_leaves(after)
+  ):
     np.testing.assert_array_equal(a, b)
   assert int(after.size) == 2 and int(after.insert_pos) == 2
 
 
 def test_add_ratings_jit_vmap_over_seeds_matches_per_seed():
-  rs = jax.vmap(lambda _: feedback.empty_rating_set(4, O, A))(jnp.arange(2))
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(4, OBS, A))(jnp.arange(2))
   rows = [_rows([1, 2, 3]), _rows([4, 5, 6])]
   stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *rows)
   answered = jnp.array([[True, False, True], [False, True, True]])
   out = jax.jit(jax.vmap(feedback.add_ratings))(rs, *stacked, answered)
-  np.testing.assert_array_equal(out.obs[:, :, 0, 0, 0], [[1, 3, 0, 0],
-                                                      [5, 6, 0, 0]])
+  np.testing.assert_array_equal(
+    out.obs[:, :, 0, 0, 0], [[1, 3, 0, 0], [5, 6, 0, 0]]
+  )
   np.testing.assert_array_equal(out.size, [2, 2])
   for s in range(2):
-    single = feedback.add_ratings(feedback.empty_rating_set(4, O, A),
-                                  *rows[s], answered[s])
-    for a, b in zip(jax.tree_util.tree_leaves(single),
-                    jax.tree_util.tree_leaves(
-                        jax.tree_util.tree_map(lambda x: x[s], out))):
+    single = feedback.add_ratings(
+      feedback.empty_rating_set(4, OBS, A), *rows[s], answered[s]
+    )
+    for a, b in zip(
+      jax.tree_util.tree_leaves(single),
+      jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda x, s=s: x[s], out)
+      ),
+    ):
       np.testing.assert_array_equal(a, b)
 
 
@@ -129,12 +142,16 @@ def test_ask_and_store_ratings_label_answered_queries():
   true_r = jnp.array([[0.5, 2.5, 1.5], [2.9, 0.1, 1.0]])[:, :, None]
   steps = jnp.stack([0.25 * true_r, 0.75 * true_r], -1)  # [S, Q, P, H]
   queries = Transition(
-      obs=jnp.tile(steps[..., None], (1, 1, 1, 1, O)),
-      action=jnp.zeros((2, 3, 1, 2, A)), reward=jnp.zeros((2, 3, 1, 2)),
-      true_reward=steps, discount=jnp.ones((2, 3, 1, 2)),
-      next_obs=jnp.zeros((2, 3, 1, 2, O)))
-  rs = jax.vmap(lambda _: feedback.empty_rating_set(
-      8, O, A, segment_length=2))(jnp.arange(2))
+    obs=jnp.tile(steps[..., None], (1, 1, 1, 1, OBS)),
+    action=jnp.zeros((2, 3, 1, 2, A)),
+    reward=jnp.zeros((2, 3, 1, 2)),
+    true_reward=steps,
+    discount=jnp.ones((2, 3, 1, 2)),
+    next_obs=jnp.zeros((2, 3, 1, 2, OBS)),
+  )
+  rs = jax.vmap(
+    lambda _: feedback.empty_rating_set(8, OBS, A, segment_length=2)
+  )(jnp.arange(2))
   raters = [ScriptedRater(3, 0.0, 3.0, seed=s) for s in range(2)]
   ratings = [feedback.ask(r, true_r[s]) for s, r in enumerate(raters)]
   rs, counts = feedback.store_ratings(rs, queries, ratings)
@@ -146,14 +163,19 @@ def test_ask_and_store_ratings_label_answered_queries():
   assert counts == {"answered": [3, 3], "dropped": [0, 0]}
 
 
-# --- sample_queries --------------------------------------------------------------
+# --- sample_queries -----------------------------------------------------------
+
 
 def _transitions(start, n):
   v = jnp.arange(start, start + n, dtype=jnp.float32)
-  return Transition(obs=jnp.stack([v, -v], -1), action=v[:, None] * 2.0,
-                    reward=v, true_reward=v + 0.25,
-                    discount=jnp.ones((n,)),
-                    next_obs=jnp.stack([v + 1.0, -v - 1.0], -1))
+  return Transition(
+    obs=jnp.stack([v, -v], -1),
+    action=v[:, None] * 2.0,
+    reward=v,
+    true_reward=v + 0.25,
+    discount=jnp.ones((n,)),
+    next_obs=jnp.stack([v + 1.0, -v - 1.0], -1),
+  )
 
 
 def _buffer(cap, total, batch=10):
@@ -168,9 +190,14 @@ def test_sample_queries_draws_only_the_recent_window():
   buf = _buffer(20, 30)  # holds items 10..29, wrapped; next write at slot 10
   assert int(buf.insert_pos) == 10 and int(buf.size) == 20
   q = feedback.sample_queries(buf, jax.random.PRNGKey(0), 2000, window=5)
-  assert q.reward.shape == (2000, 1, 1) and q.obs.shape == (2000, 1, 1, O)
-  assert set(np.asarray(q.reward).ravel().tolist()) == {25., 26., 27., 28.,
-                                                        29.}
+  assert q.reward.shape == (2000, 1, 1) and q.obs.shape == (2000, 1, 1, OBS)
+  assert set(np.asarray(q.reward).ravel().tolist()) == {
+    25.0,
+    26.0,
+    27.0,
+    28.0,
+    29.0,
+  }
   # The fields of one sampled transition stay together.
   np.testing.assert_array_equal(q.obs[..., 0], q.reward)
   np.testing.assert_array_equal(q.obs[..., 1], -q.reward)
@@ -181,28 +208,31 @@ def test_sample_queries_draws_only_the_recent_window():
 def test_sample_queries_window_larger_than_size_or_capacity():
   partial = _buffer(20, 7)
   q = feedback.sample_queries(partial, jax.random.PRNGKey(1), 2000, window=100)
-  assert set(np.asarray(q.reward).ravel().tolist()) == set(map(float,
-                                                               range(7)))
+  assert set(np.asarray(q.reward).ravel().tolist()) == set(map(float, range(7)))
   full = _buffer(20, 30)
   q = feedback.sample_queries(full, jax.random.PRNGKey(2), 4000, window=50)
   assert set(np.asarray(q.reward).ravel().tolist()) == set(
-      map(float, range(10, 30)))
+    map(float, range(10, 30))
+  )
 
 
 def test_sample_queries_window_one_is_the_newest_item():
-  q = feedback.sample_queries(_buffer(20, 33), jax.random.PRNGKey(3), 50,
-                              window=1)
+  q = feedback.sample_queries(
+    _buffer(20, 33), jax.random.PRNGKey(3), 50, window=1
+  )
   np.testing.assert_array_equal(q.reward, np.full((50, 1, 1), 32.0))
 
 
 def test_sample_queries_pairs_of_segments_stay_in_window():
-  q = feedback.sample_queries(_buffer(20, 30), jax.random.PRNGKey(4), 500,
-                              window=4, segments=2)
-  assert q.reward.shape == (500, 2, 1) and q.obs.shape == (500, 2, 1, O)
-  assert set(np.asarray(q.reward).ravel().tolist()) == {26., 27., 28., 29.}
+  q = feedback.sample_queries(
+    _buffer(20, 30), jax.random.PRNGKey(4), 500, window=4, segments=2
+  )
+  assert q.reward.shape == (500, 2, 1) and q.obs.shape == (500, 2, 1, OBS)
+  assert set(np.asarray(q.reward).ravel().tolist()) == {26.0, 27.0, 28.0, 29.0}
 
 
-# --- segments (H > 1) ------------------------------------------------------------
+# --- segments (H > 1) ---------------------------------------------------------
+
 
 def _vec_buffer(cap, num_envs, steps, episode_length):
   """`steps` vectorized steps of num_envs envs whose episodes all last
@@ -210,13 +240,18 @@ def _vec_buffer(cap, num_envs, steps, episode_length):
   reward = t's position in its episode, true_reward = its episode's index,
   next_obs = (env, t + 1). Returns the buffer and each env's VecEnvState.t."""
   e = jnp.arange(num_envs, dtype=jnp.float32)
+
   def step(t):
     full = jnp.full((num_envs,), float(t))
-    return Transition(obs=jnp.stack([e, full], -1), action=e[:, None],
-                      reward=full % episode_length,
-                      true_reward=full // episode_length,
-                      discount=jnp.ones((num_envs,)),
-                      next_obs=jnp.stack([e, full + 1.0], -1))
+    return Transition(
+      obs=jnp.stack([e, full], -1),
+      action=e[:, None],
+      reward=full % episode_length,
+      true_reward=full // episode_length,
+      discount=jnp.ones((num_envs,)),
+      next_obs=jnp.stack([e, full + 1.0], -1),
+    )
+
   buf = replay.init(cap, jax.tree_util.tree_map(lambda x: x[0], step(0)))
   for t in range(steps):
     buf = replay.add(buf, step(t))
@@ -229,21 +264,31 @@ def test_segment_indices_by_hand():
   # into episode 2 (t = 8, 9). H = 3.
   buf, t = _vec_buffer(20, 2, 10, 4)
   assert int(buf.insert_pos) == 0 and t.tolist() == [2, 2]
-  got = feedback.segment_indices(buf.insert_pos, 20, jnp.array([0, 3, 4, 9]),
-                                 3, num_envs=2, episode_step=t,
-                                 episode_length=4)
-  np.testing.assert_array_equal(got, [
+  got = feedback.segment_indices(
+    buf.insert_pos,
+    20,
+    jnp.array([0, 3, 4, 9]),
+    3,
+    num_envs=2,
+    episode_step=t,
+    episode_length=4,
+  )
+  np.testing.assert_array_equal(
+    got,
+    [
       [11, 13, 15],  # back 0 = (t 9, env 1): episode 2 is too young, so
-                     # the segment ends at episode 1's last step, t 5..7
+      # the segment ends at episode 1's last step, t 5..7
       [10, 12, 14],  # back 3 = (t 8, env 0): the same, env 0
       [11, 13, 15],  # back 4 = (t 7, env 1): fits, t 5..7
-      [8, 10, 12],   # back 9 = (t 5, env 0): would start in episode 0, so
-  ])                 # it starts at episode 1's first step, t 4..6
+      [8, 10, 12],  # back 9 = (t 5, env 0): would start in episode 0, so
+    ],
+  )  # it starts at episode 1's first step, t 4..6
   # H = 1 is the newest-first slot back from insert_pos.
   back = jnp.arange(20)
   np.testing.assert_array_equal(
-      feedback.segment_indices(buf.insert_pos, 20, back, 1, num_envs=2),
-      ((-1 - back) % 20)[:, None])
+    feedback.segment_indices(buf.insert_pos, 20, back, 1, num_envs=2),
+    ((-1 - back) % 20)[:, None],
+  )
   with pytest.raises(ValueError, match="segment_length=3 needs episode_step"):
     feedback.segment_indices(buf.insert_pos, 20, back, 3, num_envs=2)
 
@@ -253,16 +298,24 @@ def test_sampled_segments_are_consecutive_steps_of_one_env_and_episode():
   # has wrapped; H = 4 from the 30 most recent transitions (10 steps).
   n, length, steps, h = 3, 7, 40, 4
   buf, t = _vec_buffer(50, n, steps, length)
-  q = feedback.sample_queries(buf, jax.random.PRNGKey(0), 3000, window=30,
-                              segments=2, segment_length=h, num_envs=n,
-                              episode_step=t, episode_length=length)
+  q = feedback.sample_queries(
+    buf,
+    jax.random.PRNGKey(0),
+    3000,
+    window=30,
+    segments=2,
+    segment_length=h,
+    num_envs=n,
+    episode_step=t,
+    episode_length=length,
+  )
   assert q.obs.shape == (3000, 2, h, 2) and q.reward.shape == (3000, 2, h)
   env, step = np.asarray(q.obs[..., 0]), np.asarray(q.obs[..., 1])
-  assert (env == env[..., :1]).all()                      # one env
+  assert (env == env[..., :1]).all()  # one env
   np.testing.assert_array_equal(np.diff(step, axis=-1), 1.0)  # consecutive
   np.testing.assert_array_equal(q.obs[..., 1:, :], q.next_obs[..., :-1, :])
   episode = np.asarray(q.true_reward)
-  assert (episode == episode[..., :1]).all()               # one episode
+  assert (episode == episode[..., :1]).all()  # one episode
   # Recent: the last step lies in the window's 10 steps or, moved back to
   # the previous episode's end, at most 2H - 2 steps before them.
   assert step[..., -1].min() >= steps - 10 - (2 * h - 2)
@@ -279,8 +332,9 @@ def test_disagreement_of_ratings_and_preferences():
   # Preferences: std over members of sigmoid(R1 - R0).
   pairs = jnp.array([[[0.0, 0.0], [0.0, 2.0]], [[0.0, 0.0], [2.0, 0.0]]])
   s = 1 / (1 + np.exp(-2.0))
-  np.testing.assert_allclose(feedback.disagreement(pairs),
-                             [0.0, abs(s - (1 - s)) / 2], rtol=1e-6)
+  np.testing.assert_allclose(
+    feedback.disagreement(pairs), [0.0, abs(s - (1 - s)) / 2], rtol=1e-6
+  )
   with pytest.raises(ValueError, match=r"\(2, 2\)"):
     feedback.disagreement(jnp.zeros((2, 2)))
 
@@ -294,13 +348,24 @@ def _spread_by_reward(t):
 def test_disagreement_sampling_keeps_the_most_disputed_candidates(segments, h):
   buf = _buffer(40, 40)
   key = jax.random.PRNGKey(5)
-  layout = dict(segments=segments, segment_length=h,
-                episode_step=jnp.zeros((1,), jnp.int32), episode_length=10)
+  layout = dict(
+    segments=segments,
+    segment_length=h,
+    episode_step=jnp.zeros((1,), jnp.int32),
+    episode_length=10,
+  )
   # The candidate pool is the uniform draw of 4 x 6 queries with the same key.
   pool = feedback.sample_queries(buf, key, 24, window=40, **layout)
-  q = feedback.sample_queries(buf, key, 6, window=40, candidates=4,
-                              member_rewards=_spread_by_reward, **layout)
-  assert q.obs.shape == (6, segments, h, O)
+  q = feedback.sample_queries(
+    buf,
+    key,
+    6,
+    window=40,
+    candidates=4,
+    member_rewards=_spread_by_reward,
+    **layout,
+  )
+  assert q.obs.shape == (6, segments, h, OBS)
 
   def scores(t):  # hand-computed disagreement of each query: [Q]
     r = np.asarray(t.reward).sum(-1)  # segment returns [Q, P]
@@ -308,20 +373,24 @@ def test_disagreement_sampling_keeps_the_most_disputed_candidates(segments, h):
       return np.abs(r[:, 0])  # std of (v, -v)
     p = 1 / (1 + np.exp(-(r[:, 1] - r[:, 0])))
     return np.abs(p - (1 - p)) / 2  # std of (p, 1 - p)
+
   # The kept queries score what the pool's best six score (ties aside).
-  np.testing.assert_allclose(np.sort(scores(q)), np.sort(scores(pool))[-6:],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.sort(scores(q)), np.sort(scores(pool))[-6:], rtol=1e-6
+  )
   # Fields of a kept query stay together.
   np.testing.assert_array_equal(q.obs[..., 0], q.reward)
 
 
 def test_disagreement_sampling_needs_member_rewards():
   with pytest.raises(ValueError, match="candidates=3"):
-    feedback.sample_queries(_buffer(20, 20), jax.random.PRNGKey(0), 4,
-                            window=10, candidates=3)
+    feedback.sample_queries(
+      _buffer(20, 20), jax.random.PRNGKey(0), 4, window=10, candidates=3
+    )
 
 
-# --- RewardLearner.schedule -------------------------------------------------------
+# --- RewardLearner.schedule ---------------------------------------------------
+
 
 def _model():
   return RewardModel("mlp", ensemble_size=2, hidden_sizes=(16, 16))
@@ -348,8 +417,9 @@ def test_schedule_shape_and_each_item_once_per_member(stratified):
   assert idx.shape == (4, 2, 16) and mask.shape == (4, 2, 16)
   assert idx.dtype == np.int32 and mask.dtype == bool
   _check_covers_each_item_once(idx, mask, 50)
-  np.testing.assert_array_equal(mask.sum(-1), [[16, 16], [16, 16], [16, 16],
-                                               [2, 2]])
+  np.testing.assert_array_equal(
+    mask.sum(-1), [[16, 16], [16, 16], [16, 16], [2, 2]]
+  )
   # Padding is at the end of each batch.
   for t in range(4):
     for e in range(2):
@@ -367,7 +437,8 @@ def test_stratified_schedule_class_counts_by_hand():
   labels = np.array([0] * 40 + [1] * 10)
   np.random.default_rng(5).shuffle(labels)
   idx, mask = _learner(batch_size=16, stratified=True).schedule(
-      labels, np.random.default_rng(2), 2)
+    labels, np.random.default_rng(2), 2
+  )
   for e in range(2):
     ones = [int(labels[idx[t, e][mask[t, e]]].sum()) for t in range(4)]
     assert ones == [3, 3, 2, 2]
@@ -377,27 +448,33 @@ def test_stratified_schedule_class_counts_by_hand():
 def test_schedule_small_set_is_one_batch(stratified):
   labels = np.array([0, 1, 1, 0, 1, 0, 0])
   idx, mask = _learner(batch_size=16, stratified=stratified).schedule(
-      labels, np.random.default_rng(0), 3)
+    labels, np.random.default_rng(0), 3
+  )
   assert idx.shape == (1, 3, 7) and mask.all()
   _check_covers_each_item_once(idx, mask, 7)
 
 
-# --- train_reward -----------------------------------------------------------------
+# --- train_reward -------------------------------------------------------------
+
 
 def test_member_returns_sum_each_segments_step_rewards():
   learner = _learner()
-  params = learner.model.init(jax.random.PRNGKey(0), (jnp.zeros((1, O)),
-                                                       jnp.zeros((1, A))))
+  params = learner.model.init(
+    jax.random.PRNGKey(0), (jnp.zeros((1, OBS)), jnp.zeros((1, A)))
+  )
   rng = np.random.default_rng(0)
-  obs = jnp.asarray(rng.normal(size=(2, 3, 2, 4, O)), jnp.float32)
+  obs = jnp.asarray(rng.normal(size=(2, 3, 2, 4, OBS)), jnp.float32)
   act = jnp.asarray(rng.normal(size=(2, 3, 2, 4, A)), jnp.float32)
   got = learner._member_returns(params, obs, act)  # pylint: disable=protected-access
   assert got.shape == (2, 3, 2)
   member = params["params"]["member"]
-  want = sum(learner.model.per_member(member, obs[:, :, p, s],
-                                      act[:, :, p, s])
-             for s in range(4) for p in [0])
+  want = sum(
+    learner.model.per_member(member, obs[:, :, p, s], act[:, :, p, s])
+    for s in range(4)
+    for p in [0]
+  )
   np.testing.assert_allclose(got[:, :, 0], want, rtol=1e-5, atol=1e-5)
+
 
 N_TOY, CAP_TOY = 200, 256
 
@@ -405,26 +482,31 @@ N_TOY, CAP_TOY = 200, 256
 def _toy_rating_sets(num_classes=2, seed=0):
   """obs uniform in [-1, 1]^2; label thresholds obs[0]. Capacity > N."""
   rng = np.random.default_rng(seed)
-  obs = rng.uniform(-1.0, 1.0, (N_TOY, O)).astype(np.float32)
+  obs = rng.uniform(-1.0, 1.0, (N_TOY, OBS)).astype(np.float32)
   act = rng.uniform(-1.0, 1.0, (N_TOY, A)).astype(np.float32)
   if num_classes == 2:
     label = (obs[:, 0] > 0).astype(np.int32)
   else:  # imbalanced thirds: 0 below -0.6, 2 above 0.4
     label = np.digitize(obs[:, 0], [-0.6, 0.4]).astype(np.int32)
-  rs = jax.vmap(lambda _: feedback.empty_rating_set(CAP_TOY, O, A))(
-      jnp.arange(1))
+  rs = jax.vmap(lambda _: feedback.empty_rating_set(CAP_TOY, OBS, A))(
+    jnp.arange(1)
+  )
   rs = jax.vmap(feedback.add_ratings)(
-      rs, obs[None, :, None, None, :], act[None, :, None, None, :],
-      label[None],
-      obs[None, :, :1], jnp.ones((1, N_TOY), bool))
+    rs,
+    obs[None, :, None, None, :],
+    act[None, :, None, None, :],
+    label[None],
+    obs[None, :, :1],
+    jnp.ones((1, N_TOY), bool),
+  )
   return rs, obs, act, label
 
 
 def _init(learner, seed=0):
   model = learner.model
-  params = jax.vmap(lambda k: model.init(k, (jnp.zeros((1, O)),
-                                             jnp.zeros((1, A)))))(
-      jax.random.split(jax.random.PRNGKey(seed), 1))
+  params = jax.vmap(
+    lambda k: model.init(k, (jnp.zeros((1, OBS)), jnp.zeros((1, A))))
+  )(jax.random.split(jax.random.PRNGKey(seed), 1))
   return params, jax.vmap(learner.optimizer.init)(params)
 
 
@@ -441,8 +523,10 @@ def _compiled(loss, num_classes, lr):
 
 
 def _tree_equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(
-      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return all(
+    np.array_equal(x, y)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def _auc(score, label):
@@ -458,14 +542,16 @@ def test_train_reward_learns_a_threshold_reward():
   rng = np.random.default_rng(0)
   for _ in range(3):
     params, opt_state, epochs, acc, _ = feedback.train_reward(
-        learner, epoch_fn, params, opt_state, rs, rng)
+      learner, epoch_fn, params, opt_state, rs, rng
+    )
     assert len(epochs) == 1 and 1 <= epochs[0] <= learner.max_epochs
     # Stopping happens exactly when accuracy first exceeds stop_accuracy.
     assert (acc[0] > learner.stop_accuracy) or epochs[0] == learner.max_epochs
   assert acc[0] > 0.9
   p = jax.tree_util.tree_map(lambda x: x[0], params)
-  members = np.asarray(learner.model.members(p, jnp.asarray(obs),
-                                             jnp.asarray(act)))
+  members = np.asarray(
+    learner.model.members(p, jnp.asarray(obs), jnp.asarray(act))
+  )
   r = members.mean(0)
   assert np.corrcoef(r, obs[:, 0])[0, 1] > 0.5
   for m in members:
@@ -481,11 +567,13 @@ def test_train_reward_early_stop_after_min_epochs(min_epochs):
   rs, *_ = _toy_rating_sets()
   base, epoch_fn = _compiled("mae", 2, 1e-2)
   assert base.min_epochs == 2
-  learner = dataclasses.replace(base, stop_accuracy=0.01, max_epochs=5,
-                                min_epochs=min_epochs)
+  learner = dataclasses.replace(
+    base, stop_accuracy=0.01, max_epochs=5, min_epochs=min_epochs
+  )
   params0, opt0 = _init(learner)
   params, _, epochs, acc, _ = feedback.train_reward(
-      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
+    learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0)
+  )
   assert epochs == [min_epochs]
   assert acc[0] > 0.01
   assert not _tree_equal(params, params0)  # the epochs did train
@@ -498,7 +586,8 @@ def test_train_reward_runs_max_epochs_when_target_unreachable():
   learner = dataclasses.replace(base, stop_accuracy=1.0, max_epochs=3)
   params0, opt0 = _init(learner)
   _, _, epochs, acc, _ = feedback.train_reward(
-      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0))
+    learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0)
+  )
   assert epochs == [3]
   assert 0.0 <= acc[0] <= 1.0
 
@@ -506,8 +595,10 @@ def test_train_reward_runs_max_epochs_when_target_unreachable():
 def test_accuracies_by_hand():
   # Seed 0: class 0 has 8 of 9 right, class 1 1 of 2, class 2 is absent.
   # Seed 1: no items at all.
-  acc, bal = feedback.accuracies(np.array([[8., 1., 0.], [0., 0., 0.]]),
-                                 np.array([[9., 2., 0.], [0., 0., 0.]]))
+  acc, bal = feedback.accuracies(
+    np.array([[8.0, 1.0, 0.0], [0.0, 0.0, 0.0]]),
+    np.array([[9.0, 2.0, 0.0], [0.0, 0.0, 0.0]]),
+  )
   np.testing.assert_allclose(acc, [9 / 11, 0.0])
   np.testing.assert_allclose(bal, [(8 / 9 + 1 / 2) / 2, 0.0])
 
@@ -518,27 +609,43 @@ def test_epoch_counts_every_item_once_per_class():
   params, opt = _init(learner)
   idx, mask = learner.schedule(label, np.random.default_rng(0), 2)
   _, _, correct, count, _ = epoch_fn(
-      params, opt, rs, jnp.asarray(idx)[None], jnp.asarray(mask)[None],
-      jnp.ones((1, 3)), jnp.array([True]))
+    params,
+    opt,
+    rs,
+    jnp.asarray(idx)[None],
+    jnp.asarray(mask)[None],
+    jnp.ones((1, 3)),
+    jnp.array([True]),
+  )
   np.testing.assert_array_equal(np.asarray(count)[0], np.bincount(label))
   assert np.all(np.asarray(correct) <= np.asarray(count))
   assert np.all(np.asarray(correct) >= 0)
 
 
-@pytest.mark.parametrize("metric,epochs", [("accuracy", 2),
-                                           ("balanced_accuracy", 4)])
+@pytest.mark.parametrize(
+  "metric,epochs", [("accuracy", 2), ("balanced_accuracy", 4)]
+)
 def test_stop_metric_decides_early_stop(metric, epochs):
   """An epoch that gets the majority class right and the minority wrong:
   accuracy 0.9 passes stop_accuracy=0.8, balanced accuracy 0.5 does not."""
   rs, *_ = _toy_rating_sets()
   base, _ = _compiled("mae", 2, 1e-2)
-  learner = dataclasses.replace(base, stop_accuracy=0.8, max_epochs=4,
-                                stop_metric=metric)
+  learner = dataclasses.replace(
+    base, stop_accuracy=0.8, max_epochs=4, stop_metric=metric
+  )
+
   def epoch_fn(params, opt_state, rating_sets, idx, mask, weights, active):
-    return (params, opt_state, jnp.array([[9.0, 0.0]]),
-            jnp.array([[9.0, 1.0]]), jnp.zeros((1,)))
+    return (
+      params,
+      opt_state,
+      jnp.array([[9.0, 0.0]]),
+      jnp.array([[9.0, 1.0]]),
+      jnp.zeros((1,)),
+    )
+
   _, _, got, acc, bal = feedback.train_reward(
-      learner, epoch_fn, None, None, rs, np.random.default_rng(0))
+    learner, epoch_fn, None, None, rs, np.random.default_rng(0)
+  )
   assert got == [epochs]
   np.testing.assert_allclose(acc, [0.9])
   np.testing.assert_allclose(bal, [0.5])
@@ -550,14 +657,26 @@ def test_inactive_epoch_leaves_params_and_optimiser_unchanged():
   params, opt = _init(learner)
   idx, mask = learner.schedule(label, np.random.default_rng(0), 2)
   weights = jnp.ones((1, 2))
-  new_p, new_o, _, _, loss = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
-                                     jnp.asarray(mask)[None], weights,
-                                     jnp.array([False]))
+  new_p, new_o, _, _, loss = epoch_fn(
+    params,
+    opt,
+    rs,
+    jnp.asarray(idx)[None],
+    jnp.asarray(mask)[None],
+    weights,
+    jnp.array([False]),
+  )
   assert _tree_equal(new_p, params) and _tree_equal(new_o, opt)
   assert np.isfinite(np.asarray(loss)).all()
-  act_p, _, _, _, _ = epoch_fn(params, opt, rs, jnp.asarray(idx)[None],
-                            jnp.asarray(mask)[None], weights,
-                            jnp.array([True]))
+  act_p, _, _, _, _ = epoch_fn(
+    params,
+    opt,
+    rs,
+    jnp.asarray(idx)[None],
+    jnp.asarray(mask)[None],
+    weights,
+    jnp.array([True]),
+  )
   assert not _tree_equal(act_p, params)
 
 
@@ -566,11 +685,13 @@ def test_inactive_epoch_leaves_params_and_optimiser_unchanged():
 def test_loss_kinds_and_batching_run_and_stay_finite(loss, stratified):
   rs, *_ = _toy_rating_sets(num_classes=3, seed=1)
   base, epoch_fn = _compiled(loss, 3, 3e-3)
-  learner = dataclasses.replace(base, stratified=stratified, max_epochs=2,
-                                stop_accuracy=1.0)
+  learner = dataclasses.replace(
+    base, stratified=stratified, max_epochs=2, stop_accuracy=1.0
+  )
   params0, opt0 = _init(learner, seed=1)
   params, opt, epochs, acc, _ = feedback.train_reward(
-      learner, epoch_fn, params0, opt0, rs, np.random.default_rng(3))
+    learner, epoch_fn, params0, opt0, rs, np.random.default_rng(3)
+  )
   assert epochs == [2]
   assert 0.0 <= acc[0] <= 1.0
   leaves = jax.tree_util.tree_leaves(params) + jax.tree_util.tree_leaves(opt)

@@ -1,4 +1,5 @@
 """erljax.gradients.gradient_update_fn against steps computed by hand."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,8 +49,8 @@ def test_stateful_optimiser_state_is_carried():
   update = gradients.gradient_update_fn(_quadratic, opt)
   p = jnp.asarray(1.0)
   state = opt.init(p)
-  _, p1, state = update(p, state, 1.0)       # v = 2, p = 1 - 0.2 = 0.8
-  _, p2, state = update(p1, state, 1.0)      # v = 1.6 + 1.8 = 3.4
+  _, p1, state = update(p, state, 1.0)  # v = 2, p = 1 - 0.2 = 0.8
+  _, p2, state = update(p1, state, 1.0)  # v = 1.6 + 1.8 = 3.4
   np.testing.assert_allclose(p1, 0.8, rtol=1e-6)
   np.testing.assert_allclose(p2, 0.8 - 0.34, rtol=1e-6)
 
@@ -68,8 +69,11 @@ def test_matches_the_hand_written_pattern_with_adam():
   upd, want_state = opt.update(grads, state)
   want = optax.apply_updates(p, upd)
   got_loss, got, got_state = gradients.gradient_update_fn(loss_fn, opt)(
-      p, state, x)
+    p, state, x
+  )
   assert np.array_equal(got_loss, loss)
-  for g, w in zip(jax.tree_util.tree_leaves((got, got_state)),
-                  jax.tree_util.tree_leaves((want, want_state))):
+  for g, w in zip(
+    jax.tree_util.tree_leaves((got, got_state)),
+    jax.tree_util.tree_leaves((want, want_state)),
+  ):
     assert np.array_equal(g, w)

@@ -5,6 +5,7 @@ it records every request (path, headers, JSON body) and answers with the
 status, headers and body the test chooses, or drops the connection. Sleeps
 between retries are recorded, not waited, so the file runs in seconds.
 """
+
 import base64
 import email.utils
 import http.server
@@ -64,8 +65,9 @@ class Server:
           self.connection.shutdown(socket.SHUT_RDWR)
           return
         status, payload, headers = (reply + ({},))[:3]
-        data = (payload if isinstance(payload, str)
-                else json.dumps(payload)).encode()
+        data = (
+          payload if isinstance(payload, str) else json.dumps(payload)
+        ).encode()
         self.send_response(status)
         for k, v in headers.items():
           self.send_header(k, v)
@@ -77,9 +79,11 @@ class Server:
     self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     self.httpd.daemon_threads = True
     self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-    self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                   kwargs={"poll_interval": 0.02},
-                                   daemon=True)
+    self.thread = threading.Thread(
+      target=self.httpd.serve_forever,
+      kwargs={"poll_interval": 0.02},
+      daemon=True,
+    )
     self.thread.start()
     self.alive = True
 
@@ -122,8 +126,7 @@ def _label_by_image(values, labels):
   return {_b64(v): y for v, y in zip(values, labels)}
 
 
-def _rater(kind, url, sleeps=None, num_classes=3, task="reacher",
-           **overrides):
+def _rater(kind, url, sleeps=None, num_classes=3, task="reacher", **overrides):
   c = config_lib.default()
   c.rater.kind = kind
   c.rater.model = "test-model"
@@ -140,23 +143,27 @@ def _no_sleep(seconds):
 
 
 def _openai_reply(text):
-  return 200, {"choices": [{"message": {"role": "assistant",
-                                        "content": text}}]}
+  return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}
 
 
 def _gemini_reply(text):
-  return 200, {"candidates": [{"content": {"role": "model",
-                                           "parts": [{"text": text}]}}]}
+  return 200, {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]
+  }
 
 
 def _image_urls(body):
-  return [p["image_url"]["url"] for p in body["messages"][0]["content"]
-          if p["type"] == "image_url"]
+  return [
+    p["image_url"]["url"]
+    for p in body["messages"][0]["content"]
+    if p["type"] == "image_url"
+  ]
 
 
 def _text(body):
-  return "".join(p["text"] for p in body["messages"][0]["content"]
-                 if p["type"] == "text")
+  return "".join(
+    p["text"] for p in body["messages"][0]["content"] if p["type"] == "text"
+  )
 
 
 # --- request shapes per protocol ------------------------------------------
@@ -195,13 +202,17 @@ def test_openai_two_stage_request_shape_and_labels(serve, monkeypatch):
   for body in first:
     (url,) = _image_urls(body)
     assert [p["type"] for p in body["messages"][0]["content"]] == [
-        "image_url", "text"]  # the reference's [image, prompt]
+      "image_url",
+      "text",
+    ]  # the reference's [image, prompt]
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",")[1]) in {
-        encode_png(f) for f in _frames(values)}
+      encode_png(f) for f in _frames(values)
+    }
     assert _text(body).startswith(
-        "You will be presented an image of a robot arm performing the task "
-        "[move the tip of the robot arm onto the red target]. ")
+      "You will be presented an image of a robot arm performing the task "
+      "[move the tip of the robot arm onto the red target]. "
+    )
     assert "response_format" not in body  # the analysis is free text
   for body in second:
     assert "From the above analyses" in _text(body)
@@ -209,29 +220,42 @@ def test_openai_two_stage_request_shape_and_labels(serve, monkeypatch):
     fmt = body["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["schema"]["properties"]["answer"]["enum"] == [
-        "Bad", "Average", "Good"]
-  assert rater.stats() == {"queries": 4, "sent": 4, "requests": 8,
-                           "retries": 0, "answered": 4, "dropped": 0,
-                           "cache_hits": 0, "drop_reasons": {}}
+      "Bad",
+      "Average",
+      "Good",
+    ]
+  assert rater.stats() == {
+    "queries": 4,
+    "sent": 4,
+    "requests": 8,
+    "retries": 0,
+    "answered": 4,
+    "dropped": 0,
+    "cache_hits": 0,
+    "drop_reasons": {},
+  }
 
 
 def test_openai_vllm_choice_constraint_and_no_key(serve, monkeypatch):
   monkeypatch.delenv("OPENAI_API_KEY", raising=False)
   server = serve(lambda _, req: _openai_reply("Average"))
-  rater = _rater("openai", server.url, two_stage=False,
-                 openai_constraint="structured_outputs", max_tokens=5)
+  rater = _rater(
+    "openai",
+    server.url,
+    two_stage=False,
+    openai_constraint="structured_outputs",
+    max_tokens=5,
+  )
   got = rater.rate(_queries([1, 2]))
   np.testing.assert_array_equal(got.labels, [1, 1])
   for req in server.requests:
     assert "Authorization" not in req["headers"]
     body = req["body"]
-    assert body["structured_outputs"] == {"choice": ["Bad", "Average",
-                                                     "Good"]}
+    assert body["structured_outputs"] == {"choice": ["Bad", "Average", "Good"]}
     assert "response_format" not in body
     assert body["max_tokens"] == 5
     assert len(_image_urls(body)) == 1
-    assert "Based on this rating category: [Bad, Average, Good]" in _text(
-        body)
+    assert "Based on this rating category: [Bad, Average, Good]" in _text(body)
 
 
 def test_gemini_request_shape(serve, monkeypatch):
@@ -261,16 +285,27 @@ def test_gemini_request_shape(serve, monkeypatch):
   assert cfg == {"temperature": 0.0, "seed": 3}
   cfg = second["body"]["generationConfig"]
   assert cfg["responseMimeType"] == "text/x.enum"
-  assert cfg["responseSchema"] == {"type": "STRING",
-                                   "enum": ["Bad", "Average", "Good"]}
-  assert "The tip is far from the target." in second["body"]["contents"][0][
-      "parts"][0]["text"]
+  assert cfg["responseSchema"] == {
+    "type": "STRING",
+    "enum": ["Bad", "Average", "Good"],
+  }
+  assert (
+    "The tip is far from the target."
+    in second["body"]["contents"][0]["parts"][0]["text"]
+  )
 
 
 def test_ollama_request_shape_and_json_answer(serve):
-  server = serve(lambda _, req: (200, {
-      "model": "m", "done": True,
-      "message": {"role": "assistant", "content": '{"answer": "Good"}'}}))
+  server = serve(
+    lambda _, req: (
+      200,
+      {
+        "model": "m",
+        "done": True,
+        "message": {"role": "assistant", "content": '{"answer": "Good"}'},
+      },
+    )
+  )
   rater = _rater("ollama", server.url, two_stage=False)
   got = rater.rate(_queries([9]))
   np.testing.assert_array_equal(got.labels, [2])
@@ -281,57 +316,69 @@ def test_ollama_request_shape_and_json_answer(serve):
   assert body["options"] == {"temperature": 0.0, "seed": 3}
   (msg,) = body["messages"]
   assert msg["images"] == [_b64(9)]  # plain base64, no data-URL prefix
-  assert "{image}" not in msg["content"] and "[Bad, Average, Good]" in msg[
-      "content"]
+  assert (
+    "{image}" not in msg["content"] and "[Bad, Average, Good]" in msg["content"]
+  )
   assert body["format"]["properties"]["answer"]["enum"] == [
-      "Bad", "Average", "Good"]
+    "Bad",
+    "Average",
+    "Good",
+  ]
 
 
 def _ordered_parts(kind, body):
   """("image" | text, ...) of a request's message in the order sent."""
   if kind == "openai":
-    return [p["text"] if p["type"] == "text" else "image"
-            for p in body["messages"][0]["content"]]
+    return [
+      p["text"] if p["type"] == "text" else "image"
+      for p in body["messages"][0]["content"]
+    ]
   if kind == "gemini":
-    return [p["text"] if "text" in p else "image"
-            for p in body["contents"][0]["parts"]]
+    return [
+      p["text"] if "text" in p else "image"
+      for p in body["contents"][0]["parts"]
+    ]
   # Ollama: `images` beside `content`; the order is not in the request.
   (msg,) = body["messages"]
   return ["image"] * len(msg.get("images", [])) + [msg["content"]]
 
 
-_REPLIES = {"openai": _openai_reply, "gemini": _gemini_reply,
-            "ollama": lambda text: (200, {"message": {"content": text}})}
+_REPLIES = {
+  "openai": _openai_reply,
+  "gemini": _gemini_reply,
+  "ollama": lambda text: (200, {"message": {"content": text}}),
+}
 
 
 @pytest.mark.parametrize("two_stage", [True, False])
 @pytest.mark.parametrize("kind", ["openai", "gemini", "ollama"])
 def test_cartpole_prompt_names_its_subject_with_the_image_first(
-    serve, kind, two_stage):
+  serve, kind, two_stage
+):
   server = serve(lambda _, req: _REPLIES[kind]("Average"))
-  rater = _rater(kind, server.url, task="CartpoleSwingup",
-                 two_stage=two_stage)
+  rater = _rater(kind, server.url, task="CartpoleSwingup", two_stage=two_stage)
   assert rater.subject == "a cart-pole system"
   np.testing.assert_array_equal(rater.rate(_queries([7])).labels, [1])
   assert len(server.requests) == (2 if two_stage else 1)
   image, text = _ordered_parts(kind, server.requests[0]["body"])
   assert image == "image"
   assert text.startswith(
-      "You will be presented an image of a cart-pole system performing the "
-      "task [swing the pole up and balance it upright above the cart]. ")
+    "You will be presented an image of a cart-pole system performing the "
+    "task [swing the pole up and balance it upright above the cart]. "
+  )
   for req in server.requests:
     assert "robot arm" not in "".join(_ordered_parts(kind, req["body"]))
 
 
 def test_preference_prompt_names_the_subject(serve):
   server = serve(lambda _, req: _openai_reply("1"))
-  rater = _rater("openai", server.url, task="CartpoleSwingup",
-                 two_stage=False)
+  rater = _rater("openai", server.url, task="CartpoleSwingup", two_stage=False)
   rater.prefer(_queries([1]), _queries([2]))
   (req,) = server.requests
   parts = _ordered_parts("openai", req["body"])
-  assert parts[0] == ("Consider the following two images of a cart-pole "
-                      "system:\nImage 1:\n")
+  assert parts[0] == (
+    "Consider the following two images of a cart-pole system:\nImage 1:\n"
+  )
   assert parts[1:4] == ["image", "\nImage 2:\n", "image"]
 
 
@@ -357,11 +404,11 @@ def test_openai_preferences(serve):
   assert len(server.requests) == 4
   body = server.requests[0]["body"]
   assert body["response_format"]["json_schema"]["schema"]["properties"][
-      "answer"]["enum"] == ["0", "1", "-1"]
+    "answer"
+  ]["enum"] == ["0", "1", "-1"]
   s = rater.stats()
   assert s["drop_reasons"] == {"no_preference": 2, "identical_pair": 1}
-  assert (s["queries"], s["sent"], s["answered"], s["dropped"]) == (
-      5, 4, 2, 3)
+  assert (s["queries"], s["sent"], s["answered"], s["dropped"]) == (5, 4, 2, 3)
 
 
 def test_two_stage_preference_sends_images_once(serve):
@@ -382,9 +429,11 @@ def test_two_stage_preference_sends_images_once(serve):
 
 def test_retry_after_seconds_and_date_are_honoured(serve):
   date = email.utils.formatdate(time.time() + 30, usegmt=True)
-  script = [(503, {"error": "busy"}, {"Retry-After": "7"}),
-            (429, {"error": "slow down"}, {"Retry-After": date}),
-            _openai_reply("Good")]
+  script = [
+    (503, {"error": "busy"}, {"Retry-After": "7"}),
+    (429, {"error": "slow down"}, {"Retry-After": date}),
+    _openai_reply("Good"),
+  ]
 
   def handle(server, _):
     return script[len(server.requests) - 1]
@@ -392,7 +441,8 @@ def test_retry_after_seconds_and_date_are_honoured(serve):
   server = serve(handle)
   sleeps = []
   got = _rater("openai", server.url, sleeps, two_stage=False).rate(
-      _queries([1]))
+    _queries([1])
+  )
   np.testing.assert_array_equal(got.labels, [2])
   assert len(server.requests) == 3
   assert sleeps[0] == 7.0
@@ -403,8 +453,15 @@ def test_retry_after_seconds_and_date_are_honoured(serve):
 def test_backoff_is_exponential_capped_and_jittered_then_drops(serve):
   server = serve(lambda *_: (500, {"error": "boom"}))
   sleeps = []
-  rater = _rater("openai", server.url, sleeps, two_stage=False,
-                 max_retries=6, backoff_base=1.0, backoff_max=8.0)
+  rater = _rater(
+    "openai",
+    server.url,
+    sleeps,
+    two_stage=False,
+    max_retries=6,
+    backoff_base=1.0,
+    backoff_max=8.0,
+  )
   got = rater.rate(_queries([1]))
   assert got.labels.tolist() == [-1] and not got.answered.any()
   assert len(server.requests) == 7
@@ -414,19 +471,43 @@ def test_backoff_is_exponential_capped_and_jittered_then_drops(serve):
     assert 0.5 * cap <= s <= cap
   s = rater.stats()
   assert (s["retries"], s["dropped"], s["drop_reasons"]) == (
-      6, 1, {"http_500": 1})
+    6,
+    1,
+    {"http_500": 1},
+  )
 
 
 def test_gemini_retry_delay_honoured_and_daily_quota_stops_batch(serve):
-  minute = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
-                      "details": [{"@type": "type.googleapis.com/google.rpc."
-                                   "RetryInfo", "retryDelay": "13s"}]}}
-  day = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
-      {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-       "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"
-                                  "-FreeTier"}]},
-      {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-       "retryDelay": "20s"}]}}
+  minute = {
+    "error": {
+      "code": 429,
+      "status": "RESOURCE_EXHAUSTED",
+      "details": [
+        {
+          "@type": "type.googleapis.com/google.rpc.RetryInfo",
+          "retryDelay": "13s",
+        }
+      ],
+    }
+  }
+  day = {
+    "error": {
+      "code": 429,
+      "status": "RESOURCE_EXHAUSTED",
+      "details": [
+        {
+          "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+          "violations": [
+            {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}
+          ],
+        },
+        {
+          "@type": "type.googleapis.com/google.rpc.RetryInfo",
+          "retryDelay": "20s",
+        },
+      ],
+    }
+  }
   script = [(429, minute), _gemini_reply("Average"), (429, day)]
 
   def handle(server, _):
@@ -434,8 +515,7 @@ def test_gemini_retry_delay_honoured_and_daily_quota_stops_batch(serve):
 
   server = serve(handle)
   sleeps = []
-  rater = _rater("gemini", server.url, sleeps, two_stage=False,
-                 concurrency=1)
+  rater = _rater("gemini", server.url, sleeps, two_stage=False, concurrency=1)
   got = rater.rate(_queries([1, 2, 3, 4]))
   np.testing.assert_array_equal(got.labels, [1, -1, -1, -1])
   assert sleeps == [13.0]
@@ -443,8 +523,7 @@ def test_gemini_retry_delay_honoured_and_daily_quota_stops_batch(serve):
   assert len(server.requests) == 3
   s = rater.stats()
   assert s["drop_reasons"] == {"quota_daily": 3}
-  assert (s["queries"], s["sent"], s["answered"], s["dropped"]) == (
-      4, 4, 1, 3)
+  assert (s["queries"], s["sent"], s["answered"], s["dropped"]) == (4, 4, 1, 3)
   # A later batch tries again.
   script[2] = _gemini_reply("Good")
   got = rater.rate(_queries([5]))
@@ -473,8 +552,9 @@ def test_timeout_is_retried_then_dropped(serve):
 
   server = serve(handle)
   sleeps = []
-  rater = _rater("openai", server.url, sleeps, two_stage=False,
-                 timeout=0.2, max_retries=1)
+  rater = _rater(
+    "openai", server.url, sleeps, two_stage=False, timeout=0.2, max_retries=1
+  )
   t0 = time.perf_counter()
   got = rater.rate(_queries([1]))
   assert time.perf_counter() - t0 < 1.5  # not 2 x the 1 s reply delay
@@ -484,7 +564,9 @@ def test_timeout_is_retried_then_dropped(serve):
   assert rater.stats()["requests"] == 2
 
 
-@pytest.mark.parametrize("reply,reason", [
+@pytest.mark.parametrize(
+  "reply,reason",
+  [
     ((200, "{not json"), "bad_json"),
     ((200, {"unexpected": []}), "bad_response"),
     ((200, {"choices": [{"message": {"content": None}}]}), "empty_answer"),
@@ -492,7 +574,8 @@ def test_timeout_is_retried_then_dropped(serve):
     (_openai_reply("Excellent!"), "no_class"),
     (_openai_reply("Good, or maybe Bad"), "no_class"),
     (_openai_reply("not good"), "no_class"),
-])
+  ],
+)
 def test_bad_replies_are_dropped_never_labelled(serve, reply, reason):
   server = serve(lambda *_: reply)
   rater = _rater("openai", server.url, two_stage=False)
@@ -503,8 +586,9 @@ def test_bad_replies_are_dropped_never_labelled(serve, reply, reason):
 
 
 def test_gemini_blocked_prompt_and_empty_analysis(serve):
-  server = serve(lambda *_: (200, {"promptFeedback":
-                                   {"blockReason": "SAFETY"}}))
+  server = serve(
+    lambda *_: (200, {"promptFeedback": {"blockReason": "SAFETY"}})
+  )
   rater = _rater("gemini", server.url, two_stage=False)
   assert rater.rate(_queries([1])).labels.tolist() == [-1]
   assert rater.stats()["drop_reasons"] == {"blocked": 1}
@@ -523,13 +607,15 @@ def test_server_dying_mid_batch(serve):
     if len(server.requests) > 3:
       threading.Thread(target=server.kill).start()
       return CLOSE
-    return _openai_reply(NAMES[by_image[_image_urls(req["body"])[0].split(
-        ",")[1]]])
+    return _openai_reply(
+      NAMES[by_image[_image_urls(req["body"])[0].split(",")[1]]]
+    )
 
   server = serve(handle)
   sleeps = []
-  rater = _rater("openai", server.url, sleeps, two_stage=False,
-                 concurrency=1, max_retries=2)
+  rater = _rater(
+    "openai", server.url, sleeps, two_stage=False, concurrency=1, max_retries=2
+  )
   got = rater.rate(_queries(values))
   np.testing.assert_array_equal(got.labels, [0, 1, 2, -1, -1, -1])
   np.testing.assert_array_equal(got.answered, [1, 1, 1, 0, 0, 0])
@@ -557,7 +643,8 @@ def test_concurrent_batch_keeps_order(serve):
 
   server = serve(handle)
   got = _rater("openai", server.url, two_stage=False, concurrency=4).rate(
-      _queries(values))
+    _queries(values)
+  )
   np.testing.assert_array_equal(got.labels, labels)
   assert 1 < peak[0] <= 4
 
@@ -578,7 +665,8 @@ def _cache_files(root):
 
 
 def test_cache_hit_avoids_request_and_replay_needs_no_server(
-    serve, tmp_path, monkeypatch):
+  serve, tmp_path, monkeypatch
+):
   monkeypatch.setenv("OPENAI_API_KEY", SECRET)
   values, labels = [1, 2, 3], [2, 0, 1]
   by_image = _label_by_image(values, labels)
@@ -592,8 +680,7 @@ def test_cache_hit_avoids_request_and_replay_needs_no_server(
 
   server = serve(handle)
   cache = str(tmp_path / "cache")
-  first = _rater("openai", server.url, cache_dir=cache).rate(
-      _queries(values))
+  first = _rater("openai", server.url, cache_dir=cache).rate(_queries(values))
   np.testing.assert_array_equal(first.labels, labels)
   assert len(server.requests) == 6
   files = _cache_files(cache)
@@ -627,8 +714,7 @@ def test_cache_hit_avoids_request_and_replay_needs_no_server(
   assert s["drop_reasons"] == {"cache_miss": 1}
 
 
-def test_failures_are_not_cached_and_corrupt_files_are_misses(serve,
-                                                              tmp_path):
+def test_failures_are_not_cached_and_corrupt_files_are_misses(serve, tmp_path):
   state = {"fail": True}
 
   def handle(*_):
@@ -636,8 +722,9 @@ def test_failures_are_not_cached_and_corrupt_files_are_misses(serve,
 
   server = serve(handle)
   cache = str(tmp_path / "c")
-  rater = _rater("openai", server.url, [], two_stage=False, cache_dir=cache,
-                 max_retries=0)
+  rater = _rater(
+    "openai", server.url, [], two_stage=False, cache_dir=cache, max_retries=0
+  )
   assert rater.rate(_queries([1])).labels.tolist() == [-1]
   assert _cache_files(cache) == []
   state["fail"] = False
@@ -653,18 +740,27 @@ def test_failures_are_not_cached_and_corrupt_files_are_misses(serve,
 
 
 def test_cli_rates_and_prefers_image_files(serve, tmp_path, capsys):
-  server = serve(lambda _, req: _openai_reply(
-      "1" if len(_image_urls(req["body"])) == 2 else "Average"))
+  server = serve(
+    lambda _, req: _openai_reply(
+      "1" if len(_image_urls(req["body"])) == 2 else "Average"
+    )
+  )
   paths = []
   for v in (10, 20):
     p = tmp_path / f"img{v}.png"
     p.write_bytes(encode_png(_frames([v])[0]))
     paths.append(str(p))
-  args = ["--backend=openai", f"--base_url={server.url}", "--model=m",
-          "--task=reacher", "--two_stage=false"]
+  args = [
+    "--backend=openai",
+    f"--base_url={server.url}",
+    "--model=m",
+    "--task=reacher",
+    "--two_stage=false",
+  ]
   assert rate_cli.main(args + ["--subject=a toy arm"] + paths[:1]) == 0
   assert "an image of a toy arm performing" in _text(
-      server.requests[-1]["body"])
+    server.requests[-1]["body"]
+  )
   assert rate_cli.main(args + paths) == 0
   out = capsys.readouterr().out
   assert f"{paths[0]}: Average (class 1)" in out

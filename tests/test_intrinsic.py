@@ -1,5 +1,6 @@
 """PEBBLE's k-NN state-entropy reward and its running normaliser
 (intrinsic.py), against brute-force numpy."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,11 +27,13 @@ def test_knn_distance_matches_brute_force(k):
   reference = _integer_points(rng, (40, 3))
   valid = np.ones(40, bool)
   obs = _integer_points(rng, (9, 3))
-  got = intrinsic.knn_distance(jnp.asarray(obs), jnp.asarray(reference),
-                               jnp.asarray(valid), k=k)
+  got = intrinsic.knn_distance(
+    jnp.asarray(obs), jnp.asarray(reference), jnp.asarray(valid), k=k
+  )
   assert got.shape == (9,)
-  np.testing.assert_allclose(got, _brute_knn(obs, reference, valid, k),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    got, _brute_knn(obs, reference, valid, k), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_knn_distance_ignores_invalid_reference_rows():
@@ -43,8 +46,11 @@ def test_knn_distance_ignores_invalid_reference_rows():
   for i, j in enumerate([1, 4, 6, 7, 10, 11]):
     reference[j] = obs[i]
   k = 3
-  got = np.asarray(intrinsic.knn_distance(
-      jnp.asarray(obs), jnp.asarray(reference), jnp.asarray(valid), k=k))
+  got = np.asarray(
+    intrinsic.knn_distance(
+      jnp.asarray(obs), jnp.asarray(reference), jnp.asarray(valid), k=k
+    )
+  )
   expect = _brute_knn(obs, reference, valid, k)
   np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
   # ... and differs from what an all-valid reference would give.
@@ -57,21 +63,24 @@ def test_knn_distance_stored_point_is_its_own_zeroth_neighbour():
   reference = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]], np.float32)
   valid = np.ones(5, bool)
   q = jnp.array([[3.0]])
-  dist = lambda k: float(intrinsic.knn_distance(
-      q, jnp.asarray(reference), jnp.asarray(valid), k=k)[0])
+  dist = lambda k: float(
+    intrinsic.knn_distance(q, jnp.asarray(reference), jnp.asarray(valid), k=k)[
+      0
+    ]
+  )
   # Sorted distances from 3: 0 (itself), 2, 3, 3, 7.
   assert dist(0) == 0.0
   assert dist(1) == 2.0
   assert dist(2) == 3.0
   assert dist(4) == 7.0
   # Every stored point has k=0 distance 0; k=1 is the gap to its nearest other.
-  all_d0 = intrinsic.knn_distance(jnp.asarray(reference),
-                                  jnp.asarray(reference), jnp.asarray(valid),
-                                  k=0)
+  all_d0 = intrinsic.knn_distance(
+    jnp.asarray(reference), jnp.asarray(reference), jnp.asarray(valid), k=0
+  )
   np.testing.assert_array_equal(all_d0, np.zeros(5))
-  all_d1 = intrinsic.knn_distance(jnp.asarray(reference),
-                                  jnp.asarray(reference), jnp.asarray(valid),
-                                  k=1)
+  all_d1 = intrinsic.knn_distance(
+    jnp.asarray(reference), jnp.asarray(reference), jnp.asarray(valid), k=1
+  )
   np.testing.assert_array_equal(all_d1, [1.0, 1.0, 2.0, 3.0, 4.0])
 
 
@@ -79,19 +88,25 @@ def test_knn_distance_float_inputs_and_jit():
   rng = np.random.default_rng(3)
   reference = rng.normal(size=(64, 5)).astype(np.float32)
   valid = rng.random(64) < 0.7
-  obs = np.concatenate([reference[valid][:3],
-                        rng.normal(size=(5, 5)).astype(np.float32)])
+  obs = np.concatenate(
+    [reference[valid][:3], rng.normal(size=(5, 5)).astype(np.float32)]
+  )
   fn = jax.jit(intrinsic.knn_distance, static_argnames="k")
   got = fn(jnp.asarray(obs), jnp.asarray(reference), jnp.asarray(valid), k=5)
   # The expansion |x|^2 + |y|^2 - 2xy loses a little precision in float32.
-  np.testing.assert_allclose(got, _brute_knn(obs, reference, valid, 5),
-                             rtol=1e-3, atol=2e-3)
+  np.testing.assert_allclose(
+    got, _brute_knn(obs, reference, valid, 5), rtol=1e-3, atol=2e-3
+  )
 
 
 def test_running_stats_matches_numpy_over_concatenated_batches():
   rng = np.random.default_rng(0)
-  batches = [rng.normal(2.0, 3.0, size=7), rng.normal(-1.0, 0.5, size=13),
-             rng.uniform(0.0, 10.0, size=50), np.array([4.0])]
+  batches = [
+    rng.normal(2.0, 3.0, size=7),
+    rng.normal(-1.0, 0.5, size=13),
+    rng.uniform(0.0, 10.0, size=50),
+    np.array([4.0]),
+  ]
   stats = intrinsic.RunningStats.create()
   seen = []
   for b in batches:

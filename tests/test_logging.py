@@ -1,4 +1,5 @@
 """Metric files: JSON lines, CSVs, TensorBoard events, progress bar."""
+
 import csv
 import glob
 import json
@@ -8,22 +9,38 @@ import os
 import pytest
 
 from erljax import metrics_writer
+from erljax import runner
 
 
 def eval_rec(step, returns, train_return=math.nan):
-  return {"kind": "eval", "env_steps": step, "time": 1.0 + step,
-          "env_steps_per_s": 10.0, "eval_return_per_seed": returns,
-          "eval_return": sum(returns) / len(returns), "eval_return_std": 0.0,
-          "train_return_per_seed": [train_return] * len(returns),
-          "train_return": train_return}
+  return {
+    "kind": "eval",
+    "env_steps": step,
+    "time": 1.0 + step,
+    "env_steps_per_s": 10.0,
+    "eval_return_per_seed": returns,
+    "eval_return": sum(returns) / len(returns),
+    "eval_return_std": 0.0,
+    "train_return_per_seed": [train_return] * len(returns),
+    "train_return": train_return,
+  }
 
 
-FEEDBACK = {"kind": "feedback", "env_steps": 40, "session": 1,
-            "queries_sent": 10, "answered": [9, 10], "dropped": [1, 0],
-            "ratings_stored": [9, 10], "epochs": [2, 3],
-            "reward_accuracy": [0.5, 1.0], "reward_corr": [0.2, 0.4],
-            "label_histogram": [[3, 6], [5, 5]], "label_accuracy": [1.0, 0.5],
-            "seconds": 0.1}
+FEEDBACK = {
+  "kind": "feedback",
+  "env_steps": 40,
+  "session": 1,
+  "queries_sent": 10,
+  "answered": [9, 10],
+  "dropped": [1, 0],
+  "ratings_stored": [9, 10],
+  "epochs": [2, 3],
+  "reward_accuracy": [0.5, 1.0],
+  "reward_corr": [0.2, 0.4],
+  "label_histogram": [[3, 6], [5, 5]],
+  "label_accuracy": [1.0, 0.5],
+  "seconds": 0.1,
+}
 
 
 def read_csv(path):
@@ -38,12 +55,14 @@ def test_writer_files(tmp_path):
   w.write(eval_rec(40, [3.0, 5.0], train_return=0.5))
   w.close()
   with open(tmp_path / "metrics.jsonl") as f:
-    assert [json.loads(l)["kind"] for l in f] == ["eval", "feedback", "eval"]
+    assert [json.loads(ln)["kind"] for ln in f] == ["eval", "feedback", "eval"]
   rows = read_csv(tmp_path / "eval.csv")
   assert [r["eval_return"] for r in rows] == ["1.5", "4.0"]
   assert rows[0]["train_return"] == "nan"
   assert [r["eval_return"] for r in read_csv(tmp_path / "seed_4.csv")] == [
-      "2.0", "5.0"]
+    "2.0",
+    "5.0",
+  ]
   fb = read_csv(tmp_path / "feedback.csv")[0]
   assert float(fb["answered"]) == 9.5 and float(fb["dropped"]) == 0.5
   assert float(fb["reward_corr"]) == pytest.approx(0.3)
@@ -58,15 +77,19 @@ def test_resumed_writer_drops_records_after_the_checkpoint(tmp_path):
     w.write(eval_rec(step, [float(step)]))
   w.close()
   kept = [eval_rec(0, [0.0]), eval_rec(40, [40.0])]
-  w = metrics_writer.MetricsWriter(str(tmp_path), [0], tensorboard=False,
-                                   records=kept, resume_step=40)
+  w = metrics_writer.MetricsWriter(
+    str(tmp_path), [0], tensorboard=False, records=kept, resume_step=40
+  )
   w.write(eval_rec(80, [81.0]))
   w.close()
   with open(tmp_path / "metrics.jsonl") as f:
-    steps = [json.loads(l)["env_steps"] for l in f]
+    steps = [json.loads(ln)["env_steps"] for ln in f]
   assert steps == [0, 40, 80]
   assert [r["eval_return"] for r in read_csv(tmp_path / "seed_0.csv")] == [
-      "0.0", "40.0", "81.0"]
+    "0.0",
+    "40.0",
+    "81.0",
+  ]
   assert len(kept) == 3  # the caller's list is the one appended to
 
 
@@ -80,3 +103,21 @@ def test_progress_bar(capsys):
   off.update(50)
   off.close()
   assert capsys.readouterr().err == ""
+
+
+def test_eval_line_shows_ci_a_dash_for_no_episode_and_success_if_defined():
+  rec = {
+    **eval_rec(40, [3.0, 5.0]),
+    "eval_success": 0.5,
+    "eval_return_lo": 2.5,
+    "eval_return_hi": 5.25,
+    "eval_return_episodes": [[2.0, 4.0], [5.0, 5.0]],
+  }
+  line = runner.eval_line(rec, with_success=True)
+  assert "eval_return     4.000 [2.500, 5.250] (4 episodes)" in line
+  assert "success 0.50" in line
+  assert "train_return         -  sps" in line  # no training episode ended
+  assert "nan" not in line
+  line = runner.eval_line({**rec, "train_return": 1.5}, with_success=False)
+  assert "success" not in line
+  assert "train_return     1.500" in line

@@ -1,4 +1,5 @@
 """Pictures of a run: rated-frame grids and rollout GIFs (erljax.media)."""
+
 import os
 
 import numpy as np
@@ -17,13 +18,14 @@ def _frames(b, h=12, w=10):
 
 def test_rated_grid_lays_out_frames_with_their_ratings():
   frames = _frames(5)
-  grid = media.rated_grid(frames, np.array([0, 1, 2, -1, 2]),
-                          ("Bad", "Average", "Good"), columns=3)
+  grid = media.rated_grid(
+    frames, np.array([0, 1, 2, -1, 2]), ("Bad", "Average", "Good"), columns=3
+  )
   assert grid.shape == (2 * (12 + 16), 3 * 10, 3) and grid.dtype == np.uint8
   # Frames are pasted unchanged; captions are coloured by class.
   np.testing.assert_array_equal(grid[:12, :10], frames[0])
   np.testing.assert_array_equal(grid[28:40, 10:20], frames[4])
-  assert tuple(grid[12 + 15, 0]) == (200, 40, 40)   # "Bad", red
+  assert tuple(grid[12 + 15, 0]) == (200, 40, 40)  # "Bad", red
   assert tuple(grid[12 + 15, 29]) == (30, 150, 50)  # "Good", green
   assert tuple(grid[40 + 15, 0]) == (110, 110, 110)  # unanswered, grey
 
@@ -54,8 +56,9 @@ def test_run_writes_rollout_video_and_rated_frames(tmp_path):
   assert [f["session"] for f in res.feedback] == [1]
   with Image.open(os.path.join(c.workdir, "rollout.gif")) as im:
     assert im.size == (40, 32) and im.n_frames > 1
-  grid = np.asarray(Image.open(
-      os.path.join(c.workdir, "rated_frames", "session_0001.png")))
+  grid = np.asarray(
+    Image.open(os.path.join(c.workdir, "rated_frames", "session_0001.png"))
+  )
   assert grid.shape == (32 + 16, 6 * 40, 3)
   # The frames show the task, not a blank canvas.
   assert grid[:32].std() > 5

@@ -56,11 +56,15 @@ def data_dir(tmp_path_factory):
   loaded = policy.load(str(run_dir))
   assert loaded.step == 40
   std, random = collect.noise_schedule(8, [0.0, 0.5], 0.25)
-  episodes = collect.collect(loaded.trainer, loaded.seed_params,
-                             jax.random.PRNGKey(0), std, random)
+  episodes = collect.collect(
+    loaded.trainer, loaded.seed_params, jax.random.PRNGKey(0), std, random
+  )
   out = tmp_path_factory.mktemp("data")
-  dataset.save(collect.to_dataset(c.task, episodes, std, random,
-                                  {"source": "test"}), str(out), 5)
+  dataset.save(
+    collect.to_dataset(c.task, episodes, std, random, {"source": "test"}),
+    str(out),
+    5,
+  )
   return out
 
 
@@ -70,8 +74,9 @@ def test_collected_dataset(data_dir):
   np.testing.assert_array_equal(ds.random, [True] * 2 + [False] * 6)
   assert np.all(np.abs(ds.actions) <= 1.0)
   # Observations chain within an episode (no reset inside it).
-  np.testing.assert_allclose(ds.observations[:, 1:],
-                             ds.next_observations[:, :-1])
+  np.testing.assert_allclose(
+    ds.observations[:, 1:], ds.next_observations[:, :-1]
+  )
   assert len(collect.summary(ds)) == 3
 
 
@@ -80,19 +85,20 @@ def test_rate_once_then_from_the_file(data_dir):
   c.rating.queries = 50
   data = dataset.load(str(data_dir)).transitions()
   logs = []
-  index, ratings, info = offline_reward.rate_dataset(c, str(data_dir), data,
-                                                     logs.append)
+  index, ratings, info = offline_reward.rate_dataset(
+    c, str(data_dir), data, logs.append
+  )
   assert not info["cached"] and index.shape == (50,)
   assert info["answered"] == 50 and info["dropped"] == 0
-  index2, ratings2, info2 = offline_reward.rate_dataset(c, str(data_dir),
-                                                        data, logs.append)
+  index2, ratings2, info2 = offline_reward.rate_dataset(
+    c, str(data_dir), data, logs.append
+  )
   assert info2["cached"] and info2["path"] == info["path"]
   np.testing.assert_array_equal(index2, index)
   np.testing.assert_array_equal(ratings2.labels, ratings.labels)
   # Another rater (noise) gets its own file.
   c.rater.noise = 0.0
-  _, _, info3 = offline_reward.rate_dataset(c, str(data_dir), data,
-                                            logs.append)
+  _, _, info3 = offline_reward.rate_dataset(c, str(data_dir), data, logs.append)
   assert info3["path"] != info["path"]
 
 
@@ -104,16 +110,19 @@ def test_dropped_ratings_never_become_labels(data_dir):
   labels = (data["rewards"] > np.median(data["rewards"])).astype(np.int64)
   answered = np.arange(m) % 3 != 0
   ratings = offline_reward.raters_lib.Ratings(
-      labels=np.where(answered, labels, -1), answered=answered)
+    labels=np.where(answered, labels, -1), answered=answered
+  )
   _, rewards, info = offline_reward.learn_reward(
-      c, data, index, ratings, jax.random.split(jax.random.PRNGKey(0), 2))
+    c, data, index, ratings, jax.random.split(jax.random.PRNGKey(0), 2)
+  )
   assert rewards.shape == (2, m)
   assert sum(info["label_histogram"]) == int(answered.sum())
 
 
 def test_erlvlm_iql_run_with_workdir(data_dir, tmp_path):
-  summary = offline.run(_tiny("erlvlm_iql", data_dir, tmp_path),
-                        log=lambda _: None)
+  summary = offline.run(
+    _tiny("erlvlm_iql", data_dir, tmp_path), log=lambda _: None
+  )
   assert summary["grad_steps"] == 20
   assert len(summary["eval_success_per_seed"]) == 2
   assert np.all(np.isfinite(summary["eval_return_per_seed"]))
@@ -158,6 +167,7 @@ def test_config_errors_name_key_and_value(data_dir):
 
 def test_normalize_rewards():
   r = np.array([[0.0, 2.0, 1.0], [5.0, 5.0, 5.0]])
-  np.testing.assert_allclose(offline.normalize_rewards(r, "minmax"),
-                             [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+  np.testing.assert_allclose(
+    offline.normalize_rewards(r, "minmax"), [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]]
+  )
   np.testing.assert_allclose(offline.normalize_rewards(r, "none"), r)

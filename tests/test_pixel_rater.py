@@ -56,7 +56,8 @@ def test_reacher_preferences_follow_distance(reacher_frames):
 def test_blank_frame_is_unanswered_not_guessed():
   blank = np.full((1, 32, 32, 3), 200, np.uint8)
   ratings = pixel.PixelRater("reacher").rate(
-      Queries(true_return=np.zeros(1), frames=blank))
+    Queries(true_return=np.zeros(1), frames=blank)
+  )
   assert ratings.num_dropped == 1 and ratings.labels[0] == -1
   assert pixel.classify_frame("reacher", blank[0]) is None
 

@@ -67,11 +67,11 @@ def _evaluate(capsys, *args):
 def test_deterministic_action_is_the_actor_on_the_checkpoint(run):
   workdir, final = run
   policy = policy_lib.load(workdir, seed=1)
-  assert (policy.step, policy.task, policy.num_seeds) == (40, point_env.NAME,
-                                                          2)
+  assert (policy.step, policy.task, policy.num_seeds) == (40, point_env.NAME, 2)
   # The last checkpoint holds the run's final actors, every seed.
-  for got, want in zip(jax.tree_util.tree_leaves(policy.params),
-                       jax.tree_util.tree_leaves(final)):
+  for got, want in zip(
+    jax.tree_util.tree_leaves(policy.params), jax.tree_util.tree_leaves(final)
+  ):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   # By hand: the config's actor network on seed 1's parameters.
   params = jax.tree_util.tree_map(lambda x: x[1], final)
@@ -79,8 +79,7 @@ def test_deterministic_action_is_the_actor_on_the_checkpoint(run):
   np.testing.assert_allclose(policy.act(OBS), np.tanh(mean), atol=1e-6)
   assert policy.act(OBS[0]).shape == (2,)
   np.testing.assert_allclose(policy.act(OBS[0]), np.tanh(mean[0]), atol=1e-6)
-  np.testing.assert_allclose(jax.jit(policy.act)(OBS), np.tanh(mean),
-                             atol=1e-6)
+  np.testing.assert_allclose(jax.jit(policy.act)(OBS), np.tanh(mean), atol=1e-6)
 
 
 def test_sampled_actions_and_all_seeds(run):
@@ -93,8 +92,9 @@ def test_sampled_actions_and_all_seeds(run):
   every = jax.vmap(policy.apply, in_axes=(0, None))(policy.params, OBS)
   assert every.shape == (2, 3, 2)
   for k in range(2):
-    np.testing.assert_allclose(every[k], policy.with_seed(k).act(OBS),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      every[k], policy.with_seed(k).act(OBS), atol=1e-6
+    )
   with pytest.raises(ValueError, match="obs of shape \\(3, 5\\)"):
     policy.act(jnp.zeros((3, 5)))
 
@@ -105,8 +105,11 @@ def test_steps_seeds_and_bad_workdirs(run, tmp_path):
   earlier = policy_lib.load(workdir, step=20)
   assert earlier.step == 20
   assert not np.allclose(earlier.act(OBS), policy_lib.load(workdir).act(OBS))
-  with pytest.raises(ValueError, match=r"step=30: .*available steps: "
-                     r"\[20, 40\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"step=30: .*available steps: "
+    r"\[20, 40\]",
+  ):
     policy_lib.load(workdir, step=30)
   with pytest.raises(ValueError, match="seed=2: .* has 2 seeds"):
     policy_lib.load(workdir, seed=2)
@@ -115,18 +118,21 @@ def test_steps_seeds_and_bad_workdirs(run, tmp_path):
     policy_lib.load(missing)
   with pytest.raises(FileNotFoundError, match="config.json: no such file"):
     policy_lib.load(str(tmp_path))
-  (tmp_path / "config.json").write_text(json.dumps(
-      {"task": "reacher", "sac": {}, "iql": {}, "method": "bc"}))
+  (tmp_path / "config.json").write_text(
+    json.dumps({"task": "reacher", "sac": {}, "iql": {}, "method": "bc"})
+  )
   with pytest.raises(ValueError, match="erljax.offline run"):
     policy_lib.load(str(tmp_path))
-  (tmp_path / "config.json").write_text(json.dumps({"task": "reacher",
-                                                    "sac": {}}))
+  (tmp_path / "config.json").write_text(
+    json.dumps({"task": "reacher", "sac": {}})
+  )
   with pytest.raises(FileNotFoundError, match="checkpoints: no such dir"):
     policy_lib.load(str(tmp_path))
 
 
-def test_evaluate_prints_and_writes_the_figures(run, tmp_path, capsys,
-                                                monkeypatch):
+def test_evaluate_prints_and_writes_the_figures(
+  run, tmp_path, capsys, monkeypatch
+):
   workdir, _ = run
   before = _listing(workdir)
 
@@ -142,15 +148,22 @@ def test_evaluate_prints_and_writes_the_figures(run, tmp_path, capsys,
 
     def render(self, poses):  # distinct frames (a GIF merges equal ones)
       shade = np.arange(len(poses), dtype=np.uint8) * 20
-      return np.broadcast_to(shade[:, None, None, None],
-                             (len(poses),) + self.shape).copy()
+      return np.broadcast_to(
+        shade[:, None, None, None], (len(poses),) + self.shape
+      ).copy()
 
   monkeypatch.setattr(render_lib, "FrameRenderer", FakeRenderer)
   out = tmp_path / "eval" / "figures.json"
   gif = tmp_path / "one.gif"
-  stdout, _ = _evaluate(capsys, f"--workdir={workdir}", "--episodes=3",
-                        "--seed=1", "--step=20", f"--out={out}",
-                        f"--video={gif}")
+  stdout, _ = _evaluate(
+    capsys,
+    f"--workdir={workdir}",
+    "--episodes=3",
+    "--seed=1",
+    "--step=20",
+    f"--out={out}",
+    f"--video={gif}",
+  )
   assert "checkpoint step 20, seed index 1 of 2 (PRNG seed 4)" in stdout
   assert "3 deterministic episodes of 10 steps" in stdout
   assert "return" in stdout and "success" in stdout
@@ -159,7 +172,8 @@ def test_evaluate_prints_and_writes_the_figures(run, tmp_path, capsys,
   assert (figures["episodes"], figures["step"], figures["seed"]) == (3, 20, 1)
   assert len(figures["episode_returns"]) == 3
   assert figures["return"]["mean"] == pytest.approx(
-      np.mean(figures["episode_returns"]))
+    np.mean(figures["episode_returns"])
+  )
   lo, hi = figures["return"]["ci95"]
   assert lo <= figures["return"]["mean"] <= hi
   assert 0.0 <= figures["success"]["rate"] <= 1.0
@@ -169,11 +183,14 @@ def test_evaluate_prints_and_writes_the_figures(run, tmp_path, capsys,
   assert _listing(workdir) == before
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--episodes=0"], "--episodes=0: must be >= 1"),
     (["--step=30"], "available steps: [20, 40]"),
     (["--video=x.mp4"], "--video=x.mp4: must name a .gif file"),
-])
+  ],
+)
 def test_evaluate_rejects_bad_flags(run, capsys, args, message):
   with pytest.raises(SystemExit) as e:
     _evaluate(capsys, f"--workdir={run[0]}", *args)

@@ -1,4 +1,5 @@
 """rater.* config keys, their validation and the raters.make factory."""
+
 import os
 
 import numpy as np
@@ -26,8 +27,9 @@ def test_scripted_factory_bins_the_tasks_rating_signal():
   seed = 1_000_003 * 2 + 7
   made = raters.make(c.rater, "reacher", 3, seed)
   low, high = tasks.get_task("reacher").rated_range
-  ref = raters.ScriptedRater(3, low, high, noise=0.3, noise_kind="neighbour",
-                             seed=seed)
+  ref = raters.ScriptedRater(
+    3, low, high, noise=0.3, noise_kind="neighbour", seed=seed
+  )
   assert made == ref and made.needs_frames is False
   returns = np.linspace(-0.6, 0.1, 64)
   q = Queries(true_return=returns)
@@ -40,21 +42,25 @@ def test_scripted_factory_passes_boundary_noise_and_tie_tolerance():
   c.rater.tie_tolerance = 0.05
   config_lib.validate(c)
   made = raters.make(c.rater, "CartpoleSwingup", 3, seed=4, segment_length=2)
-  assert made == raters.ScriptedRater(3, 0.0, 2.0, noise=0.2,
-                                      noise_kind="boundary", seed=4,
-                                      tie_tolerance=0.05)
+  assert made == raters.ScriptedRater(
+    3, 0.0, 2.0, noise=0.2, noise_kind="boundary", seed=4, tie_tolerance=0.05
+  )
   # 3 bins of width 2/3; sigma = 0.3772 bin widths (tests/test_raters.py).
   assert made.sigma == pytest.approx(0.3772 * 2 / 3, abs=1e-4)
   # Ties within 0.05 * 2 = 0.1 of the segment-return range.
-  got = made.prefer(Queries(true_return=np.array([1.0, 1.0])),
-                    Queries(true_return=np.array([1.09, 1.5])))
+  got = made.prefer(
+    Queries(true_return=np.array([1.0, 1.0])),
+    Queries(true_return=np.array([1.09, 1.5])),
+  )
   np.testing.assert_array_equal(got.answered, [False, True])
 
 
 def test_rating_study_config_uses_the_vlm_like_rater(monkeypatch):
-  monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..",
-                                           "experiments", "configs"))
+  monkeypatch.syspath_prepend(
+    os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
+  )
   import rating  # pylint: disable=g-import-not-at-top
+
   for method in rating.METHODS:
     c = config_lib.validate(rating.get_config(f"reacher,{method}"))
     assert (c.rater.noise_kind, c.rater.tie_tolerance) == ("boundary", 0.05)
@@ -62,13 +68,24 @@ def test_rating_study_config_uses_the_vlm_like_rater(monkeypatch):
   assert (d.rater.noise_kind, d.rater.tie_tolerance) == ("uniform", 0.0)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("noise_kind", "bogus", r"config.rater.noise_kind='bogus': must be one "
-     r"of \('uniform', 'neighbour', 'boundary'\)"),
-    ("tie_tolerance", 1.5, r"config.rater.tie_tolerance=1.5: must lie in "
-     r"\[0, 1\)"),
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
+    (
+      "noise_kind",
+      "bogus",
+      r"config.rater.noise_kind='bogus': must be one "
+      r"of \('uniform', 'neighbour', 'boundary'\)",
+    ),
+    (
+      "tie_tolerance",
+      1.5,
+      r"config.rater.tie_tolerance=1.5: must lie in "
+      r"\[0, 1\)",
+    ),
     ("tie_tolerance", -0.1, r"config.rater.tie_tolerance=-0.1"),
-])
+  ],
+)
 def test_scripted_noise_keys_are_validated(key, value, match):
   c = config_lib.default()
   c.rater[key] = value
@@ -80,9 +97,11 @@ def test_boundary_noise_must_lie_below_one_minus_one_over_n():
   c = config_lib.default()
   c.rater.noise_kind, c.rater.num_classes = "boundary", 2
   c.rater.noise = 0.5
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.rater.noise=0.5: rater.noise_kind="
-                     r"'boundary' with 2 classes"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.rater.noise=0.5: rater.noise_kind="
+    r"'boundary' with 2 classes",
+  ):
     config_lib.validate(c)
   c.rater.noise = 0.49
   config_lib.validate(c)
@@ -100,8 +119,7 @@ def test_scripted_factory_rates_the_reward_over_a_given_range():
 
 def test_scripted_factory_bins_segment_returns_over_h_times_the_range():
   c = config_lib.default()
-  made = raters.make(c.rater, "CartpoleSwingup", 3, seed=0,
-                     segment_length=50)
+  made = raters.make(c.rater, "CartpoleSwingup", 3, seed=0, segment_length=50)
   assert (made.low, made.high) == (0.0, 50.0)
   # RbRL's bins: thirds of the segment-return range.
   labels = made.rate(Queries(true_return=np.array([16.0, 17.0, 34.0]))).labels
@@ -114,11 +132,14 @@ def test_vlm_factory_refuses_segments():
     raters.make(c.rater, "reacher", 3, seed=0, segment_length=5)
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("rated", "frames", "rater.rated='frames': must be one of"),
     ("range", (0.0, -1.0), r"rater.range=\(0.0, -1.0\): must be"),
     ("range", (0.0, float("nan")), "rater.range="),
-])
+  ],
+)
 def test_rated_and_range_are_validated(key, value, match):
   c = config_lib.default()
   c.rater[key] = value
@@ -126,13 +147,24 @@ def test_rated_and_range_are_validated(key, value, match):
     config_lib.validate(c)
 
 
-@pytest.mark.parametrize("kind,cls,url,key_env", [
-    ("openai", raters.OpenAIRater, "http://127.0.0.1:8000/v1",
-     "OPENAI_API_KEY"),
-    ("gemini", raters.GeminiRater,
-     "https://generativelanguage.googleapis.com", "GEMINI_API_KEY"),
+@pytest.mark.parametrize(
+  "kind,cls,url,key_env",
+  [
+    (
+      "openai",
+      raters.OpenAIRater,
+      "http://127.0.0.1:8000/v1",
+      "OPENAI_API_KEY",
+    ),
+    (
+      "gemini",
+      raters.GeminiRater,
+      "https://generativelanguage.googleapis.com",
+      "GEMINI_API_KEY",
+    ),
     ("ollama", raters.OllamaRater, "http://127.0.0.1:11434", ""),
-])
+  ],
+)
 def test_vlm_factory_defaults(kind, cls, url, key_env):
   c = config_lib.validate(_vlm(kind))
   r = raters.make(c.rater, "pusher", 2, seed=5)
@@ -144,52 +176,83 @@ def test_vlm_factory_defaults(kind, cls, url, key_env):
   assert (r.model, r.rating_model, r.seed) == ("some-vlm", "some-vlm", 5)
   assert r.two_stage and r.constrained and r.cache is None
   assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
-      60.0, 5, 8)
+    60.0,
+    5,
+    8,
+  )
 
 
 def test_vlm_factory_passes_settings_through(tmp_path):
-  c = _vlm("openai", base_url="http://h:1/v1/", api_key_env="MY_KEY",
-           rating_model="small", two_stage=False,
-           openai_constraint="structured_outputs", timeout=3.0,
-           max_retries=1, concurrency=2, cache_dir=str(tmp_path),
-           replay_only=True)
+  c = _vlm(
+    "openai",
+    base_url="http://h:1/v1/",
+    api_key_env="MY_KEY",
+    rating_model="small",
+    two_stage=False,
+    openai_constraint="structured_outputs",
+    timeout=3.0,
+    max_retries=1,
+    concurrency=2,
+    cache_dir=str(tmp_path),
+    replay_only=True,
+  )
   c.rater.prompt.single = "Rate {image} for [{instruction}]: {classes}"
   config_lib.validate(c)
-  r = raters.make(c.rater, "reacher", 3, seed=0, instruction="do it",
-                  subject="a toy")
+  r = raters.make(
+    c.rater, "reacher", 3, seed=0, instruction="do it", subject="a toy"
+  )
   assert (r.base_url, r.api_key_env, r.rating_model) == (
-      "http://h:1/v1", "MY_KEY", "small")
+    "http://h:1/v1",
+    "MY_KEY",
+    "small",
+  )
   assert not r.two_stage and r.constraint == "structured_outputs"
   assert r.replay_only and r.cache.root == str(tmp_path)
   assert r.prompts.single == "Rate {image} for [{instruction}]: {classes}"
   assert r.prompts.analysis == raters.Prompts().analysis
   assert (r.instruction, r.subject) == ("do it", "a toy")
   assert (r.client.timeout, r.client.max_retries, r.client.concurrency) == (
-      3.0, 1, 2)
+    3.0,
+    1,
+    2,
+  )
 
 
-@pytest.mark.parametrize("overrides,message", [
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
     ({"kind": "claude"}, "config.rater.kind='claude': must be one of"),
     ({"model": ""}, "config.rater.model='': rater.kind='openai' needs a model"),
-    ({"noise": 0.1}, "config.rater.noise=0.1: label noise is simulated by "
-     "the scripted rater only"),
-    ({"tie_tolerance": 0.1}, "config.rater.tie_tolerance=0.1: preference "
-     "ties are simulated by the scripted rater only"),
+    (
+      {"noise": 0.1},
+      "config.rater.noise=0.1: label noise is simulated by "
+      "the scripted rater only",
+    ),
+    (
+      {"tie_tolerance": 0.1},
+      "config.rater.tie_tolerance=0.1: preference "
+      "ties are simulated by the scripted rater only",
+    ),
     ({"num_classes": 6}, r"VLM raters have class names for \[2, 3, 4, 5\]"),
     ({"base_url": "localhost:8000"}, "config.rater.base_url='localhost:8000'"),
     ({"replay_only": True}, "config.rater.cache_dir='': replay_only"),
     ({"timeout": 0.0}, "config.rater.timeout=0.0: must be a finite number"),
     ({"concurrency": 0}, "config.rater.concurrency=0: must be an integer >= 1"),
     ({"max_retries": -1}, "config.rater.max_retries=-1"),
-    ({"backoff_base": 100.0}, "config.rater.backoff_base=100.0: must not "
-     "exceed rater.backoff_max=60.0"),
+    (
+      {"backoff_base": 100.0},
+      "config.rater.backoff_base=100.0: must not exceed rater.backoff_max=60.0",
+    ),
     ({"temperature": -0.5}, "config.rater.temperature=-0.5"),
     ({"openai_constraint": "both"}, "config.rater.openai_constraint='both'"),
-    ({"prompt.rating": "no analysis here"},
-     r"config.rater.prompt.rating='no analysis here': .*needs field "
-     r"\{analysis\}"),
+    (
+      {"prompt.rating": "no analysis here"},
+      r"config.rater.prompt.rating='no analysis here': .*needs field "
+      r"\{analysis\}",
+    ),
     ({"prompt.analysis": "{image} {oops}"}, r"unknown fields \['oops'\]"),
-])
+  ],
+)
 def test_bad_vlm_values_name_key_and_value(overrides, message):
   c = _vlm()
   for k, v in overrides.items():

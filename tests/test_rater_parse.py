@@ -1,5 +1,6 @@
 """VLM answer parsing, prompt templates, PNG encoding and retry helpers
 (raters/parse.py, prompts.py, png.py, http.py helpers). No network."""
+
 import email.utils
 import zlib
 
@@ -16,24 +17,52 @@ N4 = CLASS_NAMES[4]  # Very Bad, Bad, Good, Very Good
 N3 = CLASS_NAMES[3]  # Bad, Average, Good
 
 
-@pytest.mark.parametrize("text,want", [
-    ("Good", 2), ("good", 2), ("  **Very Good**.", 3), ("Very Bad", 0),
-    ("Bad", 1), ("I would rate this image as: Very bad", 0),
-    ("Rating: BAD", 1), ('"Very Good"', 3), ('{"rating": "Good"}', 2),
-    ('{"answer": "Very Bad"}', 0), ('```json\n{"Rating": "Bad"}\n```', 1),
-    ('{"result": {"answer": "Very Good"}}', 3), ('["Bad"]', 1),
-])
+@pytest.mark.parametrize(
+  "text,want",
+  [
+    ("Good", 2),
+    ("good", 2),
+    ("  **Very Good**.", 3),
+    ("Very Bad", 0),
+    ("Bad", 1),
+    ("I would rate this image as: Very bad", 0),
+    ("Rating: BAD", 1),
+    ('"Very Good"', 3),
+    ('{"rating": "Good"}', 2),
+    ('{"answer": "Very Bad"}', 0),
+    ('```json\n{"Rating": "Bad"}\n```', 1),
+    ('{"result": {"answer": "Very Good"}}', 3),
+    ('["Bad"]', 1),
+  ],
+)
 def test_rating_names_one_class(text, want):
   assert parse.parse_rating(text, N4) == want
 
 
-@pytest.mark.parametrize("text", [
-    "", "   ", None, "not good", "The arm is not bad", "It isn't good",
-    "Good or Bad, hard to say", "Very Good, not Very Bad",
-    "somewhere between bad and very bad", "excellent", "2", "3",
-    '{"rating": 2}', '{"foo": 1, "bar": 2}', '{"rating": null}',
-    '{"rating": true}', "goodness", "badly done", "{not json",
-])
+@pytest.mark.parametrize(
+  "text",
+  [
+    "",
+    "   ",
+    None,
+    "not good",
+    "The arm is not bad",
+    "It isn't good",
+    "Good or Bad, hard to say",
+    "Very Good, not Very Bad",
+    "somewhere between bad and very bad",
+    "excellent",
+    "2",
+    "3",
+    '{"rating": 2}',
+    '{"foo": 1, "bar": 2}',
+    '{"rating": null}',
+    '{"rating": true}',
+    "goodness",
+    "badly done",
+    "{not json",
+  ],
+)
 def test_rating_unclear_answers_are_none(text):
   assert parse.parse_rating(text, N4) is None
 
@@ -46,49 +75,91 @@ def test_rating_three_classes_and_longest_match():
   assert parse.parse_rating("Bad", CLASS_NAMES[2]) == 0
 
 
-@pytest.mark.parametrize("text,want", [
-    ("0", 0), ("1", 1), (" 1\n", 1), ("Image 2 is closer.\n1", 1),
-    ("Answer: 0", 0), ("**1**", 1), ('{"answer": "0"}', 0),
-    ('{"preference": 1}', 1), ("1.", 1),
-])
+@pytest.mark.parametrize(
+  "text,want",
+  [
+    ("0", 0),
+    ("1", 1),
+    (" 1\n", 1),
+    ("Image 2 is closer.\n1", 1),
+    ("Answer: 0", 0),
+    ("**1**", 1),
+    ('{"answer": "0"}', 0),
+    ('{"preference": 1}', 1),
+    ("1.", 1),
+  ],
+)
 def test_preference_answers(text, want):
   assert parse.parse_preference(text) == want
 
 
-@pytest.mark.parametrize("text", [
-    "-1", "Unsure", "no difference", "", None, "Image 1 is better",
-    "0 or 1", "2", '{"answer": -1}', '{"answer": "tie"}', "1\nunsure",
-])
+@pytest.mark.parametrize(
+  "text",
+  [
+    "-1",
+    "Unsure",
+    "no difference",
+    "",
+    None,
+    "Image 1 is better",
+    "0 or 1",
+    "2",
+    '{"answer": -1}',
+    '{"answer": "tie"}',
+    "1\nunsure",
+  ],
+)
 def test_preference_unclear_or_tie_is_none(text):
   assert parse.parse_preference(text) is None
 
 
 def test_default_templates_render_with_images_in_place():
   p = prompts.Prompts()
-  parts = prompts.render(p.analysis, instruction="open the drawer",
-                         subject="a cart-pole system", classes="Bad, Good")
+  parts = prompts.render(
+    p.analysis,
+    instruction="open the drawer",
+    subject="a cart-pole system",
+    classes="Bad, Good",
+  )
   # The reference sends [image, prompt]: the image first.
-  assert parts == [0, ("You will be presented an image of a cart-pole "
-                       "system performing the task [open the drawer]. "
-                       "Please focus on the target object in the task and "
-                       "carefully analyze the image in term of "
-                       "**completing** the task.")]
-  single = prompts.render(p.single, instruction="go", subject="a walker",
-                          classes="Bad, Good")
+  assert parts == [
+    0,
+    (
+      "You will be presented an image of a cart-pole "
+      "system performing the task [open the drawer]. "
+      "Please focus on the target object in the task and "
+      "carefully analyze the image in term of "
+      "**completing** the task."
+    ),
+  ]
+  single = prompts.render(
+    p.single, instruction="go", subject="a walker", classes="Bad, Good"
+  )
   assert single[0] == 0 and single[1].startswith(
-      "You will be presented an image of a walker performing the task [go]")
-  second = prompts.render(p.rating, instruction="open the drawer",
-                          subject="a cart-pole system",
-                          classes="Bad, Average, Good", analysis="A {x}")
-  assert second == [("\nA {x}\nFrom the above analyses, based on this "
-                     "rating category: [Bad, Average, Good], how would you "
-                     "rate this image in terms of **completing** task "
-                     "[open the drawer]?")]
-  pair = prompts.render(p.pref_analysis, instruction="go",
-                        subject="a robot arm")
+    "You will be presented an image of a walker performing the task [go]"
+  )
+  second = prompts.render(
+    p.rating,
+    instruction="open the drawer",
+    subject="a cart-pole system",
+    classes="Bad, Average, Good",
+    analysis="A {x}",
+  )
+  assert second == [
+    (
+      "\nA {x}\nFrom the above analyses, based on this "
+      "rating category: [Bad, Average, Good], how would you "
+      "rate this image in terms of **completing** task "
+      "[open the drawer]?"
+    )
+  ]
+  pair = prompts.render(
+    p.pref_analysis, instruction="go", subject="a robot arm"
+  )
   assert [x for x in pair if isinstance(x, int)] == [0, 1]
-  assert pair[0] == ("Consider the following two images of a robot arm:\n"
-                     "Image 1:\n")
+  assert pair[0] == (
+    "Consider the following two images of a robot arm:\nImage 1:\n"
+  )
   assert "The goal is go." in prompts.text_of(pair)
 
 
@@ -98,22 +169,26 @@ def test_every_template_may_name_the_subject(name):
   prompts.check_template(name, "{subject} " + default)
 
 
-@pytest.mark.parametrize("name,template,match", [
+@pytest.mark.parametrize(
+  "name,template,match",
+  [
     ("analysis", "rate it [{instruction}]", "needs field {image}"),
     ("analysis", "{image} {image}", "exactly once"),
     ("rating", "{image} {analysis}", "unknown fields"),
     ("pref_answer", "which? {classes}", "unknown fields"),
     ("single", "{image} {instruction!r}", "format spec"),
     ("nope", "x", "unknown prompt template"),
-])
+  ],
+)
 def test_bad_templates_are_rejected(name, template, match):
   with pytest.raises(ValueError, match=match):
     prompts.check_template(name, template)
 
 
 def test_prompt_overrides_keep_defaults_for_empty_entries():
-  p = prompts.Prompts.from_overrides({"rating": "{analysis} ok?",
-                                      "analysis": ""})
+  p = prompts.Prompts.from_overrides(
+    {"rating": "{analysis} ok?", "analysis": ""}
+  )
   assert p.rating == "{analysis} ok?"
   assert p.analysis == prompts.RATING_ANALYSIS
   with pytest.raises(ValueError, match="unknown prompt templates"):
@@ -125,10 +200,10 @@ def _decode_png(data):
   assert data[:8] == b"\x89PNG\r\n\x1a\n"
   pos, chunks = 8, {}
   while pos < len(data):
-    n = int.from_bytes(data[pos:pos + 4], "big")
-    kind = data[pos + 4:pos + 8]
-    body = data[pos + 8:pos + 8 + n]
-    crc = int.from_bytes(data[pos + 8 + n:pos + 12 + n], "big")
+    n = int.from_bytes(data[pos : pos + 4], "big")
+    kind = data[pos + 4 : pos + 8]
+    body = data[pos + 8 : pos + 8 + n]
+    crc = int.from_bytes(data[pos + 8 + n : pos + 12 + n], "big")
     assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
     chunks[kind] = chunks.get(kind, b"") + body
     pos += 12 + n
@@ -149,6 +224,7 @@ def test_png_round_trip_and_determinism():
   assert image_mime(data) == "image/png"
   pil = pytest.importorskip("PIL.Image")
   import io
+
   np.testing.assert_array_equal(np.asarray(pil.open(io.BytesIO(data))), frame)
 
 
@@ -176,21 +252,37 @@ def test_retry_after_seconds_and_http_date():
 
 
 def _gemini_error(quota_id, delay="36s"):
-  return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
-                    "message": "quota", "details": [
-                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                         "violations": [{"quotaMetric": "generativelanguage."
-                                         "googleapis.com/generate_content_"
-                                         "free_tier_requests",
-                                         "quotaId": quota_id}]},
-                        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                         "retryDelay": delay}]}}
+  return {
+    "error": {
+      "code": 429,
+      "status": "RESOURCE_EXHAUSTED",
+      "message": "quota",
+      "details": [
+        {
+          "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+          "violations": [
+            {
+              "quotaMetric": "generativelanguage."
+              "googleapis.com/generate_content_"
+              "free_tier_requests",
+              "quotaId": quota_id,
+            }
+          ],
+        },
+        {
+          "@type": "type.googleapis.com/google.rpc.RetryInfo",
+          "retryDelay": delay,
+        },
+      ],
+    }
+  }
 
 
 def test_gemini_error_details():
   day = _gemini_error("GenerateRequestsPerDayPerProjectPerModel-FreeTier")
-  minute = _gemini_error("GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-                         "1.5s")
+  minute = _gemini_error(
+    "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "1.5s"
+  )
   assert http_lib.daily_quota_exhausted(day)
   assert http_lib.daily_quota_exhausted([day])  # some proxies wrap in a list
   assert not http_lib.daily_quota_exhausted(minute)

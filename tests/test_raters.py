@@ -3,6 +3,7 @@
 Labels are checked against bins worked out by hand; noise against its
 defining properties and an empirical rate.
 """
+
 import math
 import re
 
@@ -19,8 +20,10 @@ def _rate(rater, returns):
 
 
 def _prefer(rater, r0, r1):
-  return rater.prefer(Queries(true_return=np.asarray(r0, np.float64)),
-                      Queries(true_return=np.asarray(r1, np.float64)))
+  return rater.prefer(
+    Queries(true_return=np.asarray(r0, np.float64)),
+    Queries(true_return=np.asarray(r1, np.float64)),
+  )
 
 
 def _spread(low, high, size):
@@ -29,6 +32,7 @@ def _spread(low, high, size):
 
 
 # --- equal-width binning -----------------------------------------------------
+
 
 def test_two_classes_bins_by_hand():
   # [0, 10], n=2: width 5, single threshold at 5 (belongs to the upper bin).
@@ -62,14 +66,16 @@ def test_three_classes_rbrl_walker_thresholds():
   # RbRL's DMC walker example: [0, 50], n=3, thresholds 16.67 and 33.33.
   rater = ScriptedRater(num_classes=3, low=0.0, high=50.0)
   np.testing.assert_array_equal(
-      rater.true_labels([16.66, 16.67, 33.33, 33.34]), [0, 1, 1, 2])
+    rater.true_labels([16.66, 16.67, 33.33, 33.34]), [0, 1, 1, 2]
+  )
 
 
 def test_negative_range_and_extreme_clipping():
   rater = ScriptedRater(num_classes=2, low=-1.0, high=1.0)
   np.testing.assert_array_equal(
-      rater.true_labels([-1e9, -1.0, -0.001, 0.0, 0.999, 1.0, 1e9]),
-      [0, 0, 0, 1, 1, 1, 1])
+    rater.true_labels([-1e9, -1.0, -0.001, 0.0, 0.999, 1.0, 1e9]),
+    [0, 0, 0, 1, 1, 1, 1],
+  )
 
 
 def test_noise_zero_gives_exact_labels_on_repeated_calls():
@@ -85,6 +91,7 @@ def test_noise_zero_gives_exact_labels_on_repeated_calls():
 
 # --- noise -------------------------------------------------------------------
 
+
 def _uniform_returns(n_classes, per_class):
   # per_class samples at the centre of each of the n bins of [0, n].
   return np.repeat(np.arange(n_classes) + 0.5, per_class)
@@ -92,8 +99,14 @@ def _uniform_returns(n_classes, per_class):
 
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_uniform_noise_one_never_true_label_and_covers_others(n):
-  rater = ScriptedRater(num_classes=n, low=0.0, high=float(n), noise=1.0,
-                        noise_kind="uniform", seed=1)
+  rater = ScriptedRater(
+    num_classes=n,
+    low=0.0,
+    high=float(n),
+    noise=1.0,
+    noise_kind="uniform",
+    seed=1,
+  )
   returns = _uniform_returns(n, 3000)
   true = rater.true_labels(returns)
   got = _rate(rater, returns).labels
@@ -110,8 +123,14 @@ def test_uniform_noise_one_never_true_label_and_covers_others(n):
 
 def test_neighbour_noise_moves_by_exactly_one_and_inward_at_edges():
   n = 5
-  rater = ScriptedRater(num_classes=n, low=0.0, high=float(n), noise=1.0,
-                        noise_kind="neighbour", seed=2)
+  rater = ScriptedRater(
+    num_classes=n,
+    low=0.0,
+    high=float(n),
+    noise=1.0,
+    noise_kind="neighbour",
+    seed=2,
+  )
   returns = _uniform_returns(n, 2000)
   true = rater.true_labels(returns)
   got = _rate(rater, returns).labels
@@ -126,17 +145,20 @@ def test_neighbour_noise_moves_by_exactly_one_and_inward_at_edges():
 
 
 def test_neighbour_noise_two_classes_swaps():
-  rater = ScriptedRater(num_classes=2, low=0.0, high=2.0, noise=1.0,
-                        noise_kind="neighbour", seed=0)
-  np.testing.assert_array_equal(_rate(rater, [0.5, 1.5, 0.1, 1.9]).labels,
-                                [1, 0, 1, 0])
+  rater = ScriptedRater(
+    num_classes=2, low=0.0, high=2.0, noise=1.0, noise_kind="neighbour", seed=0
+  )
+  np.testing.assert_array_equal(
+    _rate(rater, [0.5, 1.5, 0.1, 1.9]).labels, [1, 0, 1, 0]
+  )
 
 
 @pytest.mark.parametrize("kind", ["uniform", "neighbour"])
 def test_flip_rate_matches_noise(kind):
   n = 3
-  rater = ScriptedRater(num_classes=n, low=0.0, high=3.0, noise=0.2,
-                        noise_kind=kind, seed=7)
+  rater = ScriptedRater(
+    num_classes=n, low=0.0, high=3.0, noise=0.2, noise_kind=kind, seed=7
+  )
   returns = np.random.default_rng(1).uniform(0.0, 3.0, size=20_000)
   true = rater.true_labels(returns)
   got = _rate(rater, returns).labels
@@ -146,8 +168,9 @@ def test_flip_rate_matches_noise(kind):
 
 def test_same_seed_same_labels_different_seed_differs():
   returns = np.random.default_rng(0).uniform(0.0, 3.0, size=500)
-  make = lambda seed: ScriptedRater(num_classes=3, low=0.0, high=3.0,
-                                    noise=0.5, seed=seed)
+  make = lambda seed: ScriptedRater(
+    num_classes=3, low=0.0, high=3.0, noise=0.5, seed=seed
+  )
   a, b, c = make(11), make(11), make(12)
   for _ in range(2):  # also the second call of each stream matches
     la, lb, lc = (_rate(r, returns).labels for r in (a, b, c))
@@ -156,6 +179,7 @@ def test_same_seed_same_labels_different_seed_differs():
 
 
 # --- boundary (perception) noise -------------------------------------------
+
 
 def test_boundary_sigma_hand_check_two_classes():
   # n = 2 over [0, 1]: one boundary at 0.5; a return at distance d from it
@@ -188,8 +212,9 @@ def test_boundary_flip_rate_formula_matches_a_grid(n, s):
 @pytest.mark.parametrize("n", [2, 3, 4])
 @pytest.mark.parametrize("noise", [0.1, 0.2])
 def test_boundary_empirical_flip_rate_is_noise(n, noise):
-  rater = ScriptedRater(n, -1.0, 2.0, noise=noise, noise_kind="boundary",
-                        seed=n)
+  rater = ScriptedRater(
+    n, -1.0, 2.0, noise=noise, noise_kind="boundary", seed=n
+  )
   returns = _spread(-1.0, 2.0, 200_000)
   got = _rate(rater, returns).labels
   rate = np.mean(got != rater.true_labels(returns))
@@ -207,7 +232,8 @@ def test_boundary_errors_lie_near_boundaries_and_in_neighbours():
   got = _rate(rater, returns).labels
   flips = got != true
   far = np.min(np.abs(returns[:, None] - np.array([1.0, 2.0])), axis=1) > (
-      2 * rater.sigma)
+    2 * rater.sigma
+  )
   assert 0.1 < np.mean(far) < 0.2
   assert np.mean(flips[far]) < 0.03
   assert np.mean(far[flips]) < 0.03
@@ -215,8 +241,7 @@ def test_boundary_errors_lie_near_boundaries_and_in_neighbours():
   assert np.sum(bad_good) / np.sum(flips) < 0.01
 
 
-@pytest.mark.parametrize("n,noise", [(2, 0.5), (2, 0.7), (3, 0.7),
-                                     (4, 0.75)])
+@pytest.mark.parametrize("n,noise", [(2, 0.5), (2, 0.7), (3, 0.7), (4, 0.75)])
 def test_boundary_noise_beyond_reach_names_the_value(n, noise):
   # As sigma -> infinity the rate tends to 1 - 1/n and is never reached.
   with pytest.raises(ValueError, match=re.escape(f"noise={noise}")):
@@ -229,8 +254,9 @@ def test_boundary_noise_close_to_the_limit_is_reachable():
   assert scripted.boundary_flip_rate(rater.sigma, 3) == pytest.approx(0.66)
 
 
-@pytest.mark.parametrize("k,phi_k", [(-1.0, 0.1587), (0.5, 0.6915),
-                                     (1.0, 0.8413), (2.0, 0.9772)])
+@pytest.mark.parametrize(
+  "k,phi_k", [(-1.0, 0.1587), (0.5, 0.6915), (1.0, 0.8413), (2.0, 0.9772)]
+)
 def test_boundary_preferences_follow_phi_of_the_difference(k, phi_k):
   # P(label = 1) = Phi((r1 - r0) / (sigma sqrt 2)); r1 - r0 = k sigma sqrt 2.
   rater = ScriptedRater(2, 0.0, 1.0, noise=0.2, noise_kind="boundary", seed=5)
@@ -252,11 +278,13 @@ def test_other_kinds_flip_preferences_with_probability_noise(kind):
 
 # --- preference ties --------------------------------------------------------
 
+
 def test_tie_tolerance_leaves_close_pairs_unanswered():
   # Range [0, 10], tolerance 0.1: pairs within 1.0 of each other are ties.
   rater = ScriptedRater(2, 0.0, 10.0, tie_tolerance=0.1)
-  got = _prefer(rater, [0.0, 0.0, 5.0, 5.0, 2.0, 7.0],
-                [1.0, 1.01, 4.5, 3.0, 2.0, 9.5])
+  got = _prefer(
+    rater, [0.0, 0.0, 5.0, 5.0, 2.0, 7.0], [1.0, 1.01, 4.5, 3.0, 2.0, 9.5]
+  )
   np.testing.assert_array_equal(got.answered, [0, 1, 0, 1, 0, 1])
   np.testing.assert_array_equal(got.labels, [-1, 1, -1, 0, -1, 1])
 
@@ -269,8 +297,9 @@ def test_default_tie_tolerance_drops_exact_ties_only():
 
 
 def test_boundary_ties_are_judged_on_true_returns():
-  rater = ScriptedRater(3, 0.0, 3.0, noise=0.2, noise_kind="boundary",
-                        tie_tolerance=0.05, seed=1)
+  rater = ScriptedRater(
+    3, 0.0, 3.0, noise=0.2, noise_kind="boundary", tie_tolerance=0.05, seed=1
+  )
   r0 = np.zeros(4000)
   r1 = np.tile([0.15, 0.16], 2000)  # tolerance: 0.05 * 3 = 0.15
   got = _prefer(rater, r0, r1)
@@ -287,38 +316,50 @@ def test_prefer_needs_matching_batches():
 
 # --- checkpoints -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["uniform", "boundary"])
 def test_state_dict_round_trips_the_rng(kind):
   rater = ScriptedRater(3, 0.0, 3.0, noise=0.3, noise_kind=kind, seed=9)
   returns = _spread(0.0, 3.0, 300)
   _rate(rater, returns)
   state = rater.state_dict()
-  first = (_rate(rater, returns).labels,
-           _prefer(rater, returns, returns[::-1]).labels)
+  first = (
+    _rate(rater, returns).labels,
+    _prefer(rater, returns, returns[::-1]).labels,
+  )
   other = ScriptedRater(3, 0.0, 3.0, noise=0.3, noise_kind=kind, seed=0)
   other.load_state_dict(state)
-  second = (_rate(other, returns).labels,
-            _prefer(other, returns, returns[::-1]).labels)
+  second = (
+    _rate(other, returns).labels,
+    _prefer(other, returns, returns[::-1]).labels,
+  )
   for a, b in zip(first, second):
     np.testing.assert_array_equal(a, b)
 
 
-# --- bad arguments -------------------------------------------------------------
+# --- bad arguments ------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, fragment", [
+
+@pytest.mark.parametrize(
+  "kwargs, fragment",
+  [
     (dict(num_classes=1, low=0.0, high=1.0), "num_classes=1"),
     (dict(num_classes=0, low=0.0, high=1.0), "num_classes=0"),
     (dict(num_classes=2, low=2.0, high=2.0), "low=2.0 high=2.0"),
     (dict(num_classes=2, low=3.0, high=1.0), "low=3.0 high=1.0"),
     (dict(num_classes=2, low=0.0, high=1.0, noise=1.5), "noise=1.5"),
     (dict(num_classes=2, low=0.0, high=1.0, noise=-0.1), "noise=-0.1"),
-    (dict(num_classes=2, low=0.0, high=1.0, noise_kind="x"),
-     "noise_kind='x'"),
-    (dict(num_classes=2, low=0.0, high=1.0, tie_tolerance=1.0),
-     "tie_tolerance=1.0"),
-    (dict(num_classes=2, low=0.0, high=1.0, tie_tolerance=-0.1),
-     "tie_tolerance=-0.1"),
-])
+    (dict(num_classes=2, low=0.0, high=1.0, noise_kind="x"), "noise_kind='x'"),
+    (
+      dict(num_classes=2, low=0.0, high=1.0, tie_tolerance=1.0),
+      "tie_tolerance=1.0",
+    ),
+    (
+      dict(num_classes=2, low=0.0, high=1.0, tie_tolerance=-0.1),
+      "tie_tolerance=-0.1",
+    ),
+  ],
+)
 def test_bad_arguments_raise_naming_the_value(kwargs, fragment):
   with pytest.raises(ValueError, match=re.escape(fragment)):
     ScriptedRater(**kwargs)
@@ -333,13 +374,16 @@ def test_non_finite_return_raises_naming_the_value(bad):
     rater.true_labels([bad])
 
 
-# --- base data types -------------------------------------------------------------
+# --- base data types ----------------------------------------------------------
+
 
 def test_queries_len_and_ratings_counts():
   q = Queries(true_return=np.zeros(7))
   assert len(q) == 7 and q.frames is None
-  r = Ratings(labels=np.array([1, -1, 0, -1]),
-              answered=np.array([True, False, True, False]))
+  r = Ratings(
+    labels=np.array([1, -1, 0, -1]),
+    answered=np.array([True, False, True, False]),
+  )
   assert r.num_answered == 2 and r.num_dropped == 2
 
 

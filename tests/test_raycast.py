@@ -19,19 +19,20 @@ def _mask(frames: np.ndarray, colour: str) -> np.ndarray:
   return (r > b + 0.25) & (g > b)  # orange
 
 
-@pytest.mark.parametrize("task,colour", [("reacher", "blue"),
-                                         ("CartpoleSwingup", "orange")])
+@pytest.mark.parametrize(
+  "task,colour", [("reacher", "blue"), ("CartpoleSwingup", "orange")]
+)
 def test_same_geometry_as_the_opengl_frames(task, colour):
   """reacher's free camera and CartpoleSwingup's model camera: the arm /
   cart-pole pixels overlap those of erljax.render's frames (measured IoU
   0.85 and 0.78 over 16 random poses; flat shading vs lit geoms)."""
   caster = raycast.RayCaster(task, 64, 64)
   with render.FrameRenderer(task, 64, 64) as renderer:
-    poses = render.random_poses(renderer.model, 16,
-                                np.random.default_rng(1))
+    poses = render.random_poses(renderer.model, 16, np.random.default_rng(1))
     want = _mask(renderer.render(poses), colour)
-  got = _mask(np.asarray(jax.jit(caster)(jnp.asarray(poses, jnp.float32))),
-              colour)
+  got = _mask(
+    np.asarray(jax.jit(caster)(jnp.asarray(poses, jnp.float32))), colour
+  )
   assert want.sum() > 100
   iou = (got & want).sum() / (got | want).sum()
   assert iou > 0.65, iou
@@ -39,9 +40,12 @@ def test_same_geometry_as_the_opengl_frames(task, colour):
 
 def test_any_leading_shape_and_vmap():
   caster = raycast.RayCaster("reacher", 48, 40, batch_size=4)
-  poses = jnp.asarray(render.random_poses(
-      render.task_model("reacher"), 6, np.random.default_rng(0)),
-                      jnp.float32).reshape(2, 3, -1)
+  poses = jnp.asarray(
+    render.random_poses(
+      render.task_model("reacher"), 6, np.random.default_rng(0)
+    ),
+    jnp.float32,
+  ).reshape(2, 3, -1)
   frames = jax.jit(caster)(poses)
   assert frames.shape == (2, 3, 48, 40, 3) and frames.dtype == jnp.uint8
   per_row = jax.jit(jax.vmap(caster))(poses)
@@ -56,7 +60,8 @@ def test_mocap_positions_in_the_pose_move_the_target():
   3 * nmocap numbers must reach the picture."""
   caster = raycast.RayCaster("ReacherEasy", 48, 48)
   assert caster.nmocap >= 1 and caster.pose_size == caster.nq + 3 * (
-      caster.nmocap)
+    caster.nmocap
+  )
   model = render.task_model("ReacherEasy")
   qpos = np.asarray(model.qpos0, np.float32)
   near = np.concatenate([qpos, np.tile([0.1, 0.1, 0.01], caster.nmocap)])
@@ -76,8 +81,9 @@ def test_bad_pose_and_camera_are_named():
 
 
 def test_free_camera_frame_is_orthonormal_and_looks_at_the_point():
-  cam = tasks.FreeCamera(lookat=(0.1, -0.2, 0.3), distance=2.0, azimuth=30.0,
-                        elevation=-60.0)
+  cam = tasks.FreeCamera(
+    lookat=(0.1, -0.2, 0.3), distance=2.0, azimuth=30.0, elevation=-60.0
+  )
   pos, forward, up = raycast.free_camera_frame(cam)
   np.testing.assert_allclose(np.linalg.norm(forward), 1.0, atol=1e-12)
   np.testing.assert_allclose(np.linalg.norm(up), 1.0, atol=1e-12)
@@ -90,7 +96,8 @@ def test_textured_material_gets_its_texture_mean():
   """CartpoleSwingup's floor is a textured grid: drawn in its mean shade
   (dark blue), not the material's white."""
   model = render.task_model("CartpoleSwingup")
-  floor = [i for i in range(model.ngeom)
-           if model.geom_type[i] == 0][0]  # the plane
+  floor = [i for i in range(model.ngeom) if model.geom_type[i] == 0][
+    0
+  ]  # the plane
   rgb = raycast.geom_colours(model)[floor]
   assert rgb.max() < 0.6 and rgb[2] >= rgb[0]

@@ -1,4 +1,5 @@
 """experiments/refit_ratings.py on the checkpoint of a tiny rated run."""
+
 import json
 import os
 import sys
@@ -9,8 +10,10 @@ import pytest
 from erljax import runner
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "experiments"))
+sys.path.insert(
+  0,
+  os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments"),
+)
 # pylint: disable=wrong-import-position
 import refit_ratings  # noqa: E402
 from test_trainer import learned_config  # noqa: E402
@@ -37,12 +40,22 @@ def test_noise_free_labels_are_the_stored_ones(run_dir):
 
 
 def test_refit_writes_one_row_per_noise_and_variant(run_dir, tmp_path):
-  out = refit_ratings.main([run_dir, "--noise=0,0.3", "--epochs=2",
-                            "--variants=erlvlm,rbrl",
-                            f"--out={tmp_path / 'refit'}"])
+  out = refit_ratings.main(
+    [
+      run_dir,
+      "--noise=0,0.3",
+      "--epochs=2",
+      "--variants=erlvlm,rbrl",
+      f"--out={tmp_path / 'refit'}",
+    ]
+  )
   rows = [(r["noise"], r["variant"]) for r in out["results"]]
-  assert rows == [(0.0, "erlvlm"), (0.0, "rbrl"), (0.3, "erlvlm"),
-                  (0.3, "rbrl")]
+  assert rows == [
+    (0.0, "erlvlm"),
+    (0.0, "rbrl"),
+    (0.3, "erlvlm"),
+    (0.3, "rbrl"),
+  ]
   for r in out["results"]:
     assert len(r["corr"]) == 2 and np.all(np.isfinite(r["corr"]))
   saved = json.loads((tmp_path / "refit.json").read_text())
@@ -54,6 +67,7 @@ def test_refit_rejects_a_run_on_the_env_reward(tmp_path):
   d = tmp_path / "sac"
   d.mkdir()
   from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
+
   (d / "config.json").write_text(config_lib.default().to_json_best_effort())
   with pytest.raises(ValueError, match="reward.source='env'"):
     refit_ratings.load(str(d))

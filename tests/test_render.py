@@ -4,8 +4,14 @@ import pytest
 
 from erljax import envs, render
 
-TASKS = ("reacher", "pusher", "CartpoleSwingup", "FingerSpin", "ReacherEasy",
-         "WalkerWalk")
+TASKS = (
+  "reacher",
+  "pusher",
+  "CartpoleSwingup",
+  "FingerSpin",
+  "ReacherEasy",
+  "WalkerWalk",
+)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -28,7 +34,7 @@ def test_vec_env_pose_places_the_mocap_target():
   qpos, pose = np.asarray(env.qpos(state)), np.asarray(env.pose(state))
   assert qpos.shape == (2, env.nq) and pose.shape == (2, env.pose_size)
   assert env.pose_size == env.nq + 3
-  np.testing.assert_array_equal(pose[:, :env.nq], qpos)
+  np.testing.assert_array_equal(pose[:, : env.nq], qpos)
   with render.FrameRenderer("ReacherEasy", 64, 64) as r:
     with_target, without = r.render(pose), r.render(qpos)
   # The target (random per episode) moves away from the model's default.

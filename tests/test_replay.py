@@ -9,10 +9,14 @@ from erljax.replay import Transition
 
 def _batch(start, n, obs=3, act=2):
   v = jnp.arange(start, start + n, dtype=jnp.float32)
-  return Transition(obs=jnp.tile(v[:, None], (1, obs)),
-                    action=jnp.tile(v[:, None], (1, act)), reward=v,
-                    true_reward=-v, discount=jnp.ones((n,)),
-                    next_obs=jnp.tile(v[:, None] + 0.5, (1, obs)))
+  return Transition(
+    obs=jnp.tile(v[:, None], (1, obs)),
+    action=jnp.tile(v[:, None], (1, act)),
+    reward=v,
+    true_reward=-v,
+    discount=jnp.ones((n,)),
+    next_obs=jnp.tile(v[:, None] + 0.5, (1, obs)),
+  )
 
 
 def _empty(cap):
@@ -74,42 +78,51 @@ def test_relabel_rewrites_filled_items_in_chunks():
 
 def _counting_relabel(buf, chunk_size):
   """relabel with a reward that counts its calls: (new buffer, calls)."""
+
   def fn(b):
     def reward_fn(chunk):
       return 2.0 * chunk.obs[:, 0] + 1.0
+
     calls = []
+
     def counted(chunk):
       r = reward_fn(chunk)
       jax.debug.callback(lambda: calls.append(1))
       return r
+
     return replay.relabel(b, counted, chunk_size), calls
+
   new, calls = fn(buf)
   jax.effects_barrier()
   return new, len(calls)
 
 
-@pytest.mark.parametrize("cap,size,chunk,expected_calls", [
-    (100, 5, 10, 1),     # 5 of 100 filled: one chunk, not ten
+@pytest.mark.parametrize(
+  "cap,size,chunk,expected_calls",
+  [
+    (100, 5, 10, 1),  # 5 of 100 filled: one chunk, not ten
     (100, 21, 10, 3),
-    (25, 25, 10, 3),     # last chunk moved back to end at 25
+    (25, 25, 10, 3),  # last chunk moved back to end at 25
     (7, 6, 3, 2),
-    (4, 4, 10, 1),       # chunk larger than the buffer
-])
-def test_relabel_visits_only_the_filled_part(cap, size, chunk,
-                                             expected_calls):
+    (4, 4, 10, 1),  # chunk larger than the buffer
+  ],
+)
+def test_relabel_visits_only_the_filled_part(cap, size, chunk, expected_calls):
   buf = replay.add(_empty(cap), _batch(0, size))
   new, calls = _counting_relabel(buf, chunk)
   assert calls == expected_calls
-  np.testing.assert_allclose(new.data.reward[:size],
-                             2.0 * np.arange(size) + 1.0)
+  np.testing.assert_allclose(
+    new.data.reward[:size], 2.0 * np.arange(size) + 1.0
+  )
   np.testing.assert_allclose(new.data.reward[size:], 0.0)
 
 
 def test_relabel_under_vmap_with_different_sizes():
   bufs = [replay.add(_empty(12), _batch(0, n)) for n in (3, 12)]
   stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *bufs)
-  new = jax.jit(jax.vmap(lambda b: replay.relabel(
-      b, lambda t: 2.0 * t.obs[:, 0] + 1.0, 5)))(stacked)
+  new = jax.jit(
+    jax.vmap(lambda b: replay.relabel(b, lambda t: 2.0 * t.obs[:, 0] + 1.0, 5))
+  )(stacked)
   np.testing.assert_allclose(new.data.reward[0, :3], [1.0, 3.0, 5.0])
   np.testing.assert_allclose(new.data.reward[0, 3:], 0.0)
   np.testing.assert_allclose(new.data.reward[1], 2.0 * np.arange(12) + 1.0)
@@ -118,5 +131,6 @@ def test_relabel_under_vmap_with_different_sizes():
 def test_relabel_is_jittable():
   buf = replay.add(_empty(8), _batch(0, 8))
   new = jax.jit(lambda b: replay.relabel(b, lambda t: t.reward * 0 + 7.0, 4))(
-      buf)
+    buf
+  )
   np.testing.assert_allclose(new.data.reward, 7.0)

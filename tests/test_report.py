@@ -1,18 +1,21 @@
 """IQM, stratified bootstrap and the one-command aggregate report."""
+
 import csv
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import scipy.stats
 
 from erljax import config as config_lib
 from erljax import metrics_writer
 from erljax import stats
 
-AGGREGATE = os.path.join(os.path.dirname(__file__), "..", "experiments",
-                         "aggregate.py")
+AGGREGATE = os.path.join(
+  os.path.dirname(__file__), "..", "experiments", "aggregate.py"
+)
 
 
 def test_iqm_hand_computed():
@@ -31,8 +34,7 @@ def test_iqm_hand_computed():
 def test_stratified_bootstrap_hand_computed():
   # Two runs 0 and 1: resampled means are 0, .5, 1 with probability
   # 1/4, 1/2, 1/4, so the 95% percentile interval is [0, 1].
-  point, lo, hi = stats.stratified_bootstrap(np.array([0.0, 1.0]),
-                                             stats.mean)
+  point, lo, hi = stats.stratified_bootstrap(np.array([0.0, 1.0]), stats.mean)
   assert (point, lo, hi) == (0.5, 0.0, 1.0)
   # Stratified: every replicate keeps two runs of each task, so the mean
   # of task 0 in {0, 1} and task 1 in {10, 11} stays within [5, 6].
@@ -50,8 +52,8 @@ def test_bootstrap_band_and_normalize():
   np.testing.assert_array_equal(lo, [0.0, 1.0, 2.0])
   np.testing.assert_array_equal(hi, [0.0, 3.0, 2.0])
   np.testing.assert_allclose(
-      stats.min_max_normalize([[1.0, 5.0]], [0.0, 5.0], [2.0, 5.0]),
-      [[0.5, 0.0]])
+    stats.min_max_normalize([[1.0, 5.0]], [0.0, 5.0], [2.0, 5.0]), [[0.5, 0.0]]
+  )
 
 
 def fake_run(workdir, task, seed, num_seeds, method, returns):
@@ -67,13 +69,26 @@ def fake_run(workdir, task, seed, num_seeds, method, returns):
   w = metrics_writer.MetricsWriter(str(workdir), seeds, tensorboard=False)
   for t, r in enumerate(returns):
     if method != "sac" and t:
-      w.write({"kind": "feedback", "env_steps": 100 * t, "session": t,
-               "queries_sent": 10 * t, "seconds": 0.1,
-               "label_accuracy": [0.5 + 0.1 * t] * num_seeds,
-               "reward_corr": [0.2 * t] * num_seeds})
-    w.write({"kind": "eval", "env_steps": 100 * t,
-             "eval_return_per_seed": list(r), "eval_return": float(np.mean(r)),
-             "eval_success_per_seed": [float(v > 1) for v in r]})
+      w.write(
+        {
+          "kind": "feedback",
+          "env_steps": 100 * t,
+          "session": t,
+          "queries_sent": 10 * t,
+          "seconds": 0.1,
+          "label_accuracy": [0.5 + 0.1 * t] * num_seeds,
+          "reward_corr": [0.2 * t] * num_seeds,
+        }
+      )
+    w.write(
+      {
+        "kind": "eval",
+        "env_steps": 100 * t,
+        "eval_return_per_seed": list(r),
+        "eval_return": float(np.mean(r)),
+        "eval_success_per_seed": [float(v > 1) for v in r],
+      }
+    )
   w.close()
 
 
@@ -81,12 +96,19 @@ def test_aggregate_one_command(tmp_path):
   fake_run(tmp_path / "a", "reacher", 0, 2, "sac", [[0, 0], [1, 3]])
   fake_run(tmp_path / "b", "reacher", 2, 1, "sac", [[0], [2]])
   fake_run(tmp_path / "c", "reacher", 0, 2, "erlvlm", [[0, 0], [0, 1]])
-  fake_run(tmp_path / "d", "CartpoleSwingup", 0, 2, "erlvlm",
-           [[0, 0], [5, 7]])
+  fake_run(tmp_path / "d", "CartpoleSwingup", 0, 2, "erlvlm", [[0, 0], [5, 7]])
   out = tmp_path / "report" / "study"
-  subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
-                  *(str(tmp_path / d) for d in "abcd")], check=True,
-                 capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      AGGREGATE,
+      "--out",
+      str(out),
+      *(str(tmp_path / d) for d in "abcd"),
+    ],
+    check=True,
+    capture_output=True,
+  )
   md = open(f"{out}.md").read()
   # Pooled sac on reacher: seeds 0, 1 (run a) and 2 (run b): final 1, 3, 2.
   assert "| reacher | sac | 3 | 100 | 2.000 |" in md
@@ -109,10 +131,22 @@ def test_aggregate_reference_gain(tmp_path):
   fake_run(tmp_path / "a", "reacher", 0, 2, "sac", [[0, 0], [1, 3]])
   fake_run(tmp_path / "c", "reacher", 0, 2, "erlvlm", [[0, 0], [0, 1]])
   out = tmp_path / "r"
-  subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
-                  "--reference", "sac", "--compare", "erlvlm",
-                  str(tmp_path / "a"), str(tmp_path / "c")], check=True,
-                 capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      AGGREGATE,
+      "--out",
+      str(out),
+      "--reference",
+      "sac",
+      "--compare",
+      "erlvlm",
+      str(tmp_path / "a"),
+      str(tmp_path / "c"),
+    ],
+    check=True,
+    capture_output=True,
+  )
   md = open(f"{out}.md").read()
   assert "| 0.20 | 0.25 |" in md  # erlvlm: corr 0.20, (0.5 - 0) / (2 - 0)
   assert "| - | - | - | 1.00 |" in md
@@ -121,16 +155,38 @@ def test_aggregate_reference_gain(tmp_path):
   assert "| erlvlm | 2 | 0.25 |" in md and "| sac | 2 | 1.00 |" in md
   # P(erlvlm > sac): finals (0, 1) vs (1, 3): one tie of four pairs.
   assert "| erlvlm | sac | 0.12 |" in md
-  bad = subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
-                        "--compare", "ERL", str(tmp_path / "a")],
-                       capture_output=True, text=True)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      AGGREGATE,
+      "--out",
+      str(out),
+      "--compare",
+      "ERL",
+      str(tmp_path / "a"),
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode != 0 and "--compare='ERL' names no method" in (
-      bad.stderr)
-  bad = subprocess.run([sys.executable, AGGREGATE, "--out", str(out),
-                        "--reference", "SAC", str(tmp_path / "a")],
-                       capture_output=True, text=True)
+    bad.stderr
+  )
+  bad = subprocess.run(
+    [
+      sys.executable,
+      AGGREGATE,
+      "--out",
+      str(out),
+      "--reference",
+      "SAC",
+      str(tmp_path / "a"),
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode != 0 and "--reference='SAC' names no method" in (
-      bad.stderr)
+    bad.stderr
+  )
 
 
 def test_aggregate_needs_eval_records(tmp_path):
@@ -138,9 +194,17 @@ def test_aggregate_needs_eval_records(tmp_path):
   with open(tmp_path / "empty" / "config.json", "w") as f:
     f.write(config_lib.default().to_json_best_effort())
   open(tmp_path / "empty" / "metrics.jsonl", "w").close()
-  res = subprocess.run([sys.executable, AGGREGATE, "--out",
-                        str(tmp_path / "r"), str(tmp_path / "empty")],
-                       capture_output=True, text=True)
+  res = subprocess.run(
+    [
+      sys.executable,
+      AGGREGATE,
+      "--out",
+      str(tmp_path / "r"),
+      str(tmp_path / "empty"),
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert res.returncode != 0 and "no evaluation records" in res.stderr
 
 
@@ -160,4 +224,22 @@ def test_probability_of_improvement_by_hand():
   assert point == 0.5 and lo <= 0.5 <= hi and lo < hi
   # A clear winner: the interval is a point at 1.
   assert stats.probability_of_improvement_ci(z + 100, z, reps=50) == (
-      1.0, 1.0, 1.0)
+    1.0,
+    1.0,
+    1.0,
+  )
+
+
+def test_nested_bootstrap_mean():
+  x = np.array([[1.0, 3.0], [5.0, 7.0]])
+  mean, lo, hi = stats.nested_bootstrap_mean(x, reps=4000)
+  assert mean == 4.0
+  # Resampled means lie in [1, 7]; seeds differ far more than episodes.
+  assert 1.0 <= lo < 3.0 and 5.0 < hi <= 7.0
+  # One seed, one episode: no interval.
+  assert stats.nested_bootstrap_mean(np.array([[2.0]])) == (2.0, 2.0, 2.0)
+  # One seed: a bootstrap over its episodes only.
+  _, lo, hi = stats.nested_bootstrap_mean(np.array([[0.0, 10.0]]), reps=4000)
+  assert lo == 0.0 and hi == 10.0
+  with pytest.raises(ValueError, match="shape"):
+    stats.nested_bootstrap_mean(np.array([1.0, np.nan]))

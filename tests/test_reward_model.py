@@ -1,5 +1,6 @@
 """Reward ensembles (reward_model.py): shapes, ranges, member independence,
 the reference CNN's flatten size, and argument checks."""
+
 import re
 
 import jax
@@ -15,8 +16,10 @@ from erljax.reward_model import RewardModel
 
 def _mlp_inputs(b=16, o=4, a=2, seed=0):
   rng = np.random.default_rng(seed)
-  return (jnp.asarray(rng.normal(size=(b, o)) * 3.0, jnp.float32),
-          jnp.asarray(rng.uniform(-1, 1, size=(b, a)), jnp.float32))
+  return (
+    jnp.asarray(rng.normal(size=(b, o)) * 3.0, jnp.float32),
+    jnp.asarray(rng.uniform(-1, 1, size=(b, a)), jnp.float32),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +44,9 @@ def test_mlp_ensemble_shapes_range_and_distinct_members(mlp3):
   for i in range(3):
     for j in range(i + 1, 3):
       assert not np.allclose(r[i], r[j], atol=1e-4)
-      assert not np.allclose(kernels["Dense_0"]["kernel"][i],
-                             kernels["Dense_0"]["kernel"][j])
+      assert not np.allclose(
+        kernels["Dense_0"]["kernel"][i], kernels["Dense_0"]["kernel"][j]
+      )
 
 
 def test_reward_is_mean_of_members(mlp3):
@@ -50,8 +54,9 @@ def test_reward_is_mean_of_members(mlp3):
   members = model.members(params, obs, act)
   r = model.reward(params, obs, act)
   assert r.shape == (16,)
-  np.testing.assert_allclose(r, np.mean(np.asarray(members), 0), rtol=1e-6,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+    r, np.mean(np.asarray(members), 0), rtol=1e-6, atol=1e-7
+  )
 
 
 def test_ensemble_of_one():
@@ -72,8 +77,11 @@ def test_cnn_reference_flatten_size_and_output_shape():
   p = params["params"]["member"]
   assert p["Dense_0"]["kernel"].shape == (2, 8192, 1)
   assert [p[f"PatchConv_{i}"]["kernel"].shape for i in range(4)] == [
-      (2, 5, 5, 3, 16), (2, 3, 3, 16, 32), (2, 3, 3, 32, 64),
-      (2, 3, 3, 64, 128)]
+    (2, 5, 5, 3, 16),
+    (2, 3, 3, 16, 32),
+    (2, 3, 3, 32, 64),
+    (2, 3, 3, 64, 128),
+  ]
   members = model.members
   r = np.asarray(members(params, frames))
   assert r.shape == (2, 3)
@@ -83,8 +91,9 @@ def test_cnn_reference_flatten_size_and_output_shape():
   # scales by 1/255 itself).
   r_float = np.asarray(members(params, frames.astype(jnp.float32)))
   np.testing.assert_allclose(r, r_float, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(model.reward(params, frames), r.mean(0),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    model.reward(params, frames), r.mean(0), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("kind", ["transformer", "MLP", ""])
@@ -106,8 +115,9 @@ def test_patch_conv_equals_flax_conv(kernel, stride):
   conv = nn.Conv(6, (kernel, kernel), (stride, stride), padding="VALID")
   params = conv.init(jax.random.PRNGKey(1), x)
   params = jax.tree_util.tree_map(
-      lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
-      params)  # a non-zero bias too
+    lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+    params,
+  )  # a non-zero bias too
   want = conv.apply(params, x)
   got = reward_model.PatchConv(6, kernel, stride).apply(params, x)
   assert got.shape == want.shape
@@ -117,11 +127,14 @@ def test_patch_conv_equals_flax_conv(kernel, stride):
 def test_cnn_min_frame_size_is_the_smallest_that_fits():
   cnn = reward_model.ImageCNN()
   assert cnn.min_frame_size == 47
+
   def flat_features(size):
-    params = cnn.init(jax.random.PRNGKey(0),
-                      jnp.zeros((1, size, size, 3), jnp.uint8))
+    params = cnn.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.uint8)
+    )
     return params["params"]["Dense_0"]["kernel"].shape[0]
-  assert flat_features(47) == 128   # 1 x 1 x 128 after the last conv
+
+  assert flat_features(47) == 128  # 1 x 1 x 128 after the last conv
   assert flat_features(64) == 128
   with pytest.raises(ValueError, match=r"\(1, 46, 46, 3\).*at least 47x47"):
     flat_features(46)

@@ -23,8 +23,7 @@ def frames():
   with render.FrameRenderer("reacher", 96, 96) as r:
     # qpos: joint0, joint1, target_x, target_y; arm straight along +x puts
     # the tip at x = 0.21.
-    return r.render(np.array([[0.0, 0.0, 0.21, 0.0],
-                              [0.0, 0.0, -0.2, -0.2]]))
+    return r.render(np.array([[0.0, 0.0, 0.21, 0.0], [0.0, 0.0, -0.2, -0.2]]))
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +36,13 @@ def url():
 
 def ask(url, *images, text="Rate the image.", **extra):
   parts = [{"type": "text", "text": text}] + [
-      {"type": "image_url", "image_url": {"url": data_url(f)}}
-      for f in images]
-  body = {"model": "m", "messages": [{"role": "user", "content": parts}],
-          **extra}
+    {"type": "image_url", "image_url": {"url": data_url(f)}} for f in images
+  ]
+  body = {
+    "model": "m",
+    "messages": [{"role": "user", "content": parts}],
+    **extra,
+  }
   return requests.post(url + "/v1/chat/completions", json=body, timeout=30)
 
 
@@ -57,9 +59,17 @@ def test_rates_one_image_with_a_class_name(url, frames):
 
 
 def test_json_schema_and_vllm_choice(url, frames):
-  schema = {"type": "json_schema", "json_schema": {"name": "r", "schema": {
-      "type": "object", "required": ["rating"], "properties": {
-          "rating": {"enum": ["Bad", "Average", "Good"]}}}}}
+  schema = {
+    "type": "json_schema",
+    "json_schema": {
+      "name": "r",
+      "schema": {
+        "type": "object",
+        "required": ["rating"],
+        "properties": {"rating": {"enum": ["Bad", "Average", "Good"]}},
+      },
+    },
+  }
   got = ask(url, frames[0], response_format=schema)
   assert json.loads(content(got)) == {"rating": "Good"}
   got = ask(url, frames[1], structured_outputs={"choice": ["bad", "good"]})
@@ -75,14 +85,20 @@ def test_preference_and_text_only_second_stage(url, frames):
 
 
 def test_malformed_requests_get_400_with_a_reason(url, frames):
-  r = requests.post(url + "/v1/chat/completions", data=b"{not json",
-                    timeout=10)
+  r = requests.post(url + "/v1/chat/completions", data=b"{not json", timeout=10)
   assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
-  r = requests.post(url + "/chat/completions", json={"model": "m"},
-                    timeout=10)
+  r = requests.post(url + "/chat/completions", json={"model": "m"}, timeout=10)
   assert r.status_code == 400 and "'messages'" in r.json()["error"]["message"]
-  bad = {"messages": [{"role": "user", "content": [
-      {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}
+  bad = {
+    "messages": [
+      {
+        "role": "user",
+        "content": [
+          {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+        ],
+      }
+    ]
+  }
   r = requests.post(url + "/v1/chat/completions", json=bad, timeout=10)
   assert r.status_code == 400 and "data URL" in r.json()["error"]["message"]
   r = ask(url, frames[0], structured_outputs={"choice": ["yes", "no"]})
@@ -102,8 +118,10 @@ def test_latency_and_fail_rate(frames):
     srv.server_close()
   srv = serve.start(fail_rate=0.5, seed=1)
   try:
-    codes = [ask(f"http://127.0.0.1:{srv.port}", frames[0]).status_code
-             for _ in range(20)]
+    codes = [
+      ask(f"http://127.0.0.1:{srv.port}", frames[0]).status_code
+      for _ in range(20)
+    ]
   finally:
     srv.shutdown()
     srv.server_close()

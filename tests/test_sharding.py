@@ -1,4 +1,5 @@
 """Data-parallel layout: errors in-process, a 4-device run in a subprocess."""
+
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ def test_too_many_devices_names_the_value():
 def test_config_rejects_env_axis_that_does_not_split():
   c = config_lib.default()
   c.num_devices = 3
-  c.num_seeds = 2   # gcd 1: all 3 devices split the 8 envs, which fails
+  c.num_seeds = 2  # gcd 1: all 3 devices split the 8 envs, which fails
   with pytest.raises(config_lib.ConfigError, match="config.num_devices=3"):
     config_lib.validate(c)
   c.num_devices = 4  # seeds take 2 devices, envs split over the other 2
@@ -44,15 +45,21 @@ def test_config_rejects_env_axis_that_does_not_split():
 @pytest.fixture(scope="module")
 def probe():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=4").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run([sys.executable, _PROBE, "4"], env=env,
-                        capture_output=True, text=True, timeout=900,
-                        check=False)
+  proc = subprocess.run(
+    [sys.executable, _PROBE, "4"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("PROBE ")][-1]
-  return json.loads(line[len("PROBE "):])
+  line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")][-1]
+  return json.loads(line[len("PROBE ") :])
 
 
 @pytest.mark.parametrize("source", ["env", "learned"])
@@ -66,5 +73,6 @@ def test_four_devices_match_one(probe, source):
   assert got["env_steps"] == [96, 96]
   # Same computation partitioned differently: equal up to float reordering.
   assert got["max_param_diff"] < 1e-4
-  assert got["eval_return"] == pytest.approx(got["eval_return_sharded"],
-                                             abs=1e-3)
+  assert got["eval_return"] == pytest.approx(
+    got["eval_return_sharded"], abs=1e-3
+  )

@@ -10,6 +10,7 @@ of -51.7 (SAC on the true reward: -13.2): both learn and they tie. Reruns
 on another CPU can differ by a few points (XLA's code depends on the
 instruction set).
 """
+
 import json
 import os
 import subprocess
@@ -21,19 +22,30 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def final_returns(workdir):
-  recs = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  recs = [json.loads(ln) for ln in open(os.path.join(workdir, "metrics.jsonl"))]
   evals = [r for r in recs if r.get("kind") == "eval"]
   return np.array(evals[0]["eval_return_per_seed"]), np.array(
-      evals[-1]["eval_return_per_seed"])
+    evals[-1]["eval_return_per_seed"]
+  )
 
 
 @pytest.mark.slow
 def test_reacher_study_reproduces(tmp_path):
-  env = dict(os.environ, TASKS="reacher", NOISES="0.2",
-             METHODS="erlvlm rbrl", WITH_SAC="0", OUT=str(tmp_path / "runs"),
-             REPORT=str(tmp_path / "report"))
-  subprocess.run(["bash", os.path.join(ROOT, "experiments", "run_study.sh")],
-                 env=env, check=True, capture_output=True)
+  env = dict(
+    os.environ,
+    TASKS="reacher",
+    NOISES="0.2",
+    METHODS="erlvlm rbrl",
+    WITH_SAC="0",
+    OUT=str(tmp_path / "runs"),
+    REPORT=str(tmp_path / "report"),
+  )
+  subprocess.run(
+    ["bash", os.path.join(ROOT, "experiments", "run_study.sh")],
+    env=env,
+    check=True,
+    capture_output=True,
+  )
   start, erlvlm = final_returns(tmp_path / "runs/reacher/erlvlm_noise20")
   _, rbrl = final_returns(tmp_path / "runs/reacher/rbrl_noise20")
   assert erlvlm.shape == rbrl.shape == (5,)
@@ -41,6 +53,7 @@ def test_reacher_study_reproduces(tmp_path):
   assert erlvlm.mean() > start.mean() + 10.0
   assert rbrl.mean() > start.mean() + 10.0
   # The study's figures, within what a rerun on another CPU moves.
-  np.testing.assert_allclose([erlvlm.mean(), rbrl.mean()], [-25.0, -23.8],
-                             atol=5.0)
+  np.testing.assert_allclose(
+    [erlvlm.mean(), rbrl.mean()], [-25.0, -23.8], atol=5.0
+  )
   assert "| reacher | ERL-VLM 20% | 5 |" in (tmp_path / "report.md").read_text()

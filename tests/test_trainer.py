@@ -1,4 +1,5 @@
 """A short run of the whole training loop (tiny nets, few steps)."""
+
 import jax
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_run_history_and_logs(result):
     assert len(rec["eval_return_per_seed"]) == 2
     assert np.isfinite(rec["eval_return"])
     assert 0.0 <= rec["eval_success"] <= 1.0
-  assert any(l.startswith("step") for l in lines)
+  assert any(ln.startswith("step") for ln in lines)
   with open(f"{c.workdir}/metrics.jsonl") as f:
     assert len(f.readlines()) == 4
 
@@ -76,12 +77,15 @@ def test_seed_phase_leaves_agent_untouched():
   new, _ = jax.jit(trainer.train_chunk)(state)
   assert int(new.sac.steps) == 0
   assert int(new.buffer.size) == 40
-  for a, b in zip(jax.tree_util.tree_leaves(new.sac.actor_params),
-                  jax.tree_util.tree_leaves(state.sac.actor_params)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(new.sac.actor_params),
+    jax.tree_util.tree_leaves(state.sac.actor_params),
+  ):
     np.testing.assert_array_equal(a, b)
   # Stored rewards are the env rewards (reward source "env", scale 1).
-  np.testing.assert_array_equal(new.buffer.data.reward,
-                                new.buffer.data.true_reward)
+  np.testing.assert_array_equal(
+    new.buffer.data.reward, new.buffer.data.true_reward
+  )
 
 
 def learned_config(total_steps, num_seeds, **feedback):
@@ -117,8 +121,9 @@ def test_learned_reward_run_with_feedback_sessions():
   st = res.state
   # Buffer rewards are the learned reward (relabelled), not the env reward.
   filled = int(st.buffer.size[0])
-  assert not np.allclose(st.buffer.data.reward[0, :filled],
-                         st.buffer.data.true_reward[0, :filled])
+  assert not np.allclose(
+    st.buffer.data.reward[0, :filled], st.buffer.data.true_reward[0, :filled]
+  )
   # Reward parameters stay finite through training.
   for leaf in jax.tree_util.tree_leaves(st.reward_params):
     assert np.all(np.isfinite(leaf))
@@ -130,8 +135,9 @@ def test_no_session_at_the_end_and_none_before_the_first_reward():
   """Sessions are due at 40 (right after the seed phase: no pre-training,
   so the agent never trains on an untrained reward) and 80; none at 120,
   the end of training, whose labels would reach no policy."""
-  c = learned_config(120, 1, queries=6, warmup_updates=2, unsupervised=False,
-                     first_session=None)
+  c = learned_config(
+    120, 1, queries=6, warmup_updates=2, unsupervised=False, first_session=None
+  )
   assert c.seed_steps == 40
   res = runner.run(c, log=lambda _: None)
   assert [f["env_steps"] for f in res.feedback] == [40, 80]
@@ -155,8 +161,9 @@ def test_image_reward_model_run():
   filled = int(seed.buffer.size)
   data = jax.tree_util.tree_map(lambda a: a[:filled], seed.buffer.data)
   # The buffer holds the installed CNN's reward of each pose's frame.
-  want = trainer.reward.model.reward(seed.reward_params,
-                                     trainer.reward.caster(data.pose))
+  want = trainer.reward.model.reward(
+    seed.reward_params, trainer.reward.caster(data.pose)
+  )
   np.testing.assert_allclose(data.reward, want, rtol=1e-4, atol=1e-5)
   assert np.std(np.asarray(data.reward)) > 1e-4
   assert all(np.isfinite(f["reward_corr"]).all() for f in fb)
@@ -197,9 +204,15 @@ def test_segment_feedback_run():
   seed = jax.tree_util.tree_map(lambda a: a[0], res.state)
   env = trainer.env
   q = feedback_lib.sample_queries(
-      seed.buffer, jax.random.PRNGKey(0), 400, window=1000, segment_length=5,
-      num_envs=env.num_envs, episode_step=seed.env.t,
-      episode_length=env.episode_length)
+    seed.buffer,
+    jax.random.PRNGKey(0),
+    400,
+    window=1000,
+    segment_length=5,
+    num_envs=env.num_envs,
+    episode_step=seed.env.t,
+    episode_length=env.episode_length,
+  )
   assert q.obs.shape == (400, 1, 5, env.observation_size)
   # Each step starts where the one before ended: no reset inside a segment.
   np.testing.assert_array_equal(q.obs[:, :, 1:], q.next_obs[:, :, :-1])

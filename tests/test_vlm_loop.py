@@ -4,6 +4,7 @@ The openai backend (erljax.raters.openai) asks the in-process rating
 server (erljax.serve), which decides from the PNG pixels only; sessions run
 asynchronously, frames are rendered from the replayed poses.
 """
+
 import numpy as np
 import pytest
 
@@ -69,7 +70,7 @@ def test_ratings_come_over_http_and_are_stored(result):
   stats = fb[-1]["rater_stats"][0]
   assert stats["answered"] == answered and stats["requests"] >= sent
   assert all(f["trained"] for f in fb)
-  assert any(l.startswith("feedback") for l in lines)
+  assert any(ln.startswith("feedback") for ln in lines)
 
 
 def test_learned_reward_follows_what_the_frames_show(server):
@@ -96,8 +97,9 @@ def test_learned_reward_follows_what_the_frames_show(server):
   true = np.asarray(st.buffer.data.true_reward[0, :n])
   # What the frames show: minus the post-step tip-target distance (the
   # control cost, the rest of reacher's reward, is invisible).
-  shown = -np.linalg.norm(np.asarray(st.buffer.data.next_obs[0, :n, -3:]),
-                          axis=-1)
+  shown = -np.linalg.norm(
+    np.asarray(st.buffer.data.next_obs[0, :n, -3:]), axis=-1
+  )
   assert np.corrcoef(learned, shown)[0, 1] > 0.45
   assert np.corrcoef(learned, true)[0, 1] > 0.0
   last = res.feedback[-1]
@@ -105,6 +107,6 @@ def test_learned_reward_follows_what_the_frames_show(server):
   # The loop's own figure is the same correlation over the buffer as it was
   # at the last session (the steps after it hold the same reward).
   k = last["env_steps"]
-  np.testing.assert_allclose(last["signal_corr"][0],
-                             np.corrcoef(learned[:k], shown[:k])[0, 1],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    last["signal_corr"][0], np.corrcoef(learned[:k], shown[:k])[0, 1], atol=1e-4
+  )

@@ -37,28 +37,40 @@ import sac  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Each method: config overrides ("section.key": value) on top of the task's
 # SAC config with a learned reward.
-_RBRL = {"reward.loss": "ce", "reward.class_weighted": False,
-         "reward.stratified": False}
-_ERLVLM = {"reward.loss": "mae", "reward.class_weighted": True,
-           "reward.stratified": True}
-_PREFERENCE = {"reward.feedback_type": "preference",
-               "reward.class_weighted": False, "reward.stratified": False}
+_RBRL = {
+  "reward.loss": "ce",
+  "reward.class_weighted": False,
+  "reward.stratified": False,
+}
+_ERLVLM = {
+  "reward.loss": "mae",
+  "reward.class_weighted": True,
+  "reward.stratified": True,
+}
+_PREFERENCE = {
+  "reward.feedback_type": "preference",
+  "reward.class_weighted": False,
+  "reward.stratified": False,
+}
 METHODS = {
-    "erlvlm": _ERLVLM,
-    "rbrl": _RBRL,
-    # The paper's component ablation: one enhancement on top of RbRL.
-    "rbrl_mae": {**_RBRL, "reward.loss": "mae"},
-    "rbrl_weights": {**_RBRL, "reward.class_weighted": True},
-    "rbrl_stratified": {**_RBRL, "reward.stratified": True},
-    # Number of rating classes (the task's default is the paper's choice).
-    "erlvlm_n2": {**_ERLVLM, "rater.num_classes": 2},
-    "erlvlm_n4": {**_ERLVLM, "rater.num_classes": 4},
-    # Label smoothing (margin 0.1) in place of MAE.
-    "erlvlm_smooth": {**_ERLVLM, "reward.loss": "ce",
-                      "reward.label_smoothing": 0.1},
-    "preference": {**_PREFERENCE, "reward.loss": "ce"},
-    # RL-VLM-F + MAE: ERL-VLM's robust loss on Bradley-Terry probabilities.
-    "preference_mae": {**_PREFERENCE, "reward.loss": "mae"},
+  "erlvlm": _ERLVLM,
+  "rbrl": _RBRL,
+  # The paper's component ablation: one enhancement on top of RbRL.
+  "rbrl_mae": {**_RBRL, "reward.loss": "mae"},
+  "rbrl_weights": {**_RBRL, "reward.class_weighted": True},
+  "rbrl_stratified": {**_RBRL, "reward.stratified": True},
+  # Number of rating classes (the task's default is the paper's choice).
+  "erlvlm_n2": {**_ERLVLM, "rater.num_classes": 2},
+  "erlvlm_n4": {**_ERLVLM, "rater.num_classes": 4},
+  # Label smoothing (margin 0.1) in place of MAE.
+  "erlvlm_smooth": {
+    **_ERLVLM,
+    "reward.loss": "ce",
+    "reward.label_smoothing": 0.1,
+  },
+  "preference": {**_PREFERENCE, "reward.loss": "ce"},
+  # RL-VLM-F + MAE: ERL-VLM's robust loss on Bradley-Terry probabilities.
+  "preference_mae": {**_PREFERENCE, "reward.loss": "mae"},
 }
 
 # CPU-sized schedule for every task: the first session right after the seed
@@ -81,8 +93,9 @@ def get_config(arg: str = "reacher,erlvlm"):
   task, _, method = arg.partition(",")
   method = method or "erlvlm"
   if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}; choose one of "
-                     f"{sorted(METHODS)}")
+    raise ValueError(
+      f"unknown method {method!r}; choose one of {sorted(METHODS)}"
+    )
   c = sac.get_config(task)
   c.reward.source = "learned"
   apply_method(c, method)

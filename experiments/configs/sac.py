@@ -13,20 +13,37 @@ from erljax import config as config_lib
 
 # Per-task overrides of erljax.config.default().
 _TASK_OVERRIDES = {
-    # ~5 min of training on 2 CPU cores; the curve rises from about -22 to -9.
-    "reacher": dict(episode_length=200, total_steps=60_000, batch_size=256,
-                    updates_per_step=4, log_every=5_000, eval_every=5_000,
-                    num_eval_envs=16),
-    # The rating study's CPU size (experiments/run_study.sh): SAC reaches
-    # about 400 in 60k steps (5 seeds, 2x128 networks).
-    "CartpoleSwingup": dict(total_steps=60_000, batch_size=256,
-                            updates_per_step=4, log_every=5_000,
-                            eval_every=10_000, replay_capacity=60_000),
-    # The demonstrator of the offline study (experiments/run_offline_study.sh):
-    # 200-step episodes (10 s of pushing; Gym's Pusher uses 5 s), UTD 0.5.
-    "pusher": dict(episode_length=200, total_steps=200_000, batch_size=256,
-                   updates_per_step=4, log_every=5_000, eval_every=10_000,
-                   replay_capacity=200_000),
+  # ~5 min of training on 2 CPU cores; the curve rises from about -22 to -9.
+  "reacher": dict(
+    episode_length=200,
+    total_steps=60_000,
+    batch_size=256,
+    updates_per_step=4,
+    log_every=5_000,
+    eval_every=5_000,
+    num_eval_envs=16,
+  ),
+  # The rating study's CPU size (experiments/run_study.sh): SAC reaches
+  # about 400 in 60k steps (5 seeds, 2x128 networks).
+  "CartpoleSwingup": dict(
+    total_steps=60_000,
+    batch_size=256,
+    updates_per_step=4,
+    log_every=5_000,
+    eval_every=10_000,
+    replay_capacity=60_000,
+  ),
+  # The demonstrator of the offline study (experiments/run_offline_study.sh):
+  # 200-step episodes (10 s of pushing; Gym's Pusher uses 5 s), UTD 0.5.
+  "pusher": dict(
+    episode_length=200,
+    total_steps=200_000,
+    batch_size=256,
+    updates_per_step=4,
+    log_every=5_000,
+    eval_every=10_000,
+    replay_capacity=200_000,
+  ),
 }
 _HIDDEN = {"CartpoleSwingup": (128, 128), "pusher": (256, 256)}
 

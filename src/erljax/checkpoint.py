@@ -26,6 +26,7 @@ import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -34,9 +35,23 @@ from erljax import config as config_lib
 
 # Config keys a resumed run may change: they steer how long and how the run
 # is logged, not what it computes.
-RESUMABLE_CHANGES = ("total_steps", "resume", "progress", "tensorboard",
-                     "workdir", "checkpoint.every", "checkpoint.keep")
+RESUMABLE_CHANGES = (
+  "total_steps",
+  "resume",
+  "progress",
+  "tensorboard",
+  "workdir",
+  "checkpoint.every",
+  "checkpoint.keep",
+)
 MARGIN_BYTES = 64 << 20
+
+
+def _like(restored: Any, template: Any) -> Any:
+  """restored, uncommitted if the template array is (via the host)."""
+  if isinstance(template, jax.Array) and not template.committed:
+    return jnp.asarray(np.asarray(restored))
+  return restored
 
 
 class WorkdirError(RuntimeError):
@@ -45,8 +60,10 @@ class WorkdirError(RuntimeError):
 
 def tree_bytes(tree: Any) -> int:
   """Bytes of the arrays (or ShapeDtypeStructs) of a pytree."""
-  return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-             for x in jax.tree_util.tree_leaves(tree))
+  return sum(
+    int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+    for x in jax.tree_util.tree_leaves(tree)
+  )
 
 
 def check_workdir(workdir: str, needed_bytes: int) -> None:
@@ -61,14 +78,16 @@ def check_workdir(workdir: str, needed_bytes: int) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise WorkdirError(f"config.workdir={workdir!r}: not writable "
-                       f"({type(e).__name__}: {e})") from e
+    raise WorkdirError(
+      f"config.workdir={workdir!r}: not writable ({type(e).__name__}: {e})"
+    ) from e
   free = shutil.disk_usage(workdir).free
   if free < needed_bytes:
     raise WorkdirError(
-        f"config.workdir={workdir!r}: {free / 2**20:.0f} MiB free on its "
-        f"disk, the checkpoints need about {needed_bytes / 2**20:.0f} MiB "
-        "(lower checkpoint.keep or replay_capacity, or free space)")
+      f"config.workdir={workdir!r}: {free / 2**20:.0f} MiB free on its "
+      f"disk, the checkpoints need about {needed_bytes / 2**20:.0f} MiB "
+      "(lower checkpoint.keep or replay_capacity, or free space)"
+    )
 
 
 def needed_bytes(state_shapes: Any, keep: int) -> int:
@@ -118,7 +137,8 @@ def _flat(tree: Any) -> Dict[str, Any]:
 def _unflat(flat: Dict[str, Any], template: Any) -> Any:
   paths, treedef = jax.tree_util.tree_flatten_with_path(template)
   return jax.tree_util.tree_unflatten(
-      treedef, [flat.get(jax.tree_util.keystr(p), x) for p, x in paths])
+    treedef, [flat.get(jax.tree_util.keystr(p), x) for p, x in paths]
+  )
 
 
 def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
@@ -129,12 +149,14 @@ def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
 
 def _flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
   out = {}
+
   def walk(d, prefix):
     for k, v in d.items():
       if isinstance(v, dict):
         walk(v, prefix + k + ".")
       else:
         out[prefix + k] = list(v) if isinstance(v, (list, tuple)) else v
+
   walk(json.loads(c.to_json_best_effort()), "")
   return out
 
@@ -142,39 +164,52 @@ def _flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
 class Checkpointer:
   """Asynchronous checkpoints of one run in `workdir/checkpoints`."""
 
-  def __init__(self, config: ml_collections.ConfigDict,
-               log: Callable[[str], None]):
+  def __init__(
+    self, config: ml_collections.ConfigDict, log: Callable[[str], None]
+  ):
     self.config = config
     self.log = log
-    self.directory = os.path.abspath(os.path.join(config.workdir,
-                                                  "checkpoints"))
+    self.directory = os.path.abspath(
+      os.path.join(config.workdir, "checkpoints")
+    )
     self.manager = ocp.CheckpointManager(
-        self.directory, item_names=("arrays", "host"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.checkpoint.keep, create=True,
-            enable_async_checkpointing=True))
+      self.directory,
+      item_names=("arrays", "host"),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=config.checkpoint.keep,
+        create=True,
+        enable_async_checkpointing=True,
+      ),
+    )
     self.every = config.checkpoint.every
     self.last_step = 0  # env steps of the last save (or of the start)
 
   @classmethod
-  def open(cls, config: ml_collections.ConfigDict, state_shapes: Any,
-           log: Callable[[str], None]) -> "Checkpointer":
+  def open(
+    cls,
+    config: ml_collections.ConfigDict,
+    state_shapes: Any,
+    log: Callable[[str], None],
+  ) -> "Checkpointer":
     """Checks the workdir (writable, free space for the checkpoints of a
     state shaped like `state_shapes`), then opens its checkpoints."""
-    check_workdir(config.workdir,
-                  needed_bytes(state_shapes, config.checkpoint.keep))
+    check_workdir(
+      config.workdir, needed_bytes(state_shapes, config.checkpoint.keep)
+    )
     ckpt = cls(config, log)
     step = ckpt.latest_step()
     if step is not None and not config.resume:
       ckpt.close()
       raise WorkdirError(
-          f"config.workdir={config.workdir!r} holds checkpoints of an "
-          f"earlier run (latest: step {step}); continue it with "
-          "--config.resume=True or choose a new workdir")
+        f"config.workdir={config.workdir!r} holds checkpoints of an "
+        f"earlier run (latest: step {step}); continue it with "
+        "--config.resume=True or choose a new workdir"
+      )
     if step is not None:  # a resume with another config fails here, early
       try:
-        saved = ckpt.manager.restore(step, args=ocp.args.Composite(
-            host=ocp.args.JsonRestore()))["host"]["config"]
+        saved = ckpt.manager.restore(
+          step, args=ocp.args.Composite(host=ocp.args.JsonRestore())
+        )["host"]["config"]
       except Exception:  # pylint: disable=broad-except
         saved = None  # unreadable: `restore` sets it aside later
       if saved is not None:
@@ -188,7 +223,8 @@ class Checkpointer:
   def due(self, env_steps: int) -> bool:
     """True at the first chunk boundary at or after each `every` steps."""
     return self.every > 0 and env_steps // self.every > (
-        self.last_step // self.every)
+      self.last_step // self.every
+    )
 
   def save(self, env_steps: int, tree: Dict[str, Any]) -> None:
     """Starts writing `tree` (nested dict of arrays and JSON-able values).
@@ -199,32 +235,48 @@ class Checkpointer:
     arrays, host = split(tree)
     host = {"json": json.dumps(host), "config": _flat_config(self.config)}
     self.manager.wait_until_finished()  # one save in flight at a time
-    self.manager.save(env_steps, force=True, args=ocp.args.Composite(
+    self.manager.save(
+      env_steps,
+      force=True,
+      args=ocp.args.Composite(
         arrays=ocp.args.StandardSave(_host_copy(_flat(arrays))),
-        host=ocp.args.JsonSave(host)))
+        host=ocp.args.JsonSave(host),
+      ),
+    )
     self.last_step = env_steps
 
   def latest_step(self) -> Optional[int]:
     self.manager.wait_until_finished()
     return self.manager.latest_step()
 
-  def restore(self, template: Dict[str, Any]
-              ) -> Optional[Tuple[int, Dict[str, Any]]]:
+  def restore(
+    self, template: Dict[str, Any]
+  ) -> Optional[Tuple[int, Dict[str, Any]]]:
     """(step, tree) of the newest readable checkpoint, or None if none.
 
     `template` is a tree like the saved one (e.g. the freshly initialised
     state); its arrays give the structure, shapes and dtypes to restore.
     Unreadable checkpoints are moved aside and the previous one is tried.
+    Arrays come back placed as the template's are: an uncommitted template
+    array (a fresh jit output) gives an uncommitted one, so that jitted
+    functions see the same inputs as in an uninterrupted run and compile
+    nothing again.
     """
     arrays_t, _ = split(template)
-    target = {k: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
-                                      sharding=getattr(x, "sharding", None))
-              for k, x in _flat(arrays_t).items()}
+    target = {
+      k: jax.ShapeDtypeStruct(
+        np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)
+      )
+      for k, x in _flat(arrays_t).items()
+    }
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        got = self.manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(target),
-            host=ocp.args.JsonRestore()))
+        got = self.manager.restore(
+          step,
+          args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(target), host=ocp.args.JsonRestore()
+          ),
+        )
         self._check_config(got["host"]["config"], step)
         host = json.loads(got["host"]["json"])
       except config_lib.ConfigError:
@@ -233,14 +285,17 @@ class Checkpointer:
         self._set_aside(step, e)
         continue
       self.last_step = step
-      return step, merge(_unflat(got["arrays"], arrays_t), host)
+      arrays = _unflat(got["arrays"], arrays_t)
+      return step, merge(jax.tree_util.tree_map(_like, arrays, arrays_t), host)
     return None
 
   def _set_aside(self, step: int, error: Exception) -> None:
     bad = os.path.join(self.directory + "_corrupt", str(step))
-    self.log(f"checkpoint: step {step} in {self.directory} is unreadable "
-             f"({type(error).__name__}: {str(error)[:200]}); moved to {bad}, "
-             "trying the previous one")
+    self.log(
+      f"checkpoint: step {step} in {self.directory} is unreadable "
+      f"({type(error).__name__}: {str(error)[:200]}); moved to {bad}, "
+      "trying the previous one"
+    )
     os.makedirs(os.path.dirname(bad), exist_ok=True)
     shutil.rmtree(bad, ignore_errors=True)
     shutil.move(os.path.join(self.directory, str(step)), bad)
@@ -253,10 +308,11 @@ class Checkpointer:
         continue
       if saved.get(key) != now.get(key):
         raise config_lib.ConfigError(
-            f"config.{key}={now.get(key)!r}: the checkpoint at step {step} "
-            f"in {self.directory} was written with {saved.get(key)!r}; "
-            f"resume with the same config (only {RESUMABLE_CHANGES} may "
-            "change) or use a new workdir")
+          f"config.{key}={now.get(key)!r}: the checkpoint at step {step} "
+          f"in {self.directory} was written with {saved.get(key)!r}; "
+          f"resume with the same config (only {RESUMABLE_CHANGES} may "
+          "change) or use a new workdir"
+        )
 
   def close(self) -> None:
     """Waits for the save in flight and releases the manager."""

@@ -54,16 +54,16 @@ HEADER_FILE = "dataset.json"
 
 # name -> (dtype, shape with symbolic sizes N, T, O, A, P)
 ARRAYS: Dict[str, Tuple[np.dtype, Tuple[str, ...]]] = {
-    "observations": (np.dtype(np.float32), ("N", "T", "O")),
-    "actions": (np.dtype(np.float32), ("N", "T", "A")),
-    "rewards": (np.dtype(np.float32), ("N", "T")),
-    "next_observations": (np.dtype(np.float32), ("N", "T", "O")),
-    "terminals": (np.dtype(bool), ("N", "T")),
-    "success": (np.dtype(bool), ("N", "T")),
-    "valid": (np.dtype(bool), ("N", "T")),
-    "poses": (np.dtype(np.float32), ("N", "T", "P")),
-    "noise_std": (np.dtype(np.float32), ("N",)),
-    "random": (np.dtype(bool), ("N",)),
+  "observations": (np.dtype(np.float32), ("N", "T", "O")),
+  "actions": (np.dtype(np.float32), ("N", "T", "A")),
+  "rewards": (np.dtype(np.float32), ("N", "T")),
+  "next_observations": (np.dtype(np.float32), ("N", "T", "O")),
+  "terminals": (np.dtype(bool), ("N", "T")),
+  "success": (np.dtype(bool), ("N", "T")),
+  "valid": (np.dtype(bool), ("N", "T")),
+  "poses": (np.dtype(np.float32), ("N", "T", "P")),
+  "noise_std": (np.dtype(np.float32), ("N",)),
+  "random": (np.dtype(bool), ("N",)),
 }
 
 
@@ -90,10 +90,13 @@ class EpisodeDataset:
   metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    sizes = {"N": self.observations.shape[0],
-             "T": self.observations.shape[1],
-             "O": self.observations.shape[2], "A": self.actions.shape[-1],
-             "P": self.poses.shape[-1]}
+    sizes = {
+      "N": self.observations.shape[0],
+      "T": self.observations.shape[1],
+      "O": self.observations.shape[2],
+      "A": self.actions.shape[-1],
+      "P": self.poses.shape[-1],
+    }
     for name in ARRAYS:
       problem = _check_array(name, getattr(self, name), sizes)
       if problem:
@@ -118,16 +121,21 @@ class EpisodeDataset:
     return np.any(self.success & self.valid, axis=1)
 
   def header(self) -> Dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "task": self.task,
-            "episode_length": self.episode_length,
-            "observation_size": int(self.observations.shape[2]),
-            "action_size": int(self.actions.shape[2]),
-            "pose_size": int(self.poses.shape[2])}
+    return {
+      "format": FORMAT,
+      "version": VERSION,
+      "task": self.task,
+      "episode_length": self.episode_length,
+      "observation_size": int(self.observations.shape[2]),
+      "action_size": int(self.actions.shape[2]),
+      "pose_size": int(self.poses.shape[2]),
+    }
 
   def episodes(self, idx: np.ndarray | slice) -> "EpisodeDataset":
     """The episodes idx, as a dataset of their own."""
     return dataclasses.replace(
-        self, **{name: getattr(self, name)[idx] for name in ARRAYS})
+      self, **{name: getattr(self, name)[idx] for name in ARRAYS}
+    )
 
   def transitions(self) -> Dict[str, np.ndarray]:
     """The valid steps, flattened in episode order: each array [M, ...],
@@ -135,18 +143,27 @@ class EpisodeDataset:
     "episode" [M] int32 (the episode each step came from)."""
     v = self.valid.reshape(-1)
     flat = lambda x: x.reshape((v.size,) + x.shape[2:])[v]
-    out = {name: flat(getattr(self, name)) for name in
-           ("observations", "actions", "rewards", "next_observations",
-            "terminals", "success", "poses")}
+    out = {
+      name: flat(getattr(self, name))
+      for name in (
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "terminals",
+        "success",
+        "poses",
+      )
+    }
     out["discount"] = 1.0 - out["terminals"].astype(np.float32)
-    episode = np.broadcast_to(np.arange(self.num_episodes)[:, None],
-                              self.valid.shape)
+    episode = np.broadcast_to(
+      np.arange(self.num_episodes)[:, None], self.valid.shape
+    )
     out["episode"] = flat(episode).astype(np.int32)
     return out
 
 
-def _check_array(name: str, value: Any, sizes: Dict[str, int]
-                 ) -> Optional[str]:
+def _check_array(name: str, value: Any, sizes: Dict[str, int]) -> Optional[str]:
   """None if array `name` has its dtype and shape, else what is wrong."""
   dtype, dims = ARRAYS[name]
   if not isinstance(value, np.ndarray):
@@ -160,8 +177,9 @@ def _check_array(name: str, value: Any, sizes: Dict[str, int]
   return None
 
 
-def save(dataset: EpisodeDataset, directory: str,
-         episodes_per_shard: int = 100) -> str:
+def save(
+  dataset: EpisodeDataset, directory: str, episodes_per_shard: int = 100
+) -> str:
   """Writes `dataset` into `directory` (created; an existing dataset there
   is an error). Returns the header file's path."""
   if episodes_per_shard < 1:
@@ -172,17 +190,23 @@ def save(dataset: EpisodeDataset, directory: str,
     raise FileExistsError(f"{path} exists: choose a new directory")
   header = dataset.header()
   shards: List[Dict[str, Any]] = []
-  for i, start in enumerate(range(0, dataset.num_episodes,
-                                  episodes_per_shard)):
+  for i, start in enumerate(range(0, dataset.num_episodes, episodes_per_shard)):
     part = dataset.episodes(slice(start, start + episodes_per_shard))
     name = f"episodes_{i:05d}.npz"
     tmp = os.path.join(directory, name + ".tmp.npz")
-    np.savez(tmp, header=np.asarray(json.dumps(header)),
-             **{k: getattr(part, k) for k in ARRAYS})
+    np.savez(
+      tmp,
+      header=np.asarray(json.dumps(header)),
+      **{k: getattr(part, k) for k in ARRAYS},
+    )
     os.replace(tmp, os.path.join(directory, name))
     shards.append({"file": name, "episodes": part.num_episodes})
-  full = {**header, "num_episodes": dataset.num_episodes, "shards": shards,
-          "metadata": dataset.metadata}
+  full = {
+    **header,
+    "num_episodes": dataset.num_episodes,
+    "shards": shards,
+    "metadata": dataset.metadata,
+  }
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(full, f, indent=2)
@@ -194,8 +218,10 @@ def read_header(directory: str) -> Dict[str, Any]:
   """The validated dataset.json of a dataset directory."""
   path = os.path.join(directory, HEADER_FILE)
   if not os.path.isfile(path):
-    raise DatasetError(f"{path}: no such file (not an erljax dataset "
-                       "directory; write one with python -m erljax.collect)")
+    raise DatasetError(
+      f"{path}: no such file (not an erljax dataset "
+      "directory; write one with python -m erljax.collect)"
+    )
   try:
     with open(path) as f:
       header = json.load(f)
@@ -206,30 +232,43 @@ def read_header(directory: str) -> Dict[str, Any]:
     if key not in header:
       raise DatasetError(f"{path}: header lacks {key!r}")
   shards = header["shards"]
-  if (not isinstance(shards, list) or not shards or not all(
-      isinstance(s, dict) and isinstance(s.get("file"), str)
-      and isinstance(s.get("episodes"), int) for s in shards)):
-    raise DatasetError(f"{path}: 'shards' must be a non-empty list of "
-                       "{'file': name, 'episodes': count}")
+  if (
+    not isinstance(shards, list)
+    or not shards
+    or not all(
+      isinstance(s, dict)
+      and isinstance(s.get("file"), str)
+      and isinstance(s.get("episodes"), int)
+      for s in shards
+    )
+  ):
+    raise DatasetError(
+      f"{path}: 'shards' must be a non-empty list of "
+      "{'file': name, 'episodes': count}"
+    )
   total = sum(s["episodes"] for s in shards)
   if total != header["num_episodes"]:
-    raise DatasetError(f"{path}: shards hold {total} episodes, the header "
-                       f"says num_episodes={header['num_episodes']}")
+    raise DatasetError(
+      f"{path}: shards hold {total} episodes, the header "
+      f"says num_episodes={header['num_episodes']}"
+    )
   return header
 
 
-_SIZE_KEYS = ("episode_length", "observation_size", "action_size",
-              "pose_size")
+_SIZE_KEYS = ("episode_length", "observation_size", "action_size", "pose_size")
 
 
 def _check_header(path: str, header: Any) -> None:
   if not isinstance(header, dict) or header.get("format") != FORMAT:
     got = header.get("format") if isinstance(header, dict) else header
-    raise DatasetError(f"{path}: format {got!r} is not {FORMAT!r} (a foreign "
-                       "file)")
+    raise DatasetError(
+      f"{path}: format {got!r} is not {FORMAT!r} (a foreign file)"
+    )
   if header.get("version") != VERSION:
-    raise DatasetError(f"{path}: format version {header.get('version')!r}; "
-                       f"this erljax reads version {VERSION}")
+    raise DatasetError(
+      f"{path}: format version {header.get('version')!r}; "
+      f"this erljax reads version {VERSION}"
+    )
   for key in ("task",) + _SIZE_KEYS:
     if key not in header:
       raise DatasetError(f"{path}: header lacks {key!r}")
@@ -239,8 +278,9 @@ def _check_header(path: str, header: Any) -> None:
       raise DatasetError(f"{path}: header {key}={value!r} is not a valid size")
 
 
-def _load_shard(path: str, header: Dict[str, Any], episodes: int
-                ) -> Dict[str, np.ndarray]:
+def _load_shard(
+  path: str, header: Dict[str, Any], episodes: int
+) -> Dict[str, np.ndarray]:
   """The arrays of one shard, checked against the dataset header."""
   if not os.path.isfile(path):
     raise DatasetError(f"{path}: shard listed in {HEADER_FILE} is missing")
@@ -248,8 +288,10 @@ def _load_shard(path: str, header: Dict[str, Any], episodes: int
     with np.load(path, allow_pickle=False) as z:
       names = set(z.files)
       if "header" not in names:
-        raise DatasetError(f"{path}: no 'header' array (a foreign .npz, not "
-                           "an erljax dataset shard)")
+        raise DatasetError(
+          f"{path}: no 'header' array (a foreign .npz, not "
+          "an erljax dataset shard)"
+        )
       try:
         own = json.loads(str(z["header"]))
       except json.JSONDecodeError as e:
@@ -257,27 +299,45 @@ def _load_shard(path: str, header: Dict[str, Any], episodes: int
       _check_header(path, own)
       for key in ("task",) + _SIZE_KEYS:
         if own[key] != header[key]:
-          raise DatasetError(f"{path}: shard {key}={own[key]!r} differs from "
-                             f"{HEADER_FILE}'s {header[key]!r}")
+          raise DatasetError(
+            f"{path}: shard {key}={own[key]!r} differs from "
+            f"{HEADER_FILE}'s {header[key]!r}"
+          )
       missing = sorted(set(ARRAYS) - names)
       if missing:
         raise DatasetError(f"{path}: missing arrays {missing}")
       arrays = {k: z[k] for k in ARRAYS}
   except DatasetError:
     raise
-  except (OSError, EOFError, ValueError, zipfile.BadZipFile,
-          KeyError) as e:  # truncated or corrupted zip / npy data
-    raise DatasetError(f"{path}: truncated or corrupted "
-                       f"({type(e).__name__}: {e})") from e
-  sizes = {"N": episodes, "T": header["episode_length"],
-           "O": header["observation_size"], "A": header["action_size"],
-           "P": header["pose_size"]}
+  except (
+    OSError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    KeyError,
+  ) as e:  # truncated or corrupted zip / npy data
+    raise DatasetError(
+      f"{path}: truncated or corrupted ({type(e).__name__}: {e})"
+    ) from e
+  sizes = {
+    "N": episodes,
+    "T": header["episode_length"],
+    "O": header["observation_size"],
+    "A": header["action_size"],
+    "P": header["pose_size"],
+  }
   for name, value in arrays.items():
     problem = _check_array(name, value, sizes)
     if problem:
       raise DatasetError(f"{path}: {problem}")
-  for name in ("observations", "actions", "rewards", "next_observations",
-               "poses", "noise_std"):
+  for name in (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "poses",
+    "noise_std",
+  ):
     if not np.all(np.isfinite(arrays[name])):
       raise DatasetError(f"{path}: array {name!r} holds non-finite values")
   return arrays
@@ -286,8 +346,11 @@ def _load_shard(path: str, header: Dict[str, Any], episodes: int
 def load(directory: str) -> EpisodeDataset:
   """Reads and validates a dataset directory written by `save`."""
   header = read_header(directory)
-  parts = [_load_shard(os.path.join(directory, s["file"]), header,
-                       s["episodes"]) for s in header["shards"]]
+  parts = [
+    _load_shard(os.path.join(directory, s["file"]), header, s["episodes"])
+    for s in header["shards"]
+  ]
   arrays = {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
-  return EpisodeDataset(task=header["task"], metadata=header["metadata"],
-                        **arrays)
+  return EpisodeDataset(
+    task=header["task"], metadata=header["metadata"], **arrays
+  )

@@ -49,11 +49,11 @@ class StepOutput:
 
   next_obs: jax.Array
   reward: jax.Array
-  terminal: jax.Array      # true termination (bootstrapping stops)
-  truncated: jax.Array     # time limit reached (bootstrapping continues)
+  terminal: jax.Array  # true termination (bootstrapping stops)
+  truncated: jax.Array  # time limit reached (bootstrapping continues)
   success: jax.Array
   episode_return: jax.Array  # return of the episode that just ended (else 0)
-  inner: Any               # env state reached by the step (for rendering)
+  inner: Any  # env state reached by the step (for rendering)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +113,17 @@ class VecEnv:
     key, reset_key = jax.random.split(key)
     inner = jax.vmap(self.env.reset)(jax.random.split(reset_key, self.num_envs))
     n = self.num_envs
-    return VecEnvState(inner=inner, obs=inner.obs, t=jnp.zeros((n,), jnp.int32),
-                       episode_return=jnp.zeros((n,), jnp.float32), key=key)
+    return VecEnvState(
+      inner=inner,
+      obs=inner.obs,
+      t=jnp.zeros((n,), jnp.int32),
+      episode_return=jnp.zeros((n,), jnp.float32),
+      key=key,
+    )
 
-  def step(self, state: VecEnvState,
-           action: jax.Array) -> Tuple[VecEnvState, StepOutput]:
+  def step(
+    self, state: VecEnvState, action: jax.Array
+  ) -> Tuple[VecEnvState, StepOutput]:
     """Steps all envs with action [N, action_size]; resets finished episodes."""
     chex.assert_shape(action, (self.num_envs, self.action_size))
     inner = jax.vmap(self.env.step)(state.inner, action)
@@ -128,27 +134,44 @@ class VecEnv:
     done = terminal | truncated
     ep_return = state.episode_return + reward
     out = StepOutput(
-        next_obs=inner.obs, reward=reward, terminal=terminal,
-        truncated=truncated, success=jax.vmap(self.task.success_fn)(inner),
-        episode_return=jnp.where(done, ep_return, 0.0), inner=inner)
+      next_obs=inner.obs,
+      reward=reward,
+      terminal=terminal,
+      truncated=truncated,
+      success=(
+        jax.vmap(self.task.success_fn)(inner)
+        if self.task.has_success
+        else jnp.zeros_like(terminal)
+      ),
+      episode_return=jnp.where(done, ep_return, 0.0),
+      inner=inner,
+    )
 
     key, reset_key = jax.random.split(state.key)
 
     def reset_done(inner):
       fresh = jax.vmap(self.env.reset)(
-          jax.random.split(reset_key, self.num_envs))
+        jax.random.split(reset_key, self.num_envs)
+      )
       where = lambda a, b: jnp.where(  # pylint: disable=g-long-lambda
-          done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
+        done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b
+      )
       # Brax and Playground envs may add metric/info entries after reset;
       # keep the stepped structure and take the fresh values where present.
-      return jax.tree_util.tree_map(where, _match_structure(fresh, inner), inner)
+      return jax.tree_util.tree_map(
+        where, _match_structure(fresh, inner), inner
+      )
 
     # Episodes of equal length end together, so the reset usually runs once
     # per episode rather than once per step.
     inner = jax.lax.cond(jnp.any(done), reset_done, lambda x: x, inner)
     new_state = VecEnvState(
-        inner=inner, obs=inner.obs, t=jnp.where(done, 0, t),
-        episode_return=jnp.where(done, 0.0, ep_return), key=key)
+      inner=inner,
+      obs=inner.obs,
+      t=jnp.where(done, 0, t),
+      episode_return=jnp.where(done, 0.0, ep_return),
+      key=key,
+    )
     return new_state, out
 
 
@@ -161,8 +184,9 @@ def mj_model(spec: TaskSpec, env: Env) -> Any:
   return getattr(env, "mj_model", None)
 
 
-def _positions(spec: TaskSpec, state: VecEnvState | EnvStateT
-               ) -> Tuple[jax.Array, jax.Array]:
+def _positions(
+  spec: TaskSpec, state: VecEnvState | EnvStateT
+) -> Tuple[jax.Array, jax.Array]:
   """qpos [N, nq] and mocap_pos [N, nmocap, 3] of a VecEnvState or a batched
   Brax / Playground env state."""
   inner = state.inner if isinstance(state, VecEnvState) else state
@@ -185,19 +209,25 @@ def _positions(spec: TaskSpec, state: VecEnvState | EnvStateT
 
 
 def _match_structure(fresh, stepped):
-  """Returns `fresh` with the tree structure of `stepped` (missing -> stepped)."""
-  fresh_leaves = {jax.tree_util.keystr(p): v for p, v in
-                  jax.tree_util.tree_leaves_with_path(fresh)}
+  """Returns `fresh` with the tree structure of `stepped` (leaves missing
+  from fresh, or of another shape, come from stepped)."""
+  fresh_leaves = {
+    jax.tree_util.keystr(p): v
+    for p, v in jax.tree_util.tree_leaves_with_path(fresh)
+  }
+
   def pick(path, leaf):
     got = fresh_leaves.get(jax.tree_util.keystr(path))
     if got is None or got.shape != leaf.shape:
       return leaf
     return got.astype(leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(pick, stepped)
 
 
-def make_vec_env(task: str | TaskSpec, num_envs: int,
-                 episode_length: Optional[int] = None) -> VecEnv:
+def make_vec_env(
+  task: str | TaskSpec, num_envs: int, episode_length: Optional[int] = None
+) -> VecEnv:
   """Builds `num_envs` batched instances of a registered task."""
   spec = get_task(task) if isinstance(task, str) else task
   if num_envs < 1:
@@ -207,6 +237,8 @@ def make_vec_env(task: str | TaskSpec, num_envs: int,
     raise ValueError(f"episode_length must be >= 1, got {length}")
   env = spec.make_env()
   if not isinstance(env.observation_size, int):
-    raise ValueError(f"task {spec.name!r} has a structured observation "
-                     f"({env.observation_size}); erljax needs a flat vector")
+    raise ValueError(
+      f"task {spec.name!r} has a structured observation "
+      f"({env.observation_size}); erljax needs a flat vector"
+    )
   return VecEnv(task=spec, env=env, num_envs=num_envs, episode_length=length)

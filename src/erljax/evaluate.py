@@ -33,34 +33,41 @@ from erljax import rollout as rollout_lib
 from erljax import stats
 
 
-def episode_stats(policy: Any, episodes: int,
-                  key: jax.Array) -> Dict[str, np.ndarray]:
+def episode_stats(
+  policy: Any, episodes: int, key: jax.Array
+) -> Dict[str, np.ndarray]:
   """Per-episode return [N] and success [N] (0 / 1 float) of N = episodes
   deterministic episodes of `policy` (an erljax.policy.Policy, its seed)."""
   if episodes < 1:
     raise ValueError(f"episodes={episodes}: must be >= 1")
-  env = envs.make_vec_env(policy.trainer.env.task, episodes,
-                          policy.trainer.env.episode_length)
+  env = envs.make_vec_env(
+    policy.trainer.env.task, episodes, policy.trainer.env.episode_length
+  )
 
   @jax.jit
   def play(params, key):
     recorded = rollout_lib.rollout(
-        env, lambda obs, _: policy.apply(params, obs), key)
+      env, lambda obs, _: policy.apply(params, obs), key
+    )
     return rollout_lib.episode_stats(recorded)
 
   return {k: np.asarray(v) for k, v in play(policy.seed_params, key).items()}
 
 
-def summarize(returns: np.ndarray, successes: np.ndarray,
-              reps: int = 2000) -> Dict[str, Dict[str, Any]]:
+def summarize(
+  returns: np.ndarray, successes: np.ndarray, reps: int = 2000
+) -> Dict[str, Dict[str, Any]]:
   """Mean return and success rate over episodes (returns, successes [N]),
   each with its percentile bootstrap 95% interval: {"return": {"mean",
   "ci95": [lo, hi]}, "success": {"rate", "ci95"}}."""
   out = {}
-  for name, point, values in (("return", "mean", returns),
-                              ("success", "rate", successes)):
-    m, lo, hi = stats.stratified_bootstrap(np.asarray(values), stats.mean,
-                                           reps=reps)
+  for name, point, values in (
+    ("return", "mean", returns),
+    ("success", "rate", successes),
+  ):
+    m, lo, hi = stats.stratified_bootstrap(
+      np.asarray(values), stats.mean, reps=reps
+    )
     out[name] = {point: m, "ci95": [lo, hi]}
   return out
 
@@ -83,8 +90,9 @@ def _check_flags(f: flags.FlagValues, argv: Sequence[str]) -> None:
     _fail(f"--video={f.video}: must name a .gif file")
 
 
-def main(argv: Sequence[str],
-         flag_values: Optional[flags.FlagValues] = None) -> None:
+def main(
+  argv: Sequence[str], flag_values: Optional[flags.FlagValues] = None
+) -> None:
   """Runs the command; flag_values: parsed flags (default absl's FLAGS)."""
   f = flag_values if flag_values is not None else flags.FLAGS
   logging.set_verbosity(logging.WARNING)
@@ -92,6 +100,7 @@ def main(argv: Sequence[str],
   t0 = time.perf_counter()
   # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
   from erljax import policy as policy_lib
+
   try:
     policy = policy_lib.load(f.workdir, f.step, f.seed)
   except (FileNotFoundError, ValueError) as e:
@@ -101,27 +110,42 @@ def main(argv: Sequence[str],
   figures = summarize(per_episode["return"], per_episode["success"])
   length = policy.trainer.env.episode_length
   result = {
-      "workdir": policy.workdir, "task": policy.task, "step": policy.step,
-      "seed": policy.seed, "num_seeds": policy.num_seeds,
-      "run_seed": policy.config.seed + policy.seed,
-      "episodes": f.episodes, "episode_length": length,
-      "rng_seed": f.rng_seed, **figures,
-      "episode_returns": per_episode["return"].tolist(),
-      "episode_successes": per_episode["success"].tolist()}
+    "workdir": policy.workdir,
+    "task": policy.task,
+    "step": policy.step,
+    "seed": policy.seed,
+    "num_seeds": policy.num_seeds,
+    "run_seed": policy.config.seed + policy.seed,
+    "episodes": f.episodes,
+    "episode_length": length,
+    "rng_seed": f.rng_seed,
+    **figures,
+    "episode_returns": per_episode["return"].tolist(),
+    "episode_successes": per_episode["success"].tolist(),
+  }
   r, s = figures["return"], figures["success"]
-  print(f"{policy.workdir}: {policy.task}, checkpoint step {policy.step}, "
-        f"seed index {policy.seed} of {policy.num_seeds} (PRNG seed "
-        f"{result['run_seed']}), {f.episodes} deterministic episodes of "
-        f"{length} steps")
-  print(f"  return   {r['mean']:10.3f}  95% CI [{r['ci95'][0]:.3f}, "
-        f"{r['ci95'][1]:.3f}]")
-  print(f"  success  {s['rate']:10.3f}  95% CI [{s['ci95'][0]:.3f}, "
-        f"{s['ci95'][1]:.3f}]")
+  print(
+    f"{policy.workdir}: {policy.task}, checkpoint step {policy.step}, "
+    f"seed index {policy.seed} of {policy.num_seeds} (PRNG seed "
+    f"{result['run_seed']}), {f.episodes} deterministic episodes of "
+    f"{length} steps"
+  )
+  print(
+    f"  return   {r['mean']:10.3f}  95% CI [{r['ci95'][0]:.3f}, "
+    f"{r['ci95'][1]:.3f}]"
+  )
+  if policy.trainer.env.task.has_success:
+    print(
+      f"  success  {s['rate']:10.3f}  95% CI [{s['ci95'][0]:.3f}, "
+      f"{s['ci95'][1]:.3f}]"
+    )
   if f.video:
     # pylint: disable-next=g-import-not-at-top (imports MuJoCo rendering)
     from erljax import media
-    path = media.rollout_gif(policy.trainer, policy.seed_params,
-                             jax.random.fold_in(key, 1), f.video)
+
+    path = media.rollout_gif(
+      policy.trainer, policy.seed_params, jax.random.fold_in(key, 1), f.video
+    )
     print(f"  video    {path}")
   if f.out:
     os.makedirs(os.path.dirname(os.path.abspath(f.out)), exist_ok=True)
@@ -134,20 +158,27 @@ def main(argv: Sequence[str],
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the command's flags in flag_values."""
   fv = {"flag_values": flag_values}
-  flags.DEFINE_string("workdir", None, "workdir of a python -m erljax.train "
-                      "run", required=True, **fv)
-  flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)",
-                       **fv)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "workdir of a python -m erljax.train run",
+    required=True,
+    **fv,
+  )
+  flags.DEFINE_integer(
+    "step", None, "checkpoint step (default: the latest)", **fv
+  )
   flags.DEFINE_integer("episodes", 10, "deterministic episodes (>= 1)", **fv)
-  flags.DEFINE_integer("seed", 0, "index of the run's seed whose actor acts",
-                       **fv)
-  flags.DEFINE_integer("rng_seed", 0, "PRNG seed of the episodes' resets",
-                       **fv)
+  flags.DEFINE_integer(
+    "seed", 0, "index of the run's seed whose actor acts", **fv
+  )
+  flags.DEFINE_integer("rng_seed", 0, "PRNG seed of the episodes' resets", **fv)
   flags.DEFINE_string("video", None, "write one episode as this .gif", **fv)
   flags.DEFINE_string("out", None, "write the figures as JSON here", **fv)
 
 
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
+
   define_flags()
   app.run(main)

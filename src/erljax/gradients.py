@@ -16,9 +16,11 @@ Params = Any
 UpdateFn = Callable[..., Tuple[Any, Params, optax.OptState]]
 
 
-def gradient_update_fn(loss_fn: Callable[..., Any],
-                       optimizer: optax.GradientTransformation,
-                       has_aux: bool = False) -> UpdateFn:
+def gradient_update_fn(
+  loss_fn: Callable[..., Any],
+  optimizer: optax.GradientTransformation,
+  has_aux: bool = False,
+) -> UpdateFn:
   """Wraps `loss_fn` into one optimiser step on its first argument.
 
   Args:
@@ -35,8 +37,9 @@ def gradient_update_fn(loss_fn: Callable[..., Any],
   """
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
-  def update(params: Params, opt_state: optax.OptState, *args: Any
-             ) -> Tuple[Any, Params, optax.OptState]:
+  def update(
+    params: Params, opt_state: optax.OptState, *args: Any
+  ) -> Tuple[Any, Params, optax.OptState]:
     value, grads = value_and_grad(params, *args)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return value, optax.apply_updates(params, updates), opt_state

@@ -22,16 +22,22 @@ class RunningStats:
 
   @classmethod
   def create(cls) -> "RunningStats":
-    return cls(count=jnp.asarray(1e-4, jnp.float32),
-               mean=jnp.zeros((), jnp.float32), var=jnp.ones((), jnp.float32))
+    return cls(
+      count=jnp.asarray(1e-4, jnp.float32),
+      mean=jnp.zeros((), jnp.float32),
+      var=jnp.ones((), jnp.float32),
+    )
 
   def update(self, x: jax.Array) -> "RunningStats":
     b_mean, b_var, b_count = jnp.mean(x), jnp.var(x), x.size
     delta = b_mean - self.mean
     total = self.count + b_count
     mean = self.mean + delta * b_count / total
-    m2 = self.var * self.count + b_var * b_count + delta**2 * (
-        self.count * b_count / total)
+    m2 = (
+      self.var * self.count
+      + b_var * b_count
+      + delta**2 * (self.count * b_count / total)
+    )
     return RunningStats(count=total, mean=mean, var=m2 / total)
 
   @property
@@ -39,15 +45,19 @@ class RunningStats:
     return jnp.sqrt(self.var + 1e-8)
 
 
-def knn_distance(obs: jax.Array, reference: jax.Array, valid: jax.Array,
-                 k: int = 5) -> jax.Array:
+def knn_distance(
+  obs: jax.Array, reference: jax.Array, valid: jax.Array, k: int = 5
+) -> jax.Array:
   """Distance of each obs [B, O] to its k-th nearest valid reference [M, O].
 
   valid [M] bool marks filled reference rows. The nearest (0-th) neighbour of
   a state stored in the reference is itself, as in PEBBLE.
   """
-  d2 = (jnp.sum(obs**2, -1)[:, None] + jnp.sum(reference**2, -1)[None, :]
-        - 2.0 * obs @ reference.T)
+  d2 = (
+    jnp.sum(obs**2, -1)[:, None]
+    + jnp.sum(reference**2, -1)[None, :]
+    - 2.0 * obs @ reference.T
+  )
   d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
   kk = min(k + 1, reference.shape[0])
   neg_smallest, _ = jax.lax.top_k(-d2, kk)

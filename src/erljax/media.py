@@ -22,12 +22,20 @@ from erljax import envs
 from erljax import render as render_lib
 
 # Caption colours per class, worst to best, and for unanswered queries.
-_BAD, _MID, _GOOD, _NONE = (200, 40, 40), (200, 150, 20), (30, 150, 50), (
-    110, 110, 110)
+_BAD, _MID, _GOOD, _NONE = (
+  (200, 40, 40),
+  (200, 150, 20),
+  (30, 150, 50),
+  (110, 110, 110),
+)
 
 
-def rollout_poses(trainer: Any, actor_params: Any, key: jax.Array,
-                  num_steps: Optional[int] = None) -> np.ndarray:
+def rollout_poses(
+  trainer: Any,
+  actor_params: Any,
+  key: jax.Array,
+  num_steps: Optional[int] = None,
+) -> np.ndarray:
   """Poses [T, pose_size] of one deterministic episode of the policy.
 
   trainer: an erljax.trainer.Trainer (its agent and task); actor_params: one
@@ -46,20 +54,23 @@ def rollout_poses(trainer: Any, actor_params: Any, key: jax.Array,
       action = trainer.agent.deterministic_action(params, state.obs)
       state, out = env.step(state, action)
       return state, env.pose(out.inner)[0]
+
     _, poses = jax.lax.scan(step, env.reset(key), None, length=steps)
     return poses
 
   return np.asarray(play(actor_params, key))
 
 
-def rollout_gif(trainer: Any, actor_params: Any, key: jax.Array,
-                path: str) -> str:
+def rollout_gif(
+  trainer: Any, actor_params: Any, key: jax.Array, path: str
+) -> str:
   """Writes one deterministic episode of the policy (rollout_poses) as a
   GIF at the run's config.render size and fps; returns the path."""
   r = trainer.config.render
   poses = rollout_poses(trainer, actor_params, key)
-  with render_lib.FrameRenderer(trainer.env.task, r.height,
-                                r.width) as renderer:
+  with render_lib.FrameRenderer(
+    trainer.env.task, r.height, r.width
+  ) as renderer:
     frames = renderer.render(poses)
   return save_gif(frames, path, r.fps)
 
@@ -68,14 +79,21 @@ def save_gif(frames: np.ndarray, path: str, fps: float = 25.0) -> str:
   """Writes frames [T, H, W, 3] uint8 as a looping GIF; returns the path."""
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"frames of shape {frames.shape} and dtype "
-                     f"{frames.dtype}: need [T, H, W, 3] uint8")
+    raise ValueError(
+      f"frames of shape {frames.shape} and dtype "
+      f"{frames.dtype}: need [T, H, W, 3] uint8"
+    )
   if not fps > 0:
     raise ValueError(f"fps={fps}: must be > 0")
   images = [Image.fromarray(f) for f in frames]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  images[0].save(path, save_all=True, append_images=images[1:],
-                 duration=max(int(round(1000 / fps)), 20), loop=0)
+  images[0].save(
+    path,
+    save_all=True,
+    append_images=images[1:],
+    duration=max(int(round(1000 / fps)), 20),
+    loop=0,
+  )
   return path
 
 
@@ -87,16 +105,21 @@ def _caption_colour(label: int, num_classes: int) -> tuple:
   return _BAD if label == 0 else _GOOD if label == num_classes - 1 else _MID
 
 
-def rated_grid(frames: np.ndarray, labels: np.ndarray,
-               class_names: Sequence[str], columns: int = 8) -> np.ndarray:
+def rated_grid(
+  frames: np.ndarray,
+  labels: np.ndarray,
+  class_names: Sequence[str],
+  columns: int = 8,
+) -> np.ndarray:
   """One image [rows * (H + 16), columns * W, 3] uint8 of frames [B, H, W, 3]
   with each frame's rating (labels [B]; -1: unanswered) written under it."""
   frames, labels = np.asarray(frames), np.asarray(labels)
   if frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(f"frames of shape {frames.shape}: need [B, H, W, 3]")
   if labels.shape != frames.shape[:1]:
-    raise ValueError(f"labels of shape {labels.shape} for "
-                     f"{frames.shape[0]} frames")
+    raise ValueError(
+      f"labels of shape {labels.shape} for {frames.shape[0]} frames"
+    )
   n = len(class_names)
   bad = labels[(labels < -1) | (labels >= n)]
   if bad.size:
@@ -113,8 +136,10 @@ def rated_grid(frames: np.ndarray, labels: np.ndarray,
     x, y = (i % cols) * w, (i // cols) * (h + cap)
     grid.paste(Image.fromarray(frames[i].astype(np.uint8)), (x, y))
     text = class_names[labels[i]] if labels[i] >= 0 else "no answer"
-    draw.rectangle((x, y + h, x + w - 1, y + h + cap - 1),
-                   fill=_caption_colour(int(labels[i]), n))
+    draw.rectangle(
+      (x, y + h, x + w - 1, y + h + cap - 1),
+      fill=_caption_colour(int(labels[i]), n),
+    )
     draw.text((x + 3, y + h + 2), text, fill=(255, 255, 255))
   return np.asarray(grid)
 

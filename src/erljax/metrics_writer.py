@@ -26,10 +26,17 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 
 # Feedback fields that are per-seed lists of numbers, logged as seed means.
-FEEDBACK_FIELDS = ("answered", "dropped", "ratings_stored", "epochs",
-                   "reward_accuracy", "reward_balanced_accuracy",
-                   "reward_corr", "signal_corr",
-                   "label_accuracy")
+FEEDBACK_FIELDS = (
+  "answered",
+  "dropped",
+  "ratings_stored",
+  "epochs",
+  "reward_accuracy",
+  "reward_balanced_accuracy",
+  "reward_corr",
+  "signal_corr",
+  "label_accuracy",
+)
 
 
 def _mean(v: Any) -> float:
@@ -40,14 +47,21 @@ def _mean(v: Any) -> float:
 
 def eval_row(rec: Dict[str, Any]) -> Dict[str, Any]:
   """Scalar columns of an eval record (seed means and stds)."""
-  return {k: v for k, v in rec.items()
-          if k != "kind" and not isinstance(v, (list, dict))}
+  return {
+    k: v
+    for k, v in rec.items()
+    if k != "kind" and not isinstance(v, (list, dict))
+  }
 
 
 def feedback_row(rec: Dict[str, Any]) -> Dict[str, Any]:
   """Scalar columns of a feedback record: counters and seed means."""
-  row = {"env_steps": rec["env_steps"], "session": rec["session"],
-         "queries_sent": rec["queries_sent"], "seconds": rec["seconds"]}
+  row = {
+    "env_steps": rec["env_steps"],
+    "session": rec["session"],
+    "queries_sent": rec["queries_sent"],
+    "seconds": rec["seconds"],
+  }
   for k in FEEDBACK_FIELDS:
     if k in rec:
       row[k] = _mean(rec[k])
@@ -58,8 +72,9 @@ def feedback_row(rec: Dict[str, Any]) -> Dict[str, Any]:
   return row
 
 
-def seed_rows(records: Iterable[Dict[str, Any]], seed_index: int
-              ) -> List[Dict[str, Any]]:
+def seed_rows(
+  records: Iterable[Dict[str, Any]], seed_index: int
+) -> List[Dict[str, Any]]:
   """One seed's values of every eval record."""
   rows = []
   for rec in records:
@@ -68,7 +83,7 @@ def seed_rows(records: Iterable[Dict[str, Any]], seed_index: int
     row = {"env_steps": rec["env_steps"]}
     for k, v in rec.items():
       if k.endswith("_per_seed"):
-        row[k[:-len("_per_seed")]] = v[seed_index]
+        row[k[: -len("_per_seed")]] = v[seed_index]
     rows.append(row)
   return rows
 
@@ -92,14 +107,18 @@ class MetricsWriter:
   `records` (the records of a resumed run) is the list `write` appends to.
   """
 
-  def __init__(self, workdir: str, seeds: List[int], tensorboard: bool = True,
-               records: Optional[List[Dict[str, Any]]] = None,
-               resume_step: Optional[int] = None):
+  def __init__(
+    self,
+    workdir: str,
+    seeds: List[int],
+    tensorboard: bool = True,
+    records: Optional[List[Dict[str, Any]]] = None,
+    resume_step: Optional[int] = None,
+  ):
     self.workdir = workdir
     self.seeds = list(seeds)
     # The caller's list (shared, so a checkpoint sees every record written).
-    self.records: List[Dict[str, Any]] = (records if records is not None
-                                          else [])
+    self.records: List[Dict[str, Any]] = records if records is not None else []
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       for rec in self.records:
         f.write(json.dumps(rec) + "\n")
@@ -110,10 +129,12 @@ class MetricsWriter:
       # tensorboardX: TensorBoard event files without TensorFlow or torch.
       # pylint: disable-next=g-import-not-at-top
       from tensorboardX import SummaryWriter
+
       # purge_step drops events a killed process logged after the checkpoint.
       self._tb = SummaryWriter(
-          os.path.join(workdir, "tb"),
-          purge_step=None if resume_step is None else resume_step + 1)
+        os.path.join(workdir, "tb"),
+        purge_step=None if resume_step is None else resume_step + 1,
+      )
 
   def write(self, rec: Dict[str, Any]) -> None:
     self.records.append(rec)
@@ -126,14 +147,17 @@ class MetricsWriter:
   def _write_csvs(self, kind: Optional[str] = None) -> None:
     if kind in (None, "eval"):
       evals = [r for r in self.records if r.get("kind") == "eval"]
-      write_csv(os.path.join(self.workdir, "eval.csv"),
-                [eval_row(r) for r in evals])
+      write_csv(
+        os.path.join(self.workdir, "eval.csv"), [eval_row(r) for r in evals]
+      )
       for i, s in enumerate(self.seeds):
-        write_csv(os.path.join(self.workdir, f"seed_{s}.csv"),
-                  seed_rows(evals, i))
+        write_csv(
+          os.path.join(self.workdir, f"seed_{s}.csv"), seed_rows(evals, i)
+        )
     if kind in (None, "feedback"):
-      fb = [feedback_row(r) for r in self.records
-            if r.get("kind") == "feedback"]
+      fb = [
+        feedback_row(r) for r in self.records if r.get("kind") == "feedback"
+      ]
       if fb:
         write_csv(os.path.join(self.workdir, "feedback.csv"), fb)
 
@@ -143,8 +167,11 @@ class MetricsWriter:
       for k, v in eval_row(rec).items():
         if k == "env_steps" or k.endswith("_std") or not np.isfinite(v):
           continue
-        group = "eval" if k.startswith("eval_") or k in (
-            "time", "env_steps_per_s") else "train"
+        group = (
+          "eval"
+          if k.startswith("eval_") or k in ("time", "env_steps_per_s")
+          else "train"
+        )
         self._tb.add_scalar(f"{group}/{k}", v, step)
     else:
       for k, v in feedback_row(rec).items():
@@ -154,8 +181,9 @@ class MetricsWriter:
       if hist.size and hist.sum():
         counts = hist.sum(0)
         labels = np.repeat(np.arange(counts.size), counts)
-        self._tb.add_histogram("feedback/labels", labels, step,
-                               bins=np.arange(counts.size + 1) - 0.5)
+        self._tb.add_histogram(
+          "feedback/labels", labels, step, bins=np.arange(counts.size + 1) - 0.5
+        )
     self._tb.flush()
 
   def close(self) -> None:
@@ -171,11 +199,18 @@ class ProgressBar:
     self._bar = None
     if enabled:
       import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm.tqdm(total=total, initial=initial, unit="step",
-                            unit_scale=True, dynamic_ncols=True)
 
-  def update(self, env_steps: int, postfix: Optional[Dict[str, Any]] = None
-             ) -> None:
+      self._bar = tqdm.tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        unit_scale=True,
+        dynamic_ncols=True,
+      )
+
+  def update(
+    self, env_steps: int, postfix: Optional[Dict[str, Any]] = None
+  ) -> None:
     if self._bar is None:
       return
     self._bar.update(env_steps - self._bar.n)

@@ -10,14 +10,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_ACTIVATIONS = {"relu": nn.relu, "leaky_relu": nn.leaky_relu, "tanh": jnp.tanh,
-                "silu": nn.silu, "elu": nn.elu}
+_ACTIVATIONS = {
+  "relu": nn.relu,
+  "leaky_relu": nn.leaky_relu,
+  "tanh": jnp.tanh,
+  "silu": nn.silu,
+  "elu": nn.elu,
+}
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name not in _ACTIVATIONS:
-    raise ValueError(f"unknown activation {name!r}; choose one of "
-                     f"{sorted(_ACTIVATIONS)}")
+    raise ValueError(
+      f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
+    )
   return _ACTIVATIONS[name]
 
 
@@ -57,7 +63,8 @@ class Actor(nn.Module):
     mean, log_std = jnp.split(out, 2, axis=-1)
     log_std = jnp.tanh(log_std)
     log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
-        log_std + 1.0)
+      log_std + 1.0
+    )
     return mean, log_std
 
 
@@ -70,26 +77,33 @@ class Critic(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
     x = jnp.concatenate([obs, action], axis=-1)
-    qs = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
-                 in_axes=None, out_axes=0, axis_size=self.num_q)(
-                     self.hidden_sizes, 1)(x)
+    qs = nn.vmap(
+      MLP,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=None,
+      out_axes=0,
+      axis_size=self.num_q,
+    )(self.hidden_sizes, 1)(x)
     return qs[..., 0]
 
 
 def squashed_gaussian_sample(
-    mean: jax.Array, log_std: jax.Array,
-    key: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  mean: jax.Array, log_std: jax.Array, key: jax.Array
+) -> Tuple[jax.Array, jax.Array]:
   """Samples a = tanh(u), u ~ N(mean, std); returns (a [B, A], log_prob [B])."""
   chex.assert_equal_shape([mean, log_std])
   std = jnp.exp(log_std)
   noise = jax.random.normal(key, mean.shape, mean.dtype)
   u = mean + std * noise
-  log_prob_u = jnp.sum(-0.5 * noise**2 - log_std - 0.5 * math.log(2 * math.pi),
-                       axis=-1)
+  log_prob_u = jnp.sum(
+    -0.5 * noise**2 - log_std - 0.5 * math.log(2 * math.pi), axis=-1
+  )
   # log |d tanh(u) / du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)),
   # the numerically stable form.
-  log_det = jnp.sum(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)),
-                    axis=-1)
+  log_det = jnp.sum(
+    2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1
+  )
   return jnp.tanh(u), log_prob_u - log_det
 
 

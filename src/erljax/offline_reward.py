@@ -24,7 +24,7 @@ import json
 import os
 import time
 import zipfile
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,60 +41,95 @@ from erljax.replay import Transition
 RATINGS_FORMAT = "erljax-ratings"
 RATINGS_VERSION = 1
 # rater.* keys that change what a rater answers (the rest: timeouts, retries).
-_RATER_KEYS = ("kind", "noise", "noise_kind", "rated", "range", "model",
-               "rating_model", "base_url", "two_stage", "constrained",
-               "openai_constraint", "temperature", "max_tokens")
+_RATER_KEYS = (
+  "kind",
+  "noise",
+  "noise_kind",
+  "rated",
+  "range",
+  "model",
+  "rating_model",
+  "base_url",
+  "two_stage",
+  "constrained",
+  "openai_constraint",
+  "temperature",
+  "max_tokens",
+)
 
 
 def num_classes(config: ml_collections.ConfigDict) -> int:
   return config.rater.num_classes or tasks.get_task(config.task).num_classes
 
 
-def rater_description(config: ml_collections.ConfigDict,
-                      num_transitions: int) -> Dict[str, Any]:
+def rater_description(
+  config: ml_collections.ConfigDict, num_transitions: int
+) -> Dict[str, Any]:
   """Everything that decides the stored answers (JSON-able)."""
   r = config.rater
-  desc = {k: (list(r[k]) if isinstance(r[k], (tuple, list)) else r[k])
-          for k in _RATER_KEYS if k in r}
+  desc = {
+    k: (list(r[k]) if isinstance(r[k], (tuple, list)) else r[k])
+    for k in _RATER_KEYS
+    if k in r
+  }
   desc["prompt"] = {k: v for k, v in dict(r.prompt).items() if v}
-  desc.update(num_classes=num_classes(config), task=config.task,
-              queries=int(config.rating.queries), seed=int(config.rating.seed),
-              transitions=int(num_transitions),
-              render=[int(config.render.height), int(config.render.width)])
+  desc.update(
+    num_classes=num_classes(config),
+    task=config.task,
+    queries=int(config.rating.queries),
+    seed=int(config.rating.seed),
+    transitions=int(num_transitions),
+    render=[int(config.render.height), int(config.render.width)],
+  )
   return desc
 
 
 def ratings_path(directory: str, description: Dict[str, Any]) -> str:
-  tag = hashlib.sha256(json.dumps(description, sort_keys=True).encode()
-                       ).hexdigest()[:12]
+  tag = hashlib.sha256(
+    json.dumps(description, sort_keys=True).encode()
+  ).hexdigest()[:12]
   return os.path.join(directory, f"ratings_{tag}.npz")
 
 
-def rated_signal(config: ml_collections.ConfigDict,
-                 data: Dict[str, np.ndarray]) -> np.ndarray:
+def rated_signal(
+  config: ml_collections.ConfigDict, data: Dict[str, np.ndarray]
+) -> np.ndarray:
   """[M] what the scripted rater bins for each transition (the task's
   rating signal, or the reward, per config.rater.rated / range)."""
-  task = tasks.rated_task(tasks.get_task(config.task), config.rater.rated,
-                         config.rater.range)
-  return np.asarray(jax.jit(task.signal)(
-      jnp.asarray(data["observations"]), jnp.asarray(data["actions"]),
-      jnp.asarray(data["next_observations"]), jnp.asarray(data["rewards"])))
+  task = tasks.rated_task(
+    tasks.get_task(config.task), config.rater.rated, config.rater.range
+  )
+  return np.asarray(
+    jax.jit(task.signal)(
+      jnp.asarray(data["observations"]),
+      jnp.asarray(data["actions"]),
+      jnp.asarray(data["next_observations"]),
+      jnp.asarray(data["rewards"]),
+    )
+  )
 
 
-def _ask_all(config: ml_collections.ConfigDict, data: Dict[str, np.ndarray],
-             index: np.ndarray, log: Callable[[str], None],
-             chunk: int = 256) -> raters_lib.Ratings:
+def _ask_all(
+  config: ml_collections.ConfigDict,
+  data: Dict[str, np.ndarray],
+  index: np.ndarray,
+  log: Callable[[str], None],
+  chunk: int = 256,
+) -> raters_lib.Ratings:
   """Asks the configured rater about the transitions `index` [Q]."""
   classes = num_classes(config)
-  rater = raters_lib.make(config.rater, config.task, classes,
-                          int(config.rating.seed))
+  rater = raters_lib.make(
+    config.rater, config.task, classes, int(config.rating.seed)
+  )
   signal = rated_signal(config, data)[index]
   renderer = None
   if getattr(rater, "needs_frames", False):
     # pylint: disable-next=g-import-not-at-top (OpenGL only when needed)
     from erljax import render as render_lib
-    renderer = render_lib.FrameRenderer(config.task, config.render.height,
-                                        config.render.width)
+
+    renderer = render_lib.FrameRenderer(
+      config.task, config.render.height, config.render.width
+    )
   labels, answered = [], []
   try:
     for start in range(0, index.size, chunk):
@@ -110,12 +145,15 @@ def _ask_all(config: ml_collections.ConfigDict, data: Dict[str, np.ndarray],
   finally:
     if renderer is not None:
       renderer.close()
-  return raters_lib.Ratings(labels=np.concatenate(labels).astype(np.int64),
-                            answered=np.concatenate(answered).astype(bool))
+  return raters_lib.Ratings(
+    labels=np.concatenate(labels).astype(np.int64),
+    answered=np.concatenate(answered).astype(bool),
+  )
 
 
-def load_ratings(path: str, description: Dict[str, Any]
-                 ) -> Tuple[np.ndarray, raters_lib.Ratings]:
+def load_ratings(
+  path: str, description: Dict[str, Any]
+) -> Tuple[np.ndarray, raters_lib.Ratings]:
   """(index [Q], Ratings) of a stored ratings file; DatasetError naming the
   file if it is unreadable, foreign or for another rater."""
   try:
@@ -128,30 +166,43 @@ def load_ratings(path: str, description: Dict[str, Any]
   except dataset_lib.DatasetError:
     raise
   except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-    raise dataset_lib.DatasetError(f"{path}: truncated or corrupted "
-                                   f"({type(e).__name__}: {e})") from e
-  if (header.get("format") != RATINGS_FORMAT
-      or header.get("version") != RATINGS_VERSION):
-    raise dataset_lib.DatasetError(f"{path}: not an erljax ratings file "
-                                   f"(format {header.get('format')!r})")
-  if header.get("rater") != json.loads(json.dumps(description)):
-    raise dataset_lib.DatasetError(f"{path}: rated by {header.get('rater')}, "
-                                   f"not by {description}")
-  q = index.shape
-  if (index.dtype != np.int64 or labels.dtype != np.int64
-      or answered.dtype != bool or labels.shape != q or answered.shape != q
-      or index.ndim != 1):
     raise dataset_lib.DatasetError(
-        f"{path}: index/labels/answered must be [Q] int64/int64/bool, got "
-        f"{index.shape} {index.dtype} / {labels.shape} {labels.dtype} / "
-        f"{answered.shape} {answered.dtype}")
+      f"{path}: truncated or corrupted ({type(e).__name__}: {e})"
+    ) from e
+  if (
+    header.get("format") != RATINGS_FORMAT
+    or header.get("version") != RATINGS_VERSION
+  ):
+    raise dataset_lib.DatasetError(
+      f"{path}: not an erljax ratings file (format {header.get('format')!r})"
+    )
+  if header.get("rater") != json.loads(json.dumps(description)):
+    raise dataset_lib.DatasetError(
+      f"{path}: rated by {header.get('rater')}, not by {description}"
+    )
+  q = index.shape
+  if (
+    index.dtype != np.int64
+    or labels.dtype != np.int64
+    or answered.dtype != bool
+    or labels.shape != q
+    or answered.shape != q
+    or index.ndim != 1
+  ):
+    raise dataset_lib.DatasetError(
+      f"{path}: index/labels/answered must be [Q] int64/int64/bool, got "
+      f"{index.shape} {index.dtype} / {labels.shape} {labels.dtype} / "
+      f"{answered.shape} {answered.dtype}"
+    )
   return index, raters_lib.Ratings(labels=labels, answered=answered)
 
 
-def rate_dataset(config: ml_collections.ConfigDict, directory: str,
-                 data: Dict[str, np.ndarray],
-                 log: Callable[[str], None] = print
-                 ) -> Tuple[np.ndarray, raters_lib.Ratings, Dict[str, Any]]:
+def rate_dataset(
+  config: ml_collections.ConfigDict,
+  directory: str,
+  data: Dict[str, np.ndarray],
+  log: Callable[[str], None] = print,
+) -> Tuple[np.ndarray, raters_lib.Ratings, Dict[str, Any]]:
   """Ratings of the dataset in `directory` (transitions `data`), from its
   ratings file if this rater rated it before, else asked and stored.
 
@@ -169,31 +220,51 @@ def rate_dataset(config: ml_collections.ConfigDict, directory: str,
   else:
     q = config.rating.queries or m
     if q > m:
-      raise ValueError(f"config.rating.queries={q}: the dataset has only {m} "
-                       "transitions")
+      raise ValueError(
+        f"config.rating.queries={q}: the dataset has only {m} transitions"
+      )
     rng = np.random.default_rng(config.rating.seed)
-    index = (np.arange(m) if q == m else np.sort(
-        rng.choice(m, q, replace=False))).astype(np.int64)
+    index = (
+      np.arange(m) if q == m else np.sort(rng.choice(m, q, replace=False))
+    ).astype(np.int64)
     ratings = _ask_all(config, data, index, log)
-    header = {"format": RATINGS_FORMAT, "version": RATINGS_VERSION,
-              "rater": desc, "answered": ratings.num_answered,
-              "dropped": ratings.num_dropped}
+    header = {
+      "format": RATINGS_FORMAT,
+      "version": RATINGS_VERSION,
+      "rater": desc,
+      "answered": ratings.num_answered,
+      "dropped": ratings.num_dropped,
+    }
     tmp = path + ".tmp.npz"
-    np.savez(tmp, header=np.asarray(json.dumps(header)), index=index,
-             labels=ratings.labels, answered=ratings.answered)
+    np.savez(
+      tmp,
+      header=np.asarray(json.dumps(header)),
+      index=index,
+      labels=ratings.labels,
+      answered=ratings.answered,
+    )
     os.replace(tmp, path)
-  info = {"path": path, "cached": cached, "answered": ratings.num_answered,
-          "dropped": ratings.num_dropped,
-          "seconds": time.perf_counter() - t0}
-  log(f"ratings: {info['answered']} answered, {info['dropped']} dropped "
-      f"({'from ' if cached else 'stored in '}{path})")
+  info = {
+    "path": path,
+    "cached": cached,
+    "answered": ratings.num_answered,
+    "dropped": ratings.num_dropped,
+    "seconds": time.perf_counter() - t0,
+  }
+  log(
+    f"ratings: {info['answered']} answered, {info['dropped']} dropped "
+    f"({'from ' if cached else 'stored in '}{path})"
+  )
   return index, ratings, info
 
 
-def learn_reward(config: ml_collections.ConfigDict,
-                 data: Dict[str, np.ndarray], index: np.ndarray,
-                 ratings: raters_lib.Ratings, keys: jax.Array
-                 ) -> Tuple[Any, jax.Array, Dict[str, Any]]:
+def learn_reward(
+  config: ml_collections.ConfigDict,
+  data: Dict[str, np.ndarray],
+  index: np.ndarray,
+  ratings: raters_lib.Ratings,
+  keys: jax.Array,
+) -> Tuple[Any, jax.Array, Dict[str, Any]]:
   """Trains one reward ensemble per seed on the answered ratings.
 
   keys [S]: each seed's initialisation key. Returns the parameters (seed
@@ -202,55 +273,78 @@ def learn_reward(config: ml_collections.ConfigDict,
   reward and with the rated signal, per seed).
   """
   if config.reward.model != "mlp" or config.reward.feedback_type != "rating":
-    raise ValueError("offline reward learning supports reward.model='mlp' "
-                     "with feedback_type='rating'")
+    raise ValueError(
+      "offline reward learning supports reward.model='mlp' "
+      "with feedback_type='rating'"
+    )
   obs, act = data["observations"], data["actions"]
   o, a = obs.shape[-1], act.shape[-1]
   source = reward_source.make(config, o, a)
-  learner = feedback_lib.make_learner(config, num_classes(config),
-                                      source.model)
+  learner = feedback_lib.make_learner(config, num_classes(config), source.model)
   s = keys.shape[0]
   rows = index[ratings.answered]
   if rows.size == 0:
-    raise ValueError("no rated transition was answered: nothing to learn "
-                     "a reward from")
+    raise ValueError(
+      "no rated transition was answered: nothing to learn a reward from"
+    )
   signal = rated_signal(config, data)
-  seg = lambda x: jnp.broadcast_to(jnp.asarray(x[rows])[None, :, None, None],
-                                   (s, rows.size, 1, 1) + x.shape[1:])
+  seg = lambda x: jnp.broadcast_to(
+    jnp.asarray(x[rows])[None, :, None, None],
+    (s, rows.size, 1, 1) + x.shape[1:],
+  )
   queries = Transition(
-      obs=seg(obs), action=seg(act), reward=seg(data["rewards"]),
-      true_reward=seg(signal), discount=seg(data["discount"]),
-      next_obs=seg(data["next_observations"]))
+    obs=seg(obs),
+    action=seg(act),
+    reward=seg(data["rewards"]),
+    true_reward=seg(signal),
+    discount=seg(data["discount"]),
+    next_obs=seg(data["next_observations"]),
+  )
   answered = raters_lib.Ratings(
-      labels=ratings.labels[ratings.answered],
-      answered=np.ones((rows.size,), bool))
-  sets = jax.jit(jax.vmap(lambda _: feedback_lib.empty_rating_set(
-      rows.size, o, a)))(jnp.arange(s))
+    labels=ratings.labels[ratings.answered],
+    answered=np.ones((rows.size,), bool),
+  )
+  sets = jax.jit(
+    jax.vmap(lambda _: feedback_lib.empty_rating_set(rows.size, o, a))
+  )(jnp.arange(s))
   sets, _ = feedback_lib.store_ratings(sets, queries, [answered] * s)
   params = jax.jit(jax.vmap(source.init))(keys)
   opt_state = jax.jit(jax.vmap(learner.optimizer.init))(params)
   epoch_fn = jax.jit(jax.vmap(learner.epoch))
   params, _, epochs, acc, bal = feedback_lib.train_reward(
-      learner, epoch_fn, params, opt_state, sets,
-      np.random.default_rng(int(config.rating.seed)))
+    learner,
+    epoch_fn,
+    params,
+    opt_state,
+    sets,
+    np.random.default_rng(int(config.rating.seed)),
+  )
   everything = Transition(
-      obs=jnp.asarray(obs), action=jnp.asarray(act),
-      reward=jnp.asarray(data["rewards"]),
-      true_reward=jnp.asarray(data["rewards"]),
-      discount=jnp.asarray(data["discount"]),
-      next_obs=jnp.asarray(data["next_observations"]))
+    obs=jnp.asarray(obs),
+    action=jnp.asarray(act),
+    reward=jnp.asarray(data["rewards"]),
+    true_reward=jnp.asarray(data["rewards"]),
+    discount=jnp.asarray(data["discount"]),
+    next_obs=jnp.asarray(data["next_observations"]),
+  )
   rewards = jax.jit(jax.vmap(lambda p: source(p, everything)))(params)
   r = np.asarray(rewards, np.float64)
   corr = lambda x: [float(np.corrcoef(r[i], x)[0, 1]) for i in range(s)]
   reference = raters_lib.ScriptedRater.for_segments(
-      learner.num_classes, tasks.rated_task(
-          tasks.get_task(config.task), config.rater.rated,
-          config.rater.range).rated_range)
+    learner.num_classes,
+    tasks.rated_task(
+      tasks.get_task(config.task), config.rater.rated, config.rater.range
+    ).rated_range,
+  )
   truth = reference.true_labels(signal[rows])
   hist = np.bincount(answered.labels, minlength=learner.num_classes)
-  info = {"epochs": epochs, "reward_accuracy": acc,
-          "reward_balanced_accuracy": bal,
-          "reward_corr": corr(data["rewards"]), "signal_corr": corr(signal),
-          "label_accuracy": float(np.mean(answered.labels == truth)),
-          "label_histogram": hist.tolist()}
+  info = {
+    "epochs": epochs,
+    "reward_accuracy": acc,
+    "reward_balanced_accuracy": bal,
+    "reward_corr": corr(data["rewards"]),
+    "signal_corr": corr(signal),
+    "label_accuracy": float(np.mean(answered.labels == truth)),
+    "label_histogram": hist.tolist(),
+  }
   return params, rewards, info

@@ -60,24 +60,32 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     ValueError: config.json is not the config of an erljax.train run.
   """
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"{workdir}: no such directory; need the workdir "
-                            "of a python -m erljax.train run")
+    raise FileNotFoundError(
+      f"{workdir}: no such directory; need the workdir "
+      "of a python -m erljax.train run"
+    )
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such file; {workdir} is not the "
-                            "workdir of a python -m erljax.train run")
+    raise FileNotFoundError(
+      f"{path}: no such file; {workdir} is not the "
+      "workdir of a python -m erljax.train run"
+    )
   try:
     with open(path) as f:
       saved = json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not JSON ({e})") from e
   if not isinstance(saved, dict) or not {"task", "sac"} <= saved.keys():
-    raise ValueError(f"{path}: not the config of a python -m erljax.train "
-                     "run (it needs the keys 'task' and 'sac')")
+    raise ValueError(
+      f"{path}: not the config of a python -m erljax.train "
+      "run (it needs the keys 'task' and 'sac')"
+    )
   if any(k in saved for k in _OFFLINE_KEYS):
-    raise ValueError(f"{path}: the config of an erljax.offline run "
-                     f"(method={saved.get('method')!r}); erljax.policy loads "
-                     "python -m erljax.train runs")
+    raise ValueError(
+      f"{path}: the config of an erljax.offline run "
+      f"(method={saved.get('method')!r}); erljax.policy loads "
+      "python -m erljax.train runs"
+    )
   config = config_lib.default()
   _merge(config, saved)
   config.workdir = workdir
@@ -86,8 +94,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def _merge(config: ml_collections.ConfigDict, values: Dict[str, Any]) -> None:
   for key, value in values.items():
-    if isinstance(value, dict) and isinstance(config.get(key),
-                                              ml_collections.ConfigDict):
+    if isinstance(value, dict) and isinstance(
+      config.get(key), ml_collections.ConfigDict
+    ):
       _merge(config[key], value)
     else:
       with config.ignore_type():
@@ -102,8 +111,10 @@ def checkpoint_steps(workdir: str) -> List[int]:
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"{directory}: no such directory; the run wrote "
-                            "no checkpoint (train with --config.workdir set)")
+    raise FileNotFoundError(
+      f"{directory}: no such directory; the run wrote "
+      "no checkpoint (train with --config.workdir set)"
+    )
   steps = sorted(ocp.path.step.checkpoint_steps(directory))
   if not steps:
     raise FileNotFoundError(f"{directory}: no finished checkpoint yet")
@@ -134,9 +145,11 @@ class Policy:
 
   def __post_init__(self):
     if not 0 <= self.seed < self.num_seeds:
-      raise ValueError(f"seed={self.seed}: the run in {self.workdir} has "
-                       f"{self.num_seeds} seeds (indices 0.."
-                       f"{self.num_seeds - 1})")
+      raise ValueError(
+        f"seed={self.seed}: the run in {self.workdir} has "
+        f"{self.num_seeds} seeds (indices 0.."
+        f"{self.num_seeds - 1})"
+      )
 
   @property
   def task(self) -> str:
@@ -155,8 +168,9 @@ class Policy:
     """The same checkpoint acting with seed index `seed`."""
     return dataclasses.replace(self, seed=seed)
 
-  def apply(self, params: Any, obs: jax.Array,
-            key: Optional[jax.Array] = None) -> jax.Array:
+  def apply(
+    self, params: Any, obs: jax.Array, key: Optional[jax.Array] = None
+  ) -> jax.Array:
     """Action [A] in [-1, 1] of one seed's actor for obs [O] ([B, A] for
     [B, O]).
 
@@ -166,8 +180,10 @@ class Policy:
     agent = self.trainer.agent
     chex.assert_rank(obs, {1, 2})
     if obs.shape[-1] != agent.obs_size:
-      raise ValueError(f"obs of shape {obs.shape}: task {self.task!r} has "
-                       f"observations of size {agent.obs_size}")
+      raise ValueError(
+        f"obs of shape {obs.shape}: task {self.task!r} has "
+        f"observations of size {agent.obs_size}"
+      )
     if key is None:
       return agent.deterministic_action(params, obs)
     return agent.sample_action(params, obs, key)[0]
@@ -198,43 +214,65 @@ def load(workdir: str, step: Optional[int] = None, seed: int = 0) -> Policy:
   if step is None:
     step = steps[-1]
   elif step not in steps:
-    raise ValueError(f"step={step}: no checkpoint at that step in "
-                     f"{workdir}/checkpoints; available steps: {steps}")
+    raise ValueError(
+      f"step={step}: no checkpoint at that step in "
+      f"{workdir}/checkpoints; available steps: {steps}"
+    )
   trainer = trainer_lib.Trainer.create(config)
-  params = _restore_actor(trainer, os.path.join(
-      workdir, "checkpoints", str(step), "arrays"))
-  return Policy(params=params, seed=seed, step=int(step), config=config,
-                trainer=trainer, workdir=workdir)
+  params = _restore_actor(
+    trainer, os.path.join(workdir, "checkpoints", str(step), "arrays")
+  )
+  return Policy(
+    params=params,
+    seed=seed,
+    step=int(step),
+    config=config,
+    trainer=trainer,
+    workdir=workdir,
+  )
 
 
 def _restore_actor(trainer: trainer_lib.Trainer, path: str) -> Any:
   """The actor's arrays, each [S, ...], of one checkpoint's `arrays` item."""
   template = jax.eval_shape(trainer.agent.init, jax.random.PRNGKey(0))
-  paths, treedef = jax.tree_util.tree_flatten_with_path(
-      template.actor_params)
+  paths, treedef = jax.tree_util.tree_flatten_with_path(template.actor_params)
   names = [_ACTOR + jax.tree_util.keystr(p) for p, _ in paths]
   handler = ocp.PyTreeCheckpointHandler()
   try:
     saved = handler.metadata(epath.Path(path)).tree
     missing = [n for n in names if n not in saved]
-    got = None if missing else handler.restore(
-        epath.Path(path), args=ocp.args.PyTreeRestore(
-            item={n: 0 for n in names}, partial_restore=True,
-            restore_args={n: ocp.RestoreArgs(restore_type=np.ndarray)
-                          for n in names}))
+    got = (
+      None
+      if missing
+      else handler.restore(
+        epath.Path(path),
+        args=ocp.args.PyTreeRestore(
+          item={n: 0 for n in names},
+          partial_restore=True,
+          restore_args={
+            n: ocp.RestoreArgs(restore_type=np.ndarray) for n in names
+          },
+        ),
+      )
+    )
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
-                     f"{str(e)[:200]})") from e
+    raise ValueError(
+      f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})"
+    ) from e
   finally:
     handler.close()
   if missing:
-    raise ValueError(f"{path}: no {missing[0]}; not a checkpoint of a "
-                     "python -m erljax.train run")
+    raise ValueError(
+      f"{path}: no {missing[0]}; not a checkpoint of a "
+      "python -m erljax.train run"
+    )
   leaves = []
   for name, (_, leaf) in zip(names, paths):
     arr = got[name]
     if arr.ndim != leaf.ndim + 1 or tuple(arr.shape[1:]) != tuple(leaf.shape):
-      raise ValueError(f"{path}: {name} is {arr.shape}; the run's "
-                       f"config.json says {leaf.shape} per seed")
+      raise ValueError(
+        f"{path}: {name} is {arr.shape}; the run's "
+        f"config.json says {leaf.shape} per seed"
+      )
     leaves.append(jnp.asarray(arr, leaf.dtype))
   return jax.tree_util.tree_unflatten(treedef, leaves)

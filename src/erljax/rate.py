@@ -34,27 +34,44 @@ def _bool(text: str) -> bool:
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="python -m erljax.rate",
-      description=__doc__.split("\n\n")[0])
+    prog="python -m erljax.rate", description=__doc__.split("\n\n")[0]
+  )
   p.add_argument("images", nargs="+", help="PNG or JPEG files")
   p.add_argument("--backend", required=True, choices=sorted(raters.BACKENDS))
   p.add_argument("--task", default="reacher")
-  p.add_argument("--instruction", default=None,
-                 help="override the task's instruction")
-  p.add_argument("--subject", default=None,
-                 help="override what the task's frames show (e.g. 'a robot "
-                 "arm')")
-  p.add_argument("--num_classes", type=int, default=None,
-                 help="default: the task's")
-  p.add_argument("--prefer", action="store_true",
-                 help="ask for a preference between two images")
+  p.add_argument(
+    "--instruction", default=None, help="override the task's instruction"
+  )
+  p.add_argument(
+    "--subject",
+    default=None,
+    help="override what the task's frames show (e.g. 'a robot arm')",
+  )
+  p.add_argument(
+    "--num_classes", type=int, default=None, help="default: the task's"
+  )
+  p.add_argument(
+    "--prefer",
+    action="store_true",
+    help="ask for a preference between two images",
+  )
   d = config_lib.default().rater
-  for key in ("base_url", "model", "rating_model", "openai_constraint",
-              "cache_dir"):
+  for key in (
+    "base_url",
+    "model",
+    "rating_model",
+    "openai_constraint",
+    "cache_dir",
+  ):
     p.add_argument(f"--{key}", default=d[key])
   p.add_argument("--api_key_env", default=None)
-  for key in ("timeout", "backoff_base", "backoff_max", "max_wait",
-              "temperature"):
+  for key in (
+    "timeout",
+    "backoff_base",
+    "backoff_max",
+    "max_wait",
+    "temperature",
+  ):
     p.add_argument(f"--{key}", type=float, default=d[key])
   for key in ("max_retries", "concurrency", "max_tokens"):
     p.add_argument(f"--{key}", type=int, default=d[key])
@@ -73,11 +90,25 @@ def main(argv: Optional[List[str]] = None) -> int:
   c.task = args.task
   c.rater.kind = args.backend
   c.rater.num_classes = args.num_classes
-  for key in ("base_url", "model", "rating_model", "openai_constraint",
-              "cache_dir", "api_key_env", "timeout", "backoff_base",
-              "backoff_max", "max_wait", "temperature", "max_retries",
-              "concurrency", "max_tokens", "two_stage", "constrained",
-              "replay_only"):
+  for key in (
+    "base_url",
+    "model",
+    "rating_model",
+    "openai_constraint",
+    "cache_dir",
+    "api_key_env",
+    "timeout",
+    "backoff_base",
+    "backoff_max",
+    "max_wait",
+    "temperature",
+    "max_retries",
+    "concurrency",
+    "max_tokens",
+    "two_stage",
+    "constrained",
+    "replay_only",
+  ):
     c.rater[key] = getattr(args, key)
   try:
     config_lib.validate(c)
@@ -85,9 +116,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
+
   num_classes = c.rater.num_classes or tasks.get_task(c.task).num_classes
-  rater = raters.make(c.rater, c.task, num_classes, args.seed,
-                      instruction=args.instruction, subject=args.subject)
+  rater = raters.make(
+    c.rater,
+    c.task,
+    num_classes,
+    args.seed,
+    instruction=args.instruction,
+    subject=args.subject,
+  )
   images = []
   for path in args.images:
     with open(path, "rb") as f:
@@ -100,16 +138,20 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.prefer:
     answers = rater.answer_preferences([(images[0], images[1])])
     names = [" vs ".join(args.images)]
+
     def show(label):
       return f"image {label + 1} better (answer {label})"
   else:
     answers = rater.answer_ratings(images)
     names = args.images
+
     def show(label):
       return f"{rater.class_names[label]} (class {label})"
+
   for name, a in zip(names, answers):
-    verdict = (show(a.label) if a.label is not None
-               else f"no answer ({a.reason})")
+    verdict = (
+      show(a.label) if a.label is not None else f"no answer ({a.reason})"
+    )
     print(f"{name}: {verdict}{' [cached]' if a.cached else ''}")
     for stage, reply in enumerate(a.replies, 1):
       print(f"  reply {stage}: {reply!r}")

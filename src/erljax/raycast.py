@@ -46,15 +46,18 @@ def material_colours(model: mujoco.MjModel) -> np.ndarray:
   mean colour of its RGB texture (a grid floor becomes its average shade)."""
   rgba = np.array(model.mat_rgba, np.float64).reshape(-1, 4)
   role = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
-  texid = np.asarray(model.mat_texid).reshape(model.nmat, -1) if model.nmat \
-      else np.zeros((0, 1), np.int32)
+  texid = (
+    np.asarray(model.mat_texid).reshape(model.nmat, -1)
+    if model.nmat
+    else np.zeros((0, 1), np.int32)
+  )
   for i in range(model.nmat):
     t = int(texid[i, role]) if texid.shape[1] > role else -1
     if t < 0:
       continue
     ch = int(model.tex_nchannel[t])
     size = int(model.tex_height[t]) * int(model.tex_width[t]) * ch
-    pixels = model.tex_data[model.tex_adr[t]:model.tex_adr[t] + size]
+    pixels = model.tex_data[model.tex_adr[t] : model.tex_adr[t] + size]
     mean = pixels.reshape(-1, ch)[:, :3].mean(0) / 255.0
     rgba[i, :3] *= mean if ch >= 3 else mean[:1]
   return rgba
@@ -64,21 +67,27 @@ def geom_colours(model: mujoco.MjModel) -> np.ndarray:
   """[ngeom, 3] RGB in [0, 1] that MuJoCo draws each geom in, lighting
   aside: the material's colour where the geom keeps the default colour."""
   mat = np.concatenate([material_colours(model), np.ones((1, 4))])[
-      model.geom_matid]
+    model.geom_matid
+  ]
   use_mat = (model.geom_matid >= 0) & np.all(
-      np.isclose(model.geom_rgba, _DEFAULT_RGBA), axis=-1)
+    np.isclose(model.geom_rgba, _DEFAULT_RGBA), axis=-1
+  )
   return np.where(use_mat[:, None], mat, model.geom_rgba)[:, :3].astype(
-      np.float32)
+    np.float32
+  )
 
 
-def free_camera_frame(camera: tasks.FreeCamera
-                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def free_camera_frame(
+  camera: tasks.FreeCamera,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(position, forward, up) [3] of a MuJoCo free camera."""
   az, el = np.deg2rad(camera.azimuth), np.deg2rad(camera.elevation)
-  forward = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az),
-                      np.sin(el)])
-  up = np.array([-np.sin(el) * np.cos(az), -np.sin(el) * np.sin(az),
-                 np.cos(el)])
+  forward = np.array(
+    [np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]
+  )
+  up = np.array(
+    [-np.sin(el) * np.cos(az), -np.sin(el) * np.sin(az), np.cos(el)]
+  )
   position = np.asarray(camera.lookat, np.float64) - camera.distance * forward
   return position, forward, up
 
@@ -98,13 +107,20 @@ class RayCaster:
   [3 * nmocap] (VecEnv.pose, what the replay buffer stores).
   """
 
-  def __init__(self, task: str | tasks.TaskSpec, height: int = 64,
-               width: int = 64,
-               camera: Optional[str | tasks.FreeCamera] = None,
-               batch_size: int = 16):
+  def __init__(
+    self,
+    task: str | tasks.TaskSpec,
+    height: int = 64,
+    width: int = 64,
+    camera: Optional[str | tasks.FreeCamera] = None,
+    batch_size: int = 16,
+  ):
     spec = tasks.get_task(task) if isinstance(task, str) else task
-    for key, value in (("height", height), ("width", width),
-                       ("batch_size", batch_size)):
+    for key, value in (
+      ("height", height),
+      ("width", width),
+      ("batch_size", batch_size),
+    ):
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{key}={value!r}: must be a positive integer")
     model = render.task_model(spec)
@@ -114,19 +130,24 @@ class RayCaster:
     self.nq, self.nmocap = int(model.nq), int(model.nmocap)
     self.camera = spec.camera if camera is None else camera
     if isinstance(self.camera, str):
-      self._cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA,
-                                       self.camera)
+      self._cam_id = mujoco.mj_name2id(
+        model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera
+      )
       if self._cam_id < 0:
         names = [model.camera(i).name for i in range(model.ncam)]
-        raise ValueError(f"camera {self.camera!r} is not in task "
-                         f"{spec.name!r}'s model; its cameras: {names}")
+        raise ValueError(
+          f"camera {self.camera!r} is not in task "
+          f"{spec.name!r}'s model; its cameras: {names}"
+        )
       fovy = float(model.cam_fovy[self._cam_id])
     elif isinstance(self.camera, tasks.FreeCamera):
       self._cam_id = -1
       fovy = float(model.vis.global_.fovy)
     else:
-      raise ValueError(f"camera={self.camera!r}: give a camera name or an "
-                       "erljax.tasks.FreeCamera")
+      raise ValueError(
+        f"camera={self.camera!r}: give a camera name or an "
+        "erljax.tasks.FreeCamera"
+      )
     mx = mjx.put_model(model)
     if model.nmat == 0:
       # mjx.ray looks up material colours even for geoms without one.
@@ -138,32 +159,44 @@ class RayCaster:
     half_w = half_h * self.width / self.height
     ys = (1 - 2 * (np.arange(self.height) + 0.5) / self.height) * half_h
     xs = (2 * (np.arange(self.width) + 0.5) / self.width - 1) * half_w
-    self._pixels = np.stack(np.broadcast_arrays(
-        xs[None, :], ys[:, None], np.ones((self.height, 1))), -1).reshape(
-            -1, 3).astype(np.float32)
+    self._pixels = (
+      np.stack(
+        np.broadcast_arrays(
+          xs[None, :], ys[:, None], np.ones((self.height, 1))
+        ),
+        -1,
+      )
+      .reshape(-1, 3)
+      .astype(np.float32)
+    )
 
   @property
   def pose_size(self) -> int:
     return self.nq + 3 * self.nmocap
 
-  def _camera_frame(self, data: mjx.Data
-                    ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  def _camera_frame(
+    self, data: mjx.Data
+  ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Camera position, right, up and forward axes [3]."""
     if self._cam_id >= 0:
       xmat = data.cam_xmat[self._cam_id]  # MuJoCo cameras look along -z
       return data.cam_xpos[self._cam_id], xmat[:, 0], xmat[:, 1], -xmat[:, 2]
     position, forward, up = free_camera_frame(self.camera)
-    return (jnp.asarray(position, jnp.float32), jnp.asarray(
-        np.cross(forward, up), jnp.float32), jnp.asarray(up, jnp.float32),
-            jnp.asarray(forward, jnp.float32))
+    return (
+      jnp.asarray(position, jnp.float32),
+      jnp.asarray(np.cross(forward, up), jnp.float32),
+      jnp.asarray(up, jnp.float32),
+      jnp.asarray(forward, jnp.float32),
+    )
 
   def _frame(self, pose: jax.Array) -> jax.Array:
     """pose [P] -> [H, W, 3] uint8."""
     m = self._model
-    data = mjx.make_data(m).replace(qpos=pose[:self.nq].astype(jnp.float32))
+    data = mjx.make_data(m).replace(qpos=pose[: self.nq].astype(jnp.float32))
     if pose.shape[0] > self.nq:
-      data = data.replace(mocap_pos=pose[self.nq:].reshape(
-          self.nmocap, 3).astype(jnp.float32))
+      data = data.replace(
+        mocap_pos=pose[self.nq :].reshape(self.nmocap, 3).astype(jnp.float32)
+      )
     data = mjx.kinematics(m, data)
     if self._cam_id >= 0:
       # Tracking cameras follow the subtree centre of mass.
@@ -173,9 +206,11 @@ class RayCaster:
     dirs = px[:, :1] * right + px[:, 1:2] * up + px[:, 2:] * forward
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
     _, geom = jax.vmap(lambda v: mjx.ray(m, data, origin, v))(dirs)
-    rgb = jnp.where((geom >= 0)[:, None],
-                    jnp.asarray(self._colours)[jnp.maximum(geom, 0)],
-                    jnp.asarray(BACKGROUND, jnp.float32))
+    rgb = jnp.where(
+      (geom >= 0)[:, None],
+      jnp.asarray(self._colours)[jnp.maximum(geom, 0)],
+      jnp.asarray(BACKGROUND, jnp.float32),
+    )
     rgb = jnp.round(rgb * 255.0).astype(jnp.uint8)
     return rgb.reshape(self.height, self.width, 3)
 
@@ -185,13 +220,14 @@ class RayCaster:
     widths = sorted({self.nq, self.pose_size})
     if self.nq == 0 or pose.ndim < 1 or pose.shape[-1] not in widths:
       raise ValueError(
-          f"pose of shape {pose.shape}: task {self.task.name!r} needs "
-          f"[..., {' or '.join(map(str, widths))}] (qpos, then mocap "
-          "positions)")
+        f"pose of shape {pose.shape}: task {self.task.name!r} needs "
+        f"[..., {' or '.join(map(str, widths))}] (qpos, then mocap "
+        "positions)"
+      )
     lead = pose.shape[:-1]
     flat = pose.reshape((-1, pose.shape[-1]))
-    frames = jax.lax.map(self._frame, flat,
-                         batch_size=min(self.batch_size, max(flat.shape[0],
-                                                             1)))
+    frames = jax.lax.map(
+      self._frame, flat, batch_size=min(self.batch_size, max(flat.shape[0], 1))
+    )
     chex.assert_shape(frames, (flat.shape[0], self.height, self.width, 3))
     return frames.reshape(lead + (self.height, self.width, 3))

@@ -49,9 +49,13 @@ def _use_egl_if_asked() -> None:
   except ImportError:
     return
   bound = getattr(gl_context, "GLContext", None)
-  if (os.environ.get("MUJOCO_GL", "").lower() == "egl" and bound is not None
-      and bound.__module__ != "mujoco.egl"):
+  if (
+    os.environ.get("MUJOCO_GL", "").lower() == "egl"
+    and bound is not None
+    and bound.__module__ != "mujoco.egl"
+  ):
     from mujoco import egl  # pylint: disable=g-import-not-at-top
+
     gl_context.GLContext = egl.GLContext
 
 
@@ -65,14 +69,17 @@ def task_model(task: str | tasks.TaskSpec) -> mujoco.MjModel:
   for geom, rgba in spec.geom_rgba:
     gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, geom)
     if gid < 0:
-      raise ValueError(f"task {spec.name!r}: geom_rgba names geom {geom!r}, "
-                       "which its model does not have")
+      raise ValueError(
+        f"task {spec.name!r}: geom_rgba names geom {geom!r}, "
+        "which its model does not have"
+      )
     model.geom_rgba[gid] = rgba
   return model
 
 
-def _camera(model: mujoco.MjModel,
-            camera: str | tasks.FreeCamera) -> str | mujoco.MjvCamera:
+def _camera(
+  model: mujoco.MjModel, camera: str | tasks.FreeCamera
+) -> str | mujoco.MjvCamera:
   """A camera argument for mujoco.Renderer.update_scene."""
   if isinstance(camera, tasks.FreeCamera):
     cam = mujoco.MjvCamera()
@@ -85,11 +92,14 @@ def _camera(model: mujoco.MjModel,
   if isinstance(camera, str):
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
       names = [model.camera(i).name for i in range(model.ncam)]
-      raise ValueError(f"camera {camera!r} is not in the model; its cameras: "
-                       f"{names} (or pass an erljax.tasks.FreeCamera)")
+      raise ValueError(
+        f"camera {camera!r} is not in the model; its cameras: "
+        f"{names} (or pass an erljax.tasks.FreeCamera)"
+      )
     return camera
-  raise ValueError(f"camera={camera!r}: give a camera name or an "
-                   "erljax.tasks.FreeCamera")
+  raise ValueError(
+    f"camera={camera!r}: give a camera name or an erljax.tasks.FreeCamera"
+  )
 
 
 class FrameRenderer:
@@ -103,10 +113,14 @@ class FrameRenderer:
     shadows: draw shadows and reflections (slow without a GPU).
   """
 
-  def __init__(self, task: str | tasks.TaskSpec, height: int = 224,
-               width: int = 224,
-               camera: Optional[str | tasks.FreeCamera] = None,
-               shadows: bool = False):
+  def __init__(
+    self,
+    task: str | tasks.TaskSpec,
+    height: int = 224,
+    width: int = 224,
+    camera: Optional[str | tasks.FreeCamera] = None,
+    shadows: bool = False,
+  ):
     spec = tasks.get_task(task) if isinstance(task, str) else task
     for key, value in (("height", height), ("width", width)):
       if not isinstance(value, (int, np.integer)) or value < 1:
@@ -116,8 +130,7 @@ class FrameRenderer:
     model = task_model(spec)
     # The off-screen framebuffer must hold the frame.
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
-    model.vis.global_.offheight = max(model.vis.global_.offheight,
-                                      self.height)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
     self.model = model
     self.nq = int(model.nq)
     self.nmocap = int(model.nmocap)
@@ -128,11 +141,12 @@ class FrameRenderer:
       self._renderer = mujoco.Renderer(model, self.height, self.width)
     except Exception as e:  # pylint: disable=broad-except
       raise RuntimeError(
-          f"no off-screen OpenGL context (MUJOCO_GL="
-          f"{os.environ.get('MUJOCO_GL')!r}): {e}. On a headless Linux "
-          "machine set MUJOCO_GL=egl before anything imports mujoco and "
-          "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri (README, "
-          "Rendering)") from e
+        f"no off-screen OpenGL context (MUJOCO_GL="
+        f"{os.environ.get('MUJOCO_GL')!r}): {e}. On a headless Linux "
+        "machine set MUJOCO_GL=egl before anything imports mujoco and "
+        "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri (README, "
+        "Rendering)"
+      ) from e
     if not shadows:
       # Shadows and reflections cost ~10x the render time under Mesa's
       # software rasterizer (91 ms vs 9 ms a 224x224 reacher frame on this
@@ -158,18 +172,21 @@ class FrameRenderer:
     widths = sorted({self.nq, self.pose_size})
     if pose.ndim != 2 or pose.shape[1] not in widths:
       raise ValueError(
-          f"pose of shape {pose.shape}: task {self.task.name!r} needs "
-          f"[B, {' or '.join(map(str, widths))}] (qpos, then mocap "
-          "positions)")
+        f"pose of shape {pose.shape}: task {self.task.name!r} needs "
+        f"[B, {' or '.join(map(str, widths))}] (qpos, then mocap "
+        "positions)"
+      )
     if not np.all(np.isfinite(pose)):
-      raise ValueError(f"pose has non-finite values, e.g. row "
-                       f"{np.argwhere(~np.isfinite(pose))[0, 0]}")
+      raise ValueError(
+        f"pose has non-finite values, e.g. row "
+        f"{np.argwhere(~np.isfinite(pose))[0, 0]}"
+      )
     frames = np.empty((pose.shape[0], self.height, self.width, 3), np.uint8)
     data = self._data
     for i, row in enumerate(pose):
-      data.qpos[:] = row[:self.nq]
+      data.qpos[:] = row[: self.nq]
       if pose.shape[1] > self.nq:
-        data.mocap_pos[:] = row[self.nq:].reshape(self.nmocap, 3)
+        data.mocap_pos[:] = row[self.nq :].reshape(self.nmocap, 3)
       mujoco.mj_forward(self.model, data)
       self._renderer.update_scene(data, camera=self._camera)
       self._renderer.render(out=frames[i])
@@ -188,12 +205,15 @@ class FrameRenderer:
     self.close()
 
 
-def random_poses(model: mujoco.MjModel, n: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def random_poses(
+  model: mujoco.MjModel, n: int, rng: np.random.Generator
+) -> np.ndarray:
   """[n, nq] qpos: each joint uniform over its range (+-pi if unlimited)."""
   qpos = np.tile(model.qpos0, (n, 1))
-  hinge, slide = int(mujoco.mjtJoint.mjJNT_HINGE), int(
-      mujoco.mjtJoint.mjJNT_SLIDE)
+  hinge, slide = (
+    int(mujoco.mjtJoint.mjJNT_HINGE),
+    int(mujoco.mjtJoint.mjJNT_SLIDE),
+  )
   for j in range(model.njnt):
     kind = int(model.jnt_type[j])
     if kind not in (hinge, slide):
@@ -206,8 +226,9 @@ def random_poses(model: mujoco.MjModel, n: int,
   return qpos
 
 
-def benchmark(task: str, n: int = 100, height: int = 224,
-              width: int = 224, seed: int = 0) -> float:
+def benchmark(
+  task: str, n: int = 100, height: int = 224, width: int = 224, seed: int = 0
+) -> float:
   """Frames per second rendering n random poses of `task` (one renderer)."""
   if n < 1:
     raise ValueError(f"n={n}: must be >= 1")

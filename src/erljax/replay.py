@@ -56,10 +56,14 @@ def init(capacity: int, example: Any) -> ReplayBuffer:
   if capacity < 1:
     raise ValueError(f"replay capacity must be >= 1, got {capacity}")
   data = jax.tree_util.tree_map(
-      lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype),
-      example)
-  return ReplayBuffer(data=data, insert_pos=jnp.zeros((), jnp.int32),
-                      size=jnp.zeros((), jnp.int32))
+    lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype),
+    example,
+  )
+  return ReplayBuffer(
+    data=data,
+    insert_pos=jnp.zeros((), jnp.int32),
+    size=jnp.zeros((), jnp.int32),
+  )
 
 
 def add(buffer: ReplayBuffer, batch: Any) -> ReplayBuffer:
@@ -70,21 +74,27 @@ def add(buffer: ReplayBuffer, batch: Any) -> ReplayBuffer:
     raise ValueError(f"batch of {n} items does not fit a buffer of {cap}")
   chex.assert_trees_all_equal_structs(batch, buffer.data)
   idx = (buffer.insert_pos + jnp.arange(n)) % cap
-  data = jax.tree_util.tree_map(lambda d, b: d.at[idx].set(b.astype(d.dtype)),
-                                buffer.data, batch)
-  return ReplayBuffer(data=data, insert_pos=(buffer.insert_pos + n) % cap,
-                      size=jnp.minimum(buffer.size + n, cap))
+  data = jax.tree_util.tree_map(
+    lambda d, b: d.at[idx].set(b.astype(d.dtype)), buffer.data, batch
+  )
+  return ReplayBuffer(
+    data=data,
+    insert_pos=(buffer.insert_pos + n) % cap,
+    size=jnp.minimum(buffer.size + n, cap),
+  )
 
 
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Any:
   """Uniform sample with replacement from the filled part: leaves [B, ...]."""
-  idx = jax.random.randint(key, (batch_size,), 0,
-                           jnp.maximum(buffer.size, 1))
+  idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
   return jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
 
 
-def relabel(buffer: ReplayBuffer, reward_fn: Callable[[Any], jax.Array],
-            chunk_size: int = 500) -> ReplayBuffer:
+def relabel(
+  buffer: ReplayBuffer,
+  reward_fn: Callable[[Any], jax.Array],
+  chunk_size: int = 500,
+) -> ReplayBuffer:
   """Recomputes `reward` of every stored item, `chunk_size` items at a time.
 
   Only the filled part is visited: ceil(size / chunk_size) calls of
@@ -107,9 +117,11 @@ def relabel(buffer: ReplayBuffer, reward_fn: Callable[[Any], jax.Array],
     # one before are computed twice, with the same result.
     start = jnp.minimum(i * chunk, cap - chunk)
     batch = jax.tree_util.tree_map(
-        lambda d: jax.lax.dynamic_slice_in_dim(d, start, chunk), buffer.data)
+      lambda d: jax.lax.dynamic_slice_in_dim(d, start, chunk), buffer.data
+    )
     return jax.lax.dynamic_update_slice_in_dim(
-        rewards, reward_fn(batch).astype(dtype), start, 0)
+      rewards, reward_fn(batch).astype(dtype), start, 0
+    )
 
   num_chunks = (buffer.size + chunk - 1) // chunk
   rewards = jax.lax.fori_loop(0, num_chunks, body, buffer.data.reward)

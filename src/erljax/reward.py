@@ -25,9 +25,13 @@ import numpy as np
 LOSS_KINDS = ("ce", "mae")
 
 
-def rating_logits(returns: jax.Array, labels: jax.Array, num_classes: int,
-                  k: float = 30.0,
-                  mask: Optional[jax.Array] = None) -> jax.Array:
+def rating_logits(
+  returns: jax.Array,
+  labels: jax.Array,
+  num_classes: int,
+  k: float = 30.0,
+  mask: Optional[jax.Array] = None,
+) -> jax.Array:
   """Class logits Q(i) of rated segments.
 
   Args:
@@ -61,9 +65,9 @@ def rating_logits(returns: jax.Array, labels: jax.Array, num_classes: int,
   x = (returns - lo) / (hi - lo + 1e-6)
 
   counts = jnp.sum(
-      jax.nn.one_hot(labels, num_classes, dtype=jnp.int32) * mask[:, None],
-      axis=0)
-  cum = jnp.cumsum(counts)[:-1]                      # C_1 .. C_{n-1}
+    jax.nn.one_hot(labels, num_classes, dtype=jnp.int32) * mask[:, None], axis=0
+  )
+  cum = jnp.cumsum(counts)[:-1]  # C_1 .. C_{n-1}
   # Padding sorts to the end (x of a masked entry is replaced by +inf).
   sorted_x = jnp.sort(jnp.where(mask, jax.lax.stop_gradient(x), jnp.inf))
   inner = jnp.where(cum > 0, sorted_x[jnp.maximum(cum - 1, 0)], 0.0)
@@ -72,13 +76,18 @@ def rating_logits(returns: jax.Array, labels: jax.Array, num_classes: int,
   return -k * (x[:, None] - bounds[None, :-1]) * (x[:, None] - bounds[None, 1:])
 
 
-def rating_probabilities(returns: jax.Array, labels: jax.Array,
-                         num_classes: int, k: float = 30.0,
-                         mask: Optional[jax.Array] = None) -> jax.Array:
+def rating_probabilities(
+  returns: jax.Array,
+  labels: jax.Array,
+  num_classes: int,
+  k: float = 30.0,
+  mask: Optional[jax.Array] = None,
+) -> jax.Array:
   """[B, n] class probabilities, softmax of `rating_logits` (same args);
   each row sums to 1."""
-  return jax.nn.softmax(rating_logits(returns, labels, num_classes, k, mask),
-                        axis=-1)
+  return jax.nn.softmax(
+    rating_logits(returns, labels, num_classes, k, mask), axis=-1
+  )
 
 
 def class_weights(labels, num_classes: int, mask=None) -> jax.Array:
@@ -96,19 +105,21 @@ def class_weights(labels, num_classes: int, mask=None) -> jax.Array:
   """
   labels = jnp.asarray(labels)
   valid = jnp.ones(labels.shape, bool) if mask is None else jnp.asarray(mask)
-  counts = jnp.sum(jax.nn.one_hot(labels, num_classes) * valid[:, None],
-                   axis=0)
+  counts = jnp.sum(jax.nn.one_hot(labels, num_classes) * valid[:, None], axis=0)
   n = jnp.sum(counts)
   w = (n - counts) / jnp.maximum(n, 1.0)
   w = w / jnp.maximum(jnp.min(w), 1e-12)
-  return jnp.where(jnp.all(counts > 0), w, jnp.ones_like(w)).astype(
-      jnp.float32)
+  return jnp.where(jnp.all(counts > 0), w, jnp.ones_like(w)).astype(jnp.float32)
 
 
-def rating_loss(logits: jax.Array, labels: jax.Array,
-                weights: Optional[jax.Array] = None, kind: str = "mae",
-                label_smoothing: float = 0.0,
-                mask: Optional[jax.Array] = None) -> jax.Array:
+def rating_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  weights: Optional[jax.Array] = None,
+  kind: str = "mae",
+  label_smoothing: float = 0.0,
+  mask: Optional[jax.Array] = None,
+) -> jax.Array:
   """Weighted rating loss.
 
   Args:
@@ -133,10 +144,12 @@ def rating_loss(logits: jax.Array, labels: jax.Array,
   chex.assert_rank(logits, 2)
   n = logits.shape[-1]
   if not 0.0 <= label_smoothing < 1.0 / n:
-    raise ValueError(f"label_smoothing={label_smoothing}: must lie in "
-                     f"[0, 1/{n})")
+    raise ValueError(
+      f"label_smoothing={label_smoothing}: must lie in [0, 1/{n})"
+    )
   target = jax.nn.one_hot(labels, n) * (1.0 - n * label_smoothing) + (
-      label_smoothing)
+    label_smoothing
+  )
   if kind == "ce":
     per = -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   else:
@@ -148,10 +161,13 @@ def rating_loss(logits: jax.Array, labels: jax.Array,
   return jnp.sum(wb * per) / jnp.maximum(jnp.sum(wb), 1e-12)
 
 
-def preference_loss(returns_0: jax.Array, returns_1: jax.Array,
-                    prefs: jax.Array,
-                    mask: Optional[jax.Array] = None,
-                    kind: str = "ce") -> jax.Array:
+def preference_loss(
+  returns_0: jax.Array,
+  returns_1: jax.Array,
+  prefs: jax.Array,
+  mask: Optional[jax.Array] = None,
+  kind: str = "ce",
+) -> jax.Array:
   """Bradley-Terry loss with P[1 > 0] = exp(R1) / (exp(R0) + exp(R1)).
 
   Args:
@@ -167,14 +183,16 @@ def preference_loss(returns_0: jax.Array, returns_1: jax.Array,
     scalar mean loss over valid entries.
   """
   if kind not in LOSS_KINDS:
-    raise ValueError(f"preference loss kind={kind!r}: choose one of "
-                     f"{LOSS_KINDS}")
+    raise ValueError(
+      f"preference loss kind={kind!r}: choose one of {LOSS_KINDS}"
+    )
   chex.assert_equal_shape([returns_0, returns_1, prefs])
   logit = returns_1 - returns_0
   y = prefs.astype(logit.dtype)
   if kind == "ce":
-    per = -(y * jax.nn.log_sigmoid(logit)
-            + (1.0 - y) * jax.nn.log_sigmoid(-logit))
+    per = -(
+      y * jax.nn.log_sigmoid(logit) + (1.0 - y) * jax.nn.log_sigmoid(-logit)
+    )
   else:
     p1 = jax.nn.sigmoid(logit)
     per = 2.0 * (1.0 - (y * p1 + (1.0 - y) * (1.0 - p1)))
@@ -182,8 +200,9 @@ def preference_loss(returns_0: jax.Array, returns_1: jax.Array,
   return jnp.sum(per * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def stratified_batches(labels, batch_size: int,
-                       rng: np.random.Generator) -> List[np.ndarray]:
+def stratified_batches(
+  labels, batch_size: int, rng: np.random.Generator
+) -> List[np.ndarray]:
   """The reference's stratified minibatch schedule for one epoch.
 
   Method notes §4a. With N items in T = ceil(N / batch_size) batches, class
@@ -217,8 +236,7 @@ def stratified_batches(labels, batch_size: int,
   classes, counts = np.unique(labels, return_counts=True)
   rarest_first = [int(i) for i in np.argsort(counts, kind="stable")]
   majority = rarest_first[-1]
-  pools = [list(rng.permutation(np.flatnonzero(labels == c)))
-           for c in classes]
+  pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
   per_batch = counts // num_batches
   budget = counts % num_batches
   batches = []

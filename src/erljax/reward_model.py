@@ -53,12 +53,17 @@ class PatchConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, c = self.kernel, x.shape[-1]
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, c, self.features))
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (k, k, c, self.features)
+    )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     patches = jax.lax.conv_general_dilated_patches(
-        x, (k, k), (self.stride, self.stride), "VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x,
+      (k, k),
+      (self.stride, self.stride),
+      "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     # Patch features are ordered (channel, row, column).
     matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, self.features)
     return patches @ matrix + bias
@@ -80,13 +85,16 @@ class ImageCNN(nn.Module):
     return size
 
   @nn.compact
-  def __call__(self, frames: jax.Array, action: jax.Array | None = None
-               ) -> jax.Array:
+  def __call__(
+    self, frames: jax.Array, action: jax.Array | None = None
+  ) -> jax.Array:
     del action
     if min(frames.shape[-3:-1]) < self.min_frame_size:
-      raise ValueError(f"frames of shape {frames.shape}: the CNN needs "
-                       f"frames of at least {self.min_frame_size}x"
-                       f"{self.min_frame_size} pixels")
+      raise ValueError(
+        f"frames of shape {frames.shape}: the CNN needs "
+        f"frames of at least {self.min_frame_size}x"
+        f"{self.min_frame_size} pixels"
+      )
     x = frames.astype(jnp.float32) / 255.0
     for c, k, s in zip(self.channels, self.kernels, self.strides):
       x = nn.relu(PatchConv(c, k, s)(x))
@@ -103,9 +111,13 @@ class Ensemble(nn.Module):
   @nn.compact
   def __call__(self, *inputs):
     members = nn.vmap(
-        lambda mdl, *xs: mdl(*xs), variable_axes={"params": 0},
-        split_rngs={"params": True}, in_axes=None, out_axes=0,
-        axis_size=self.size)
+      lambda mdl, *xs: mdl(*xs),
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=None,
+      out_axes=0,
+      axis_size=self.size,
+    )
     return members(self.member, *inputs)
 
 
@@ -113,21 +125,25 @@ class Ensemble(nn.Module):
 class RewardModel:
   """A reward ensemble over (obs, action) or (frames,) inputs."""
 
-  kind: str          # "mlp" or "cnn"
+  kind: str  # "mlp" or "cnn"
   ensemble_size: int = 3
   hidden_sizes: Sequence[int] = (256, 256, 256)
 
   def __post_init__(self):
     if self.kind not in ("mlp", "cnn"):
-      raise ValueError(f"reward model kind={self.kind!r}: choose 'mlp' or "
-                       "'cnn'")
+      raise ValueError(
+        f"reward model kind={self.kind!r}: choose 'mlp' or 'cnn'"
+      )
     if self.ensemble_size < 1:
       raise ValueError(f"ensemble_size={self.ensemble_size}: must be >= 1")
 
   @property
   def module(self) -> Ensemble:
-    member = (StateActionMLP(tuple(self.hidden_sizes)) if self.kind == "mlp"
-              else ImageCNN())
+    member = (
+      StateActionMLP(tuple(self.hidden_sizes))
+      if self.kind == "mlp"
+      else ImageCNN()
+    )
     return Ensemble(member, self.ensemble_size)
 
   def init(self, key: jax.Array, example_inputs: Sequence[jax.Array]) -> Any:
@@ -140,7 +156,8 @@ class RewardModel:
     """
     member = self.module.member
     return jax.vmap(lambda prm, *xs: member.apply({"params": prm}, *xs))(
-        member_params, *inputs)
+      member_params, *inputs
+    )
 
   def members(self, params: Any, *inputs: jax.Array) -> jax.Array:
     """Per-member rewards [E, B] of one shared batch inputs [B, ...]."""

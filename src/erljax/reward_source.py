@@ -20,7 +20,6 @@ from erljax.reward_model import RewardModel
 
 
 class RewardSource(Protocol):
-
   def init(self, key: jax.Array) -> Any:
     """Initial parameters (any pytree; may be empty)."""
 
@@ -59,8 +58,10 @@ class LearnedReward:
 
   def __post_init__(self):
     if (self.model.kind == "cnn") != (self.caster is not None):
-      raise ValueError(f"reward model kind={self.model.kind!r}: the 'cnn' "
-                       "needs a RayCaster for its frames, the 'mlp' none")
+      raise ValueError(
+        f"reward model kind={self.model.kind!r}: the 'cnn' "
+        "needs a RayCaster for its frames, the 'mlp' none"
+      )
 
   def inputs(self, transitions: Transition) -> Tuple[jax.Array, ...]:
     """What the model reads from a batch of transitions."""
@@ -71,8 +72,9 @@ class LearnedReward:
   def example_inputs(self) -> Tuple[jax.Array, ...]:
     """One item's inputs with a batch dim of 1 (for init)."""
     if self.caster is not None:
-      return (jnp.zeros((1, self.caster.height, self.caster.width, 3),
-                        jnp.uint8),)
+      return (
+        jnp.zeros((1, self.caster.height, self.caster.width, 3), jnp.uint8),
+      )
     return jnp.zeros((1, self.obs_size)), jnp.zeros((1, self.action_size))
 
   def init(self, key: jax.Array) -> Any:
@@ -86,15 +88,19 @@ class LearnedReward:
     return self.model.members(params, *self.inputs(transitions))
 
 
-def make(config: ml_collections.ConfigDict, obs_size: int,
-         action_size: int) -> RewardSource:
+def make(
+  config: ml_collections.ConfigDict, obs_size: int, action_size: int
+) -> RewardSource:
   """Builds the reward source named by config.reward.source."""
   r = config.reward
   if r.source == "env":
     return EnvReward(scale=float(r.scale))
   if r.source == "learned":
     model = RewardModel(r.model, r.ensemble_size, tuple(r.hidden_sizes))
-    caster = (raycast.RayCaster(config.task, r.frame_size, r.frame_size)
-              if r.model == "cnn" else None)
+    caster = (
+      raycast.RayCaster(config.task, r.frame_size, r.frame_size)
+      if r.model == "cnn"
+      else None
+    )
     return LearnedReward(model, obs_size, action_size, caster)
   raise ValueError(f"config.reward.source={r.source!r}: unknown")

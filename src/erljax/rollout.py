@@ -56,14 +56,19 @@ def rollout(env: envs.VecEnv, act: ActFn, key: jax.Array) -> Episodes:
     chex.assert_shape(action, (n, env.action_size))
     new_state, out = env.step(state, action)
     record = Episodes(
-        obs=state.obs, action=action, reward=out.reward,
-        next_obs=out.next_obs, terminal=out.terminal, success=out.success,
-        pose=env.pose(out.inner), valid=alive)
+      obs=state.obs,
+      action=action,
+      reward=out.reward,
+      next_obs=out.next_obs,
+      terminal=out.terminal,
+      success=out.success,
+      pose=env.pose(out.inner),
+      valid=alive,
+    )
     return (new_state, alive & ~out.terminal), record
 
   init = (env.reset(k_reset), jnp.ones((n,), bool))
-  _, rec = jax.lax.scan(step, init,
-                        jax.random.split(k_act, env.episode_length))
+  _, rec = jax.lax.scan(step, init, jax.random.split(k_act, env.episode_length))
   return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), rec)
 
 
@@ -75,11 +80,14 @@ def episode_stats(episodes: Episodes) -> Dict[str, jax.Array]:
   return {"return": ret, "success": succ.astype(jnp.float32)}
 
 
-def evaluate(env: envs.VecEnv, policy: Callable[[jax.Array], jax.Array],
-             key: jax.Array) -> Dict[str, jax.Array]:
+def evaluate(
+  env: envs.VecEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array
+) -> Dict[str, jax.Array]:
   """Mean return and success rate of a deterministic policy (obs [N, O] ->
   action [N, A]) over env.num_envs fresh episodes: {"eval_return": [],
   "eval_success": []}."""
   stats = episode_stats(rollout(env, lambda obs, _: policy(obs), key))
-  return {"eval_return": jnp.mean(stats["return"]),
-          "eval_success": jnp.mean(stats["success"])}
+  return {
+    "eval_return": jnp.mean(stats["return"]),
+    "eval_success": jnp.mean(stats["success"]),
+  }

@@ -31,6 +31,7 @@ from erljax import stats
 from erljax import trainer as trainer_lib
 
 Log = Callable[[str], None]
+_PRINT: Log = functools.partial(print, flush=True)
 
 
 @dataclasses.dataclass
@@ -43,10 +44,12 @@ class RunResult:
   interrupted: Optional[int] = None  # the signal that stopped the run early
 
 
-def run(config: ml_collections.ConfigDict,
-        log: Log = functools.partial(print, flush=True),
-        trainer: Optional[trainer_lib.Trainer] = None,
-        raters: Optional[List[Any]] = None) -> RunResult:
+def run(
+  config: ml_collections.ConfigDict,
+  log: Log = _PRINT,
+  trainer: Optional[trainer_lib.Trainer] = None,
+  raters: Optional[List[Any]] = None,
+) -> RunResult:
   """Trains `config.num_seeds` seeds at once; returns the evaluation history.
 
   Each history record holds env_steps, per-seed lists (eval_return, ...) and
@@ -57,8 +60,9 @@ def run(config: ml_collections.ConfigDict,
   save a checkpoint at the next chunk boundary and return early
   (RunResult.interrupted), `config.resume` continues from the latest one.
   """
-  return _Run(trainer or trainer_lib.Trainer.create(config), log,
-              raters).train()
+  return _Run(
+    trainer or trainer_lib.Trainer.create(config), log, raters
+  ).train()
 
 
 def _to_host(tree) -> Dict[str, Any]:
@@ -68,16 +72,23 @@ def _to_host(tree) -> Dict[str, Any]:
 def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
   arr = np.asarray(per_seed, dtype=np.float64)
   finite = arr[np.isfinite(arr)]
-  return {name: float(finite.mean()) if finite.size else math.nan,
-          f"{name}_std": float(finite.std()) if finite.size > 1 else 0.0}
+  return {
+    name: float(finite.mean()) if finite.size else math.nan,
+    f"{name}_std": float(finite.std()) if finite.size > 1 else 0.0,
+  }
 
 
-def _rollout_video(trainer: trainer_lib.Trainer,
-                   state: trainer_lib.TrainState, keys: jax.Array) -> str:
+def _rollout_video(
+  trainer: trainer_lib.Trainer, state: trainer_lib.TrainState, keys: jax.Array
+) -> str:
   """workdir/rollout.gif: one deterministic episode of seed 0's policy."""
   params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
-  return media.rollout_gif(trainer, params, keys[0], os.path.join(
-      trainer.config.workdir, "rollout.gif"))
+  return media.rollout_gif(
+    trainer,
+    params,
+    keys[0],
+    os.path.join(trainer.config.workdir, "rollout.gif"),
+  )
 
 
 class _Run:
@@ -88,8 +99,9 @@ class _Run:
   written so far; loop: the feedback sessions (None with the true reward).
   """
 
-  def __init__(self, trainer: trainer_lib.Trainer, log: Log,
-               raters: Optional[List[Any]]):
+  def __init__(
+    self, trainer: trainer_lib.Trainer, log: Log, raters: Optional[List[Any]]
+  ):
     self.trainer = trainer
     self.log = log
     c = self.config = trainer.config
@@ -99,21 +111,27 @@ class _Run:
     self.ckpt = None
     if c.workdir:  # fails before anything is compiled
       self.ckpt = checkpoint_lib.Checkpointer.open(
-          c, jax.eval_shape(jax.vmap(trainer.init), keys), log)
-    self.loop = (sessions.FeedbackLoop(trainer, self.seeds, raters)
-                 if trainer.learned_reward else None)
+        c, jax.eval_shape(jax.vmap(trainer.init), keys), log
+      )
+    self.loop = (
+      sessions.FeedbackLoop(trainer, self.seeds, raters)
+      if trainer.learned_reward
+      else None
+    )
 
     t0 = time.perf_counter()
-    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds,
-                                         c.num_envs)
+    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
     self.eval_keys = self.layout.put_seeded(self.eval_keys)
-    self.programs = trainer_lib.compiled(trainer, keys, self.eval_keys,
-                                         self.layout)
+    self.programs = trainer_lib.compiled(
+      trainer, keys, self.eval_keys, self.layout
+    )
     self.state = self.layout.put_state(self.programs.init(keys))
     self.compile_seconds = time.perf_counter() - t0
-    log(f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
-        f"reward={c.reward.source} devices={jax.devices()[0].platform} "
-        f"compile={self.compile_seconds:.1f}s")
+    log(
+      f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
+      f"reward={c.reward.source} devices={jax.devices()[0].platform} "
+      f"compile={self.compile_seconds:.1f}s"
+    )
 
     self.env_steps = 0
     self.records: List[Dict[str, Any]] = []
@@ -125,20 +143,31 @@ class _Run:
       with open(os.path.join(c.workdir, "config.json"), "w") as f:
         f.write(c.to_json_best_effort(indent=2))
       self.writer = metrics_writer.MetricsWriter(
-          c.workdir, self.seeds, c.tensorboard, self.records,
-          resume_step=self.env_steps if self.restored else None)
+        c.workdir,
+        self.seeds,
+        c.tensorboard,
+        self.records,
+        resume_step=self.env_steps if self.restored else None,
+      )
     self.bar = metrics_writer.ProgressBar(
-        c.total_steps, self.env_steps, c.progress and sys.stderr.isatty())
+      c.total_steps, self.env_steps, c.progress and sys.stderr.isatty()
+    )
     # Elapsed training time counts from here, on top of the restored run's.
     self.t_start = time.perf_counter() - self.elapsed0
 
   # -- checkpoints --------------------------------------------------------
 
   def _snapshot(self) -> Dict[str, Any]:
-    return {"train": self.state, "eval_keys": self.eval_keys,
-            "loop": self.loop.state_dict() if self.loop is not None else {},
-            "progress": {"env_steps": self.env_steps, "records": self.records,
-                         "elapsed": self._elapsed()}}
+    return {
+      "train": self.state,
+      "eval_keys": self.eval_keys,
+      "loop": self.loop.state_dict() if self.loop is not None else {},
+      "progress": {
+        "env_steps": self.env_steps,
+        "records": self.records,
+        "elapsed": self._elapsed(),
+      },
+    }
 
   def _restore(self) -> bool:
     """Continues from the latest checkpoint if config.resume asks for it."""
@@ -155,8 +184,9 @@ class _Run:
     self.env_steps = tree["progress"]["env_steps"]
     self.elapsed0 = tree["progress"]["elapsed"]
     self.records = tree["progress"]["records"]
-    self.log(f"resumed from the checkpoint at step {step} in "
-             f"{self.ckpt.directory}")
+    self.log(
+      f"resumed from the checkpoint at step {step} in {self.ckpt.directory}"
+    )
     return True
 
   def _elapsed(self) -> float:
@@ -173,13 +203,19 @@ class _Run:
   def _evaluate(self, train: Dict[str, Any], elapsed: float) -> None:
     step = self.env_steps
     self.eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(
-        self.eval_keys)
+      self.eval_keys
+    )
     ev = _to_host(self.programs.evaluate(self.state, self.eval_keys))
-    episodes = {k: ev.pop(f"{k}_episodes")
-                for k in ("eval_return", "eval_success")}
+    episodes = {
+      k: ev.pop(f"{k}_episodes") for k in ("eval_return", "eval_success")
+    }
     sps = step / elapsed if elapsed > 0 else 0.0
-    rec: Dict[str, Any] = {"kind": "eval", "env_steps": step,
-                           "time": elapsed, "env_steps_per_s": sps}
+    rec: Dict[str, Any] = {
+      "kind": "eval",
+      "env_steps": step,
+      "time": elapsed,
+      "env_steps_per_s": sps,
+    }
     for k, v in {**ev, **train}.items():
       rec[f"{k}_per_seed"] = v
       rec.update(_summary(k, v))
@@ -190,7 +226,7 @@ class _Run:
       if np.all(np.isfinite(v)):
         _, rec[f"{k}_lo"], rec[f"{k}_hi"] = stats.nested_bootstrap_mean(v)
     self._write(rec)
-    self.log(eval_line(rec, self.trainer.env.task.success_fn is not None))
+    self.log(eval_line(rec, self.trainer.env.task.has_success))
     self.bar.update(step, {"return": f"{rec['eval_return']:.3f}"})
 
   def _check_finite(self, values: Dict[str, Any], where: str) -> None:
@@ -198,18 +234,31 @@ class _Run:
       if not np.all(np.isfinite(v)):
         last = self.ckpt.latest_step() if self.ckpt else None
         raise FloatingPointError(
-            f"non-finite {where} metric {k}={v} at env step {self.env_steps}"
-            "; stopped without saving this state. " + (
-                f"Last good checkpoint: step {last} in {self.ckpt.directory}"
-                if last is not None else "No checkpoint was saved."))
+          f"non-finite {where} metric {k}={v} at env step {self.env_steps}"
+          "; stopped without saving this state. "
+          + (
+            f"Last good checkpoint: step {last} in {self.ckpt.directory}"
+            if last is not None
+            else "No checkpoint was saved."
+          )
+        )
 
   def _report_feedback(self, recs: List[Dict[str, Any]]) -> None:
     for rec in recs:
       self._write({"kind": "feedback", **rec})
       if rec.get("trained"):
-        self._check_finite({k: rec[k] for k in (
-            "reward_accuracy", "reward_balanced_accuracy", "reward_corr",
-            "signal_corr")}, "feedback")
+        self._check_finite(
+          {
+            k: rec[k]
+            for k in (
+              "reward_accuracy",
+              "reward_balanced_accuracy",
+              "reward_corr",
+              "signal_corr",
+            )
+          },
+          "feedback",
+        )
       self.log(feedback_line(rec))
 
   # -- the loop -------------------------------------------------------------
@@ -227,14 +276,17 @@ class _Run:
           state = self.layout.put_state(self.state)
           if loop is not None:
             state, m = self.programs.chunk(
-                state, jnp.asarray(loop.unsupervised(self.env_steps)))
+              state, jnp.asarray(loop.unsupervised(self.env_steps))
+            )
           else:
             state, m = self.programs.chunk(state)
           self.state = state
           self.env_steps += c.log_every
           train_metrics = _to_host(m)
-          self._check_finite({k: v for k, v in train_metrics.items()
-                              if k != "train_return"}, "training")
+          self._check_finite(
+            {k: v for k, v in train_metrics.items() if k != "train_return"},
+            "training",
+          )
           if loop is not None:
             self.state, recs = loop.step(self.state, self.env_steps)
             self._report_feedback(recs)
@@ -242,8 +294,11 @@ class _Run:
             self._evaluate(train_metrics, self._elapsed())
             next_eval = (self.env_steps // c.eval_every + 1) * c.eval_every
           self.bar.update(self.env_steps)
-          if self.ckpt and (self.ckpt.due(self.env_steps) or stop.requested
-                            or self.env_steps >= c.total_steps):
+          if self.ckpt and (
+            self.ckpt.due(self.env_steps)
+            or stop.requested
+            or self.env_steps >= c.total_steps
+          ):
             if loop is not None:
               # Ratings in flight are paid for: a checkpoint waits for them
               # so that a resumed run never asks for them again.
@@ -252,29 +307,40 @@ class _Run:
             self.ckpt.save(self.env_steps, self._snapshot())
           if stop.requested:
             interrupted = stop.signum
-            self.log(f"stopped by signal {stop.signum} at step "
-                     f"{self.env_steps}" + (
-                         f"; checkpoint saved in {self.ckpt.directory}, "
-                         "continue with --config.resume=True"
-                         if self.ckpt else ""))
+            self.log(
+              f"stopped by signal {stop.signum} at step "
+              f"{self.env_steps}"
+              + (
+                f"; checkpoint saved in {self.ckpt.directory}, "
+                "continue with --config.resume=True"
+                if self.ckpt
+                else ""
+              )
+            )
             break
         if loop is not None and interrupted is None:
           self.state, recs = loop.finish(self.state, self.env_steps)
           self._report_feedback(recs)
         if c.workdir and c.render.rollout_video and interrupted is None:
-          self.log("rollout video: " + _rollout_video(
-              self.trainer, self.state, self.eval_keys))
+          self.log(
+            "rollout video: "
+            + _rollout_video(self.trainer, self.state, self.eval_keys)
+          )
     finally:
       self._close()
-    records = (self.writer.records if self.writer is not None
-               else self.records)
+    records = self.writer.records if self.writer is not None else self.records
     return RunResult(
-        history=[r for r in records if r["kind"] == "eval"],
-        state=self.state, compile_seconds=self.compile_seconds,
-        train_seconds=self._elapsed() - self.elapsed0,
-        feedback=[{k: v for k, v in r.items() if k != "kind"}
-                  for r in records if r["kind"] == "feedback"],
-        interrupted=interrupted)
+      history=[r for r in records if r["kind"] == "eval"],
+      state=self.state,
+      compile_seconds=self.compile_seconds,
+      train_seconds=self._elapsed() - self.elapsed0,
+      feedback=[
+        {k: v for k, v in r.items() if k != "kind"}
+        for r in records
+        if r["kind"] == "feedback"
+      ],
+      interrupted=interrupted,
+    )
 
   def _close(self) -> None:
     self.bar.close()
@@ -302,31 +368,47 @@ def eval_line(rec: Dict[str, Any], with_success: bool = True) -> str:
   seeds and episodes, success rate (tasks that define success), the mean
   return of the training episodes that ended in the last chunk ("-" when
   none did), env steps per second and elapsed time."""
-  ci = (f" [{rec['eval_return_lo']:.3f}, {rec['eval_return_hi']:.3f}]"
-        if "eval_return_lo" in rec else "")
+  ci = (
+    f" [{rec['eval_return_lo']:.3f}, {rec['eval_return_hi']:.3f}]"
+    if "eval_return_lo" in rec
+    else ""
+  )
   episodes = np.asarray(rec.get("eval_return_episodes", [[]]))
-  line = (f"step {rec['env_steps']:>9d}  eval_return "
-          f"{rec['eval_return']:9.3f}{ci} ({episodes.size} episodes)")
+  line = (
+    f"step {rec['env_steps']:>9d}  eval_return "
+    f"{rec['eval_return']:9.3f}{ci} ({episodes.size} episodes)"
+  )
   if with_success:
     line += f"  success {rec['eval_success']:.2f}"
-  return (line + f"  train_return {_fmt(rec.get('train_return'))}  "
-          f"sps {rec['env_steps_per_s']:7.0f}  t {rec['time']:6.1f}s")
+  return (
+    line + f"  train_return {_fmt(rec.get('train_return'))}  "
+    f"sps {rec['env_steps_per_s']:7.0f}  t {rec['time']:6.1f}s"
+  )
 
 
 def feedback_line(rec: Dict[str, Any]) -> str:
   """The log line of a feedback session's record."""
   if rec.get("abandoned"):
-    return (f"feedback {rec['session']:>3d} abandoned at step "
-            f"{rec['env_steps']}: {rec['queries']} queries unanswered after "
-            f"{rec['latency_seconds']:.1f}s")
-  late = (f" (requested at {rec['requested_at']}, answered in "
-          f"{rec['latency_seconds']:.1f}s)"
-          if rec["requested_at"] != rec["env_steps"] else "")
+    return (
+      f"feedback {rec['session']:>3d} abandoned at step "
+      f"{rec['env_steps']}: {rec['queries']} queries unanswered after "
+      f"{rec['latency_seconds']:.1f}s"
+    )
+  late = (
+    f" (requested at {rec['requested_at']}, answered in "
+    f"{rec['latency_seconds']:.1f}s)"
+    if rec["requested_at"] != rec["env_steps"]
+    else ""
+  )
   return (
-      f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
-      f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
-      f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
-      f" (balanced {np.round(rec['reward_balanced_accuracy'], 3).tolist()})"
-      f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"
-      + ("" if rec["signal_corr"] == rec["reward_corr"] else
-         f", corr(r_hat, rated) {np.round(rec['signal_corr'], 3).tolist()}"))
+    f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
+    f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
+    f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
+    f" (balanced {np.round(rec['reward_balanced_accuracy'], 3).tolist()})"
+    f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"
+    + (
+      ""
+      if rec["signal_corr"] == rec["reward_corr"]
+      else f", corr(r_hat, rated) {np.round(rec['signal_corr'], 3).tolist()}"
+    )
+  )

@@ -66,8 +66,10 @@ def decode_image(url: str) -> np.ndarray:
   match = _DATA_URL.match(url.strip()) if isinstance(url, str) else None
   if match is None:
     shown = url[:40] if isinstance(url, str) else repr(url)
-    raise RequestError(f"image_url {shown!r}...: only base64 data URLs "
-                       "(data:image/png;base64,...) are accepted")
+    raise RequestError(
+      f"image_url {shown!r}...: only base64 data URLs "
+      "(data:image/png;base64,...) are accepted"
+    )
   try:
     raw = base64.b64decode(match.group(1), validate=True)
     with Image.open(io.BytesIO(raw)) as image:
@@ -90,33 +92,41 @@ def _parts(request: Dict[str, Any]) -> Tuple[List[np.ndarray], List[str]]:
       texts.append(content)
       continue
     if not isinstance(content, list):
-      raise RequestError(f"messages[{i}].content must be a string or a list "
-                         "of parts")
+      raise RequestError(
+        f"messages[{i}].content must be a string or a list of parts"
+      )
     for part in content:
       kind = part.get("type") if isinstance(part, dict) else None
       if kind == "text":
         texts.append(str(part.get("text", "")))
       elif kind == "image_url":
         url = part.get("image_url")
-        images.append(decode_image(url.get("url") if isinstance(url, dict)
-                                   else url))
+        images.append(
+          decode_image(url.get("url") if isinstance(url, dict) else url)
+        )
       else:
-        raise RequestError(f"messages[{i}] has a part of type {kind!r}; "
-                           "expected 'text' or 'image_url'")
+        raise RequestError(
+          f"messages[{i}] has a part of type {kind!r}; "
+          "expected 'text' or 'image_url'"
+        )
   return images, texts
 
 
 def _quoted_class(texts: Sequence[str], names: Sequence[str]) -> str:
   """The class name standing alone on a line of the (text-only) prompt."""
   lower = {n.lower(): n for n in names}
-  found = {lower[line.strip().strip(".*").lower()]
-           for text in texts for line in text.splitlines()
-           if line.strip().strip(".*").lower() in lower}
+  found = {
+    lower[line.strip().strip(".*").lower()]
+    for text in texts
+    for line in text.splitlines()
+    if line.strip().strip(".*").lower() in lower
+  }
   if len(found) != 1:
     raise RequestError(
-        "a request without images must quote exactly one class name of "
-        f"{list(names)} alone on a line (the first stage's answer); found "
-        f"{sorted(found) or 'none'}")
+      "a request without images must quote exactly one class name of "
+      f"{list(names)} alone on a line (the first stage's answer); found "
+      f"{sorted(found) or 'none'}"
+    )
   return found.pop()
 
 
@@ -160,27 +170,34 @@ class Responder:
   def answer(self, request: Dict[str, Any]) -> str:
     images, texts = _parts(request)
     if len(images) > 2:
-      raise RequestError(f"{len(images)} images in one request: send 1 "
-                         "(rating) or 2 (preference)")
+      raise RequestError(
+        f"{len(images)} images in one request: send 1 "
+        "(rating) or 2 (preference)"
+      )
     if not images:
       answer = _quoted_class(texts, self.names)
     elif len(images) == 1:
       label = pixel.classify_frame(self.task, images[0])
       if label is None:
-        raise RequestError(f"the pixel rater cannot see the {self.task} task "
-                           "in this image", status=422)
+        raise RequestError(
+          f"the pixel rater cannot see the {self.task} task in this image",
+          status=422,
+        )
       answer = self.names[label]
     else:
-      q = [pixel.Queries(true_return=np.zeros(1), frames=im[None])
-           for im in images]
+      q = [
+        pixel.Queries(true_return=np.zeros(1), frames=im[None]) for im in images
+      ]
       pref = self.rater.prefer(q[0], q[1])
       answer = str(int(pref.labels[0]))  # -1 when neither is better
     choices = _choices(request)
     if choices is not None:
       match = [c for c in choices if c.strip().lower() == answer.lower()]
       if not match:
-        raise RequestError(f"answer {answer!r} is not among the allowed "
-                           f"choices {choices} (is --task={self.task} right?)")
+        raise RequestError(
+          f"answer {answer!r} is not among the allowed "
+          f"choices {choices} (is --task={self.task} right?)"
+        )
       answer = match[0]
     fmt = request.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -191,14 +208,18 @@ class Responder:
 
 def completion(answer: str, model: str) -> Dict[str, Any]:
   return {
-      "id": f"chatcmpl-{uuid.uuid4().hex}",
-      "object": "chat.completion",
-      "created": int(time.time()),
-      "model": model,
-      "choices": [{"index": 0, "finish_reason": "stop",
-                   "message": {"role": "assistant", "content": answer}}],
-      "usage": {"prompt_tokens": 0, "completion_tokens": 1,
-                "total_tokens": 1},
+    "id": f"chatcmpl-{uuid.uuid4().hex}",
+    "object": "chat.completion",
+    "created": int(time.time()),
+    "model": model,
+    "choices": [
+      {
+        "index": 0,
+        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": answer},
+      }
+    ],
+    "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
   }
 
 
@@ -220,14 +241,21 @@ class _Handler(http_server.BaseHTTPRequestHandler):
 
   def _error(self, status: int, message: str) -> None:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    self._send(status, {"error": {"message": message, "type": kind,
-                                  "code": status}})
+    self._send(
+      status, {"error": {"message": message, "type": kind, "code": status}}
+    )
 
   def do_GET(self):  # pylint: disable=invalid-name
     if self.path.rstrip("/") in MODEL_PATHS:
-      self._send(200, {"object": "list", "data": [
-          {"id": self.server.model, "object": "model",
-           "owned_by": "erljax"}]})
+      self._send(
+        200,
+        {
+          "object": "list",
+          "data": [
+            {"id": self.server.model, "object": "model", "owned_by": "erljax"}
+          ],
+        },
+      )
     else:
       self._error(404, f"no such path {self.path!r}; GET {MODEL_PATHS[0]}")
 
@@ -255,8 +283,9 @@ class _Handler(http_server.BaseHTTPRequestHandler):
     except RequestError as e:
       self._error(e.status, str(e))
       return
-    self._send(200, completion(answer, request.get("model")
-                               or self.server.model))
+    self._send(
+      200, completion(answer, request.get("model") or self.server.model)
+    )
 
 
 class RatingServer(http_server.ThreadingHTTPServer):
@@ -264,8 +293,16 @@ class RatingServer(http_server.ThreadingHTTPServer):
 
   daemon_threads = True
 
-  def __init__(self, address: Tuple[str, int], task: str, latency: float,
-               fail_rate: float, seed: int, model: str, verbose: bool):
+  def __init__(
+    self,
+    address: Tuple[str, int],
+    task: str,
+    latency: float,
+    fail_rate: float,
+    seed: int,
+    model: str,
+    verbose: bool,
+  ):
     if latency < 0:
       raise ValueError(f"latency={latency}: must be >= 0 seconds")
     if not 0.0 <= fail_rate <= 1.0:
@@ -286,29 +323,49 @@ class RatingServer(http_server.ThreadingHTTPServer):
       return bool(self._rng.random() < self.fail_rate)
 
 
-def start(host: str = "127.0.0.1", port: int = 0, task: str = "reacher",
-          latency: float = 0.0, fail_rate: float = 0.0, seed: int = 0,
-          model: str = DEFAULT_MODEL, verbose: bool = False) -> RatingServer:
+def start(
+  host: str = "127.0.0.1",
+  port: int = 0,
+  task: str = "reacher",
+  latency: float = 0.0,
+  fail_rate: float = 0.0,
+  seed: int = 0,
+  model: str = DEFAULT_MODEL,
+  verbose: bool = False,
+) -> RatingServer:
   """Serves in a daemon thread; stop with server.shutdown(); server_close().
 
   Returns the server; `server.port` is the bound port (any free one for
   port=0).
   """
-  srv = RatingServer((host, port), task, latency, fail_rate, seed, model,
-                     verbose)
-  threading.Thread(target=srv.serve_forever, daemon=True,
-                   name=f"erljax.serve:{srv.port}").start()
+  srv = RatingServer(
+    (host, port), task, latency, fail_rate, seed, model, verbose
+  )
+  threading.Thread(
+    target=srv.serve_forever, daemon=True, name=f"erljax.serve:{srv.port}"
+  ).start()
   return srv
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   f = flags.FLAGS
-  srv = RatingServer((f.host, f.port), f.task, f.latency, f.fail_rate,
-                     f.seed, f.model, verbose=True)
-  print(f"erljax.serve: pixel rater for {f.task} on "
-        f"http://{f.host}:{srv.port}{PATHS[0]}", flush=True)
+  srv = RatingServer(
+    (f.host, f.port),
+    f.task,
+    f.latency,
+    f.fail_rate,
+    f.seed,
+    f.model,
+    verbose=True,
+  )
+  print(
+    f"erljax.serve: pixel rater for {f.task} on "
+    f"http://{f.host}:{srv.port}{PATHS[0]}",
+    flush=True,
+  )
   try:
     srv.serve_forever()
   except KeyboardInterrupt:
@@ -319,6 +376,7 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
   flags.DEFINE_integer("port", 8000, "port (0: any free port)")
   flags.DEFINE_string("task", "reacher", "task whose frames are rated")

@@ -68,22 +68,31 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
   c = trainer.config
   task = trainer.rated
   learner = feedback_lib.make_learner(
-      c, c.rater.num_classes or task.num_classes, trainer.reward.model)
+    c, c.rater.num_classes or task.num_classes, trainer.reward.model
+  )
   seg_len = c.feedback.segment_length
   segments = 2 if learner.preference else 1
   window = config_lib.query_window(c)
-  candidates = (c.feedback.candidates
-                if c.feedback.sampling == "disagreement" else 1)
+  candidates = (
+    c.feedback.candidates if c.feedback.sampling == "disagreement" else 1
+  )
   reward, env = trainer.reward, trainer.env
   obs, act = env.observation_size, env.action_size
 
   def sample_queries(buffer, episode_step, key, reward_params, num):
     return feedback_lib.sample_queries(
-        buffer, key, num, window=window, segments=segments,
-        candidates=candidates,
-        member_rewards=lambda tr: reward.members(reward_params, tr),
-        segment_length=seg_len, num_envs=env.num_envs,
-        episode_step=episode_step, episode_length=env.episode_length)
+      buffer,
+      key,
+      num,
+      window=window,
+      segments=segments,
+      candidates=candidates,
+      member_rewards=lambda tr: reward.members(reward_params, tr),
+      segment_length=seg_len,
+      num_envs=env.num_envs,
+      episode_step=episode_step,
+      episode_length=env.episode_length,
+    )
 
   # An image reward model trains on the ray-cast frames of the rated
   # queries, drawn once when their ratings are stored.
@@ -95,42 +104,46 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
 
   def empty_rating_sets(_):
     return feedback_lib.empty_rating_set(
-        c.feedback.budget, obs, act, segments, seg_len, frame_shape)
+      c.feedback.budget, obs, act, segments, seg_len, frame_shape
+    )
 
   def after(reset_critic):
     def after_feedback(state, params, key):
       return trainer.after_feedback(state, params, reset_critic, key)
+
     # Named for the retrace guard (tests/test_checkpoint.py).
-    after_feedback.__name__ = ("after_feedback_reset" if reset_critic
-                               else "after_feedback")
+    after_feedback.__name__ = (
+      "after_feedback_reset" if reset_critic else "after_feedback"
+    )
     return jax.jit(jax.vmap(after_feedback), donate_argnums=0)
 
   return SessionPrograms(
-      learner=learner,
-      sample=jax.jit(jax.vmap(sample_queries, in_axes=(0, 0, 0, 0, None)),
-                     static_argnums=4),
-      epoch=jax.jit(jax.vmap(learner.epoch)),
-      signal=jax.jit(task.signal),
-      after={flag: after(flag) for flag in (False, True)},
-      opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
-      empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
-      query_frames=(None if caster is None
-                    else jax.jit(jax.vmap(query_frames))))
+    learner=learner,
+    sample=jax.jit(
+      jax.vmap(sample_queries, in_axes=(0, 0, 0, 0, None)), static_argnums=4
+    ),
+    epoch=jax.jit(jax.vmap(learner.epoch)),
+    signal=jax.jit(task.signal),
+    after={flag: after(flag) for flag in (False, True)},
+    opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
+    empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
+    query_frames=(None if caster is None else jax.jit(jax.vmap(query_frames))),
+  )
 
 
 @dataclasses.dataclass
 class _Pending:
   """A session whose rating calls are out (one future per seed)."""
 
-  session: int                 # 1-based request number
-  due_at: int                  # env step the schedule asked for it
-  requested_at: int            # env step its queries were sampled at
-  queries_sent: int            # cumulative, this session included
-  queries: Transition          # device leaves [S, Q, P, H, ...]
-  keys: jax.Array              # [S] keys it sampled with (reused to relabel)
+  session: int  # 1-based request number
+  due_at: int  # env step the schedule asked for it
+  requested_at: int  # env step its queries were sampled at
+  queries_sent: int  # cumulative, this session included
+  queries: Transition  # device leaves [S, Q, P, H, ...]
+  keys: jax.Array  # [S] keys it sampled with (reused to relabel)
   futures: List[concurrent.futures.Future]  # -> raters_lib.Ratings
-  requested_time: float        # perf_counter() at the request
-  host_seconds: float          # main-thread time spent on it so far
+  requested_time: float  # perf_counter() at the request
+  host_seconds: float  # main-thread time spent on it so far
   answered_times: List[float] = dataclasses.field(default_factory=list)
   frames: Optional[np.ndarray] = None  # seed 0's [Q, P, h, w, 3], if drawn
 
@@ -164,8 +177,9 @@ class FeedbackLoop:
   boundary it is requested at; runs are then exactly reproducible.
   """
 
-  def __init__(self, trainer: Trainer, seeds: List[int],
-               raters: Optional[List[Any]] = None):
+  def __init__(
+    self, trainer: Trainer, seeds: List[int], raters: Optional[List[Any]] = None
+  ):
     c = trainer.config
     self.trainer = trainer
     self.config = c
@@ -175,29 +189,47 @@ class FeedbackLoop:
     seg_len = c.feedback.segment_length
     # The noise-free scripted answer: what stored labels are scored against.
     self.reference = raters_lib.ScriptedRater.for_segments(
-        self.learner.num_classes, task.rated_range, seg_len)
-    self.raters = raters if raters is not None else [
-        raters_lib.make(c.rater, task.name, self.learner.num_classes,
-                        1_000_003 * s + 7, segment_length=seg_len)
-        for s in seeds]
+      self.learner.num_classes, task.rated_range, seg_len
+    )
+    self.raters = (
+      raters
+      if raters is not None
+      else [
+        raters_lib.make(
+          c.rater,
+          task.name,
+          self.learner.num_classes,
+          1_000_003 * s + 7,
+          segment_length=seg_len,
+        )
+        for s in seeds
+      ]
+    )
     if len(self.raters) != len(seeds):
       raise ValueError(f"{len(self.raters)} raters for {len(seeds)} seeds")
-    self.inline = not (c.feedback.asynchronous and any(
-        getattr(r, "remote", True) for r in self.raters))
-    self.needs_frames = any(getattr(r, "needs_frames", False)
-                            for r in self.raters)
+    self.inline = not (
+      c.feedback.asynchronous
+      and any(getattr(r, "remote", True) for r in self.raters)
+    )
+    self.needs_frames = any(
+      getattr(r, "needs_frames", False) for r in self.raters
+    )
     # Grids of rated frames (seed 0, rating feedback) for looking at labels.
-    self.frames_dir = (os.path.join(c.workdir, "rated_frames")
-                       if c.workdir and c.render.rated_frames
-                       and c.reward.feedback_type == "rating" else None)
+    self.frames_dir = (
+      os.path.join(c.workdir, "rated_frames")
+      if c.workdir
+      and c.render.rated_frames
+      and c.reward.feedback_type == "rating"
+      else None
+    )
     self._renderer = None
     self._workers: List[concurrent.futures.ThreadPoolExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
     self.rating_sets = self.programs.empty_sets(jnp.arange(len(seeds)))
     self.opt_state = None
     self.sent = 0
-    self.requested = 0       # sessions requested
-    self.installed = 0       # sessions whose ratings trained the reward
+    self.requested = 0  # sessions requested
+    self.installed = 0  # sessions whose ratings trained the reward
     self.pending: collections.deque[_Pending] = collections.deque()
     self.next_session = config_lib.first_session(c)
 
@@ -205,28 +237,37 @@ class FeedbackLoop:
     """k-NN pre-training before the first session and, while its ratings
     are out, until the first reward model is installed."""
     c = self.config
-    return bool(c.feedback.unsupervised and (
+    return bool(
+      c.feedback.unsupervised
+      and (
         env_steps < config_lib.first_session(c)
-        or (self.requested > 0 and self.installed == 0)))
+        or (self.requested > 0 and self.installed == 0)
+      )
+    )
 
   def due(self, env_steps: int) -> bool:
     """A session is due from its scheduled step on while budget is left,
     but never at the end of training: its labels would reach no policy."""
     c = self.config
-    return (self.next_session <= env_steps < c.total_steps
-            and self.sent < c.feedback.budget)
+    return (
+      self.next_session <= env_steps < c.total_steps
+      and self.sent < c.feedback.budget
+    )
 
   # -- the two halves ---------------------------------------------------------
 
-  def step(self, state: TrainState, env_steps: int
-           ) -> tuple[TrainState, List[Dict[str, Any]]]:
+  def step(
+    self, state: TrainState, env_steps: int
+  ) -> tuple[TrainState, List[Dict[str, Any]]]:
     """The chunk-boundary work: completes the sessions whose answers are all
     in (oldest first), then requests a due session if there is room.
     Returns the state and the records of the sessions completed."""
     recs: List[Dict[str, Any]] = []
     state = self._complete_ready(state, env_steps, recs)
-    if (self.due(env_steps)
-        and len(self.pending) < self.config.feedback.max_pending):
+    if (
+      self.due(env_steps)
+      and len(self.pending) < self.config.feedback.max_pending
+    ):
       self.request(state, env_steps)
       if self.inline:
         state = self._complete_ready(state, env_steps, recs)
@@ -239,30 +280,44 @@ class FeedbackLoop:
     t0 = time.perf_counter()
     num = min(c.feedback.queries, c.feedback.budget - self.sent)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(state.key)
-    queries = self.programs.sample(state.buffer, state.env.t, keys,
-                                   state.reward_params, num)
+    queries = self.programs.sample(
+      state.buffer, state.env.t, keys, state.reward_params, num
+    )
     # The rater judges the task's rating signal (by default the reward);
     # from here on the queries carry it as their ground truth, per step
     # [S, Q, P, H]; the rater sees segment returns [S, Q, P].
-    queries = queries.replace(true_reward=self.programs.signal(
-        queries.obs, queries.action, queries.next_obs, queries.true_reward))
+    queries = queries.replace(
+      true_reward=self.programs.signal(
+        queries.obs, queries.action, queries.next_obs, queries.true_reward
+      )
+    )
     true_r = np.asarray(queries.true_reward).sum(-1)
     frames = self._frames(queries)
     # The boundary to the raters: S seeds, Q queries, P segments, H steps.
-    seg = (len(self.raters), num, 2 if self.learner.preference else 1,
-           c.feedback.segment_length)
-    chex.assert_shape(queries.obs,
-                      seg + (self.trainer.env.observation_size,))
+    seg = (
+      len(self.raters),
+      num,
+      2 if self.learner.preference else 1,
+      c.feedback.segment_length,
+    )
+    chex.assert_shape(queries.obs, seg + (self.trainer.env.observation_size,))
     chex.assert_shape(queries.true_reward, seg)
     if frames is not None:
       chex.assert_shape(frames, seg[:3] + (c.render.height, c.render.width, 3))
     self.sent += num
     self.requested += 1
-    p = _Pending(session=self.requested, due_at=self.next_session,
-                 requested_at=env_steps, queries_sent=self.sent,
-                 queries=queries, keys=keys, futures=[],
-                 requested_time=t0, host_seconds=0.0,
-                 frames=None if frames is None else frames[0])
+    p = _Pending(
+      session=self.requested,
+      due_at=self.next_session,
+      requested_at=env_steps,
+      queries_sent=self.sent,
+      queries=queries,
+      keys=keys,
+      futures=[],
+      requested_time=t0,
+      host_seconds=0.0,
+      frames=None if frames is None else frames[0],
+    )
     for s, rater in enumerate(self.raters):
       args = (rater, true_r[s], None if frames is None else frames[s])
       if self.inline:
@@ -271,37 +326,52 @@ class FeedbackLoop:
       else:
         future = self._worker(s).submit(feedback_lib.ask, *args)
       future.add_done_callback(
-          lambda _, t=p.answered_times: t.append(time.perf_counter()))
+        lambda _, t=p.answered_times: t.append(time.perf_counter())
+      )
       p.futures.append(future)
     self.next_session += c.feedback.interval
     p.host_seconds = time.perf_counter() - t0
     self.pending.append(p)
 
-  def _complete_ready(self, state: TrainState, env_steps: int,
-                      recs: List[Dict[str, Any]], final: bool = False
-                      ) -> TrainState:
+  def _complete_ready(
+    self,
+    state: TrainState,
+    env_steps: int,
+    recs: List[Dict[str, Any]],
+    final: bool = False,
+  ) -> TrainState:
     while self.pending and all(f.done() for f in self.pending[0].futures):
-      state, rec = self._complete(state, env_steps, self.pending.popleft(),
-                                  final)
+      state, rec = self._complete(
+        state, env_steps, self.pending.popleft(), final
+      )
       recs.append(rec)
     return state
 
-  def _complete(self, state: TrainState, env_steps: int, p: _Pending,
-                final: bool) -> tuple[TrainState, Dict[str, Any]]:
+  def _complete(
+    self, state: TrainState, env_steps: int, p: _Pending, final: bool
+  ) -> tuple[TrainState, Dict[str, Any]]:
     """Stores the answers, trains the reward and relabels the buffer. With
     `final` (training is over) the critic is not reset."""
     c = self.config
     t0 = time.perf_counter()
     ratings = [f.result() for f in p.futures]
     if self.frames_dir and p.frames is not None:
-      media.save_png(media.rated_grid(
-          p.frames[:, 0], ratings[0].labels,
-          raters_lib.CLASS_NAMES[self.learner.num_classes]),
-          os.path.join(self.frames_dir, f"session_{p.session:04d}.png"))
+      media.save_png(
+        media.rated_grid(
+          p.frames[:, 0],
+          ratings[0].labels,
+          raters_lib.CLASS_NAMES[self.learner.num_classes],
+        ),
+        os.path.join(self.frames_dir, f"session_{p.session:04d}.png"),
+      )
     self.rating_sets, counts = feedback_lib.store_ratings(
-        self.rating_sets, p.queries, ratings,
-        None if self.programs.query_frames is None
-        else self.programs.query_frames(p.queries))
+      self.rating_sets,
+      p.queries,
+      ratings,
+      None
+      if self.programs.query_frames is None
+      else self.programs.query_frames(p.queries),
+    )
     num_seeds = len(ratings)
     trained = bool(np.asarray(self.rating_sets.size).sum() > 0)
     if trained:
@@ -309,8 +379,13 @@ class FeedbackLoop:
       if self.opt_state is None:
         self.opt_state = self.programs.opt_init(params)
       params, self.opt_state, epochs, acc, bal = feedback_lib.train_reward(
-          self.learner, self.programs.epoch, params, self.opt_state,
-          self.rating_sets, self.rng)
+        self.learner,
+        self.programs.epoch,
+        params,
+        self.opt_state,
+        self.rating_sets,
+        self.rng,
+      )
       first = self.installed == 0 and c.feedback.reset_critic and not final
       state, m = self.programs.after[first](state, params, p.keys)
       corr = np.asarray(m["reward_corr"]).tolist()
@@ -319,25 +394,34 @@ class FeedbackLoop:
     else:  # nothing answered yet: keep the reward as it is
       epochs = [0] * num_seeds
       acc = bal = corr = signal_corr = [math.nan] * num_seeds
-    rec = {"env_steps": env_steps, "session": p.session,
-           "due_at": p.due_at, "requested_at": p.requested_at,
-           "queries": len(ratings[0].answered),
-           "queries_sent": p.queries_sent, **counts,
-           "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
-           "trained": trained, "epochs": epochs, "reward_accuracy": acc,
-           "reward_balanced_accuracy": bal,
-           "reward_corr": corr, "signal_corr": signal_corr,
-           "label_histogram": self._histogram(),
-           "label_accuracy": self._label_accuracy(),
-           "latency_seconds": max(p.answered_times) - p.requested_time,
-           "seconds": p.host_seconds + time.perf_counter() - t0}
+    rec = {
+      "env_steps": env_steps,
+      "session": p.session,
+      "due_at": p.due_at,
+      "requested_at": p.requested_at,
+      "queries": len(ratings[0].answered),
+      "queries_sent": p.queries_sent,
+      **counts,
+      "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
+      "trained": trained,
+      "epochs": epochs,
+      "reward_accuracy": acc,
+      "reward_balanced_accuracy": bal,
+      "reward_corr": corr,
+      "signal_corr": signal_corr,
+      "label_histogram": self._histogram(),
+      "label_accuracy": self._label_accuracy(),
+      "latency_seconds": max(p.answered_times) - p.requested_time,
+      "seconds": p.host_seconds + time.perf_counter() - t0,
+    }
     stats = [r.stats() for r in self.raters if hasattr(r, "stats")]
     if stats:  # a VLM's own counts: requests, retries, drop reasons, ...
       rec["rater_stats"] = stats
     return state, rec
 
-  def finish(self, state: TrainState, env_steps: int
-             ) -> tuple[TrainState, List[Dict[str, Any]]]:
+  def finish(
+    self, state: TrainState, env_steps: int
+  ) -> tuple[TrainState, List[Dict[str, Any]]]:
     """End of training: waits for the sessions still out (at most
     `feedback.final_wait_s` seconds in all, None: no limit) and completes
     them without a critic reset; those not answered in time are abandoned,
@@ -346,10 +430,12 @@ class FeedbackLoop:
     deadline = None if limit is None else time.perf_counter() + limit
     recs: List[Dict[str, Any]] = []
     while self.pending:
-      timeout = (None if deadline is None
-                 else max(0.0, deadline - time.perf_counter()))
-      _, late = concurrent.futures.wait(self.pending[0].futures,
-                                        timeout=timeout)
+      timeout = (
+        None if deadline is None else max(0.0, deadline - time.perf_counter())
+      )
+      _, late = concurrent.futures.wait(
+        self.pending[0].futures, timeout=timeout
+      )
       if late:
         break
       state = self._complete_ready(state, env_steps, recs, final=True)
@@ -358,17 +444,26 @@ class FeedbackLoop:
       for f in p.futures:
         f.cancel()
       q = len(np.asarray(p.queries.true_reward)[0])
-      recs.append({
-          "env_steps": env_steps, "session": p.session, "due_at": p.due_at,
-          "requested_at": p.requested_at, "queries": q,
-          "queries_sent": p.queries_sent, "abandoned": True,
-          "answered": [0] * len(p.futures), "dropped": [q] * len(p.futures),
+      recs.append(
+        {
+          "env_steps": env_steps,
+          "session": p.session,
+          "due_at": p.due_at,
+          "requested_at": p.requested_at,
+          "queries": q,
+          "queries_sent": p.queries_sent,
+          "abandoned": True,
+          "answered": [0] * len(p.futures),
+          "dropped": [q] * len(p.futures),
           "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
-          "latency_seconds": time.perf_counter() - p.requested_time})
+          "latency_seconds": time.perf_counter() - p.requested_time,
+        }
+      )
     return state, recs
 
-  def drain(self, state: TrainState, env_steps: int
-            ) -> tuple[TrainState, List[Dict[str, Any]]]:
+  def drain(
+    self, state: TrainState, env_steps: int
+  ) -> tuple[TrainState, List[Dict[str, Any]]]:
     """Waits for every session in flight and completes it (before a
     checkpoint, so that ratings already paid for are never asked again)."""
     for p in self.pending:
@@ -391,8 +486,11 @@ class FeedbackLoop:
 
   def _worker(self, seed_index: int) -> concurrent.futures.ThreadPoolExecutor:
     while len(self._workers) <= seed_index:
-      self._workers.append(concurrent.futures.ThreadPoolExecutor(
-          max_workers=1, thread_name_prefix=f"rater{len(self._workers)}"))
+      self._workers.append(
+        concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix=f"rater{len(self._workers)}"
+        )
+      )
     return self._workers[seed_index]
 
   def _frames(self, queries: Transition) -> Optional[np.ndarray]:
@@ -402,12 +500,15 @@ class FeedbackLoop:
     if not (self.needs_frames or self.frames_dir):
       return None
     if queries.pose is None:
-      raise ValueError("the raters need frames but the replay buffer holds "
-                       "no poses to render them from")
+      raise ValueError(
+        "the raters need frames but the replay buffer holds "
+        "no poses to render them from"
+      )
     if self._renderer is None:
       size = self.config.render
       self._renderer = render_lib.FrameRenderer(
-          self.trainer.env.task.name, height=size.height, width=size.width)
+        self.trainer.env.task.name, height=size.height, width=size.width
+      )
     pose = np.asarray(queries.pose)[:, :, :, -1]
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
@@ -416,8 +517,10 @@ class FeedbackLoop:
     sizes = np.asarray(self.rating_sets.size)
     labels = np.asarray(self.rating_sets.label)
     n = self.learner.num_classes
-    return [np.bincount(labels[s, :sizes[s]], minlength=n).tolist()
-            for s in range(len(sizes))]
+    return [
+      np.bincount(labels[s, : sizes[s]], minlength=n).tolist()
+      for s in range(len(sizes))
+    ]
 
   def _label_accuracy(self) -> List[float]:
     """Stored labels that match the noise-free scripted answer."""
@@ -426,11 +529,15 @@ class FeedbackLoop:
     true_r = np.asarray(self.rating_sets.true_reward)
     out = []
     for s in range(len(sizes)):
-      r = true_r[s, :sizes[s]]
-      truth = ((r[:, 1] > r[:, 0]).astype(np.int64) if self.learner.preference
-               else self.reference.true_labels(r[:, 0]))
-      out.append(float(np.mean(labels[s, :sizes[s]] == truth))
-                 if sizes[s] else math.nan)
+      r = true_r[s, : sizes[s]]
+      truth = (
+        (r[:, 1] > r[:, 0]).astype(np.int64)
+        if self.learner.preference
+        else self.reference.true_labels(r[:, 0])
+      )
+      out.append(
+        float(np.mean(labels[s, : sizes[s]] == truth)) if sizes[s] else math.nan
+      )
     return out
 
   # -- checkpointing (erljax.checkpoint) ------------------------------------
@@ -444,25 +551,36 @@ class FeedbackLoop:
       # before the first session.
       n = np.asarray(self.rating_sets.size).shape[0]
       opt_state = jax.tree_util.tree_map(
-          lambda x: jnp.zeros(x.shape, x.dtype),
-          jax.eval_shape(jax.vmap(lambda k: self.learner.optimizer.init(
-              self.trainer.reward.init(k))), jax.random.split(
-                  jax.random.PRNGKey(0), n)))
-    return {"rating_sets": self.rating_sets, "opt_state": opt_state,
-            "has_opt_state": self.opt_state is not None, "sent": self.sent,
-            "next_session": self.next_session,
-            "requested": self.requested, "installed": self.installed,
-            "rng": self.rng.bit_generator.state,
-            # A rater without state (e.g. a cached VLM client, whose cache
-            # is on disk) contributes {}; never API keys.
-            "raters": [r.state_dict() if hasattr(r, "state_dict") else {}
-                       for r in self.raters]}
+        lambda x: jnp.zeros(x.shape, x.dtype),
+        jax.eval_shape(
+          jax.vmap(
+            lambda k: self.learner.optimizer.init(self.trainer.reward.init(k))
+          ),
+          jax.random.split(jax.random.PRNGKey(0), n),
+        ),
+      )
+    return {
+      "rating_sets": self.rating_sets,
+      "opt_state": opt_state,
+      "has_opt_state": self.opt_state is not None,
+      "sent": self.sent,
+      "next_session": self.next_session,
+      "requested": self.requested,
+      "installed": self.installed,
+      "rng": self.rng.bit_generator.state,
+      # A rater without state (e.g. a cached VLM client, whose cache
+      # is on disk) contributes {}; never API keys.
+      "raters": [
+        r.state_dict() if hasattr(r, "state_dict") else {} for r in self.raters
+      ],
+    }
 
   def load_state_dict(self, d: Dict[str, Any]) -> None:
     """Inverse of `state_dict`."""
     if len(d["raters"]) != len(self.raters):
-      raise ValueError(f"checkpoint has {len(d['raters'])} raters, this run "
-                       f"{len(self.raters)}")
+      raise ValueError(
+        f"checkpoint has {len(d['raters'])} raters, this run {len(self.raters)}"
+      )
     self.rating_sets = d["rating_sets"]
     self.opt_state = d["opt_state"] if d["has_opt_state"] else None
     if self.pending:

@@ -34,8 +34,7 @@ class Layout:
   mesh: Optional[Mesh]
 
   @classmethod
-  def create(cls, num_devices: int, num_seeds: int, num_envs: int
-             ) -> "Layout":
+  def create(cls, num_devices: int, num_seeds: int, num_envs: int) -> "Layout":
     """Seed axis over gcd(num_seeds, num_devices) devices, envs over the rest.
 
     Raises ValueError naming the value when the devices don't exist or the
@@ -44,20 +43,23 @@ class Layout:
     available = jax.device_count()
     if not 1 <= num_devices <= available:
       raise ValueError(
-          f"num_devices={num_devices}: must lie in [1, {available}] (the "
-          "devices JAX sees; on CPU set XLA_FLAGS="
-          "--xla_force_host_platform_device_count=N before importing jax)")
+        f"num_devices={num_devices}: must lie in [1, {available}] (the "
+        "devices JAX sees; on CPU set XLA_FLAGS="
+        "--xla_force_host_platform_device_count=N before importing jax)"
+      )
     if num_devices == 1:
       return cls(mesh=None)
     seed_devices = math.gcd(num_seeds, num_devices)
     env_devices = num_devices // seed_devices
     if num_envs % env_devices:
       raise ValueError(
-          f"num_envs={num_envs}: with num_seeds={num_seeds} on "
-          f"num_devices={num_devices} the env axis is split over "
-          f"{env_devices} devices and must be a multiple of it")
+        f"num_envs={num_envs}: with num_seeds={num_seeds} on "
+        f"num_devices={num_devices} the env axis is split over "
+        f"{env_devices} devices and must be a multiple of it"
+      )
     devices = np.asarray(jax.devices()[:num_devices]).reshape(
-        seed_devices, env_devices)
+      seed_devices, env_devices
+    )
     return cls(mesh=Mesh(devices, (SEEDS, ENVS)))
 
   @property
@@ -80,10 +82,14 @@ class Layout:
     sh = self.seed_sharding(state)
     env = state.env
     per_env = lambda t: jax.tree_util.tree_map(
-        lambda _: self._named(SEEDS, ENVS), t)
-    env_sh = sh.env.replace(inner=per_env(env.inner), obs=per_env(env.obs),
-                            t=per_env(env.t),
-                            episode_return=per_env(env.episode_return))
+      lambda _: self._named(SEEDS, ENVS), t
+    )
+    env_sh = sh.env.replace(
+      inner=per_env(env.inner),
+      obs=per_env(env.obs),
+      t=per_env(env.t),
+      episode_return=per_env(env.episode_return),
+    )
     return sh.replace(env=env_sh)
 
   def put_state(self, state: Any) -> Any:
@@ -101,6 +107,9 @@ class Layout:
   def describe(self) -> Dict[str, Any]:
     if not self.active:
       return {"devices": 1}
-    return {"devices": int(self.mesh.devices.size),
-            "mesh": dict(zip(self.mesh.axis_names,
-                             map(int, self.mesh.devices.shape)))}
+    return {
+      "devices": int(self.mesh.devices.size),
+      "mesh": dict(
+        zip(self.mesh.axis_names, map(int, self.mesh.devices.shape))
+      ),
+    }

@@ -24,7 +24,7 @@ def iqm(scores: np.ndarray) -> float:
   if x.size == 0:
     return float("nan")
   k = int(0.25 * x.size)
-  return float(x[k:x.size - k].mean())
+  return float(x[k : x.size - k].mean())
 
 
 def mean(scores: np.ndarray) -> float:
@@ -32,10 +32,13 @@ def mean(scores: np.ndarray) -> float:
   return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
-def stratified_bootstrap(scores: np.ndarray,
-                         statistic: Callable[[np.ndarray], float] = iqm,
-                         reps: int = 2000, alpha: float = 0.05,
-                         seed: int = 0) -> Tuple[float, float, float]:
+def stratified_bootstrap(
+  scores: np.ndarray,
+  statistic: Callable[[np.ndarray], float] = iqm,
+  reps: int = 2000,
+  alpha: float = 0.05,
+  seed: int = 0,
+) -> Tuple[float, float, float]:
   """(point estimate, lower, upper): a percentile (1 - alpha) interval.
 
   scores [runs, tasks] (or [runs]); each replicate resamples, for every
@@ -51,18 +54,20 @@ def stratified_bootstrap(scores: np.ndarray,
   rng = np.random.default_rng(seed)
   stats = np.empty(reps)
   for i in range(reps):
-    rows = [c[rng.integers(0, c.size, c.size)] if c.size else c
-            for c in columns]
+    rows = [
+      c[rng.integers(0, c.size, c.size)] if c.size else c for c in columns
+    ]
     sample = np.full(x.shape, np.nan)
     for t, r in enumerate(rows):
-      sample[:r.size, t] = r
+      sample[: r.size, t] = r
     stats[i] = statistic(sample)
   lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
   return point, float(lo), float(hi)
 
 
-def bootstrap_band(curves: np.ndarray, reps: int = 2000, alpha: float = 0.05,
-                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_band(
+  curves: np.ndarray, reps: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Mean learning curve over seeds and its percentile bootstrap band.
 
   curves [seeds, T] -> mean, lower, upper, each [T] (resampling seeds, the
@@ -79,8 +84,9 @@ def bootstrap_band(curves: np.ndarray, reps: int = 2000, alpha: float = 0.05,
   return m, lo, hi
 
 
-def min_max_normalize(scores: np.ndarray, low: np.ndarray,
-                      high: np.ndarray) -> np.ndarray:
+def min_max_normalize(
+  scores: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
   """(scores - low) / (high - low) per task (last axis); a task whose range
   is empty maps to 0."""
   low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
@@ -111,9 +117,13 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
   return float(np.mean(per_task)) if per_task else float("nan")
 
 
-def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray,
-                                  reps: int = 2000, alpha: float = 0.05,
-                                  seed: int = 0) -> Tuple[float, float, float]:
+def probability_of_improvement_ci(
+  x: np.ndarray,
+  y: np.ndarray,
+  reps: int = 2000,
+  alpha: float = 0.05,
+  seed: int = 0,
+) -> Tuple[float, float, float]:
   """P(X > Y) with a stratified bootstrap interval: the runs of each method
   on each task are resampled independently (x and y as in
   probability_of_improvement, with the same number of tasks)."""
@@ -126,24 +136,29 @@ def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray,
     raise ValueError(f"x has {tasks} tasks, y {y.shape[1]}")
   rows = max(x.shape[0], y.shape[0])
   both = np.full((rows, 2 * tasks), np.nan)
-  both[:x.shape[0], :tasks] = x
-  both[:y.shape[0], tasks:] = y
+  both[: x.shape[0], :tasks] = x
+  both[: y.shape[0], tasks:] = y
   return stratified_bootstrap(
-      both, lambda s: probability_of_improvement(s[:, :tasks], s[:, tasks:]),
-      reps, alpha, seed)
+    both,
+    lambda s: probability_of_improvement(s[:, :tasks], s[:, tasks:]),
+    reps,
+    alpha,
+    seed,
+  )
 
 
-def nested_bootstrap_mean(x: np.ndarray, reps: int = 2000,
-                          alpha: float = 0.05, seed: int = 0
-                          ) -> Tuple[float, float, float]:
+def nested_bootstrap_mean(
+  x: np.ndarray, reps: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> Tuple[float, float, float]:
   """(mean, lower, upper) of episode scores x [S seeds, E episodes]: a
   percentile (1 - alpha) interval that resamples seeds, then episodes
   within each resampled seed (with S = 1, a bootstrap over episodes).
   """
   x = np.asarray(x, np.float64)
   if x.ndim != 2 or not x.size or not np.isfinite(x).all():
-    raise ValueError(f"need finite scores [seeds, episodes], got shape "
-                     f"{x.shape}")
+    raise ValueError(
+      f"need finite scores [seeds, episodes], got shape {x.shape}"
+    )
   point = float(x.mean())
   if x.size < 2:
     return point, point, point

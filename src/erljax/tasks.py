@@ -26,7 +26,9 @@ import jax.numpy as jnp
 if platform.system() == "Linux":
   os.environ.setdefault("MUJOCO_GL", "egl")
 
-Env = Any  # a brax.envs.Env or mujoco_playground MjxEnv: reset(key), step(state, a)
+Env = (
+  Any  # a brax.envs.Env or mujoco_playground MjxEnv: reset(key), step(state, a)
+)
 EnvStateT = Any
 
 
@@ -62,7 +64,8 @@ class TaskSpec:
     episode_length: default time limit (steps) for training and evaluation.
     reward_range: (low, high) of the ground-truth per-step reward; a segment
       of H steps has return in [H*low, H*high]. The scripted rater bins over it.
-    success_fn: maps one env state to a boolean success flag (scalar).
+    success_fn: maps one env state to a boolean success flag (scalar);
+      None: the task defines no success (logs show no success column).
     rating_signal: what a rater judges in the post-step frame of one
       transition, (obs [O], action [A], next_obs [O], reward []) -> [];
       None: the per-step reward. A VLM sees the frame, not the action, so
@@ -83,7 +86,7 @@ class TaskSpec:
   num_classes: int
   episode_length: int
   reward_range: Tuple[float, float]
-  success_fn: Callable[[EnvStateT], jax.Array]
+  success_fn: Optional[Callable[[EnvStateT], jax.Array]] = None
   camera: str | FreeCamera = FreeCamera((0.0, 0.0, 0.0), 2.0, 90.0, -45.0)
   geom_rgba: Tuple[Tuple[str, RGBA], ...] = ()
   source: str = "brax"
@@ -91,12 +94,21 @@ class TaskSpec:
   rating_range: Optional[Tuple[float, float]] = None
 
   @property
+  def has_success(self) -> bool:
+    return self.success_fn is not None
+
+  @property
   def rated_range(self) -> Tuple[float, float]:
     """(low, high) of the rated quantity: rating_range or reward_range."""
     return self.rating_range or self.reward_range
 
-  def signal(self, obs: jax.Array, action: jax.Array, next_obs: jax.Array,
-             reward: jax.Array) -> jax.Array:
+  def signal(
+    self,
+    obs: jax.Array,
+    action: jax.Array,
+    next_obs: jax.Array,
+    reward: jax.Array,
+  ) -> jax.Array:
     """The rated quantity of transitions with any leading batch shape [...]:
     obs/next_obs [..., O], action [..., A], reward [...] -> [...]."""
     if self.rating_signal is None:
@@ -111,9 +123,11 @@ class TaskSpec:
 RATED = ("signal", "reward")
 
 
-def rated_task(spec: TaskSpec, rated: str = "signal",
-               value_range: Optional[Tuple[float, float]] = None
-               ) -> TaskSpec:
+def rated_task(
+  spec: TaskSpec,
+  rated: str = "signal",
+  value_range: Optional[Tuple[float, float]] = None,
+) -> TaskSpec:
   """`spec` with the rated quantity and range a run asks for.
 
   Args:
@@ -143,12 +157,14 @@ def register(spec: TaskSpec) -> TaskSpec:
     raise ValueError(f"task {spec.name!r} is already registered")
   if spec.num_classes < 2:
     raise ValueError(
-        f"task {spec.name!r}: num_classes must be >= 2, got {spec.num_classes}")
+      f"task {spec.name!r}: num_classes must be >= 2, got {spec.num_classes}"
+    )
   for field in ("reward_range", "rating_range"):
     value = getattr(spec, field)
     if value is not None and not value[0] < value[1]:
-      raise ValueError(f"task {spec.name!r}: {field} {value} must satisfy "
-                       "low < high")
+      raise ValueError(
+        f"task {spec.name!r}: {field} {value} must satisfy low < high"
+      )
   _REGISTRY[spec.name] = spec
   return spec
 
@@ -160,7 +176,8 @@ def task_names() -> Tuple[str, ...]:
 def get_task(name: str) -> TaskSpec:
   if name not in _REGISTRY:
     raise ValueError(
-        f"unknown task {name!r}; registered tasks: {', '.join(task_names())}")
+      f"unknown task {name!r}; registered tasks: {', '.join(task_names())}"
+    )
   return _REGISTRY[name]
 
 
@@ -172,6 +189,7 @@ def _brax_env(name: str, backend: str) -> Callable[[], Env]:
 
   def make():
     from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
+
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # Brax's "not actively maintained" note.
       return brax_envs.get_environment(name, backend=backend)
@@ -183,6 +201,7 @@ def _playground_env(name: str) -> Callable[[], Env]:
 
   def make():
     from mujoco_playground import registry  # pylint: disable=g-import-not-at-top
+
     cfg = registry.get_default_config(name)
     # The Warp implementation runs (slowly) on CPU through a JIT of its own;
     # the pure-JAX MJX implementation is what vmaps and jits everywhere.
@@ -201,7 +220,8 @@ def _reward_above(threshold: float):
   return lambda state: state.reward > threshold
 
 
-register(TaskSpec(
+register(
+  TaskSpec(
     name="reacher",
     make_env=_brax_env("reacher", backend="mjx"),
     instruction="move the tip of the robot arm onto the red target",
@@ -215,22 +235,27 @@ register(TaskSpec(
     # Top-down over the 0.6 m arena. Brax's model colours every geom brown;
     # the instruction's red target and a green tip tell them apart.
     camera=FreeCamera(lookat=(0.0, 0.0, 0.0), distance=0.8),
-    geom_rgba=(("ground", (0.85, 0.85, 0.85, 1.0)),
-               ("target", (0.9, 0.1, 0.1, 1.0)),
-               ("fingertip", (0.1, 0.75, 0.1, 1.0)),
-               ("link0", (0.2, 0.35, 0.8, 1.0)),
-               ("link1", (0.2, 0.35, 0.8, 1.0))),
+    geom_rgba=(
+      ("ground", (0.85, 0.85, 0.85, 1.0)),
+      ("target", (0.9, 0.1, 0.1, 1.0)),
+      ("fingertip", (0.1, 0.75, 0.1, 1.0)),
+      ("link0", (0.2, 0.35, 0.8, 1.0)),
+      ("link1", (0.2, 0.35, 0.8, 1.0)),
+    ),
     # A frame shows how far the tip is from the target (the last three
     # observations are tip - target), not the control cost. Rated over
     # distances 0..0.3 (10 cm bins): with 0..0.2, 78% of random-policy frames
     # were "Bad" and 20% uniform noise left a fitted reward correlating 0.42
     # with the distance; with 0..0.3, 0.67 (1,000 ratings, ERL-VLM loss).
-    rating_signal=lambda obs, action, next_obs, reward: -jnp.linalg.norm(
-        next_obs[-3:]),
+    rating_signal=lambda obs, action, next_obs, reward: (
+      -jnp.linalg.norm(next_obs[-3:])
+    ),
     rating_range=(-0.3, 0.0),
-))
+  )
+)
 
-register(TaskSpec(
+register(
+  TaskSpec(
     name="pusher",
     # MJX compilation of pusher's contacts takes minutes on CPU; Brax's
     # generalized pipeline compiles in ~15 s.
@@ -245,22 +270,48 @@ register(TaskSpec(
     # arm); the white cylinder needs a table that is not white to be seen.
     camera=FreeCamera(lookat=(0.25, -0.15, -0.3), distance=1.5),
     geom_rgba=(("table", (0.55, 0.65, 0.8, 1.0)),),
-))
+  )
+)
 
 # DM Control suite tasks from MuJoCo Playground: rewards lie in [0, 1].
 # Cameras are the models' own: cartpole and walker from the side (walker's
 # tracks its centre of mass), reacher from above, finger obliquely.
 for _name, _instruction, _subject, _classes, _success, _camera in (
-    ("CartpoleSwingup", "swing the pole up and balance it upright above the cart",
-     "a cart-pole system", 3, 0.8, "fixed"),
-    ("FingerSpin", "spin the hinged body quickly with the finger",
-     "a robotic finger", 3, 0.5, "cam0"),
-    ("ReacherEasy", "move the tip of the arm into the target", "a robot arm",
-     2, 0.5, "fixed"),
-    ("WalkerWalk", "make the biped walk forward while staying upright",
-     "a two-legged robot", 3, 0.8, "side"),
+  (
+    "CartpoleSwingup",
+    "swing the pole up and balance it upright above the cart",
+    "a cart-pole system",
+    3,
+    0.8,
+    "fixed",
+  ),
+  (
+    "FingerSpin",
+    "spin the hinged body quickly with the finger",
+    "a robotic finger",
+    3,
+    0.5,
+    "cam0",
+  ),
+  (
+    "ReacherEasy",
+    "move the tip of the arm into the target",
+    "a robot arm",
+    2,
+    0.5,
+    "fixed",
+  ),
+  (
+    "WalkerWalk",
+    "make the biped walk forward while staying upright",
+    "a two-legged robot",
+    3,
+    0.8,
+    "side",
+  ),
 ):
-  register(TaskSpec(
+  register(
+    TaskSpec(
       name=_name,
       make_env=_playground_env(_name),
       instruction=_instruction,
@@ -271,4 +322,5 @@ for _name, _instruction, _subject, _classes, _success, _camera in (
       success_fn=_reward_above(_success),
       camera=_camera,
       source="playground",
-  ))
+    )
+  )

@@ -20,17 +20,23 @@ from erljax import config as config_lib
 from erljax import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to an experiment config file, e.g. "
-    "experiments/configs/sac.py:reacher.", lock_config=True)
+  "config",
+  None,
+  "Path to an experiment config file, e.g. experiments/configs/sac.py:reacher.",
+  lock_config=True,
+)
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # JAX / Brax info lines drown the curve
+  logging.set_verbosity(
+    logging.WARNING
+  )  # JAX / Brax info lines drown the curve
   config = _CONFIG.value
   if config is None:
-    raise app.UsageError("--config is required, e.g. "
-                         "--config=experiments/configs/sac.py:reacher")
+    raise app.UsageError(
+      "--config is required, e.g. --config=experiments/configs/sac.py:reacher"
+    )
   try:
     config_lib.validate(config)
   except config_lib.ConfigError as e:
@@ -46,12 +52,16 @@ def main(argv):
     sys.exit(3)
   last = result.history[-1]
   if result.interrupted is not None:
-    print(f"interrupted at {last['env_steps']} env steps; continue with "
-          "--config.resume=True")
+    print(
+      f"interrupted at {last['env_steps']} env steps; continue with "
+      "--config.resume=True"
+    )
     sys.exit(128 + result.interrupted)  # the shell's code for that signal
-  print(f"done: {last['env_steps']} env steps, final eval_return "
-        f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "
-        f"train {result.train_seconds:.1f}s")
+  print(
+    f"done: {last['env_steps']} env steps, final eval_return "
+    f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "
+    f"train {result.train_seconds:.1f}s"
+  )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ evaluation cadence, checkpoints) in `erljax.runner`.
 from __future__ import annotations
 
 import dataclasses
-import weakref
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import chex
 import jax
@@ -44,11 +43,18 @@ class TrainState:
 def sac_hyper(config: ml_collections.ConfigDict) -> sac_lib.SACHyper:
   s = config.sac
   return sac_lib.SACHyper(
-      hidden_sizes=tuple(s.hidden_sizes), actor_lr=s.actor_lr,
-      critic_lr=s.critic_lr, alpha_lr=s.alpha_lr,
-      init_temperature=s.init_temperature, discount=s.discount, tau=s.tau,
-      target_update_period=s.target_update_period, log_std_min=s.log_std_min,
-      log_std_max=s.log_std_max, target_entropy=s.target_entropy)
+    hidden_sizes=tuple(s.hidden_sizes),
+    actor_lr=s.actor_lr,
+    critic_lr=s.critic_lr,
+    alpha_lr=s.alpha_lr,
+    init_temperature=s.init_temperature,
+    discount=s.discount,
+    tau=s.tau,
+    target_update_period=s.target_update_period,
+    log_std_min=s.log_std_min,
+    log_std_max=s.log_std_max,
+    target_entropy=s.target_entropy,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,26 +66,40 @@ class Trainer:
   eval_env: envs.VecEnv
   agent: sac_lib.SAC
   reward: reward_source.RewardSource
+  # Programs compiled for this trainer (`cached`), shared by the runs given it.
+  compiled_cache: Dict[str, Any] = dataclasses.field(
+    default_factory=dict, compare=False, repr=False
+  )
 
   @classmethod
-  def create(cls, config: ml_collections.ConfigDict,
-             reward: Optional[reward_source.RewardSource] = None
-             ) -> "Trainer":
+  def create(
+    cls,
+    config: ml_collections.ConfigDict,
+    reward: Optional[reward_source.RewardSource] = None,
+  ) -> "Trainer":
     config_lib.validate(config)
     env = envs.make_vec_env(config.task, config.num_envs, config.episode_length)
-    eval_env = envs.make_vec_env(config.task, config.num_eval_envs,
-                                 config.episode_length)
-    agent = sac_lib.SAC(env.observation_size, env.action_size,
-                        sac_hyper(config))
-    return cls(config=config, env=env, eval_env=eval_env, agent=agent,
-               reward=reward or reward_source.make(
-                   config, env.observation_size, env.action_size))
+    eval_env = envs.make_vec_env(
+      config.task, config.num_eval_envs, config.episode_length
+    )
+    agent = sac_lib.SAC(
+      env.observation_size, env.action_size, sac_hyper(config)
+    )
+    return cls(
+      config=config,
+      env=env,
+      eval_env=eval_env,
+      agent=agent,
+      reward=reward
+      or reward_source.make(config, env.observation_size, env.action_size),
+    )
 
   @property
   def rated(self) -> tasks.TaskSpec:
     """The task as its raters judge it (config rater.rated / rater.range)."""
-    return tasks.rated_task(self.env.task, self.config.rater.rated,
-                           self.config.rater.range)
+    return tasks.rated_task(
+      self.env.task, self.config.rater.rated, self.config.rater.range
+    )
 
   @property
   def chunk_len(self) -> int:
@@ -92,46 +112,67 @@ class Trainer:
     k_sac, k_env, k_rew, key = jax.random.split(key, 4)
     obs_size, act_size = self.env.observation_size, self.env.action_size
     example = Transition(
-        obs=jnp.zeros((obs_size,)), action=jnp.zeros((act_size,)),
-        reward=jnp.zeros(()), true_reward=jnp.zeros(()),
-        discount=jnp.zeros(()), next_obs=jnp.zeros((obs_size,)),
-        pose=jnp.zeros((self.env.pose_size,)))
+      obs=jnp.zeros((obs_size,)),
+      action=jnp.zeros((act_size,)),
+      reward=jnp.zeros(()),
+      true_reward=jnp.zeros(()),
+      discount=jnp.zeros(()),
+      next_obs=jnp.zeros((obs_size,)),
+      pose=jnp.zeros((self.env.pose_size,)),
+    )
     return TrainState(
-        sac=self.agent.init(k_sac),
-        buffer=replay.init(self.config.replay_capacity, example),
-        env=self.env.reset(k_env), reward_params=self.reward.init(k_rew),
-        ent_stats=intrinsic.RunningStats.create(), key=key,
-        env_steps=jnp.zeros((), jnp.int32))
+      sac=self.agent.init(k_sac),
+      buffer=replay.init(self.config.replay_capacity, example),
+      env=self.env.reset(k_env),
+      reward_params=self.reward.init(k_rew),
+      ent_stats=intrinsic.RunningStats.create(),
+      key=key,
+      env_steps=jnp.zeros((), jnp.int32),
+    )
 
   # -- one vectorized step ------------------------------------------------
 
-  def _collect(self, state: TrainState, action: jax.Array
-               ) -> tuple[TrainState, Dict[str, jax.Array]]:
+  def _collect(
+    self, state: TrainState, action: jax.Array
+  ) -> tuple[TrainState, Dict[str, jax.Array]]:
     env_state, out = self.env.step(state.env, action)
     transition = Transition(
-        obs=state.env.obs, action=action, reward=out.reward,
-        true_reward=out.reward,
-        discount=1.0 - out.terminal.astype(jnp.float32),
-        next_obs=out.next_obs, pose=self.env.pose(out.inner))
+      obs=state.env.obs,
+      action=action,
+      reward=out.reward,
+      true_reward=out.reward,
+      discount=1.0 - out.terminal.astype(jnp.float32),
+      next_obs=out.next_obs,
+      pose=self.env.pose(out.inner),
+    )
     reward = self.reward(state.reward_params, transition)
     chex.assert_shape(reward, (self.env.num_envs,))
     transition = transition.replace(reward=reward)
     done = out.terminal | out.truncated
     state = state.replace(
-        env=env_state, buffer=replay.add(state.buffer, transition),
-        env_steps=state.env_steps + self.env.num_envs)
-    stats = {"episodes": jnp.sum(done),
-             "episode_return_sum": jnp.sum(out.episode_return),
-             "reward": jnp.mean(reward), "true_reward": jnp.mean(out.reward)}
+      env=env_state,
+      buffer=replay.add(state.buffer, transition),
+      env_steps=state.env_steps + self.env.num_envs,
+    )
+    stats = {
+      "episodes": jnp.sum(done),
+      "episode_return_sum": jnp.sum(out.episode_return),
+      "reward": jnp.mean(reward),
+      "true_reward": jnp.mean(out.reward),
+    }
     return state, stats
 
   @property
   def learned_reward(self) -> bool:
     return self.config.reward.source == "learned"
 
-  def sac_updates(self, state: TrainState, key: jax.Array, num: int,
-                  unsupervised: jax.Array | bool = False
-                  ) -> tuple[TrainState, Dict[str, jax.Array]]:
+  def sac_updates(
+    self,
+    state: TrainState,
+    key: jax.Array,
+    num: int,
+    unsupervised: jax.Array | bool = False,
+  ) -> tuple[TrainState, Dict[str, jax.Array]]:
     """`num` SAC updates on replay batches.
 
     With `unsupervised` (an unbatched bool; a traced one selects at run time
@@ -141,11 +182,13 @@ class Trainer:
     """
     c = self.config
     ref_size = min(c.replay_capacity, config_lib.first_session(c))
+
     def one(carry, key):
       sac_state, stats = carry
       k_sample, k_update = jax.random.split(key)
       batch = replay.sample(state.buffer, k_sample, c.batch_size)
       if unsupervised is not False:
+
         def entropy_reward(args):
           batch, stats = args
           ref = state.buffer.data.obs[:ref_size]
@@ -153,20 +196,26 @@ class Trainer:
           r = intrinsic.knn_distance(batch.obs, ref, valid, c.feedback.knn_k)
           stats = stats.update(r)
           return batch.replace(reward=r / stats.std), stats
-        batch, stats = jax.lax.cond(unsupervised, entropy_reward,
-                                    lambda args: args, (batch, stats))
+
+        batch, stats = jax.lax.cond(
+          unsupervised, entropy_reward, lambda args: args, (batch, stats)
+        )
       sac_state, metrics = self.agent.update(sac_state, batch, k_update)
       return (sac_state, stats), metrics
+
     (sac_state, stats), metrics = jax.lax.scan(
-        one, (state.sac, state.ent_stats), jax.random.split(key, num))
-    return (state.replace(sac=sac_state, ent_stats=stats),
-            jax.tree_util.tree_map(jnp.mean, metrics))
+      one, (state.sac, state.ent_stats), jax.random.split(key, num)
+    )
+    return (
+      state.replace(sac=sac_state, ent_stats=stats),
+      jax.tree_util.tree_map(jnp.mean, metrics),
+    )
 
   # -- compiled programs ----------------------------------------------------
 
-  def train_chunk(self, state: TrainState,
-                  unsupervised: jax.Array | bool = False
-                  ) -> tuple[TrainState, Dict[str, jax.Array]]:
+  def train_chunk(
+    self, state: TrainState, unsupervised: jax.Array | bool = False
+  ) -> tuple[TrainState, Dict[str, jax.Array]]:
     """`chunk_len` vectorized steps, each followed by SAC updates.
 
     While env_steps < config.seed_steps actions are uniform random and the
@@ -174,53 +223,67 @@ class Trainer:
     compiled program serves the whole run).
     """
     c = self.config
+
     def step(state, _):
       key, k_act, k_rand, k_upd = jax.random.split(state.key, 4)
       seeding = state.env_steps < c.seed_steps
-      policy_action, _ = self.agent.sample_action(state.sac.actor_params,
-                                                  state.env.obs, k_act)
-      random_action = jax.random.uniform(k_rand, policy_action.shape,
-                                         minval=-1.0, maxval=1.0)
+      policy_action, _ = self.agent.sample_action(
+        state.sac.actor_params, state.env.obs, k_act
+      )
+      random_action = jax.random.uniform(
+        k_rand, policy_action.shape, minval=-1.0, maxval=1.0
+      )
       action = jnp.where(seeding, random_action, policy_action)
       state, stats = self._collect(state.replace(key=key), action)
       if c.updates_per_step > 0:
-        new, metrics = self.sac_updates(state, k_upd, c.updates_per_step,
-                                        unsupervised)
+        new, metrics = self.sac_updates(
+          state, k_upd, c.updates_per_step, unsupervised
+        )
         keep_old = lambda old, new: jax.tree_util.tree_map(
-            lambda a, b: jnp.where(seeding, a, b), old, new)
-        state = state.replace(sac=keep_old(state.sac, new.sac),
-                              ent_stats=keep_old(state.ent_stats,
-                                                 new.ent_stats))
+          lambda a, b: jnp.where(seeding, a, b), old, new
+        )
+        state = state.replace(
+          sac=keep_old(state.sac, new.sac),
+          ent_stats=keep_old(state.ent_stats, new.ent_stats),
+        )
       else:
         metrics = {}
       return state, {**stats, **metrics}
+
     state, m = jax.lax.scan(step, state, None, length=self.chunk_len)
     episodes = jnp.sum(m.pop("episodes"))
     ret_sum = jnp.sum(m.pop("episode_return_sum"))
     metrics = jax.tree_util.tree_map(jnp.mean, m)
     metrics["train_episodes"] = episodes
-    metrics["train_return"] = jnp.where(episodes > 0,
-                                        ret_sum / jnp.maximum(episodes, 1),
-                                        jnp.nan)
+    metrics["train_return"] = jnp.where(
+      episodes > 0, ret_sum / jnp.maximum(episodes, 1), jnp.nan
+    )
     return state, metrics
 
-  def after_feedback(self, state: TrainState, reward_params: Any,
-                     reset_critic: bool, key: jax.Array
-                     ) -> tuple[TrainState, Dict[str, jax.Array]]:
+  def after_feedback(
+    self,
+    state: TrainState,
+    reward_params: Any,
+    reset_critic: bool,
+    key: jax.Array,
+  ) -> tuple[TrainState, Dict[str, jax.Array]]:
     """Installs new reward parameters, relabels the WHOLE replay buffer and,
     after the first session, resets the critic and runs warm-up updates."""
     c = self.config
     state = state.replace(reward_params=reward_params)
-    buffer = replay.relabel(state.buffer,
-                            lambda t: self.reward(reward_params, t))
+    buffer = replay.relabel(
+      state.buffer, lambda t: self.reward(reward_params, t)
+    )
     state = state.replace(buffer=buffer)
     filled = jnp.arange(buffer.capacity) < buffer.size
     d = buffer.data
     # r_hat against the env reward, and against what the rater judges (the
     # same unless the task's rating signal leaves part of the reward out).
     rated = self.rated.signal(d.obs, d.action, d.next_obs, d.true_reward)
-    metrics = {"reward_corr": _masked_corr(d.reward, d.true_reward, filled),
-               "signal_corr": _masked_corr(d.reward, rated, filled)}
+    metrics = {
+      "reward_corr": _masked_corr(d.reward, d.true_reward, filled),
+      "signal_corr": _masked_corr(d.reward, rated, filled),
+    }
     if reset_critic:
       k_reset, k_upd = jax.random.split(key)
       state = state.replace(sac=self.agent.reset_critic(state.sac, k_reset))
@@ -237,23 +300,35 @@ class Trainer:
     after a true termination don't count.
     """
     env = self.eval_env
+
     def step(carry, _):
       env_state, alive, ret, succ = carry
-      action = self.agent.deterministic_action(state.sac.actor_params,
-                                               env_state.obs)
+      action = self.agent.deterministic_action(
+        state.sac.actor_params, env_state.obs
+      )
       env_state, out = env.step(env_state, action)
       ret = ret + alive * out.reward
       succ = succ | (alive.astype(bool) & out.success)
       alive = alive * (1.0 - out.terminal.astype(jnp.float32))
       return (env_state, alive, ret, succ), None
+
     n = env.num_envs
-    init = (env.reset(key), jnp.ones((n,)), jnp.zeros((n,)),
-            jnp.zeros((n,), bool))
-    (_, _, ret, succ), _ = jax.lax.scan(step, init, None,
-                                        length=env.episode_length)
+    init = (
+      env.reset(key),
+      jnp.ones((n,)),
+      jnp.zeros((n,)),
+      jnp.zeros((n,), bool),
+    )
+    (_, _, ret, succ), _ = jax.lax.scan(
+      step, init, None, length=env.episode_length
+    )
     succ = succ.astype(jnp.float32)
-    return {"eval_return": jnp.mean(ret), "eval_success": jnp.mean(succ),
-            "eval_return_episodes": ret, "eval_success_episodes": succ}
+    return {
+      "eval_return": jnp.mean(ret),
+      "eval_success": jnp.mean(succ),
+      "eval_return_episodes": ret,
+      "eval_success_episodes": succ,
+    }
 
 
 def _masked_corr(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
@@ -278,34 +353,37 @@ class Programs(NamedTuple):
   evaluate: Any
 
 
-_CACHE: Dict[Tuple[int, str], Any] = {}
-
-
 def cached(trainer: Trainer, name: str, build: Callable[[], Any]) -> Any:
-  """build()'s result, built once per (Trainer object, name) and dropped with
-  the trainer: compiled programs that runs given the same trainer (a
-  resumed run in the same process, tests) share."""
-  key = (id(trainer), name)
-  if key not in _CACHE or _CACHE[key][0]() is not trainer:
-    _CACHE[key] = (weakref.ref(trainer, lambda _: _CACHE.pop(key, None)),
-                   build())
-  return _CACHE[key][1]
+  """build()'s result, built once per Trainer object and name and kept on
+  it: compiled programs that the runs given the same trainer (a resumed run
+  in the same process, tests) share, freed with the trainer."""
+  if name not in trainer.compiled_cache:
+    trainer.compiled_cache[name] = build()
+  return trainer.compiled_cache[name]
 
 
-def compiled(trainer: Trainer, init_keys: jax.Array, eval_keys: jax.Array,
-             layout: sharding.Layout) -> Programs:
+def compiled(
+  trainer: Trainer,
+  init_keys: jax.Array,
+  eval_keys: jax.Array,
+  layout: sharding.Layout,
+) -> Programs:
   """The compiled programs of `trainer` for state laid out by `layout`,
   compiled once per Trainer object (`cached`)."""
+
   def build() -> Programs:
     init_fn = jax.jit(jax.vmap(trainer.init)).lower(init_keys).compile()
     state = jax.eval_shape(jax.vmap(trainer.init), init_keys)
     if layout.active:
       state = jax.tree_util.tree_map(
-          lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-          state, layout.state_sharding(state))
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        state,
+        layout.state_sharding(state),
+      )
     if trainer.learned_reward:
-      chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)),
-                         donate_argnums=0)
+      chunk_fn = jax.jit(
+        jax.vmap(trainer.train_chunk, in_axes=(0, None)), donate_argnums=0
+      )
       chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
     else:
       chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
@@ -313,4 +391,5 @@ def compiled(trainer: Trainer, init_keys: jax.Array, eval_keys: jax.Array,
     eval_fn = jax.jit(jax.vmap(trainer.evaluate))
     eval_fn = eval_fn.lower(state, eval_keys).compile()
     return Programs(init_fn, chunk_fn, eval_fn)
+
   return cached(trainer, "programs", build)

@@ -21,20 +21,40 @@ from erljax.raters.prompts import Prompts
 from erljax.raters.scripted import ScriptedRater
 from erljax.raters.vlm import Answer, VLMRater
 
-BACKENDS = {"openai": OpenAIRater, "gemini": GeminiRater,
-            "ollama": OllamaRater}
+BACKENDS = {"openai": OpenAIRater, "gemini": GeminiRater, "ollama": OllamaRater}
 
-__all__ = ["Answer", "BACKENDS", "CLASS_NAMES", "Counters", "GeminiRater",
-           "HttpClient", "OllamaRater", "OpenAIRater", "Prompts", "Queries",
-           "QueryFailed", "Rater", "Ratings", "ReplyCache", "ScriptedRater",
-           "VLMRater", "make"]
+__all__ = [
+  "Answer",
+  "BACKENDS",
+  "CLASS_NAMES",
+  "Counters",
+  "GeminiRater",
+  "HttpClient",
+  "OllamaRater",
+  "OpenAIRater",
+  "Prompts",
+  "Queries",
+  "QueryFailed",
+  "Rater",
+  "Ratings",
+  "ReplyCache",
+  "ScriptedRater",
+  "VLMRater",
+  "make",
+]
 
 
-def make(cfg, task_name: str, num_classes: int, seed: int, *,
-         segment_length: int = 1, instruction: Optional[str] = None,
-         subject: Optional[str] = None,
-         sleep: Callable[[float], None] = time.sleep
-         ) -> Union[ScriptedRater, VLMRater]:
+def make(
+  cfg,
+  task_name: str,
+  num_classes: int,
+  seed: int,
+  *,
+  segment_length: int = 1,
+  instruction: Optional[str] = None,
+  subject: Optional[str] = None,
+  sleep: Callable[[float], None] = time.sleep,
+) -> Union[ScriptedRater, VLMRater]:
   """The rater config.rater (`cfg`) asks for, for one task and seed.
 
   Args:
@@ -51,33 +71,56 @@ def make(cfg, task_name: str, num_classes: int, seed: int, *,
     sleep: how the HTTP client waits between retries (tests inject one).
   """
   from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
-  task = tasks.rated_task(tasks.get_task(task_name), cfg.get("rated", "signal"),
-                         cfg.get("range"))
+
+  task = tasks.rated_task(
+    tasks.get_task(task_name), cfg.get("rated", "signal"), cfg.get("range")
+  )
   if cfg.kind == "scripted":
     return ScriptedRater.for_segments(
-        num_classes, task.rated_range, segment_length, noise=cfg.noise,
-        noise_kind=cfg.noise_kind, tie_tolerance=cfg.tie_tolerance,
-        seed=seed)
+      num_classes,
+      task.rated_range,
+      segment_length,
+      noise=cfg.noise,
+      noise_kind=cfg.noise_kind,
+      tie_tolerance=cfg.tie_tolerance,
+      seed=seed,
+    )
   if cfg.kind not in BACKENDS:
-    raise ValueError(f"rater.kind={cfg.kind!r}: choose 'scripted' or one of "
-                     f"{sorted(BACKENDS)}")
+    raise ValueError(
+      f"rater.kind={cfg.kind!r}: choose 'scripted' or one of {sorted(BACKENDS)}"
+    )
   if segment_length != 1:
-    raise ValueError(f"segment_length={segment_length}: a VLM rater "
-                     f"({cfg.kind!r}) rates one frame; use 1")
-  client = HttpClient(timeout=cfg.timeout, max_retries=cfg.max_retries,
-                      backoff_base=cfg.backoff_base,
-                      backoff_max=cfg.backoff_max, max_wait=cfg.max_wait,
-                      concurrency=cfg.concurrency, sleep=sleep, seed=seed)
-  extra = ({"constraint": cfg.openai_constraint} if cfg.kind == "openai"
-           else {})
+    raise ValueError(
+      f"segment_length={segment_length}: a VLM rater "
+      f"({cfg.kind!r}) rates one frame; use 1"
+    )
+  client = HttpClient(
+    timeout=cfg.timeout,
+    max_retries=cfg.max_retries,
+    backoff_base=cfg.backoff_base,
+    backoff_max=cfg.backoff_max,
+    max_wait=cfg.max_wait,
+    concurrency=cfg.concurrency,
+    sleep=sleep,
+    seed=seed,
+  )
+  extra = {"constraint": cfg.openai_constraint} if cfg.kind == "openai" else {}
   return BACKENDS[cfg.kind](
-      model=cfg.model, rating_model=cfg.rating_model,
-      instruction=task.instruction if instruction is None else instruction,
-      subject=task.subject if subject is None else subject,
-      num_classes=num_classes, base_url=cfg.base_url,
-      api_key_env=cfg.api_key_env, two_stage=cfg.two_stage,
-      constrained=cfg.constrained, temperature=cfg.temperature, seed=seed,
-      max_tokens=cfg.max_tokens,
-      prompts=Prompts.from_overrides(dict(cfg.prompt)), client=client,
-      cache=ReplyCache(cfg.cache_dir) if cfg.cache_dir else None,
-      replay_only=cfg.replay_only, **extra)
+    model=cfg.model,
+    rating_model=cfg.rating_model,
+    instruction=task.instruction if instruction is None else instruction,
+    subject=task.subject if subject is None else subject,
+    num_classes=num_classes,
+    base_url=cfg.base_url,
+    api_key_env=cfg.api_key_env,
+    two_stage=cfg.two_stage,
+    constrained=cfg.constrained,
+    temperature=cfg.temperature,
+    seed=seed,
+    max_tokens=cfg.max_tokens,
+    prompts=Prompts.from_overrides(dict(cfg.prompt)),
+    client=client,
+    cache=ReplyCache(cfg.cache_dir) if cfg.cache_dir else None,
+    replay_only=cfg.replay_only,
+    **extra,
+  )

@@ -8,10 +8,10 @@ from typing import Optional, Protocol
 import numpy as np
 
 CLASS_NAMES = {
-    2: ("Bad", "Good"),
-    3: ("Bad", "Average", "Good"),
-    4: ("Very Bad", "Bad", "Good", "Very Good"),
-    5: ("Very Bad", "Bad", "Average", "Good", "Very Good"),
+  2: ("Bad", "Good"),
+  3: ("Bad", "Average", "Good"),
+  4: ("Very Bad", "Bad", "Good", "Very Good"),
+  5: ("Very Bad", "Bad", "Average", "Good", "Very Good"),
 }
 
 

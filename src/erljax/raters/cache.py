@@ -23,10 +23,15 @@ VERSION = 1
 
 def cache_key(material: Mapping[str, Any], images: Sequence[bytes]) -> str:
   """sha256 hex of JSON-serialisable `material` and the image bytes."""
-  blob = json.dumps({"version": VERSION, **material,
-                     "images": [hashlib.sha256(b).hexdigest()
-                                for b in images]},
-                    sort_keys=True, separators=(",", ":"))
+  blob = json.dumps(
+    {
+      "version": VERSION,
+      **material,
+      "images": [hashlib.sha256(b).hexdigest() for b in images],
+    },
+    sort_keys=True,
+    separators=(",", ":"),
+  )
   return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -58,8 +63,9 @@ class ReplyCache:
     path = self.path(key)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    data = json.dumps({**record, "key": key, "version": VERSION},
-                      indent=1, sort_keys=True)
+    data = json.dumps(
+      {**record, "key": key, "version": VERSION}, indent=1, sort_keys=True
+    )
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
       with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -73,5 +79,9 @@ class ReplyCache:
       raise
 
   def __len__(self) -> int:
-    return sum(1 for _, _, files in os.walk(self.root)
-               for name in files if not name.startswith(".tmp-"))
+    return sum(
+      1
+      for _, _, files in os.walk(self.root)
+      for name in files
+      if not name.startswith(".tmp-")
+    )

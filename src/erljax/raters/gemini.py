@@ -26,35 +26,55 @@ class GeminiRater(VLMRater):
   default_base_url = "https://generativelanguage.googleapis.com"
   default_api_key_env = "GEMINI_API_KEY"
 
-  def request(self, parts: Sequence[Part], images: Sequence[bytes],
-              choices: Optional[Sequence[str]], model: str
-              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
-    content = [{"text": p} if isinstance(p, str)
-               else {"inline_data": {"mime_type": image_mime(images[p]),
-                                     "data": b64(images[p])}}
-               for p in parts]
-    config: Dict[str, Any] = {"temperature": self.temperature,
-                              "seed": self.seed}
+  def request(
+    self,
+    parts: Sequence[Part],
+    images: Sequence[bytes],
+    choices: Optional[Sequence[str]],
+    model: str,
+  ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    content = [
+      {"text": p}
+      if isinstance(p, str)
+      else {
+        "inline_data": {
+          "mime_type": image_mime(images[p]),
+          "data": b64(images[p]),
+        }
+      }
+      for p in parts
+    ]
+    config: Dict[str, Any] = {
+      "temperature": self.temperature,
+      "seed": self.seed,
+    }
     if self.max_tokens:
       config["maxOutputTokens"] = self.max_tokens
     if choices is not None:
       config["responseMimeType"] = "text/x.enum"
       config["responseSchema"] = {"type": "STRING", "enum": list(choices)}
-    body = {"contents": [{"role": "user", "parts": content}],
-            "generationConfig": config}
+    body = {
+      "contents": [{"role": "user", "parts": content}],
+      "generationConfig": config,
+    }
     headers = {"Content-Type": "application/json"}
     key = self.api_key()
     if key:
       headers["x-goog-api-key"] = key
-    name = model[len("models/"):] if model.startswith("models/") else model
-    return (f"{self.base_url}/v1beta/models/{name}:generateContent", headers,
-            body)
+    name = model[len("models/") :] if model.startswith("models/") else model
+    return (
+      f"{self.base_url}/v1beta/models/{name}:generateContent",
+      headers,
+      body,
+    )
 
   def reply_text(self, response: Any) -> str:
     candidates = response.get("candidates") or []
     if not candidates:
       block = (response.get("promptFeedback") or {}).get("blockReason")
-      raise QueryFailed("blocked" if block else "bad_response",
-                        f"no candidates (blockReason={block})")
+      raise QueryFailed(
+        "blocked" if block else "bad_response",
+        f"no candidates (blockReason={block})",
+      )
     parts = (candidates[0].get("content") or {}).get("parts") or []
     return "".join(p.get("text", "") for p in parts if not p.get("thought"))

@@ -51,8 +51,15 @@ class Counters:
   drop_reasons: reason -> count of dropped queries.
   """
 
-  FIELDS = ("queries", "sent", "requests", "retries", "answered", "dropped",
-            "cache_hits")
+  FIELDS = (
+    "queries",
+    "sent",
+    "requests",
+    "retries",
+    "answered",
+    "dropped",
+    "cache_hits",
+  )
 
   def __init__(self):
     self._lock = threading.Lock()
@@ -79,8 +86,9 @@ class Counters:
       return self._counts[field]
 
 
-def parse_retry_after(value: Optional[str],
-                      now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(
+  value: Optional[str], now: Optional[float] = None
+) -> Optional[float]:
   """Seconds to wait from a Retry-After header (seconds or HTTP date)."""
   if value is None:
     return None
@@ -111,8 +119,11 @@ def _error_details(body: Any) -> List[Mapping[str, Any]]:
   if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
     return []
   details = body["error"].get("details")
-  return [d for d in details if isinstance(d, dict)] if isinstance(
-      details, list) else []
+  return (
+    [d for d in details if isinstance(d, dict)]
+    if isinstance(details, list)
+    else []
+  )
 
 
 def retry_delay(body: Any) -> Optional[float]:
@@ -136,8 +147,9 @@ def daily_quota_exhausted(body: Any) -> bool:
     texts = []
     for v in d.get("violations") or []:
       if isinstance(v, dict):
-        texts += [str(v.get(k, "")) for k in ("quotaId", "quotaMetric",
-                                               "description")]
+        texts += [
+          str(v.get(k, "")) for k in ("quotaId", "quotaMetric", "description")
+        ]
     meta = d.get("metadata")
     if isinstance(meta, dict):
       texts += [str(v) for v in meta.values()]
@@ -161,11 +173,18 @@ class HttpClient:
     seed: seeds the jitter.
   """
 
-  def __init__(self, timeout: float = 60.0, max_retries: int = 5,
-               backoff_base: float = 1.0, backoff_max: float = 60.0,
-               max_wait: float = 300.0, concurrency: int = 8,
-               sleep: Callable[[float], None] = time.sleep,
-               counters: Optional[Counters] = None, seed: int = 0):
+  def __init__(
+    self,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    backoff_base: float = 1.0,
+    backoff_max: float = 60.0,
+    max_wait: float = 300.0,
+    concurrency: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+    counters: Optional[Counters] = None,
+    seed: int = 0,
+  ):
     if not timeout > 0:
       raise ValueError(f"timeout={timeout}: must be > 0")
     if max_retries < 0:
@@ -173,8 +192,10 @@ class HttpClient:
     if concurrency < 1:
       raise ValueError(f"concurrency={concurrency}: must be >= 1")
     if not 0 < backoff_base <= backoff_max:
-      raise ValueError(f"backoff_base={backoff_base} backoff_max="
-                       f"{backoff_max}: need 0 < base <= max")
+      raise ValueError(
+        f"backoff_base={backoff_base} backoff_max="
+        f"{backoff_max}: need 0 < base <= max"
+      )
     self.timeout = float(timeout)
     self.max_retries = int(max_retries)
     self.backoff_base = float(backoff_base)
@@ -197,24 +218,34 @@ class HttpClient:
   def backoff(self, attempt: int) -> float:
     with self._lock:
       jitter = 0.5 + 0.5 * self._rng.random()
-    return min(self.backoff_max, self.backoff_base * 2.0 ** attempt) * jitter
+    return min(self.backoff_max, self.backoff_base * 2.0**attempt) * jitter
 
-  def post(self, url: str, body: Mapping[str, Any],
-           headers: Optional[Mapping[str, str]] = None) -> Any:
+  def post(
+    self,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Optional[Mapping[str, str]] = None,
+  ) -> Any:
     """The decoded JSON reply, or raises QueryFailed after the retries."""
     for attempt in range(self.max_retries + 1):
       if self._halt:
-        raise QueryFailed(self._halt, "not sent: an earlier request showed "
-                          "that none can succeed in this batch")
+        raise QueryFailed(
+          self._halt,
+          "not sent: an earlier request showed "
+          "that none can succeed in this batch",
+        )
       self.counters.add("requests")
       wait = None
       try:
-        resp = self._session().post(url, json=body, headers=dict(headers or {}),
-                                    timeout=self.timeout)
+        resp = self._session().post(
+          url, json=body, headers=dict(headers or {}), timeout=self.timeout
+        )
       except requests.Timeout as e:
         reason, detail = "timeout", str(e)
-      except (requests.ConnectionError,
-              requests.exceptions.ChunkedEncodingError) as e:
+      except (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+      ) as e:
         reason, detail = "connection", str(e)
       except requests.RequestException as e:
         raise QueryFailed("request_error", str(e)) from None
@@ -244,8 +275,10 @@ class HttpClient:
       if attempt == self.max_retries:
         raise QueryFailed(reason, detail)
       if wait is not None and wait > self.max_wait:
-        raise QueryFailed(reason, f"server asks to wait {wait:.0f} s > "
-                          f"max_wait {self.max_wait:.0f} s")
+        raise QueryFailed(
+          reason,
+          f"server asks to wait {wait:.0f} s > max_wait {self.max_wait:.0f} s",
+        )
       self.counters.add("retries")
       self.sleep(self.backoff(attempt) if wait is None else wait)
     raise AssertionError("unreachable")
@@ -261,5 +294,6 @@ class HttpClient:
     if self.concurrency == 1 or len(items) <= 1:
       return [fn(x) for x in items]
     with concurrent.futures.ThreadPoolExecutor(
-        min(self.concurrency, len(items))) as pool:
+      min(self.concurrency, len(items))
+    ) as pool:
       return list(pool.map(fn, items))

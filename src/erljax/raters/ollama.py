@@ -26,20 +26,30 @@ class OllamaRater(VLMRater):
   default_base_url = "http://127.0.0.1:11434"
   default_api_key_env = ""
 
-  def request(self, parts: Sequence[Part], images: Sequence[bytes],
-              choices: Optional[Sequence[str]], model: str
-              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+  def request(
+    self,
+    parts: Sequence[Part],
+    images: Sequence[bytes],
+    choices: Optional[Sequence[str]],
+    model: str,
+  ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
     text = "".join(p for p in parts if isinstance(p, str))
     message: Dict[str, Any] = {"role": "user", "content": text}
     shown = [images[p] for p in parts if not isinstance(p, str)]
     if shown:
       message["images"] = [b64(im) for im in shown]
-    options: Dict[str, Any] = {"temperature": self.temperature,
-                               "seed": self.seed}
+    options: Dict[str, Any] = {
+      "temperature": self.temperature,
+      "seed": self.seed,
+    }
     if self.max_tokens:
       options["num_predict"] = self.max_tokens
-    body: Dict[str, Any] = {"model": model, "messages": [message],
-                            "stream": False, "options": options}
+    body: Dict[str, Any] = {
+      "model": model,
+      "messages": [message],
+      "stream": False,
+      "options": options,
+    }
     if choices is not None:
       body["format"] = answer_schema(choices)
     headers = {"Content-Type": "application/json"}

@@ -20,9 +20,12 @@ CONSTRAINTS = ("json_schema", "structured_outputs")
 
 def answer_schema(choices: Sequence[str]) -> Dict[str, Any]:
   """JSON schema of {"answer": <one of choices>}."""
-  return {"type": "object",
-          "properties": {"answer": {"type": "string", "enum": list(choices)}},
-          "required": ["answer"], "additionalProperties": False}
+  return {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": list(choices)}},
+    "required": ["answer"],
+    "additionalProperties": False,
+  }
 
 
 class OpenAIRater(VLMRater):
@@ -34,24 +37,35 @@ class OpenAIRater(VLMRater):
 
   def __init__(self, *, constraint: str = "json_schema", **kwargs):
     if constraint not in CONSTRAINTS:
-      raise ValueError(f"constraint={constraint!r}: choose one of "
-                       f"{CONSTRAINTS}")
+      raise ValueError(
+        f"constraint={constraint!r}: choose one of {CONSTRAINTS}"
+      )
     self.constraint = constraint
     super().__init__(**kwargs)
 
   def settings(self) -> Dict[str, Any]:
     return {**super().settings(), "constraint": self.constraint}
 
-  def request(self, parts: Sequence[Part], images: Sequence[bytes],
-              choices: Optional[Sequence[str]], model: str
-              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
-    content = [{"type": "text", "text": p} if isinstance(p, str)
-               else {"type": "image_url",
-                     "image_url": {"url": data_url(images[p])}}
-               for p in parts]
+  def request(
+    self,
+    parts: Sequence[Part],
+    images: Sequence[bytes],
+    choices: Optional[Sequence[str]],
+    model: str,
+  ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    content = [
+      {"type": "text", "text": p}
+      if isinstance(p, str)
+      else {"type": "image_url", "image_url": {"url": data_url(images[p])}}
+      for p in parts
+    ]
     body: Dict[str, Any] = {
-        "model": model, "messages": [{"role": "user", "content": content}],
-        "temperature": self.temperature, "seed": self.seed, "stream": False}
+      "model": model,
+      "messages": [{"role": "user", "content": content}],
+      "temperature": self.temperature,
+      "seed": self.seed,
+      "stream": False,
+    }
     if self.max_tokens:
       body["max_tokens"] = self.max_tokens
     if choices is not None:
@@ -59,9 +73,13 @@ class OpenAIRater(VLMRater):
         body["structured_outputs"] = {"choice": list(choices)}
       else:
         body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "strict": True,
-                            "schema": answer_schema(choices)}}
+          "type": "json_schema",
+          "json_schema": {
+            "name": "answer",
+            "strict": True,
+            "schema": answer_schema(choices),
+          },
+        }
     headers = {"Content-Type": "application/json"}
     key = self.api_key()
     if key:

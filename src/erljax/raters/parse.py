@@ -19,10 +19,19 @@ import re
 from typing import Any, Optional, Sequence
 
 # JSON object keys that may hold the answer, most specific first.
-_ANSWER_KEYS = ("answer", "rating", "preference", "label", "class",
-                "category", "choice", "result")
-_NEGATIONS = frozenset({"not", "no", "never", "nor", "neither", "hardly",
-                        "t"})  # "t" from "isn't", "wasn't" after splitting
+_ANSWER_KEYS = (
+  "answer",
+  "rating",
+  "preference",
+  "label",
+  "class",
+  "category",
+  "choice",
+  "result",
+)
+_NEGATIONS = frozenset(
+  {"not", "no", "never", "nor", "neither", "hardly", "t"}
+)  # "t" from "isn't", "wasn't" after splitting
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.S)
 
 
@@ -69,8 +78,9 @@ def _words(text: str) -> str:
   return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def parse_rating(text: Optional[str],
-                 class_names: Sequence[str]) -> Optional[int]:
+def parse_rating(
+  text: Optional[str], class_names: Sequence[str]
+) -> Optional[int]:
   """Index into `class_names` of the class the answer names, else None."""
   if text is None:
     return None
@@ -80,14 +90,17 @@ def parse_rating(text: Optional[str],
   norm = _words(value)
   if not norm:
     return None
-  names = sorted({_words(c): i for i, c in enumerate(class_names)}.items(),
-                 key=lambda kv: -len(kv[0]))
+  names = sorted(
+    {_words(c): i for i, c in enumerate(class_names)}.items(),
+    key=lambda kv: -len(kv[0]),
+  )
   pattern = re.compile(
-      r"\b(" + "|".join(re.escape(n) for n, _ in names) + r")\b")
+    r"\b(" + "|".join(re.escape(n) for n, _ in names) + r")\b"
+  )
   index = dict(names)
   found = set()
   for m in pattern.finditer(norm):
-    before = norm[:m.start()].split()
+    before = norm[: m.start()].split()
     if before and before[-1] in _NEGATIONS:
       return None
     found.add(index[m.group(1)])
@@ -95,7 +108,8 @@ def parse_rating(text: Optional[str],
 
 
 _PREF_LINE = re.compile(
-    r"^(?:(?:answer|reply|preference|output)\s*[:=]?\s*)?(-?\d+)\.?$")
+  r"^(?:(?:answer|reply|preference|output)\s*[:=]?\s*)?(-?\d+)\.?$"
+)
 
 
 def parse_preference(text: Optional[str]) -> Optional[int]:

@@ -49,8 +49,10 @@ def _top_down_metres_per_pixel(task: str, height: int) -> float:
   """Metres per pixel in the plane z = _REACHER_PLANE_Z of a top-down view."""
   cam = tasks.get_task(task).camera
   if not isinstance(cam, tasks.FreeCamera) or cam.elevation != -90.0:
-    raise ValueError(f"task {task!r}: the pixel rater needs a top-down "
-                     f"FreeCamera (elevation -90), got {cam!r}")
+    raise ValueError(
+      f"task {task!r}: the pixel rater needs a top-down "
+      f"FreeCamera (elevation -90), got {cam!r}"
+    )
   depth = cam.distance - (_REACHER_PLANE_Z - cam.lookat[2])
   visible = 2.0 * depth * math.tan(math.radians(_FREE_CAMERA_FOVY) / 2.0)
   return visible / height
@@ -75,7 +77,7 @@ def _reacher_reward(frame: np.ndarray) -> Optional[float]:
 
 # Task name -> frame [H, W, 3] uint8 -> estimated per-step reward or None.
 _ESTIMATORS: Dict[str, Callable[[np.ndarray], Optional[float]]] = {
-    "reacher": _reacher_reward,
+  "reacher": _reacher_reward,
 }
 
 
@@ -86,15 +88,18 @@ def supported_tasks() -> tuple:
 def _check_frame(frame: np.ndarray) -> np.ndarray:
   frame = np.asarray(frame)
   if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-    raise ValueError(f"frame of shape {frame.shape} and dtype {frame.dtype}: "
-                     "need [H, W, 3] uint8 RGB")
+    raise ValueError(
+      f"frame of shape {frame.shape} and dtype {frame.dtype}: "
+      "need [H, W, 3] uint8 RGB"
+    )
   return frame
 
 
 def _estimator(task: str) -> Callable[[np.ndarray], Optional[float]]:
   if task not in _ESTIMATORS:
-    raise ValueError(f"the pixel rater cannot rate task {task!r}; it knows "
-                     f"{supported_tasks()}")
+    raise ValueError(
+      f"the pixel rater cannot rate task {task!r}; it knows {supported_tasks()}"
+    )
   return _ESTIMATORS[task]
 
 
@@ -131,8 +136,9 @@ class PixelRater:
   def _rewards(self, queries: Queries) -> np.ndarray:
     """[B] estimated rewards, NaN where the frame shows too little."""
     if queries.frames is None:
-      raise ValueError("PixelRater needs Queries.frames (rendered frames); "
-                       "got frames=None")
+      raise ValueError(
+        "PixelRater needs Queries.frames (rendered frames); got frames=None"
+      )
     frames = np.asarray(queries.frames)
     if frames.ndim != 4:
       raise ValueError(f"frames of shape {frames.shape}: need [B, H, W, 3]")
@@ -152,8 +158,10 @@ class PixelRater:
     frames are unanswered (-1)."""
     r0, r1 = self._rewards(queries_0), self._rewards(queries_1)
     if r0.shape != r1.shape:
-      raise ValueError(f"prefer needs equal batches, got {r0.shape[0]} and "
-                       f"{r1.shape[0]} frames")
+      raise ValueError(
+        f"prefer needs equal batches, got {r0.shape[0]} and "
+        f"{r1.shape[0]} frames"
+      )
     answered = np.isfinite(r0) & np.isfinite(r1) & (r0 != r1)
     labels = np.where(answered, (r1 > r0).astype(np.int64), -1)
     return Ratings(labels=labels, answered=answered)

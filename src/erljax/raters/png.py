@@ -25,18 +25,25 @@ def encode_png(frame: np.ndarray) -> bytes:
   """PNG bytes of one [H, W, 3] uint8 RGB frame (8-bit, no filtering)."""
   frame = np.asarray(frame)
   if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-    raise ValueError(f"frame of shape {frame.shape} and dtype {frame.dtype}: "
-                     "expected [H, W, 3] uint8")
+    raise ValueError(
+      f"frame of shape {frame.shape} and dtype {frame.dtype}: "
+      "expected [H, W, 3] uint8"
+    )
   h, w, _ = frame.shape
   if h == 0 or w == 0:
     raise ValueError(f"frame of shape {frame.shape} is empty")
   # Each scanline starts with filter type 0 (None).
-  rows = np.concatenate([np.zeros((h, 1), np.uint8),
-                         np.ascontiguousarray(frame).reshape(h, w * 3)], 1)
+  rows = np.concatenate(
+    [np.zeros((h, 1), np.uint8), np.ascontiguousarray(frame).reshape(h, w * 3)],
+    1,
+  )
   header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB
-  return (_PNG_MAGIC + _chunk(b"IHDR", header)
-          + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-          + _chunk(b"IEND", b""))
+  return (
+    _PNG_MAGIC
+    + _chunk(b"IHDR", header)
+    + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+    + _chunk(b"IEND", b"")
+  )
 
 
 def image_mime(data: bytes) -> str:
@@ -45,5 +52,6 @@ def image_mime(data: bytes) -> str:
     return "image/png"
   if data.startswith(_JPEG_MAGIC):
     return "image/jpeg"
-  raise ValueError(f"image bytes starting {data[:8]!r} are neither PNG nor "
-                   "JPEG")
+  raise ValueError(
+    f"image bytes starting {data[:8]!r} are neither PNG nor JPEG"
+  )

@@ -27,35 +27,41 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 Part = Union[str, int]
 
 RATING_ANALYSIS = (
-    "{image}You will be presented an image of {subject} performing the task "
-    "[{instruction}]. Please focus on the target object in the task and "
-    "carefully analyze the image in term of **completing** the task.")
+  "{image}You will be presented an image of {subject} performing the task "
+  "[{instruction}]. Please focus on the target object in the task and "
+  "carefully analyze the image in term of **completing** the task."
+)
 RATING_ANSWER = (
-    "\n{analysis}\nFrom the above analyses, based on this rating category: "
-    "[{classes}], how would you rate this image in terms of **completing** "
-    "task [{instruction}]?")
+  "\n{analysis}\nFrom the above analyses, based on this rating category: "
+  "[{classes}], how would you rate this image in terms of **completing** "
+  "task [{instruction}]?"
+)
 # erljax's one-stage variant (not from the paper): the two stages merged.
 RATING_SINGLE = (
-    "{image}You will be presented an image of {subject} performing the task "
-    "[{instruction}]. Based on this rating category: [{classes}], how would "
-    "you rate this image in terms of **completing** the task? Answer with "
-    "one category only.")
+  "{image}You will be presented an image of {subject} performing the task "
+  "[{instruction}]. Based on this rating category: [{classes}], how would "
+  "you rate this image in terms of **completing** the task? Answer with "
+  "one category only."
+)
 PREF_ANALYSIS = (
-    "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
-    "\nImage 2:\n{image_2}\n1. What is shown in Image 1?\n2. What is shown "
-    "in Image 2?\n3. The goal is {instruction}. Is there any difference "
-    "between Image 1 and Image 2 in terms of achieving the goal?")
+  "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
+  "\nImage 2:\n{image_2}\n1. What is shown in Image 1?\n2. What is shown "
+  "in Image 2?\n3. The goal is {instruction}. Is there any difference "
+  "between Image 1 and Image 2 in terms of achieving the goal?"
+)
 PREF_ANSWER = (
-    "{analysis}\nIs the goal better achieved in Image 1 or Image 2?\n"
-    "Reply a single line of 0 if the goal is better achieved in Image 1, or "
-    "1 if it is better achieved in Image 2.\n"
-    "Reply -1 if the text is unsure or there is no difference.")
+  "{analysis}\nIs the goal better achieved in Image 1 or Image 2?\n"
+  "Reply a single line of 0 if the goal is better achieved in Image 1, or "
+  "1 if it is better achieved in Image 2.\n"
+  "Reply -1 if the text is unsure or there is no difference."
+)
 PREF_SINGLE = (
-    "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
-    "\nImage 2:\n{image_2}\nThe goal is {instruction}. Is the goal better "
-    "achieved in Image 1 or Image 2?\nReply a single line of 0 if the goal "
-    "is better achieved in Image 1, or 1 if it is better achieved in Image "
-    "2.\nReply -1 if the text is unsure or there is no difference.")
+  "Consider the following two images of {subject}:\nImage 1:\n{image_1}"
+  "\nImage 2:\n{image_2}\nThe goal is {instruction}. Is the goal better "
+  "achieved in Image 1 or Image 2?\nReply a single line of 0 if the goal "
+  "is better achieved in Image 1, or 1 if it is better achieved in Image "
+  "2.\nReply -1 if the text is unsure or there is no difference."
+)
 
 # The answers a preference query may give ("-1": unsure, dropped).
 PREFERENCE_CHOICES = ("0", "1", "-1")
@@ -67,18 +73,36 @@ _TEXT_FIELDS = frozenset({"instruction", "subject"})
 
 # template name -> (default, allowed fields, required fields)
 _SPECS: Dict[str, Tuple[str, frozenset, frozenset]] = {
-    "analysis": (RATING_ANALYSIS, _TEXT_FIELDS | {"classes", "image"},
-                 frozenset({"image"})),
-    "rating": (RATING_ANSWER, _TEXT_FIELDS | {"classes", "analysis"},
-               frozenset({"analysis"})),
-    "single": (RATING_SINGLE, _TEXT_FIELDS | {"classes", "image"},
-               frozenset({"image"})),
-    "pref_analysis": (PREF_ANALYSIS, _TEXT_FIELDS | {"image_1", "image_2"},
-                      frozenset({"image_1", "image_2"})),
-    "pref_answer": (PREF_ANSWER, _TEXT_FIELDS | {"analysis"},
-                    frozenset({"analysis"})),
-    "pref_single": (PREF_SINGLE, _TEXT_FIELDS | {"image_1", "image_2"},
-                    frozenset({"image_1", "image_2"})),
+  "analysis": (
+    RATING_ANALYSIS,
+    _TEXT_FIELDS | {"classes", "image"},
+    frozenset({"image"}),
+  ),
+  "rating": (
+    RATING_ANSWER,
+    _TEXT_FIELDS | {"classes", "analysis"},
+    frozenset({"analysis"}),
+  ),
+  "single": (
+    RATING_SINGLE,
+    _TEXT_FIELDS | {"classes", "image"},
+    frozenset({"image"}),
+  ),
+  "pref_analysis": (
+    PREF_ANALYSIS,
+    _TEXT_FIELDS | {"image_1", "image_2"},
+    frozenset({"image_1", "image_2"}),
+  ),
+  "pref_answer": (
+    PREF_ANSWER,
+    _TEXT_FIELDS | {"analysis"},
+    frozenset({"analysis"}),
+  ),
+  "pref_single": (
+    PREF_SINGLE,
+    _TEXT_FIELDS | {"image_1", "image_2"},
+    frozenset({"image_1", "image_2"}),
+  ),
 }
 TEMPLATE_NAMES = tuple(_SPECS)
 
@@ -88,8 +112,10 @@ def _fields(template: str) -> List[Tuple[str, str]]:
   out = []
   for text, field, spec, conv in string.Formatter().parse(template):
     if spec or conv:
-      raise ValueError(f"field {{{field}}} has a format spec or conversion; "
-                       "only plain {name} fields are allowed")
+      raise ValueError(
+        f"field {{{field}}} has a format spec or conversion; "
+        "only plain {name} fields are allowed"
+      )
     out.append((text, field or ""))
   return out
 
@@ -97,8 +123,9 @@ def _fields(template: str) -> List[Tuple[str, str]]:
 def check_template(name: str, template: str) -> None:
   """Raises ValueError naming the template if its fields are wrong."""
   if name not in _SPECS:
-    raise ValueError(f"unknown prompt template {name!r}; choose one of "
-                     f"{TEMPLATE_NAMES}")
+    raise ValueError(
+      f"unknown prompt template {name!r}; choose one of {TEMPLATE_NAMES}"
+    )
   _, allowed, required = _SPECS[name]
   if not isinstance(template, str):
     raise ValueError(f"prompt template {name}={template!r}: not a string")
@@ -108,12 +135,15 @@ def check_template(name: str, template: str) -> None:
     raise ValueError(f"prompt template {name}={template!r}: {e}") from None
   unknown = sorted(set(fields) - allowed)
   if unknown:
-    raise ValueError(f"prompt template {name}={template!r}: unknown fields "
-                     f"{unknown}; allowed: {sorted(allowed)}")
+    raise ValueError(
+      f"prompt template {name}={template!r}: unknown fields "
+      f"{unknown}; allowed: {sorted(allowed)}"
+    )
   for f in sorted(required):
     if fields.count(f) != 1:
-      raise ValueError(f"prompt template {name}={template!r}: needs field "
-                       f"{{{f}}} exactly once")
+      raise ValueError(
+        f"prompt template {name}={template!r}: needs field {{{f}}} exactly once"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +167,9 @@ class Prompts:
     """Defaults, replaced by every non-empty entry of `overrides`."""
     unknown = sorted(set(overrides) - set(TEMPLATE_NAMES))
     if unknown:
-      raise ValueError(f"unknown prompt templates {unknown}; choose from "
-                       f"{TEMPLATE_NAMES}")
+      raise ValueError(
+        f"unknown prompt templates {unknown}; choose from {TEMPLATE_NAMES}"
+      )
     return cls(**{k: v for k, v in overrides.items() if v})
 
   def as_dict(self) -> Dict[str, str]:

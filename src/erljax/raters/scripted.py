@@ -71,10 +71,12 @@ def boundary_sigma_over_width(noise: float, num_classes: int) -> float:
   by bisection; raises ValueError naming `noise` if it is out of reach."""
   limit = 1.0 - 1.0 / num_classes
   if not 0.0 <= noise < limit:
-    raise ValueError(f"noise={noise}: the 'boundary' model's wrong-rating "
-                     f"rate with {num_classes} classes lies in [0, "
-                     f"{limit:.4g}) (1 - 1/num_classes, reached only as "
-                     "sigma -> infinity)")
+    raise ValueError(
+      f"noise={noise}: the 'boundary' model's wrong-rating "
+      f"rate with {num_classes} classes lies in [0, "
+      f"{limit:.4g}) (1 - 1/num_classes, reached only as "
+      "sigma -> infinity)"
+    )
   if noise == 0.0:
     return 0.0
   lo, hi = 0.0, 1.0
@@ -125,21 +127,25 @@ class ScriptedRater:
     if self.num_classes < 2:
       raise ValueError(f"num_classes={self.num_classes}: must be >= 2")
     if not self.low < self.high:
-      raise ValueError(f"rating range low={self.low} high={self.high}: "
-                       "needs low < high")
+      raise ValueError(
+        f"rating range low={self.low} high={self.high}: needs low < high"
+      )
     if not 0.0 <= self.noise <= 1.0:
       raise ValueError(f"noise={self.noise}: must lie in [0, 1]")
     if self.noise_kind not in NOISE_KINDS:
-      raise ValueError(f"noise_kind={self.noise_kind!r}: choose one of "
-                       f"{NOISE_KINDS}")
+      raise ValueError(
+        f"noise_kind={self.noise_kind!r}: choose one of {NOISE_KINDS}"
+      )
     if not 0.0 <= self.tie_tolerance < 1.0:
-      raise ValueError(f"tie_tolerance={self.tie_tolerance}: must lie in "
-                       "[0, 1)")
+      raise ValueError(
+        f"tie_tolerance={self.tie_tolerance}: must lie in [0, 1)"
+      )
     self._sigma = None
     if self.noise_kind == "boundary":
       width = (self.high - self.low) / self.num_classes
-      self._sigma = width * boundary_sigma_over_width(self.noise,
-                                                      self.num_classes)
+      self._sigma = width * boundary_sigma_over_width(
+        self.noise, self.num_classes
+      )
     self._rng = np.random.default_rng(self.seed)
 
   @property
@@ -149,15 +155,21 @@ class ScriptedRater:
     return self._sigma
 
   @classmethod
-  def for_segments(cls, num_classes: int, step_range: Tuple[float, float],
-                   segment_length: int = 1, **kwargs) -> "ScriptedRater":
+  def for_segments(
+    cls,
+    num_classes: int,
+    step_range: Tuple[float, float],
+    segment_length: int = 1,
+    **kwargs,
+  ) -> "ScriptedRater":
     """A rater of segment returns: the bins span segment_length times the
     per-step range step_range = (low, high) (RbRL's thirds of 0..50 for
     50-step segments of a 0..1 reward). kwargs: noise, noise_kind, seed,
     tie_tolerance."""
     low, high = step_range
-    return cls(num_classes, segment_length * low, segment_length * high,
-               **kwargs)
+    return cls(
+      num_classes, segment_length * low, segment_length * high, **kwargs
+    )
 
   def true_labels(self, returns: np.ndarray) -> np.ndarray:
     """Noise-free labels [B] of returns [B]."""
@@ -172,8 +184,9 @@ class ScriptedRater:
     b, n = returns.shape[0], self.num_classes
     if self.noise_kind == "boundary":
       perceived = returns + self._sigma * self._rng.standard_normal(b)
-      return Ratings(labels=self.true_labels(perceived),
-                     answered=np.ones((b,), bool))
+      return Ratings(
+        labels=self.true_labels(perceived), answered=np.ones((b,), bool)
+      )
     labels = self.true_labels(returns)
     flip = self._rng.random(b) < self.noise
     if self.noise_kind == "uniform":
@@ -198,8 +211,7 @@ class ScriptedRater:
     r0 = _finite(queries_0.true_return)
     r1 = _finite(queries_1.true_return)
     if r0.shape != r1.shape:
-      raise ValueError(f"prefer: returns of shapes {r0.shape} and "
-                       f"{r1.shape}")
+      raise ValueError(f"prefer: returns of shapes {r0.shape} and {r1.shape}")
     b = r0.shape[0]
     if self.noise_kind == "boundary":
       eps = self._sigma * self._rng.standard_normal((2, b))

@@ -52,15 +52,14 @@ class Answer:
 
 @dataclasses.dataclass(frozen=True)
 class _Kind:
-  analysis: str      # template names in Prompts
+  analysis: str  # template names in Prompts
   answer: str
   single: str
-  no_answer: str     # drop reason when the answer cannot be parsed
+  no_answer: str  # drop reason when the answer cannot be parsed
 
 
 _RATE = _Kind("analysis", "rating", "single", "no_class")
-_PREFER = _Kind("pref_analysis", "pref_answer", "pref_single",
-                "no_preference")
+_PREFER = _Kind("pref_analysis", "pref_answer", "pref_single", "no_preference")
 
 
 def b64(data: bytes) -> str:
@@ -74,15 +73,21 @@ def data_url(data: bytes) -> str:
 def _frames(queries: Queries) -> np.ndarray:
   frames = queries.frames
   if frames is None:
-    raise ValueError("a VLM rater needs Queries.frames ([B, H, W, 3] uint8 "
-                     "rendered frames); got None")
+    raise ValueError(
+      "a VLM rater needs Queries.frames ([B, H, W, 3] uint8 "
+      "rendered frames); got None"
+    )
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"Queries.frames of shape {frames.shape} and dtype "
-                     f"{frames.dtype}: expected [B, H, W, 3] uint8")
+    raise ValueError(
+      f"Queries.frames of shape {frames.shape} and dtype "
+      f"{frames.dtype}: expected [B, H, W, 3] uint8"
+    )
   if frames.shape[0] != len(queries):
-    raise ValueError(f"Queries.frames holds {frames.shape[0]} frames for "
-                     f"{len(queries)} queries")
+    raise ValueError(
+      f"Queries.frames holds {frames.shape[0]} frames for "
+      f"{len(queries)} queries"
+    )
   return frames
 
 
@@ -114,21 +119,33 @@ class VLMRater:
   default_api_key_env = ""
   needs_frames = True
 
-  def __init__(self, *, model: str, instruction: str, subject: str,
-               num_classes: int,
-               base_url: str = "", api_key_env: Optional[str] = None,
-               rating_model: str = "", two_stage: bool = True,
-               constrained: bool = True, temperature: float = 0.0,
-               seed: int = 0, max_tokens: int = 0,
-               prompts: Optional[prompts_lib.Prompts] = None,
-               client: Optional[HttpClient] = None,
-               cache: Optional[ReplyCache] = None,
-               replay_only: bool = False):
+  def __init__(
+    self,
+    *,
+    model: str,
+    instruction: str,
+    subject: str,
+    num_classes: int,
+    base_url: str = "",
+    api_key_env: Optional[str] = None,
+    rating_model: str = "",
+    two_stage: bool = True,
+    constrained: bool = True,
+    temperature: float = 0.0,
+    seed: int = 0,
+    max_tokens: int = 0,
+    prompts: Optional[prompts_lib.Prompts] = None,
+    client: Optional[HttpClient] = None,
+    cache: Optional[ReplyCache] = None,
+    replay_only: bool = False,
+  ):
     if not model:
       raise ValueError(f"{self.backend} rater: model is empty")
     if num_classes not in CLASS_NAMES:
-      raise ValueError(f"num_classes={num_classes}: VLM raters have class "
-                       f"names for {sorted(CLASS_NAMES)} classes")
+      raise ValueError(
+        f"num_classes={num_classes}: VLM raters have class "
+        f"names for {sorted(CLASS_NAMES)} classes"
+      )
     if replay_only and cache is None:
       raise ValueError("replay_only needs a cache")
     self.model = model
@@ -138,8 +155,9 @@ class VLMRater:
     self.num_classes = num_classes
     self.class_names = CLASS_NAMES[num_classes]
     self.base_url = (base_url or self.default_base_url).rstrip("/")
-    self.api_key_env = (self.default_api_key_env if api_key_env is None
-                        else api_key_env)
+    self.api_key_env = (
+      self.default_api_key_env if api_key_env is None else api_key_env
+    )
     self.two_stage = bool(two_stage)
     self.constrained = bool(constrained)
     self.temperature = float(temperature)
@@ -152,9 +170,13 @@ class VLMRater:
 
   # --- what a backend provides -----------------------------------------
 
-  def request(self, parts: Sequence[Part], images: Sequence[bytes],
-              choices: Optional[Sequence[str]], model: str
-              ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+  def request(
+    self,
+    parts: Sequence[Part],
+    images: Sequence[bytes],
+    choices: Optional[Sequence[str]],
+    model: str,
+  ) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
     """(url, headers, JSON body) of one message; choices: allowed answers.
 
     parts: the rendered message in order (text, and indices into images);
@@ -169,9 +191,13 @@ class VLMRater:
 
   def settings(self) -> Dict[str, Any]:
     """Generation settings that change replies (part of the cache key)."""
-    return {"temperature": self.temperature, "seed": self.seed,
-            "max_tokens": self.max_tokens, "two_stage": self.two_stage,
-            "constrained": self.constrained}
+    return {
+      "temperature": self.temperature,
+      "seed": self.seed,
+      "max_tokens": self.max_tokens,
+      "two_stage": self.two_stage,
+      "constrained": self.constrained,
+    }
 
   # --- helpers for backends --------------------------------------------
 
@@ -207,16 +233,18 @@ class VLMRater:
     """One Answer per encoded image (PNG or JPEG bytes)."""
     return self.client.map(lambda im: self._query(_RATE, (im,)), images)
 
-  def answer_preferences(self, pairs: Sequence[Tuple[bytes, bytes]]
-                         ) -> List[Answer]:
+  def answer_preferences(
+    self, pairs: Sequence[Tuple[bytes, bytes]]
+  ) -> List[Answer]:
     """One Answer per pair of encoded images."""
     return self.client.map(lambda p: self._query(_PREFER, tuple(p)), pairs)
 
   # --- internals ---------------------------------------------------------
 
   def _ratings(self, answers: Sequence[Answer]) -> Ratings:
-    labels = np.array([-1 if a.label is None else a.label for a in answers],
-                      np.int64).reshape(-1)
+    labels = np.array(
+      [-1 if a.label is None else a.label for a in answers], np.int64
+    ).reshape(-1)
     return Ratings(labels=labels, answered=labels >= 0)
 
   def _parse(self, kind: _Kind, text: str) -> Optional[int]:
@@ -227,21 +255,31 @@ class VLMRater:
   def _choices(self, kind: _Kind) -> Optional[Sequence[str]]:
     if not self.constrained:
       return None
-    return (list(self.class_names) if kind is _RATE
-            else list(prompts_lib.PREFERENCE_CHOICES))
+    return (
+      list(self.class_names)
+      if kind is _RATE
+      else list(prompts_lib.PREFERENCE_CHOICES)
+    )
 
-  def _material(self, kind: _Kind, values: Mapping[str, str]
-                ) -> Dict[str, Any]:
-    names = ((kind.analysis, kind.answer) if self.two_stage
-             else (kind.single,))
-    return {"kind": kind.answer, "backend": self.backend,
-            "model": self.model,
-            "rating_model": self.rating_model if self.two_stage else "",
-            "settings": self.settings(), "values": dict(values),
-            "templates": {n: getattr(self.prompts, n) for n in names}}
+  def _material(self, kind: _Kind, values: Mapping[str, str]) -> Dict[str, Any]:
+    names = (kind.analysis, kind.answer) if self.two_stage else (kind.single,)
+    return {
+      "kind": kind.answer,
+      "backend": self.backend,
+      "model": self.model,
+      "rating_model": self.rating_model if self.two_stage else "",
+      "settings": self.settings(),
+      "values": dict(values),
+      "templates": {n: getattr(self.prompts, n) for n in names},
+    }
 
-  def _ask(self, parts: Sequence[Part], images: Sequence[bytes],
-           choices: Optional[Sequence[str]], model: str) -> str:
+  def _ask(
+    self,
+    parts: Sequence[Part],
+    images: Sequence[bytes],
+    choices: Optional[Sequence[str]],
+    model: str,
+  ) -> str:
     url, headers, body = self.request(parts, images, choices, model)
     response = self.client.post(url, body, headers)
     try:
@@ -252,8 +290,9 @@ class VLMRater:
       raise QueryFailed("bad_response", f"reply text {text!r}")
     return text
 
-  def _exchange(self, kind: _Kind, images: Tuple[bytes, ...],
-                values: Mapping[str, str]) -> Tuple[List[str], List[str]]:
+  def _exchange(
+    self, kind: _Kind, images: Tuple[bytes, ...], values: Mapping[str, str]
+  ) -> Tuple[List[str], List[str]]:
     """(prompt texts, replies) of a fresh exchange with the service."""
     choices = self._choices(kind)
     if not self.two_stage:
@@ -261,13 +300,13 @@ class VLMRater:
       answer = self._ask(parts, images, choices, self.model)
       prompts, replies = [prompts_lib.text_of(parts)], [answer]
     else:
-      first = prompts_lib.render(getattr(self.prompts, kind.analysis),
-                                 **values)
+      first = prompts_lib.render(getattr(self.prompts, kind.analysis), **values)
       analysis = self._ask(first, images, None, self.model)
       if not analysis.strip():
         raise QueryFailed("empty_analysis")
-      second = prompts_lib.render(getattr(self.prompts, kind.answer),
-                                  analysis=analysis, **values)
+      second = prompts_lib.render(
+        getattr(self.prompts, kind.answer), analysis=analysis, **values
+      )
       answer = self._ask(second, (), choices, self.rating_model)
       prompts = [prompts_lib.text_of(first), prompts_lib.text_of(second)]
       replies = [analysis, answer]
@@ -283,8 +322,11 @@ class VLMRater:
     if len(images) == 2 and images[0] == images[1]:
       counters.drop("identical_pair")
       return Answer(None, (), "identical_pair")
-    values = {"instruction": self.instruction, "subject": self.subject,
-              "classes": prompts_lib.class_list(self.class_names)}
+    values = {
+      "instruction": self.instruction,
+      "subject": self.subject,
+      "classes": prompts_lib.class_list(self.class_names),
+    }
     material = self._material(kind, values)
     key = cache_key(material, images) if self.cache is not None else None
     record = self.cache.get(key) if key is not None else None
@@ -303,8 +345,9 @@ class VLMRater:
         counters.drop(e.reason)
         return Answer(None, (), e.reason)
       if key is not None:
-        self.cache.put(key, {**material, "prompts": prompts,
-                             "replies": replies})
+        self.cache.put(
+          key, {**material, "prompts": prompts, "replies": replies}
+        )
     label = self._parse(kind, replies[-1]) if replies else None
     if label is None:
       counters.drop(kind.no_answer)
