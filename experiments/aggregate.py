@@ -89,7 +89,8 @@ def load_run(run_dir: str) -> Dict:
 def group_runs(args: List[str]) -> Dict[Tuple[str, str], List[Dict]]:
   groups: Dict[Tuple[str, str], List[Dict]] = collections.defaultdict(list)
   for item in args:
-    label, sep, path = item.partition("=")
+    # LABEL=PATH, split at the last "=": labels may hold one ("n=2").
+    label, sep, path = item.rpartition("=")
     if not sep:
       label, path = "", item
     run = load_run(path)

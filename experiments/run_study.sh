@@ -45,8 +45,8 @@ EXTRA=${EXTRA:-}
 RATED=${RATED:-}
 declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences
                   [rbrl_mae]="RbRL+MAE" [rbrl_weights]="RbRL+weights"
-                  [rbrl_stratified]="RbRL+stratified" [erlvlm_n2]="ERL-VLM n=2"
-                  [erlvlm_n4]="ERL-VLM n=4"
+                  [rbrl_stratified]="RbRL+stratified" [erlvlm_n2]="ERL-VLM 2 classes"
+                  [erlvlm_n4]="ERL-VLM 4 classes"
                   [erlvlm_smooth]="ERL-VLM smoothing"
                   [preference_mae]="Preferences+MAE")
 COMMON=(--config.num_seeds="$SEEDS" --config.total_steps="$STEPS"

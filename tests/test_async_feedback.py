@@ -167,9 +167,15 @@ def test_synchronous_remote_rater_matches_the_inline_scripted_run():
   c = learned_config(200, 2, queries=10, budget=25, warmup_updates=5)
   c.feedback.asynchronous = False
   make = lambda cls: [cls(3, 0.0, 1.0, noise=0.2, seed=s) for s in (7, 8)]
-  got = runner.run(c, log=lambda _: None, raters=make(RemoteScripted))
+  # One Trainer for both runs: its programs are compiled once.
+  trainer = trainer_lib.Trainer.create(c)
+  got = runner.run(
+    c, log=lambda _: None, trainer=trainer, raters=make(RemoteScripted)
+  )
   c.feedback.asynchronous = True
-  ref = runner.run(c, log=lambda _: None, raters=make(ScriptedRater))
+  ref = runner.run(
+    c, log=lambda _: None, trainer=trainer, raters=make(ScriptedRater)
+  )
   assert [r["env_steps"] for r in got.feedback] == [80, 120, 160]
   for a, b in zip(got.feedback, ref.feedback):
     assert a["requested_at"] == a["env_steps"]
