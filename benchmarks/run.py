@@ -48,6 +48,7 @@ import numpy as np
 from erljax import envs
 from erljax import tasks
 from erljax import feedback as feedback_lib
+from erljax import reward_learner
 from erljax import replay
 from erljax import reward_model as reward_model_lib
 from erljax import reward_source
@@ -371,7 +372,7 @@ def erl_loop_section(suite: Suite) -> Dict[str, Any]:
 
 
 def _rating_epoch_rate(
-  learner: feedback_lib.RewardLearner,
+  learner: reward_learner.RewardLearner,
   obs: np.ndarray,
   action: np.ndarray,
   num_classes: int,
@@ -461,7 +462,7 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
   rng = np.random.default_rng(0)
   out: Dict[str, Any] = {}
   _log("reward: mlp rating loss")
-  mlp = feedback_lib.RewardLearner(
+  mlp = reward_learner.RewardLearner(
     reward_model_lib.RewardModel("mlp", 3, (256, 256, 256)),
     k,
     batch_size=suite.reward_batch,
@@ -476,7 +477,7 @@ def reward_section(suite: Suite) -> Dict[str, Any]:
   )
   out["mlp_rating_loss"]["memory"] = _memory()
   _log("reward: cnn rating loss")
-  cnn = feedback_lib.RewardLearner(
+  cnn = reward_learner.RewardLearner(
     reward_model_lib.RewardModel("cnn", 3),
     k,
     batch_size=suite.cnn_batch,

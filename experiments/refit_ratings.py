@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 import rating
 from erljax import tasks
 from erljax import feedback as feedback_lib
+from erljax import reward_learner
 from erljax import reward_source
 from erljax.raters import Queries, ScriptedRater
 
@@ -123,14 +124,14 @@ def refit(config, rs, buf, variant: str, epochs: int, seed: int) -> List[float]:
   c.reward.max_epochs, c.reward.stop_accuracy = epochs, 1.0
   num_seeds = rs.label.shape[0]
   src = reward_source.make(c, buf["obs"].shape[-1], buf["action"].shape[-1])
-  learner = feedback_lib.make_learner(
+  learner = reward_learner.make_learner(
     c, c.rater.num_classes or tasks.get_task(c.task).num_classes, src.model
   )
   params = jax.vmap(src.init)(
     jax.random.split(jax.random.PRNGKey(seed), num_seeds)
   )
   opt_state = jax.vmap(learner.optimizer.init)(params)
-  params, *_ = feedback_lib.train_reward(
+  params, *_ = reward_learner.train_reward(
     learner,
     jax.jit(jax.vmap(learner.epoch)),
     params,

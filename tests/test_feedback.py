@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from erljax import feedback
+from erljax import reward_learner
 from erljax import replay
 from erljax.raters import ScriptedRater
 from erljax.replay import Transition
@@ -398,7 +399,7 @@ def _model():
 
 def _learner(**kw):
   kw.setdefault("num_classes", 2)
-  return feedback.RewardLearner(model=_model(), **kw)
+  return reward_learner.RewardLearner(model=_model(), **kw)
 
 
 def _check_covers_each_item_once(idx, mask, n):
@@ -541,7 +542,7 @@ def test_train_reward_learns_a_threshold_reward():
   params, opt_state = _init(learner)
   rng = np.random.default_rng(0)
   for _ in range(3):
-    params, opt_state, epochs, acc, _ = feedback.train_reward(
+    params, opt_state, epochs, acc, _ = reward_learner.train_reward(
       learner, epoch_fn, params, opt_state, rs, rng
     )
     assert len(epochs) == 1 and 1 <= epochs[0] <= learner.max_epochs
@@ -571,7 +572,7 @@ def test_train_reward_early_stop_after_min_epochs(min_epochs):
     base, stop_accuracy=0.01, max_epochs=5, min_epochs=min_epochs
   )
   params0, opt0 = _init(learner)
-  params, _, epochs, acc, _ = feedback.train_reward(
+  params, _, epochs, acc, _ = reward_learner.train_reward(
     learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0)
   )
   assert epochs == [min_epochs]
@@ -585,7 +586,7 @@ def test_train_reward_runs_max_epochs_when_target_unreachable():
   # Accuracy can never exceed 1.0, so every epoch runs.
   learner = dataclasses.replace(base, stop_accuracy=1.0, max_epochs=3)
   params0, opt0 = _init(learner)
-  _, _, epochs, acc, _ = feedback.train_reward(
+  _, _, epochs, acc, _ = reward_learner.train_reward(
     learner, epoch_fn, params0, opt0, rs, np.random.default_rng(0)
   )
   assert epochs == [3]
@@ -595,7 +596,7 @@ def test_train_reward_runs_max_epochs_when_target_unreachable():
 def test_accuracies_by_hand():
   # Seed 0: class 0 has 8 of 9 right, class 1 1 of 2, class 2 is absent.
   # Seed 1: no items at all.
-  acc, bal = feedback.accuracies(
+  acc, bal = reward_learner.accuracies(
     np.array([[8.0, 1.0, 0.0], [0.0, 0.0, 0.0]]),
     np.array([[9.0, 2.0, 0.0], [0.0, 0.0, 0.0]]),
   )
@@ -643,7 +644,7 @@ def test_stop_metric_decides_early_stop(metric, epochs):
       jnp.zeros((1,)),
     )
 
-  _, _, got, acc, bal = feedback.train_reward(
+  _, _, got, acc, bal = reward_learner.train_reward(
     learner, epoch_fn, None, None, rs, np.random.default_rng(0)
   )
   assert got == [epochs]
@@ -689,7 +690,7 @@ def test_loss_kinds_and_batching_run_and_stay_finite(loss, stratified):
     base, stratified=stratified, max_epochs=2, stop_accuracy=1.0
   )
   params0, opt0 = _init(learner, seed=1)
-  params, opt, epochs, acc, _ = feedback.train_reward(
+  params, opt, epochs, acc, _ = reward_learner.train_reward(
     learner, epoch_fn, params0, opt0, rs, np.random.default_rng(3)
   )
   assert epochs == [2]

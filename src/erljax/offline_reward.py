@@ -34,6 +34,7 @@ import numpy as np
 from erljax import dataset as dataset_lib
 from erljax import tasks
 from erljax import feedback as feedback_lib
+from erljax import reward_learner
 from erljax import raters as raters_lib
 from erljax import reward_source
 from erljax.replay import Transition
@@ -280,7 +281,9 @@ def learn_reward(
   obs, act = data["observations"], data["actions"]
   o, a = obs.shape[-1], act.shape[-1]
   source = reward_source.make(config, o, a)
-  learner = feedback_lib.make_learner(config, num_classes(config), source.model)
+  learner = reward_learner.make_learner(
+    config, num_classes(config), source.model
+  )
   s = keys.shape[0]
   rows = index[ratings.answered]
   if rows.size == 0:
@@ -311,7 +314,7 @@ def learn_reward(
   params = jax.jit(jax.vmap(source.init))(keys)
   opt_state = jax.jit(jax.vmap(learner.optimizer.init))(params)
   epoch_fn = jax.jit(jax.vmap(learner.epoch))
-  params, _, epochs, acc, bal = feedback_lib.train_reward(
+  params, _, epochs, acc, bal = reward_learner.train_reward(
     learner,
     epoch_fn,
     params,

@@ -3,7 +3,7 @@ ratings and training the reward, between the compiled training chunks.
 
 `FeedbackLoop` runs the PEBBLE schedule for all S seeds of a run. Its
 compiled pieces (query sampling, a reward-training epoch, relabelling) are
-built once per Trainer (`session_programs`). Shapes: S seeds, Q queries a
+built once per Trainer (erljax.session_programs). Shapes: S seeds, Q queries a
 session, P segments a query (1 for ratings, 2 for preferences), H steps a
 segment, E reward-ensemble members.
 """
@@ -16,7 +16,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import chex
 import jax
@@ -25,110 +25,13 @@ import numpy as np
 
 from erljax import config as config_lib
 from erljax import feedback as feedback_lib
+from erljax import reward_learner
 from erljax import media
 from erljax import raters as raters_lib
 from erljax import render as render_lib
 from erljax.replay import Transition
-from erljax.trainer import TrainState, Trainer, cached
-
-
-@dataclasses.dataclass(frozen=True)
-class SessionPrograms:
-  """A trainer's jitted, seed-vmapped session functions (one copy per
-  Trainer object, so a resumed run in the same process compiles nothing).
-
-  sample(buffer, episode_step [S, N], keys [S], reward_params, num) ->
-    queries, leaves [S, Q, P, H, ...];
-  epoch(params, opt_state, rating_sets, idx, ...) -> one reward epoch
-    (feedback.RewardLearner.epoch);
-  signal(obs, action, next_obs, reward) -> the rated signal, same shape;
-  after[reset_critic](state, reward_params, keys [S]) -> (state, metrics)
-    (Trainer.after_feedback, the state donated);
-  opt_init(reward_params) -> the reward optimiser's state;
-  empty_sets(seed_index [S]) -> empty RatingSets [S, budget, ...];
-  query_frames(queries) -> ray-cast frames, or None without an image model.
-  """
-
-  learner: feedback_lib.RewardLearner
-  sample: Callable[..., Transition]
-  epoch: Callable[..., Any]
-  signal: Callable[..., jax.Array]
-  after: Dict[bool, Callable[..., Any]]
-  opt_init: Callable[[Any], Any]
-  empty_sets: Callable[[jax.Array], feedback_lib.RatingSet]
-  query_frames: Optional[Callable[[Transition], jax.Array]]
-
-
-def session_programs(trainer: Trainer) -> SessionPrograms:
-  """`trainer`'s SessionPrograms, built once per Trainer object."""
-  return cached(trainer, "sessions", lambda: _build_programs(trainer))
-
-
-def _build_programs(trainer: Trainer) -> SessionPrograms:
-  c = trainer.config
-  task = trainer.rated
-  learner = feedback_lib.make_learner(
-    c, c.rater.num_classes or task.num_classes, trainer.reward.model
-  )
-  seg_len = c.feedback.segment_length
-  segments = 2 if learner.preference else 1
-  window = config_lib.query_window(c)
-  candidates = (
-    c.feedback.candidates if c.feedback.sampling == "disagreement" else 1
-  )
-  reward, env = trainer.reward, trainer.env
-  obs, act = env.observation_size, env.action_size
-
-  def sample_queries(buffer, episode_step, key, reward_params, num):
-    return feedback_lib.sample_queries(
-      buffer,
-      key,
-      num,
-      window=window,
-      segments=segments,
-      candidates=candidates,
-      member_rewards=lambda tr: reward.members(reward_params, tr),
-      segment_length=seg_len,
-      num_envs=env.num_envs,
-      episode_step=episode_step,
-      episode_length=env.episode_length,
-    )
-
-  # An image reward model trains on the ray-cast frames of the rated
-  # queries, drawn once when their ratings are stored.
-  caster = getattr(reward, "caster", None)
-  frame_shape = None if caster is None else (caster.height, caster.width)
-
-  def query_frames(queries):
-    return caster(queries.pose)
-
-  def empty_rating_sets(_):
-    return feedback_lib.empty_rating_set(
-      c.feedback.budget, obs, act, segments, seg_len, frame_shape
-    )
-
-  def after(reset_critic):
-    def after_feedback(state, params, key):
-      return trainer.after_feedback(state, params, reset_critic, key)
-
-    # Named for the retrace guard (tests/test_checkpoint.py).
-    after_feedback.__name__ = (
-      "after_feedback_reset" if reset_critic else "after_feedback"
-    )
-    return jax.jit(jax.vmap(after_feedback), donate_argnums=0)
-
-  return SessionPrograms(
-    learner=learner,
-    sample=jax.jit(
-      jax.vmap(sample_queries, in_axes=(0, 0, 0, 0, None)), static_argnums=4
-    ),
-    epoch=jax.jit(jax.vmap(learner.epoch)),
-    signal=jax.jit(task.signal),
-    after={flag: after(flag) for flag in (False, True)},
-    opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
-    empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
-    query_frames=(None if caster is None else jax.jit(jax.vmap(query_frames))),
-  )
+from erljax.session_programs import session_programs
+from erljax.trainer import TrainState, Trainer
 
 
 @dataclasses.dataclass
@@ -378,7 +281,7 @@ class FeedbackLoop:
       params = state.reward_params
       if self.opt_state is None:
         self.opt_state = self.programs.opt_init(params)
-      params, self.opt_state, epochs, acc, bal = feedback_lib.train_reward(
+      params, self.opt_state, epochs, acc, bal = reward_learner.train_reward(
         self.learner,
         self.programs.epoch,
         params,
@@ -409,8 +312,13 @@ class FeedbackLoop:
       "reward_balanced_accuracy": bal,
       "reward_corr": corr,
       "signal_corr": signal_corr,
-      "label_histogram": self._histogram(),
-      "label_accuracy": self._label_accuracy(),
+      "label_histogram": feedback_lib.label_histogram(
+        self.rating_sets, self.learner.num_classes
+      ),
+      "label_accuracy": feedback_lib.label_accuracy(
+        self.rating_sets,
+        None if self.learner.preference else self.reference.true_labels,
+      ),
       "latency_seconds": max(p.answered_times) - p.requested_time,
       "seconds": p.host_seconds + time.perf_counter() - t0,
     }
@@ -512,33 +420,6 @@ class FeedbackLoop:
     pose = np.asarray(queries.pose)[:, :, :, -1]
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
-
-  def _histogram(self) -> List[List[int]]:
-    sizes = np.asarray(self.rating_sets.size)
-    labels = np.asarray(self.rating_sets.label)
-    n = self.learner.num_classes
-    return [
-      np.bincount(labels[s, : sizes[s]], minlength=n).tolist()
-      for s in range(len(sizes))
-    ]
-
-  def _label_accuracy(self) -> List[float]:
-    """Stored labels that match the noise-free scripted answer."""
-    sizes = np.asarray(self.rating_sets.size)
-    labels = np.asarray(self.rating_sets.label)
-    true_r = np.asarray(self.rating_sets.true_reward)
-    out = []
-    for s in range(len(sizes)):
-      r = true_r[s, : sizes[s]]
-      truth = (
-        (r[:, 1] > r[:, 0]).astype(np.int64)
-        if self.learner.preference
-        else self.reference.true_labels(r[:, 0])
-      )
-      out.append(
-        float(np.mean(labels[s, : sizes[s]] == truth)) if sizes[s] else math.nan
-      )
-    return out
 
   # -- checkpointing (erljax.checkpoint) ------------------------------------
 
