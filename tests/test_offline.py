@@ -19,13 +19,14 @@ from erljax import collect  # pylint: disable=wrong-import-position
 from erljax import config as config_lib  # pylint: disable=wrong-import-position
 from erljax import dataset  # pylint: disable=wrong-import-position
 from erljax import offline  # pylint: disable=wrong-import-position
+from erljax import offline_config  # pylint: disable=wrong-import-position
 from erljax import offline_reward  # pylint: disable=wrong-import-position
 from erljax import policy  # pylint: disable=wrong-import-position
 from erljax import runner  # pylint: disable=wrong-import-position
 
 
 def _tiny(method, data_dir, workdir=""):
-  c = offline.default_config(point_env.register(), method)
+  c = offline_config.default_config(point_env.register(), method)
   c.dataset = str(data_dir)
   c.workdir = str(workdir)
   c.num_seeds = 2
@@ -150,19 +151,19 @@ def test_other_methods_map_seed_axis(data_dir, method):
 
 def test_config_errors_name_key_and_value(data_dir):
   with pytest.raises(config_lib.ConfigError, match="config.method='ppo'"):
-    offline.default_config("pusher", "ppo")
+    offline_config.default_config("pusher", "ppo")
   c = _tiny("true_iql", data_dir)
   c.iql.expectile = 1.5
   with pytest.raises(config_lib.ConfigError, match="config.iql.expectile=1.5"):
-    offline.validate(c)
+    offline_config.validate(c)
   c = _tiny("true_iql", data_dir)
   c.offline.steps = 25
   with pytest.raises(config_lib.ConfigError, match="config.offline.steps=25"):
-    offline.validate(c)
+    offline_config.validate(c)
   c = _tiny("true_iql", data_dir)
   c.reward.source = "learned"
   with pytest.raises(config_lib.ConfigError, match="config.reward.source"):
-    offline.validate(c)
+    offline_config.validate(c)
 
 
 def test_normalize_rewards():

@@ -16,9 +16,9 @@ The settings below were fixed before any study run and are the same for
 every method (see experiments/results/offline.md).
 """
 
-from erljax import offline
+from erljax import offline_config
 
 
 def get_config(arg: str = "pusher,erlvlm_iql"):
   task, _, method = arg.partition(",")
-  return offline.default_config(task, method or "erlvlm_iql")
+  return offline_config.default_config(task, method or "erlvlm_iql")

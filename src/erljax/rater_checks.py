@@ -1,0 +1,186 @@
+"""Start-up checks of a config's rater.* keys (erljax.validation runs them).
+
+The scripted rater's noise model and rated range, and the keys only VLM
+raters read (model, endpoint, prompts, retries, cache); each failure raises
+`ConfigError` naming the key and value.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+
+import ml_collections
+
+from erljax.raters import base as raters_base
+from erljax.raters import prompts as prompts_lib
+from erljax.raters import scripted as scripted_lib
+from erljax.validation import (
+  OPENAI_CONSTRAINTS,
+  RATED,
+  ConfigError,
+  RATER_KINDS,
+  check,
+  fail,
+  integer_at_least,
+  positive_float,
+)
+
+
+def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
+  """The rater.* keys; `classes` is the run's number of rating classes."""
+  check(
+    c, "rater.kind", lambda v: v in RATER_KINDS, f"must be one of {RATER_KINDS}"
+  )
+  check(c, "rater.noise", lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
+  check(
+    c,
+    "rater.noise_kind",
+    lambda v: v in scripted_lib.NOISE_KINDS,
+    f"must be one of {scripted_lib.NOISE_KINDS}",
+  )
+  if c.rater.noise_kind == "boundary":
+    check(
+      c,
+      "rater.noise",
+      lambda v: v < 1.0 - 1.0 / classes,
+      f"rater.noise_kind='boundary' with {classes} classes reaches "
+      f"wrong-rating rates below 1 - 1/{classes} only",
+    )
+  check(
+    c,
+    "rater.tie_tolerance",
+    lambda v: 0.0 <= v < 1.0,
+    "must lie in [0, 1) (a fraction of the rated range)",
+  )
+  check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
+  if c.rater.range is not None:
+    check(
+      c,
+      "rater.range",
+      lambda v: (
+        len(v) == 2
+        and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+        and v[0] < v[1]
+      ),
+      "must be (low, high) finite numbers, low < high",
+    )
+  if c.rater.kind != "scripted":
+    _validate_vlm_rater(c, classes)
+
+
+def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
+  """The rater.* keys that only VLM raters read."""
+  check(
+    c,
+    "rater.model",
+    lambda v: isinstance(v, str) and v.strip(),
+    f"rater.kind={c.rater.kind!r} needs a model name",
+  )
+  check(
+    c,
+    "rater.rating_model",
+    lambda v: isinstance(v, str),
+    "must be a string ('' = rater.model)",
+  )
+  check(
+    c,
+    "rater.noise",
+    lambda v: v == 0.0,
+    "label noise is simulated by the scripted rater only; a VLM's own "
+    "mistakes are its noise",
+  )
+  check(
+    c,
+    "rater.tie_tolerance",
+    lambda v: v == 0.0,
+    "preference ties are simulated by the scripted rater only; a VLM "
+    "answers -1 itself",
+  )
+  check(
+    c,
+    "rater.num_classes",
+    lambda _: classes in raters_base.CLASS_NAMES,
+    f"VLM raters have class names for "
+    f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}",
+  )
+  check(
+    c,
+    "rater.base_url",
+    lambda v: (
+      isinstance(v, str) and (v == "" or v.startswith(("http://", "https://")))
+    ),
+    "must be '' (the backend's default) or an http(s):// URL",
+  )
+  key_env = c.rater.api_key_env
+  if key_env is not None and not (
+    isinstance(key_env, str)
+    and re.fullmatch(r"(?:[A-Za-z_][A-Za-z0-9_]*)?", key_env)
+  ):
+    # The value is not echoed: it may be a key pasted by mistake.
+    raise ConfigError(
+      "config.rater.api_key_env: must name an environment "
+      "variable (letters, digits, _) or be ''/None; put the "
+      "API key itself in that variable, never in a config"
+    )
+  for key in ("rater.two_stage", "rater.constrained", "rater.replay_only"):
+    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  check(
+    c,
+    "rater.openai_constraint",
+    lambda v: v in OPENAI_CONSTRAINTS,
+    f"must be one of {OPENAI_CONSTRAINTS}",
+  )
+  for key in (
+    "rater.timeout",
+    "rater.backoff_base",
+    "rater.backoff_max",
+    "rater.max_wait",
+  ):
+    check(c, key, positive_float, "must be a finite number > 0")
+  check(
+    c,
+    "rater.backoff_base",
+    lambda v: v <= c.rater.backoff_max,
+    f"must not exceed rater.backoff_max={c.rater.backoff_max}",
+  )
+  check(
+    c,
+    "rater.temperature",
+    lambda v: isinstance(v, numbers.Real) and 0.0 <= v < float("inf"),
+    "must be a finite number >= 0",
+  )
+  for key, lo in (
+    ("rater.max_tokens", 0),
+    ("rater.max_retries", 0),
+    ("rater.concurrency", 1),
+  ):
+    check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
+  check(
+    c,
+    "rater.cache_dir",
+    lambda v: isinstance(v, str),
+    "must be a path or '' (no cache)",
+  )
+  if c.rater.replay_only:
+    check(
+      c,
+      "rater.cache_dir",
+      lambda v: v != "",
+      "replay_only answers from the cache, so it needs a cache_dir",
+    )
+  for name in prompts_lib.TEMPLATE_NAMES:
+    template = c.rater.prompt[name]
+    if template:
+      try:
+        prompts_lib.check_template(name, template)
+      except ValueError as e:
+        fail(f"rater.prompt.{name}", template, str(e))
+  unknown = sorted(set(c.rater.prompt.keys()) - set(prompts_lib.TEMPLATE_NAMES))
+  if unknown:
+    fail(
+      "rater.prompt",
+      unknown,
+      f"unknown templates; choose from {prompts_lib.TEMPLATE_NAMES}",
+    )

@@ -1,0 +1,406 @@
+"""Start-up validation of a run's config (`validate`) and the values derived
+from it (`first_session`, `query_window`).
+
+`validate()` runs before anything is built and raises `ConfigError` naming
+the offending key and value; the rater.* keys are checked by
+erljax.rater_checks. erljax.config re-exports everything public here.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import ml_collections
+
+from erljax import reward_model as reward_model_lib
+from erljax import tasks
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message names key and value."""
+
+
+REWARD_SOURCES = ("env", "learned")
+REWARD_MODELS = ("mlp", "cnn")
+SAMPLINGS = ("uniform", "disagreement")
+RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
+RATED = tasks.RATED
+OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
+
+
+# The reference draws queries from its last 100 episodes of 500 steps in a
+# 1M-step run: this share of the run.
+REFERENCE_WINDOW_SHARE = 0.05
+
+
+def first_session(c: ml_collections.ConfigDict) -> int:
+  """Env step of the first feedback session: feedback.first_session, or
+  (None) right after the seed phase and, with feedback.unsupervised, the
+  k-NN pre-training (PEBBLE's num_seed_steps + num_unsup_steps)."""
+  f = c.feedback
+  if f.first_session is not None:
+    return f.first_session
+  return c.seed_steps + (f.unsupervised_steps if f.unsupervised else 0)
+
+
+def query_window(c: ml_collections.ConfigDict) -> int:
+  """Transitions the queries are drawn from (the most recent ones):
+  feedback.query_window_steps, or (None) REFERENCE_WINDOW_SHARE of
+  total_steps, at least the (2H - 1) x num_envs a segment may reach back."""
+  if c.feedback.query_window_steps is not None:
+    return c.feedback.query_window_steps
+  need = (2 * c.feedback.segment_length - 1) * c.num_envs
+  return max(math.ceil(REFERENCE_WINDOW_SHARE * c.total_steps), need)
+
+
+def fail(key: str, value: Any, why: str):
+  raise ConfigError(f"config.{key}={value!r}: {why}")
+
+
+def check(
+  c: ml_collections.ConfigDict, key: str, ok: Callable[[Any], bool], why: str
+):
+  node = c
+  for part in key.split("."):
+    node = node[part]
+  try:
+    good = ok(node)
+  except TypeError:
+    good = False
+  if not good:
+    fail(key, node, why)
+
+
+def integer_at_least(lo: int):
+  return lambda v: (
+    isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo
+  )
+
+
+def positive_float(v) -> bool:
+  return (
+    isinstance(v, numbers.Real)
+    and not isinstance(v, bool)
+    and v > 0
+    and (v == v and v != float("inf"))
+  )
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every value; returns the config unchanged or raises ConfigError."""
+  if c.task not in tasks.task_names():
+    fail("task", c.task, f"unknown task; choose one of {tasks.task_names()}")
+  for key, lo in (
+    ("seed", 0),
+    ("num_seeds", 1),
+    ("num_envs", 1),
+    ("num_devices", 1),
+    ("total_steps", 1),
+    ("seed_steps", 0),
+    ("log_every", 1),
+    ("eval_every", 1),
+    ("num_eval_envs", 1),
+    ("batch_size", 1),
+    ("updates_per_step", 0),
+    ("replay_capacity", 1),
+    ("sac.target_update_period", 1),
+  ):
+    check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
+  if c.episode_length is not None:
+    check(
+      c,
+      "episode_length",
+      integer_at_least(1),
+      "must be an integer >= 1 or None",
+    )
+  n = c.num_envs
+  for key in ("log_every", "eval_every", "total_steps", "seed_steps"):
+    check(
+      c,
+      key,
+      lambda v: v % n == 0,
+      f"must be a multiple of num_envs={n} (steps count transitions "
+      "over all envs)",
+    )
+  for key in ("eval_every", "total_steps"):
+    check(
+      c,
+      key,
+      lambda v: v % c.log_every == 0,
+      f"must be a multiple of log_every={c.log_every}",
+    )
+  seed_devices = math.gcd(c.num_seeds, c.num_devices)
+  check(
+    c,
+    "num_devices",
+    lambda v: n % (v // seed_devices) == 0,
+    f"the seed axis (num_seeds={c.num_seeds}) takes {seed_devices} of "
+    f"the devices, the rest split num_envs={n} evenly and must divide it",
+  )
+  check(
+    c,
+    "replay_capacity",
+    lambda v: v >= n,
+    f"must hold at least one vectorized step (num_envs={n})",
+  )
+  check(
+    c,
+    "seed_steps",
+    lambda v: v <= c.total_steps,
+    f"must not exceed total_steps={c.total_steps}",
+  )
+  for key in ("resume", "progress", "tensorboard"):
+    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  for key in ("render.height", "render.width"):
+    check(c, key, integer_at_least(1), "must be an integer >= 1")
+  for key in ("render.rated_frames", "render.rollout_video"):
+    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  check(c, "render.fps", positive_float, "must be a finite number > 0")
+  check(c, "checkpoint.every", integer_at_least(0), "must be an integer >= 0")
+  check(
+    c,
+    "checkpoint.keep",
+    integer_at_least(2),
+    "must be an integer >= 2 (a corrupted latest checkpoint falls back "
+    "to the one before)",
+  )
+  if c.resume:
+    check(
+      c,
+      "workdir",
+      lambda v: isinstance(v, str) and v,
+      "resume=True needs the workdir that holds the checkpoints",
+    )
+  check(
+    c,
+    "sac.hidden_sizes",
+    lambda v: len(v) >= 1 and all(integer_at_least(1)(h) for h in v),
+    "must be a non-empty sequence of positive integers",
+  )
+  for key in (
+    "sac.actor_lr",
+    "sac.critic_lr",
+    "sac.alpha_lr",
+    "sac.init_temperature",
+    "reward.scale",
+  ):
+    check(c, key, positive_float, "must be a finite number > 0")
+  check(c, "sac.discount", lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
+  check(c, "sac.tau", lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]")
+  check(
+    c,
+    "sac.log_std_min",
+    lambda v: v < c.sac.log_std_max,
+    f"must be below sac.log_std_max={c.sac.log_std_max}",
+  )
+  if c.sac.target_entropy is not None:
+    check(
+      c,
+      "sac.target_entropy",
+      lambda v: isinstance(v, numbers.Real) and v == v,
+      "must be a number or None",
+    )
+  check(
+    c,
+    "reward.source",
+    lambda v: v in REWARD_SOURCES,
+    f"must be one of {REWARD_SOURCES}",
+  )
+  check(
+    c,
+    "reward.model",
+    lambda v: v in REWARD_MODELS,
+    f"must be one of {REWARD_MODELS}",
+  )
+  if c.reward.model == "cnn":
+    smallest = reward_model_lib.ImageCNN().min_frame_size
+    check(
+      c,
+      "reward.frame_size",
+      integer_at_least(smallest),
+      f"must be an integer >= {smallest}, the smallest frame the CNN's "
+      "valid convolutions accept",
+    )
+  for key, lo in (
+    ("reward.ensemble_size", 1),
+    ("reward.batch_size", 2),
+    ("reward.max_epochs", 1),
+    ("reward.min_epochs", 1),
+    ("feedback.knn_k", 1),
+    ("feedback.unsupervised_steps", 0),
+    ("feedback.interval", 1),
+    ("feedback.queries", 1),
+    ("feedback.budget", 1),
+    ("feedback.candidates", 1),
+    ("feedback.segment_length", 1),
+    ("feedback.warmup_updates", 0),
+    ("feedback.max_pending", 1),
+  ):
+    check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
+  for key, lo in (
+    ("feedback.first_session", 0),
+    ("feedback.query_window_steps", 1),
+  ):
+    check(
+      c,
+      key,
+      lambda v, lo=lo: v is None or integer_at_least(lo)(v),
+      f"must be an integer >= {lo} or None (derived)",
+    )
+  check(
+    c,
+    "reward.min_epochs",
+    lambda v: v <= c.reward.max_epochs,
+    f"must not exceed reward.max_epochs={c.reward.max_epochs}",
+  )
+  check(
+    c,
+    "feedback.unsupervised",
+    lambda v: isinstance(v, bool),
+    "must be True or False",
+  )
+  check(
+    c,
+    "feedback.sampling",
+    lambda v: v in SAMPLINGS,
+    f"must be one of {SAMPLINGS}",
+  )
+  check(
+    c,
+    "feedback.asynchronous",
+    lambda v: isinstance(v, bool),
+    "must be True or False",
+  )
+  if c.feedback.final_wait_s is not None:
+    check(
+      c,
+      "feedback.final_wait_s",
+      lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
+      "must be a finite number of seconds >= 0 or None (wait for all)",
+    )
+  check(
+    c,
+    "reward.hidden_sizes",
+    lambda v: len(v) >= 1 and all(integer_at_least(1)(h) for h in v),
+    "must be a non-empty sequence of positive integers",
+  )
+  check(c, "reward.loss", lambda v: v in ("mae", "ce"), "must be 'mae' or 'ce'")
+  check(
+    c,
+    "reward.feedback_type",
+    lambda v: v in ("rating", "preference"),
+    "must be 'rating' or 'preference'",
+  )
+  if c.reward.feedback_type == "preference":
+    for key in ("reward.class_weighted", "reward.stratified"):
+      check(
+        c,
+        key,
+        lambda v: not v,
+        "must be False with preference feedback (Bradley-Terry has no "
+        "classes to weight or stratify)",
+      )
+  for key in ("reward.lr", "reward.k"):
+    check(c, key, positive_float, "must be a finite number > 0")
+  check(
+    c, "reward.stop_accuracy", lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]"
+  )
+  check(
+    c,
+    "reward.stop_metric",
+    lambda v: v in ("accuracy", "balanced_accuracy"),
+    "must be 'accuracy' or 'balanced_accuracy'",
+  )
+  if c.rater.num_classes is not None:
+    check(
+      c,
+      "rater.num_classes",
+      integer_at_least(2),
+      "must be an integer >= 2 or None",
+    )
+  classes = c.rater.num_classes or tasks.get_task(c.task).num_classes
+  check(
+    c,
+    "reward.label_smoothing",
+    lambda v: 0.0 <= v < 1.0 / classes,
+    f"must lie in [0, 1/{classes})",
+  )
+  # pylint: disable-next=g-import-not-at-top (rater_checks imports this)
+  from erljax import rater_checks
+
+  rater_checks.validate_rater(c, classes)
+  seg_len = c.feedback.segment_length
+  episode_length = c.episode_length or tasks.get_task(c.task).episode_length
+  check(
+    c,
+    "feedback.segment_length",
+    lambda v: v <= episode_length,
+    f"must not exceed episode_length={episode_length} (a segment lies "
+    "inside one episode)",
+  )
+  if seg_len > 1:
+    check(
+      c,
+      "rater.kind",
+      lambda v: v == "scripted",
+      f"must be 'scripted' with feedback.segment_length={seg_len} (a "
+      "VLM rater rates one frame)",
+    )
+  if c.reward.source == "learned":
+    _validate_schedule(c)
+  return c
+
+
+def _validate_schedule(c: ml_collections.ConfigDict) -> None:
+  """The feedback schedule of a learned-reward run (first session, window)."""
+  f = c.feedback
+  first = first_session(c)
+  # Named as set, or as derived when left None.
+  first_key = "feedback.first_session" + (
+    ""
+    if f.first_session is not None
+    else f" (None: seed_steps={c.seed_steps}"
+    + (
+      f" + unsupervised_steps={f.unsupervised_steps})"
+      if f.unsupervised
+      else ")"
+    )
+  )
+  if not f.unsupervised and first != c.seed_steps:
+    fail(
+      first_key,
+      first,
+      f"with feedback.unsupervised=False the first "
+      f"session must follow the seed phase (seed_steps={c.seed_steps}), "
+      "or the agent trains on an untrained reward model's output; "
+      "leave it None",
+    )
+  if first < c.seed_steps:
+    fail(first_key, first, f"must be >= seed_steps={c.seed_steps}")
+  for key, value in ((first_key, first), ("feedback.interval", f.interval)):
+    if value % c.log_every:
+      fail(
+        key,
+        value,
+        f"must be a multiple of log_every={c.log_every} "
+        "(feedback runs between compiled chunks)",
+      )
+  # A segment that would cross an episode start moves up to 2H - 2 steps
+  # back (feedback.segment_indices): that many steps of every env must be
+  # stored and inside the query window.
+  h = f.segment_length
+  need = (2 * h - 1) * c.num_envs
+  for key, transitions in (
+    (first_key, first),
+    ("feedback.query_window_steps", query_window(c)),
+  ):
+    if transitions < need:
+      fail(
+        key,
+        transitions,
+        f"gives {transitions} transitions; "
+        f"segment_length={h} with num_envs={c.num_envs} needs >= "
+        f"(2H - 1) x num_envs = {need}",
+      )
