@@ -424,14 +424,7 @@ def relabel_rate(
   model = reward_model_lib.RewardModel("mlp", 3, (256, 256, 256))
   src = reward_source.LearnedReward(model, obs_size, act_size)
   params = src.init(jax.random.PRNGKey(0))
-  example = replay.Transition(
-    obs=jnp.zeros((obs_size,)),
-    action=jnp.zeros((act_size,)),
-    reward=jnp.zeros(()),
-    true_reward=jnp.zeros(()),
-    discount=jnp.zeros(()),
-    next_obs=jnp.zeros((obs_size,)),
-  )
+  example = replay.Transition.zeros(obs_size, act_size)
   buf = replay.init(size, example)
   buf = buf.replace(size=jnp.asarray(size, jnp.int32))
 

@@ -114,14 +114,7 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
 
   def train(rng: jax.Array) -> Dict[str, jax.Array]:
     k_agent, k_env, k_prefill, k_learn = jax.random.split(rng, 4)
-    example = replay.Transition(
-      obs=jnp.zeros((obs_size,)),
-      action=jnp.zeros((act_size,)),
-      reward=jnp.zeros(()),
-      true_reward=jnp.zeros(()),
-      discount=jnp.zeros(()),
-      next_obs=jnp.zeros((obs_size,)),
-    )
+    example = replay.Transition.zeros(obs_size, act_size)
     buffer = replay.init(config.total_steps, example)  # never overwritten
     env_state = env.reset(k_env)
 

@@ -6,7 +6,9 @@ compiled once.
 """
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -338,9 +340,6 @@ def test_each_program_compiles_once_across_sessions_eval_and_resume(tmp_path):
   """Retrace guard: a run with feedback sessions, evaluations and
   checkpoints, stopped and resumed in the same process with the same
   Trainer, compiles every program exactly once."""
-  import logging  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-
   compiled = []
 
   class Names(logging.Handler):

@@ -37,6 +37,22 @@ class Transition:
   next_obs: jax.Array
   pose: Optional[jax.Array] = None
 
+  @classmethod
+  def zeros(
+    cls, obs_size: int, action_size: int, pose_size: Optional[int] = None
+  ) -> "Transition":
+    """One all-zero float32 item: obs / next_obs [O], action [A], scalars,
+    pose [P] (None without a pose size): `init`'s example."""
+    return cls(
+      obs=jnp.zeros((obs_size,)),
+      action=jnp.zeros((action_size,)),
+      reward=jnp.zeros(()),
+      true_reward=jnp.zeros(()),
+      discount=jnp.zeros(()),
+      next_obs=jnp.zeros((obs_size,)),
+      pose=None if pose_size is None else jnp.zeros((pose_size,)),
+    )
+
 
 @struct.dataclass
 class ReplayBuffer:

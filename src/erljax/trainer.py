@@ -111,15 +111,7 @@ class Trainer:
   def init(self, key: jax.Array) -> TrainState:
     k_sac, k_env, k_rew, key = jax.random.split(key, 4)
     obs_size, act_size = self.env.observation_size, self.env.action_size
-    example = Transition(
-      obs=jnp.zeros((obs_size,)),
-      action=jnp.zeros((act_size,)),
-      reward=jnp.zeros(()),
-      true_reward=jnp.zeros(()),
-      discount=jnp.zeros(()),
-      next_obs=jnp.zeros((obs_size,)),
-      pose=jnp.zeros((self.env.pose_size,)),
-    )
+    example = Transition.zeros(obs_size, act_size, self.env.pose_size)
     return TrainState(
       sac=self.agent.init(k_sac),
       buffer=replay.init(self.config.replay_capacity, example),
