@@ -1,4 +1,4 @@
-"""Throughput benchmark suite: erljax beside Brax's SAC.
+"""Throughput benchmark suite: erljax's pieces, timed apart.
 
   python -m benchmarks.run --suite=quick --out=benchmarks/results/quick.json
 
@@ -6,9 +6,10 @@ Sections (each reports compile time apart from steady-state throughput, and
 the process's peak RSS after it; device memory stats where the device has
 them):
   env       steps/s of each task vs number of parallel envs.
-  sac       erljax's compiled training chunk and brax.training.agents.sac on
-            the same task and settings, back to back in this process:
-            env steps/s, gradient updates/s, ratio erljax / brax.
+  sac       erljax's compiled training chunk alone (no evaluation, no host
+            work): env steps/s, gradient updates/s. A component figure;
+            erljax against Brax's SAC is `benchmarks.end_to_end`, which
+            times both from their public interfaces as a user waits.
   erl_loop  the full ERL-VLM loop (SAC + reward learning + relabelling +
             scripted rating, 50 queries every 5,000 steps) via runner.run
             with reward.source=learned, as a fraction of the same run with
@@ -20,10 +21,6 @@ them):
   devices   the SAC chunk with its state sharded over 1, 2, ... devices
             (erljax.sharding); only with more than one JAX device.
 
-Fair timing of Brax: its train() times every training epoch alone (it blocks
-on the epoch's result and excludes evaluation) and hands the figure to
-progress_fn as metrics['training/sps']. The first epoch includes the epoch's
-compilation and is dropped; the median of the others is the steady state.
 erljax's chunk is compiled ahead of time (timed apart), run once to warm up,
 then timed chunk by chunk with block_until_ready; the median is reported.
 """
@@ -206,7 +203,7 @@ def env_throughput(
 
 
 # ----------------------------------------------------------------------------
-# 2. SAC: erljax chunk vs Brax.
+# 2. SAC: erljax's training chunk alone.
 
 
 def erljax_sac(
@@ -248,45 +245,7 @@ def erljax_sac(
   }
 
 
-def brax_sac(
-  s: common.SACSetup, chunk_steps: int, chunks: int
-) -> Dict[str, Any]:
-  """Steady-state throughput of brax.training.agents.sac (see module doc)."""
-  epochs = chunks + 1  # the first includes compilation
-  prefill = -(-s.seed_steps // s.num_envs) * s.num_envs
-  sps: List[float] = []
-  marks: List[float] = []
-
-  def progress(step, metrics):
-    marks.append(time.perf_counter())
-    if "training/sps" in metrics:
-      sps.append(float(metrics["training/sps"]))
-
-  t = time.perf_counter()
-  common.brax_sac_train(
-    s,
-    seed=0,
-    num_timesteps=prefill + epochs * chunk_steps,
-    num_evals=epochs + 1,
-    progress_fn=progress,
-  )
-  wall = time.perf_counter() - t
-  steady = statistics.median(sps[1:]) if len(sps) > 1 else math.nan
-  epoch_s = chunk_steps / np.asarray(sps)
-  return {
-    "wall_s": wall,
-    "epoch_env_steps_per_s": sps,
-    "first_epoch_s": float(epoch_s[0]),
-    # First epoch minus a steady one: Brax's compile of the epoch.
-    "compile_s": float(epoch_s[0] - np.median(epoch_s[1:]))
-    if len(sps) > 1
-    else math.nan,
-    "env_steps_per_s": steady,
-    "updates_per_s": steady / s.num_envs * s.updates_per_step,
-  }
-
-
-def sac_section(suite: Suite, with_brax: bool = True) -> Dict[str, Any]:
+def sac_section(suite: Suite) -> Dict[str, Any]:
   s = suite.sac
   out: Dict[str, Any] = {
     "setup": s.as_dict(),
@@ -298,13 +257,6 @@ def sac_section(suite: Suite, with_brax: bool = True) -> Dict[str, Any]:
   )
   out["erljax"] = erljax_sac(s, suite.sac_chunk_steps, suite.sac_chunks)
   out["erljax"]["memory"] = _memory()
-  if with_brax:
-    _log("sac: brax")
-    out["brax"] = brax_sac(s, suite.sac_chunk_steps, suite.sac_chunks)
-    out["brax"]["memory"] = _memory()
-    out["ratio_erljax_over_brax"] = (
-      out["erljax"]["env_steps_per_s"] / out["brax"]["env_steps_per_s"]
-    )
   return out
 
 
@@ -626,7 +578,6 @@ def run_suite(
   suite: Suite,
   name: str,
   sections: Sequence[str] = SECTIONS,
-  with_brax: bool = True,
   out_path: str = "",
 ) -> Dict[str, Any]:
   """Runs the sections; returns the JSON-ready result.
@@ -670,7 +621,7 @@ def run_suite(
     res["env"] = rows
     done_section()
   if "sac" in sections:
-    res["sac"] = sac_section(suite, with_brax)
+    res["sac"] = sac_section(suite)
     done_section()
   if "erl_loop" in sections:
     res["erl_loop"] = erl_loop_section(suite)
@@ -724,15 +675,12 @@ def table(out: Dict[str, Any]) -> str:
       f"{s['setup']['updates_per_step']} updates / vectorized step"
     )
     add(f"{'':<10}{'env steps/s':>13}{'updates/s':>11}{'compile s':>11}")
-    for who in ("erljax", "brax"):
-      if who in s:
-        x = s[who]
-        add(
-          f"{who:<10}{x['env_steps_per_s']:>13.0f}"
-          f"{x['updates_per_s']:>11.0f}{x['compile_s']:>11.1f}"
-        )
-    if "ratio_erljax_over_brax" in s:
-      add(f"ratio erljax / brax: {s['ratio_erljax_over_brax']:.2f}")
+    x = s["erljax"]
+    add(
+      f"{'chunk':<10}{x['env_steps_per_s']:>13.0f}"
+      f"{x['updates_per_s']:>11.0f}{x['compile_s']:>11.1f}"
+    )
+    add("(the chunk alone; against Brax: python -m benchmarks.end_to_end)")
   if "erl_loop" in r:
     e = r["erl_loop"]
     add("")
@@ -808,10 +756,9 @@ def main(argv: Optional[Sequence[str]] = None):
     default=",".join(SECTIONS),
     help=f"comma-separated subset of {SECTIONS}",
   )
-  p.add_argument("--skip_brax", action="store_true")
   a = p.parse_args(argv)
   sections = tuple(x for x in a.sections.split(",") if x)
-  out = run_suite(SUITES[a.suite], a.suite, sections, not a.skip_brax, a.out)
+  out = run_suite(SUITES[a.suite], a.suite, sections, a.out)
   print(table(out), flush=True)
   if a.out:
     print("wrote", a.out)
