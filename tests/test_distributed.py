@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from erljax import checkpoint
 from erljax import config as config_lib
 from erljax import distributed
 
@@ -146,6 +147,16 @@ def test_process_id_beyond_num_processes_and_keys_while_off():
   with pytest.raises(config_lib.ConfigError, match="enabled=False"):
     config_lib.validate(c)
   config_lib.validate(_dist(coordinator_address="h:1", process_id=0))
+
+
+def test_launch_keys_may_change_on_resume():
+  # A resumed run may use other hosts, ports or process counts.
+  keys = [
+    k
+    for k in checkpoint._flat_config(config_lib.default())  # pylint: disable=protected-access
+    if k.startswith("distributed.")
+  ]
+  assert keys and set(keys) <= set(checkpoint.RESUMABLE_CHANGES)
 
 
 def test_host_reads_with_one_process():
