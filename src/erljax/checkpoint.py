@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from erljax import config as config_lib
+from erljax import distributed
 
 # Config keys a resumed run may change: they steer how long and how the run
 # is logged, not what it computes.
@@ -43,6 +45,13 @@ RESUMABLE_CHANGES = (
   "workdir",
   "checkpoint.every",
   "checkpoint.keep",
+  # How the processes find each other, not what they compute.
+  "distributed.enabled",
+  "distributed.coordinator_address",
+  "distributed.num_processes",
+  "distributed.process_id",
+  "distributed.cluster_detection",
+  "distributed.initialization_timeout",
 )
 MARGIN_BYTES = 64 << 20
 
@@ -73,7 +82,8 @@ def check_workdir(workdir: str, needed_bytes: int) -> None:
   """
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".erljax_write_probe")
+    # One probe per process: every process writes its part of a checkpoint.
+    probe = os.path.join(workdir, f".erljax_write_probe_{jax.process_index()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -144,7 +154,10 @@ def _unflat(flat: Dict[str, Any], template: Any) -> Any:
 def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
   # A real copy: on CPU np.asarray can alias a device buffer that the next
   # (donating) training chunk overwrites while the save is still writing.
-  return {k: np.array(x, copy=True) for k, x in flat.items()}
+  # Arrays split over processes are gathered: every process then holds the
+  # whole checkpoint and orbax writes numpy arrays from process 0 only.
+  host = distributed.to_host(flat)
+  return {k: np.array(x, copy=True) for k, x in host.items()}
 
 
 def _flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
@@ -296,9 +309,12 @@ class Checkpointer:
       f"({type(error).__name__}: {str(error)[:200]}); moved to {bad}, "
       "trying the previous one"
     )
-    os.makedirs(os.path.dirname(bad), exist_ok=True)
-    shutil.rmtree(bad, ignore_errors=True)
-    shutil.move(os.path.join(self.directory, str(step)), bad)
+    if distributed.is_primary():  # the directory is shared
+      os.makedirs(os.path.dirname(bad), exist_ok=True)
+      shutil.rmtree(bad, ignore_errors=True)
+      shutil.move(os.path.join(self.directory, str(step)), bad)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"erljax_set_aside_{step}")
     self.manager.reload()
 
   def _check_config(self, saved: Dict[str, Any], step: int) -> None:

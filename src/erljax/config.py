@@ -62,6 +62,21 @@ def default() -> ml_collections.ConfigDict:
   c.render.rollout_video = False  # workdir/rollout.gif of the final policy
   c.render.fps = 25.0
 
+  # Several processes (one per host or GPU) running the same command
+  # (erljax.distributed); unset keys come from the cluster's launcher (srun,
+  # mpirun, ...). Process 0 asks the raters and writes workdir's files;
+  # workdir must be on a file system every process sees (checkpoints).
+  c.distributed = ml_collections.ConfigDict()
+  # None: start when a key below is set or a launch of >1 process is
+  # detected; True: always; False: never (one process).
+  c.distributed.enabled = config_dict.placeholder(bool)
+  c.distributed.coordinator_address = config_dict.placeholder(str)  # "h:p"
+  c.distributed.num_processes = config_dict.placeholder(int)
+  c.distributed.process_id = config_dict.placeholder(int)
+  # JAX's cluster_detection_method, e.g. "mpi4py"; None: any it knows.
+  c.distributed.cluster_detection = config_dict.placeholder(str)
+  c.distributed.initialization_timeout = 300  # seconds
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 50_000
   c.checkpoint.keep = 2  # most recent checkpoints kept (>= 2)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from erljax import distributed
 from erljax import replay
 from erljax.raters import Queries, Rater, Ratings
 
@@ -319,8 +320,7 @@ def label_histogram(
   rating_sets: RatingSet, num_classes: int
 ) -> List[List[int]]:
   """Stored labels per class [S][C] of seed-stacked rating sets."""
-  sizes = np.asarray(rating_sets.size)
-  labels = np.asarray(rating_sets.label)
+  sizes, labels = distributed.to_host((rating_sets.size, rating_sets.label))
   return [
     np.bincount(labels[s, : sizes[s]], minlength=num_classes).tolist()
     for s in range(len(sizes))
@@ -338,9 +338,9 @@ def label_accuracy(
   answer is 1 where the second segment's return is higher. NaN for a seed
   with nothing stored.
   """
-  sizes = np.asarray(rating_sets.size)
-  labels = np.asarray(rating_sets.label)
-  true_r = np.asarray(rating_sets.true_reward)
+  sizes, labels, true_r = distributed.to_host(
+    (rating_sets.size, rating_sets.label, rating_sets.true_reward)
+  )
   out = []
   for s in range(len(sizes)):
     r = true_r[s, : sizes[s]]

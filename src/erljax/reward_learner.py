@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from erljax import distributed
 from erljax import gradients
 from erljax import reward as reward_lib
 from erljax import reward_model as reward_model_lib
@@ -228,8 +229,7 @@ def train_reward(
   Returns params, opt_state, epochs [S], and the accuracy [S] and balanced
   accuracy [S] of each seed's last epoch.
   """
-  sizes = np.asarray(rating_sets.size)
-  labels_all = np.asarray(rating_sets.label)
+  sizes, labels_all = distributed.to_host((rating_sets.size, rating_sets.label))
   num_seeds = sizes.shape[0]
   e = learner.model.ensemble_size
   weights = []
@@ -272,6 +272,7 @@ def train_reward(
         weights,
         jnp.asarray(active),
       )
+      c_blk, n_blk = distributed.to_host((c_blk, n_blk))
       correct += np.asarray(c_blk, np.float64)
       count += np.asarray(n_blk, np.float64)
     acc, bal = accuracies(correct, count)

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from erljax import checkpoint as checkpoint_lib
+from erljax import distributed
 from erljax import media
 from erljax import metrics_writer
 from erljax import sessions
@@ -59,14 +60,19 @@ def run(
   (erljax.metrics_writer) and checkpoints (erljax.checkpoint); SIGINT/SIGTERM
   save a checkpoint at the next chunk boundary and return early
   (RunResult.interrupted), `config.resume` continues from the latest one.
+
+  Over several processes (config.distributed, erljax.distributed) every
+  process calls this with the same config and gets the same result; only
+  process 0 logs, asks the raters and writes workdir's files.
   """
+  distributed.initialize(config)
   return _Run(
     trainer or trainer_lib.Trainer.create(config), log, raters
   ).train()
 
 
 def _to_host(tree) -> Dict[str, Any]:
-  return {k: np.asarray(v).tolist() for k, v in jax.device_get(tree).items()}
+  return {k: v.tolist() for k, v in distributed.to_host(tree).items()}
 
 
 def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
@@ -81,14 +87,16 @@ def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
 def _rollout_video(
   trainer: trainer_lib.Trainer, state: trainer_lib.TrainState, keys: jax.Array
 ) -> str:
-  """workdir/rollout.gif: one deterministic episode of seed 0's policy."""
+  """workdir/rollout.gif: one deterministic episode of seed 0's policy,
+  played and written by process 0 (the others return its path)."""
+  path = os.path.join(trainer.config.workdir, "rollout.gif")
   params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
-  return media.rollout_gif(
-    trainer,
-    params,
-    keys[0],
-    os.path.join(trainer.config.workdir, "rollout.gif"),
-  )
+  key = keys[0]
+  if jax.process_count() > 1:  # seed 0's values, local to every process
+    params, key = distributed.to_host((params, key))
+  if not distributed.is_primary():
+    return path
+  return media.rollout_gif(trainer, params, key, path)
 
 
 class _Run:
@@ -103,7 +111,9 @@ class _Run:
     self, trainer: trainer_lib.Trainer, log: Log, raters: Optional[List[Any]]
   ):
     self.trainer = trainer
-    self.log = log
+    self.primary = distributed.is_primary()
+    self.log = log if self.primary else lambda _: None
+    log = self.log
     c = self.config = trainer.config
     self.seeds = list(range(c.seed, c.seed + c.num_seeds))
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(self.seeds))
@@ -130,7 +140,8 @@ class _Run:
     log(
       f"erljax: task={c.task} seeds={c.num_seeds} envs={c.num_envs} "
       f"reward={c.reward.source} devices={jax.devices()[0].platform} "
-      f"compile={self.compile_seconds:.1f}s"
+      + (f"processes={jax.process_count()} " if jax.process_count() > 1 else "")
+      + f"compile={self.compile_seconds:.1f}s"
     )
 
     self.env_steps = 0
@@ -139,7 +150,7 @@ class _Run:
     self.t_start = time.perf_counter()
     self.restored = self._restore()
     self.writer = None
-    if c.workdir:
+    if c.workdir and self.primary:
       with open(os.path.join(c.workdir, "config.json"), "w") as f:
         f.write(c.to_json_best_effort(indent=2))
       self.writer = metrics_writer.MetricsWriter(
@@ -150,7 +161,9 @@ class _Run:
         resume_step=self.env_steps if self.restored else None,
       )
     self.bar = metrics_writer.ProgressBar(
-      c.total_steps, self.env_steps, c.progress and sys.stderr.isatty()
+      c.total_steps,
+      self.env_steps,
+      c.progress and self.primary and sys.stderr.isatty(),
     )
     # Elapsed training time counts from here, on top of the restored run's.
     self.t_start = time.perf_counter() - self.elapsed0
@@ -294,9 +307,11 @@ class _Run:
             self._evaluate(train_metrics, self._elapsed())
             next_eval = (self.env_steps // c.eval_every + 1) * c.eval_every
           self.bar.update(self.env_steps)
+          # Over several processes: the same on all, so all stop here.
+          signum = distributed.max_over_processes(stop.signum or 0)
           if self.ckpt and (
             self.ckpt.due(self.env_steps)
-            or stop.requested
+            or signum
             or self.env_steps >= c.total_steps
           ):
             if loop is not None:
@@ -305,10 +320,10 @@ class _Run:
               self.state, recs = loop.drain(self.state, self.env_steps)
               self._report_feedback(recs)
             self.ckpt.save(self.env_steps, self._snapshot())
-          if stop.requested:
-            interrupted = stop.signum
+          if signum:
+            interrupted = signum
             self.log(
-              f"stopped by signal {stop.signum} at step "
+              f"stopped by signal {signum} at step "
               f"{self.env_steps}"
               + (
                 f"; checkpoint saved in {self.ckpt.directory}, "

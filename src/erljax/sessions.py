@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from erljax import config as config_lib
+from erljax import distributed
 from erljax import feedback as feedback_lib
 from erljax import reward_learner
 from erljax import media
@@ -58,11 +59,14 @@ class FeedbackLoop:
   request: sample queries from the recent replay (jitted), bring them to the
     host, render their post-step frames if the raters need them, and hand
     each seed's rating call to a worker thread (one per seed, so one rater is
-    never called twice at once and answers come back in order);
+    never called twice at once and answers come back in order; over several
+    processes only process 0 asks, erljax.distributed);
   completion: once every seed has answered (polled without blocking at each
-    chunk boundary), store the answered queries, train the reward ensemble
-    until accuracy > stop_accuracy or max_epochs, relabel the whole buffer,
-    and after the first completed session reset the critic and warm up.
+    chunk boundary; process 0's answers and its "all answered" reach every
+    process, which then all train the same reward), store the answered
+    queries, train the reward ensemble until accuracy > stop_accuracy or
+    max_epochs, relabel the whole buffer, and after the first completed
+    session reset the critic and warm up.
   Training chunks keep running in between. Unanswered queries are counted
   (answered / dropped per seed) and never labelled; a rater reports service
   failures that way, so an exception out of a rater is a bug and stops the
@@ -126,6 +130,7 @@ class FeedbackLoop:
       else None
     )
     self._renderer = None
+    self.primary = distributed.is_primary()
     self._workers: List[concurrent.futures.ThreadPoolExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
     self.rating_sets = self.programs.empty_sets(jnp.arange(len(seeds)))
@@ -194,7 +199,7 @@ class FeedbackLoop:
         queries.obs, queries.action, queries.next_obs, queries.true_reward
       )
     )
-    true_r = np.asarray(queries.true_reward).sum(-1)
+    true_r = distributed.to_host(queries.true_reward).sum(-1)
     frames = self._frames(queries)
     # The boundary to the raters: S seeds, Q queries, P segments, H steps.
     seg = (
@@ -223,7 +228,10 @@ class FeedbackLoop:
     )
     for s, rater in enumerate(self.raters):
       args = (rater, true_r[s], None if frames is None else frames[s])
-      if self.inline:
+      if not self.primary:  # process 0's answers arrive at completion
+        future = concurrent.futures.Future()
+        future.set_result(None)
+      elif self.inline:
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_result(feedback_lib.ask(*args))
       else:
@@ -243,7 +251,7 @@ class FeedbackLoop:
     recs: List[Dict[str, Any]],
     final: bool = False,
   ) -> TrainState:
-    while self.pending and all(f.done() for f in self.pending[0].futures):
+    while self.pending and self._answered(self.pending[0]):
       state, rec = self._complete(
         state, env_steps, self.pending.popleft(), final
       )
@@ -257,7 +265,7 @@ class FeedbackLoop:
     `final` (training is over) the critic is not reset."""
     c = self.config
     t0 = time.perf_counter()
-    ratings = [f.result() for f in p.futures]
+    ratings = self._ratings(p)
     if self.frames_dir and p.frames is not None:
       media.save_png(
         media.rated_grid(
@@ -276,7 +284,8 @@ class FeedbackLoop:
       else self.programs.query_frames(p.queries),
     )
     num_seeds = len(ratings)
-    trained = bool(np.asarray(self.rating_sets.size).sum() > 0)
+    stored = distributed.to_host(self.rating_sets.size)
+    trained = bool(stored.sum() > 0)
     if trained:
       params = state.reward_params
       if self.opt_state is None:
@@ -291,8 +300,9 @@ class FeedbackLoop:
       )
       first = self.installed == 0 and c.feedback.reset_critic and not final
       state, m = self.programs.after[first](state, params, p.keys)
-      corr = np.asarray(m["reward_corr"]).tolist()
-      signal_corr = np.asarray(m["signal_corr"]).tolist()
+      m = distributed.to_host({k: m[k] for k in ("reward_corr", "signal_corr")})
+      corr = m["reward_corr"].tolist()
+      signal_corr = m["signal_corr"].tolist()
       self.installed += 1
     else:  # nothing answered yet: keep the reward as it is
       epochs = [0] * num_seeds
@@ -305,7 +315,7 @@ class FeedbackLoop:
       "queries": len(ratings[0].answered),
       "queries_sent": p.queries_sent,
       **counts,
-      "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
+      "ratings_stored": stored.tolist(),
       "trained": trained,
       "epochs": epochs,
       "reward_accuracy": acc,
@@ -344,14 +354,14 @@ class FeedbackLoop:
       _, late = concurrent.futures.wait(
         self.pending[0].futures, timeout=timeout
       )
-      if late:
+      if distributed.from_primary(np.asarray(bool(late))):
         break
       state = self._complete_ready(state, env_steps, recs, final=True)
     while self.pending:
       p = self.pending.popleft()
       for f in p.futures:
         f.cancel()
-      q = len(np.asarray(p.queries.true_reward)[0])
+      q = p.queries.true_reward.shape[1]
       recs.append(
         {
           "env_steps": env_steps,
@@ -363,7 +373,7 @@ class FeedbackLoop:
           "abandoned": True,
           "answered": [0] * len(p.futures),
           "dropped": [q] * len(p.futures),
-          "ratings_stored": np.asarray(self.rating_sets.size).tolist(),
+          "ratings_stored": distributed.to_host(self.rating_sets.size).tolist(),
           "latency_seconds": time.perf_counter() - p.requested_time,
         }
       )
@@ -392,6 +402,35 @@ class FeedbackLoop:
 
   # -- helpers ----------------------------------------------------------------
 
+  def _answered(self, p: _Pending) -> bool:
+    """Whether every seed of `p` has its answers (process 0's view)."""
+    return bool(
+      distributed.from_primary(np.asarray(all(f.done() for f in p.futures)))
+    )
+
+  def _ratings(self, p: _Pending) -> List[raters_lib.Ratings]:
+    """Each seed's answers to `p`, process 0's on every process (the labels
+    [Q] and answered [Q] from which the stored and dropped counts follow)."""
+    got = [f.result() for f in p.futures]
+    if jax.process_count() == 1:
+      return got
+    q = p.queries.true_reward.shape[1]
+    shape = (len(got), q)
+    labels, answered = distributed.from_primary(
+      (
+        np.stack([r.labels for r in got]).astype(np.int32)
+        if self.primary
+        else np.zeros(shape, np.int32),
+        np.stack([r.answered for r in got])
+        if self.primary
+        else np.zeros(shape, bool),
+      )
+    )
+    return [
+      raters_lib.Ratings(labels=lab, answered=ans)
+      for lab, ans in zip(labels, answered)
+    ]
+
   def _worker(self, seed_index: int) -> concurrent.futures.ThreadPoolExecutor:
     while len(self._workers) <= seed_index:
       self._workers.append(
@@ -412,12 +451,14 @@ class FeedbackLoop:
         "the raters need frames but the replay buffer holds "
         "no poses to render them from"
       )
+    pose = distributed.to_host(queries.pose)[:, :, :, -1]
+    if not self.primary:  # only process 0's raters look at frames
+      return None
     if self._renderer is None:
       size = self.config.render
       self._renderer = render_lib.FrameRenderer(
         self.trainer.env.task.name, height=size.height, width=size.width
       )
-    pose = np.asarray(queries.pose)[:, :, :, -1]
     frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
     return frames.reshape(pose.shape[:-1] + frames.shape[1:])
 
@@ -430,7 +471,7 @@ class FeedbackLoop:
     if opt_state is None:
       # A stand-in of the right structure (not used on load): Adam's state
       # before the first session.
-      n = np.asarray(self.rating_sets.size).shape[0]
+      n = self.rating_sets.size.shape[0]
       opt_state = jax.tree_util.tree_map(
         lambda x: jnp.zeros(x.shape, x.dtype),
         jax.eval_shape(

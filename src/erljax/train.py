@@ -5,6 +5,11 @@
 
 Stop it with Ctrl-C or SIGTERM: it saves a checkpoint at the next chunk
 boundary and exits; add --config.resume=True to the same command to continue.
+
+Over several processes (hosts) every process runs the same command: under
+srun / mpirun as is, elsewhere with --config.distributed.coordinator_address
+=HOST:PORT --config.distributed.num_processes=N
+--config.distributed.process_id=I (erljax.distributed).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ml_collections import config_flags
 
 from erljax import checkpoint
 from erljax import config as config_lib
+from erljax import distributed
 from erljax import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,6 +48,11 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"erljax: bad config: {e}", file=sys.stderr)
     sys.exit(2)
+  try:  # before anything touches a device
+    distributed.initialize(config)
+  except ValueError as e:
+    print(f"erljax: bad config: {e}", file=sys.stderr)
+    sys.exit(2)
   try:
     result = runner.run(config)
   except (config_lib.ConfigError, checkpoint.WorkdirError) as e:
@@ -57,6 +68,8 @@ def main(argv):
       "--config.resume=True"
     )
     sys.exit(128 + result.interrupted)  # the shell's code for that signal
+  if not distributed.is_primary():
+    return
   print(
     f"done: {last['env_steps']} env steps, final eval_return "
     f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "

@@ -350,7 +350,60 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     )
   if c.reward.source == "learned":
     _validate_schedule(c)
+  _validate_distributed(c)
   return c
+
+
+def _validate_distributed(c: ml_collections.ConfigDict) -> None:
+  """config.distributed (erljax.distributed): the values' types and ranges;
+  unset ones are resolved from the cluster at start-up."""
+  d = c.distributed
+  check(
+    c,
+    "distributed.enabled",
+    lambda v: v is None or isinstance(v, bool),
+    "must be True, False or None (start when keys are set or a "
+    "multi-process launch is detected)",
+  )
+  if d.coordinator_address is not None:
+    check(
+      c,
+      "distributed.coordinator_address",
+      _host_port,
+      "must be 'host:port' with a port in [1, 65535]",
+    )
+  if d.num_processes is not None:
+    check(c, "distributed.num_processes", integer_at_least(1), "must be >= 1")
+  if d.process_id is not None:
+    check(c, "distributed.process_id", integer_at_least(0), "must be >= 0")
+    if d.num_processes is not None:
+      check(
+        c,
+        "distributed.process_id",
+        lambda v: v < d.num_processes,
+        f"must be below num_processes={d.num_processes}",
+      )
+  check(
+    c,
+    "distributed.initialization_timeout",
+    integer_at_least(1),
+    "must be an integer >= 1 (seconds)",
+  )
+  if d.enabled is False:
+    for key in ("coordinator_address", "num_processes", "process_id"):
+      check(
+        c,
+        f"distributed.{key}",
+        lambda v: v is None,
+        "is set but distributed.enabled=False",
+      )
+
+
+def _host_port(v: Any) -> bool:
+  if not isinstance(v, str):
+    return False
+  host, sep, port = v.rpartition(":")
+  return bool(host and sep and port.isdigit() and 1 <= int(port) <= 65535)
 
 
 def _validate_schedule(c: ml_collections.ConfigDict) -> None:
