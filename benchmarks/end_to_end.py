@@ -9,7 +9,8 @@ two fresh processes one after the other: erljax's CLI
 worker that calls `brax.training.agents.sac.train` with the same settings
 (`benchmarks.common.brax_sac_train`: task, envs, episode length 200, batch
 256, 3x256 networks, U gradient updates per vectorized step, replay size,
-1,000 random prefill steps, 16 evaluation episodes, 11 evaluations). This
+1,000 random prefill steps rounded up to whole vectorized steps, 16
+evaluation episodes, 11 evaluations). This
 process timestamps every report line as it arrives on the child's stdout,
 the same way for both, and reports:
 
@@ -32,6 +33,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -39,7 +41,8 @@ from benchmarks import common  # sets TF_CPP_MIN_LOG_LEVEL before jax loads
 
 EVALS = 11  # reports: the evaluation at step 0 and 10 more
 _ERLJAX_REPORT = re.compile(r"^step\s+(\d+)\s+eval_return")
-_BRAX_REPORT = re.compile(r"^report\s+(\d+)")
+_BRAX_REPORT = re.compile(r"^report\s+(\d+)(?:\s+training_sps\s+([\d.na]+))?")
+_COMPILE = re.compile(r"compile=([\d.]+)s")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,7 +61,9 @@ def setup(num_envs: int, updates: int) -> common.SACSetup:
     batch_size=256,
     updates_per_step=updates,
     hidden=(256, 256, 256),
-    seed_steps=1_000,
+    # 1,000 random prefill steps rounded up to whole vectorized steps, as
+    # Brax rounds its min_replay_size (erljax requires the multiple).
+    seed_steps=-(-1_000 // num_envs) * num_envs,
     replay_capacity=100_000,
     num_eval_envs=16,
   )
@@ -107,38 +112,53 @@ def brax_command(s: common.SACSetup, total_steps: int) -> List[str]:
 def timed_reports(
   cmd: Sequence[str], pattern: re.Pattern, timeout: float
 ) -> Dict[str, Any]:
-  """Runs cmd; (seconds since launch, env steps) of each report line."""
+  """Runs cmd; (seconds since launch, env steps) of each report line, the
+  child's peak resident memory and, where it prints one, its compile time
+  (erljax's "compile=XXs")."""
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
     [_ROOT, os.path.join(_ROOT, "src"), env.get("PYTHONPATH", "")]
   ).rstrip(os.pathsep)
-  t0 = time.perf_counter()
-  proc = subprocess.Popen(
-    list(cmd),
-    cwd=_ROOT,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    bufsize=1,
-  )
   reports: List[Tuple[float, int]] = []
+  inner: List[float] = []  # Brax's training/sps of each epoch after the first
   lines: List[str] = []
-  assert proc.stdout is not None
-  for line in proc.stdout:
-    now = time.perf_counter() - t0
-    lines.append(line.rstrip())
-    m = pattern.match(line)
-    if m:
-      reports.append((now, int(m.group(1))))
-    if now > timeout:
-      proc.kill()
-      break
-  _, err = proc.communicate()
+  compile_s = None
+  # stderr to a file: a full pipe would block the child while we read stdout.
+  with tempfile.TemporaryFile("w+") as err:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+      list(cmd),
+      cwd=_ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=err,
+      text=True,
+      bufsize=1,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+      now = time.perf_counter() - t0
+      lines.append(line.rstrip())
+      m = pattern.match(line)
+      if m:
+        reports.append((now, int(m.group(1))))
+        if m.lastindex == 2 and m.group(2) != "nan" and len(reports) > 2:
+          inner.append(float(m.group(2)))
+      c = _COMPILE.search(line)
+      if c and compile_s is None:
+        compile_s = float(c.group(1))
+      if now > timeout:
+        proc.kill()
+        break
+    # wait4, not wait: it also gives the child's resource usage.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err.seek(0)
+    stderr = err.read()
   if proc.returncode != 0 or len(reports) < 3:
     raise RuntimeError(
       f"{' '.join(cmd)} exited with {proc.returncode} after "
-      f"{len(reports)} reports:\n" + "\n".join(lines[-10:]) + err[-3000:]
+      f"{len(reports)} reports:\n" + "\n".join(lines[-10:]) + stderr[-3000:]
     )
   (t1, s1), (t2, s2) = reports[1], reports[-1]
   return {
@@ -150,6 +170,11 @@ def timed_reports(
     "steady_env_steps": s2 - s1,
     "wall_s": t2,
     "first_report_s": reports[0][0],
+    "compile_s": compile_s,
+    # Brax only: the mean of its own per-epoch training/sps (evaluation
+    # excluded) over the same epochs as steady_env_steps_per_s.
+    "inner_env_steps_per_s": sum(inner) / len(inner) if inner else None,
+    "peak_rss_mb": usage.ru_maxrss / 1024.0,
     "last_lines": lines[-3:],
   }
 
@@ -226,8 +251,9 @@ def _brax_worker(a) -> None:
   """Brax's SAC with the case's settings; one line per progress report."""
 
   def progress(step, metrics):
-    del metrics
-    print(f"report {int(step)}", flush=True)
+    # Brax's own figure for the epoch alone (no evaluation), beside ours.
+    sps = float(metrics.get("training/sps", float("nan")))
+    print(f"report {int(step)} training_sps {sps:.2f}", flush=True)
 
   common.brax_sac_train(
     setup(a.envs, a.updates), 0, a.total_steps, EVALS, progress

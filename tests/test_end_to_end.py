@@ -45,14 +45,23 @@ def _fake(lines, code=0):
 
 def test_timed_reports_time_the_second_report_to_the_last():
   cmd = _fake(
-    [("report 0", 0.3), ("noise", 0.0), ("report 100", 0.3), ("report 300", 0)]
+    [
+      ("erljax: task=x compile=12.5s", 0.0),
+      ("report 0 training_sps nan", 0.3),
+      ("noise", 0.0),
+      ("report 100 training_sps 50.0", 0.3),
+      ("report 300 training_sps 70.5", 0),
+    ]
   )
-  rec = e2e.timed_reports(cmd, re.compile(r"^report\s+(\d+)"), timeout=60)
+  rec = e2e.timed_reports(cmd, e2e._BRAX_REPORT, timeout=60)  # pylint: disable=protected-access
   assert [s for _, s in rec["reports"]] == [0, 100, 300]
   t1, t2 = rec["reports"][1][0], rec["reports"][2][0]
   assert 0.25 < t2 - t1 < 5.0
   assert rec["steady_env_steps_per_s"] == pytest.approx(200 / (t2 - t1))
   assert rec["steady_env_steps"] == 200 and rec["wall_s"] == t2
+  assert rec["compile_s"] == 12.5 and rec["peak_rss_mb"] > 1.0
+  # Brax's own epoch figures over the same window: the last epoch only.
+  assert rec["inner_env_steps_per_s"] == 70.5
 
 
 def test_timed_reports_name_the_command_when_it_fails():
