@@ -14,7 +14,7 @@ import math
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Dict
 
 import jax
 import numpy as np
@@ -25,6 +25,7 @@ import point_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
 from erljax import runner  # pylint: disable=g-import-not-at-top
 from erljax import session_programs  # pylint: disable=g-import-not-at-top
+from erljax import sharding  # pylint: disable=g-import-not-at-top
 from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
 
@@ -109,12 +110,40 @@ def compare(n: int, source: str, num_seeds: int, shards: int):
     "chunk_all_gather": collectives(chunk, "all-gather"),
   }
   if source == "learned":
-    # Installing a new reward relabels each block where it lies.
-    after = session_programs.session_programs(trainers[n]).after[True]
-    keys = jax.device_put(many.key, many.key.sharding)
-    after = after.lower(many, many.reward_params, keys).compile()
-    out["after_all_gather"] = collectives(after, "all-gather")
+    out.update(session_collectives(trainers[n], many))
+    out["max_reward_param_diff"] = max(
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+      for a, b in zip(
+        jax.tree_util.tree_leaves(one.reward_params),
+        jax.tree_util.tree_leaves(many.reward_params),
+      )
+    )
   return out
+
+
+def session_collectives(trainer, state) -> Dict[str, int]:
+  """Collectives of the feedback session's programs on `state`'s layout."""
+  c = trainer.config
+  programs = session_programs.session_programs(trainer)
+  # Installing a new reward relabels each block where it lies.
+  after = programs.after[True].lower(state, state.reward_params, state.key)
+  # A reward epoch on minibatches split over the data axis.
+  layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
+  s, e = c.num_seeds, c.reward.ensemble_size
+  schedule = np.zeros((s, 8, e, c.reward.batch_size), np.int32)
+  epoch = programs.epoch.lower(
+    state.reward_params,
+    programs.opt_init(state.reward_params),
+    programs.empty_sets(np.arange(s)),
+    layout.put_minibatches(schedule),
+    layout.put_minibatches(schedule.astype(bool)),
+    np.ones((s, programs.learner.num_classes), np.float32),
+    np.ones((s,), bool),
+  )
+  return {
+    "after_all_gather": collectives(after.compile(), "all-gather"),
+    "epoch_all_reduce": collectives(epoch.compile(), "all-reduce"),
+  }
 
 
 def main():

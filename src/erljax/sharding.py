@@ -18,16 +18,18 @@ gcd(S, num_devices) devices, which make it a data axis:
   jit/GSPMD all-reduces the gradients (their mean over the data axis) and
   the networks and optimiser states stay replicated along it;
 - relabelling after a feedback session reads the same rows of every block
-  (replay.relabel), so each device relabels its own blocks.
+  (replay.relabel), so each device relabels its own blocks;
+- the reward model's minibatches (`put_minibatches`) are split over the
+  data axis the same way, its gradients all-reduced; each seed's rating set
+  is small and stays whole on every device, so there is nothing to block.
 
 What a run computes depends on K, not on the devices: with the same K one
 device and E devices give the same results up to float reordering, and K = 1
-(the default on one device) is the plain ring buffer. Left as before: the
-reward model trains on each seed's small rating set replicated along the
-data axis (every data device computes the same update), query sampling
-gathers its few queries from wherever they lie, and PEBBLE's k-NN
-pre-training reward gathers its batch-by-reference distances. With one
-device the layout is inactive and nothing changes.
+(the default on one device) is the plain ring buffer. Not split: query
+sampling reads its few queries from wherever they lie, and PEBBLE's k-NN
+pre-training reward all-gathers its batch-by-reference distances (jit's
+choice: the reference rows stay where they lie). With one device the
+layout is inactive and nothing changes.
 
 Test on a CPU with XLA_FLAGS=--xla_force_host_platform_device_count=4 set
 before jax is imported; speed-ups need real accelerators.
@@ -40,6 +42,7 @@ import math
 from typing import Any, Dict, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -125,6 +128,20 @@ class Layout:
     if not self.active:
       return tree
     return jax.device_put(tree, self.seed_sharding(tree))
+
+  @property
+  def data_devices(self) -> int:
+    """Devices on the env (data) axis."""
+    return int(self.mesh.shape[ENVS]) if self.active else 1
+
+  def put_minibatches(self, x: Any) -> jax.Array:
+    """A seed-batched array whose LAST axis is a minibatch (e.g. the reward
+    learner's schedule [S, T, E, B]), split over seeds and that axis over the
+    data axis (a plain device array without a mesh)."""
+    if not self.active:
+      return jnp.asarray(x)
+    spec = (SEEDS,) + (None,) * (np.ndim(x) - 2) + (ENVS,)
+    return jax.device_put(x, self._named(*spec))
 
   def describe(self) -> Dict[str, Any]:
     if not self.active:
