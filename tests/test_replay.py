@@ -186,8 +186,8 @@ def test_one_block_samples_the_single_draw_of_the_plain_buffer():
 def test_oldest_takes_the_head_of_every_block():
   buf = replay.add(_empty(8, shards=2), _batch(0, 4))
   head, valid = replay.oldest(buf, 5)  # ceil(5 / 2) = 3 rows of each block
-  np.testing.assert_array_equal(head.reward, [0, 1, 0, 2, 3, 0])
-  np.testing.assert_array_equal(valid, [1, 1, 0, 1, 1, 0])
+  np.testing.assert_array_equal(head.reward, [0, 2, 1, 3, 0, 0])
+  np.testing.assert_array_equal(valid, [1, 1, 1, 1, 0, 0])
   head, valid = replay.oldest(replay.add(_empty(8), _batch(0, 3)), 5)
   np.testing.assert_array_equal(head.reward, [0, 1, 2, 0, 0])
   np.testing.assert_array_equal(valid, [1, 1, 1, 0, 0])

@@ -163,16 +163,17 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Any:
 
 
 def oldest(buffer: ReplayBuffer, num: int) -> tuple[Any, jax.Array]:
-  """The first ceil(num / K) rows of every block (with K = 1 the first num
-  rows: the oldest items until the buffer wraps), leaves [M, ...] with M =
-  K ceil(num / K), and bool [M]: which of them are filled."""
+  """The first m = ceil(num / K) rows of every block (with K = 1 the first
+  num rows: the oldest items until the buffer wraps) in the order they were
+  written, row 0 of each block, then row 1, ...: leaves [M, ...] with M =
+  K m, and bool [M]: which of them are filled."""
   k, block_cap = buffer.shards, buffer.block_capacity
   m = min(-(-num // k), block_cap)
   head = jax.tree_util.tree_map(
-    lambda d: d[:, :m].reshape((k * m,) + d.shape[2:]),
+    lambda d: d[:, :m].swapaxes(0, 1).reshape((m * k,) + d.shape[2:]),
     buffer.blocks(buffer.data),
   )
-  valid = jnp.tile(jnp.arange(m) < buffer.size // k, k)
+  valid = jnp.repeat(jnp.arange(m) < buffer.size // k, k)
   return head, valid
 
 

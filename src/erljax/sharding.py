@@ -27,9 +27,10 @@ What a run computes depends on K, not on the devices: with the same K one
 device and E devices give the same results up to float reordering, and K = 1
 (the default on one device) is the plain ring buffer. Not split: query
 sampling reads its few queries from wherever they lie, and PEBBLE's k-NN
-pre-training reward all-gathers its batch-by-reference distances (jit's
-choice: the reference rows stay where they lie). With one device the
-layout is inactive and nothing changes.
+pre-training reward gathers its reference rows (replay.oldest, a small
+head of every block) and, before its top_k, the batch-by-reference
+distances [B, M] (as compiled on 4 CPU devices). With one device the layout
+is inactive and nothing changes.
 
 Test on a CPU with XLA_FLAGS=--xla_force_host_platform_device_count=4 set
 before jax is imported; speed-ups need real accelerators.
