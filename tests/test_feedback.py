@@ -235,7 +235,7 @@ def test_sample_queries_pairs_of_segments_stay_in_window():
 # --- segments (H > 1) ---------------------------------------------------------
 
 
-def _vec_buffer(cap, num_envs, steps, episode_length):
+def _vec_buffer(cap, num_envs, steps, episode_length, shards=1):
   """`steps` vectorized steps of num_envs envs whose episodes all last
   episode_length steps (no early termination). obs = (env, global step t),
   reward = t's position in its episode, true_reward = its episode's index,
@@ -253,7 +253,8 @@ def _vec_buffer(cap, num_envs, steps, episode_length):
       next_obs=jnp.stack([e, full + 1.0], -1),
     )
 
-  buf = replay.init(cap, jax.tree_util.tree_map(lambda x: x[0], step(0)))
+  one = jax.tree_util.tree_map(lambda x: x[0], step(0))
+  buf = replay.init(cap, one, shards)
   for t in range(steps):
     buf = replay.add(buf, step(t))
   return buf, jnp.full((num_envs,), steps % episode_length, jnp.int32)
@@ -292,6 +293,20 @@ def test_segment_indices_by_hand():
   )
   with pytest.raises(ValueError, match="segment_length=3 needs episode_step"):
     feedback.segment_indices(buf.insert_pos, 20, back, 3, num_envs=2)
+
+
+def test_segment_indices_of_a_blocked_buffer_find_the_same_steps():
+  # 4 envs, 2 blocks (envs 0, 1 | 2, 3), 6-step episodes, wrapped; the same
+  # (env, t) and segments as in the one-block buffer, in other slots.
+  n, length, steps, h = 4, 6, 13, 3
+  one, t = _vec_buffer(24, n, steps, length)
+  two, _ = _vec_buffer(24, n, steps, length, shards=2)
+  back = jnp.arange(int(one.size) - n * (h - 1))
+  at = lambda buf: feedback.segment_indices(
+    buf.insert_pos, 24, back, h, n, t, length, buf.shards
+  )
+  np.testing.assert_array_equal(two.data.obs[at(two)], one.data.obs[at(one)])
+  assert not np.array_equal(at(two), at(one))
 
 
 def test_sampled_segments_are_consecutive_steps_of_one_env_and_episode():

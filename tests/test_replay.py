@@ -19,9 +19,9 @@ def _batch(start, n, obs=3, act=2):
   )
 
 
-def _empty(cap):
+def _empty(cap, shards=1):
   one = jax.tree_util.tree_map(lambda x: x[0], _batch(0, 1))
-  return replay.init(cap, one)
+  return replay.init(cap, one, shards)
 
 
 def test_init_shapes_and_empty():
@@ -134,3 +134,70 @@ def test_relabel_is_jittable():
     buf
   )
   np.testing.assert_allclose(new.data.reward, 7.0)
+
+
+# -- blocked buffers (shards = K > 1) -----------------------------------------
+
+
+def test_blocked_add_writes_each_env_group_into_its_block():
+  # 2 blocks of 4 rows; 4 envs a step: envs 0, 1 -> block 0, envs 2, 3 ->
+  # block 1 (rows 4..7).
+  buf = replay.add(_empty(8, shards=2), _batch(0, 4))
+  assert buf.shards == 2 and buf.block_capacity == 4
+  assert int(buf.size) == 4 and int(buf.insert_pos) == 4
+  np.testing.assert_array_equal(buf.data.reward, [0, 1, 0, 0, 2, 3, 0, 0])
+  np.testing.assert_array_equal(buf.filled(), [1, 1, 0, 0, 1, 1, 0, 0])
+  buf = replay.add(replay.add(buf, _batch(4, 4)), _batch(8, 4))  # wraps
+  assert int(buf.size) == 8 and int(buf.insert_pos) == 4
+  np.testing.assert_array_equal(buf.data.reward, [8, 9, 4, 5, 10, 11, 6, 7])
+  assert np.asarray(buf.filled()).all()
+  np.testing.assert_array_equal(
+    buf.blocks(buf.data.reward), [[8, 9, 4, 5], [10, 11, 6, 7]]
+  )
+
+
+def test_blocked_buffer_rejects_what_does_not_split():
+  with pytest.raises(ValueError, match="replay shards=3: .* capacity=10"):
+    _empty(10, shards=3)
+  with pytest.raises(ValueError, match="3 items does not split into 2"):
+    replay.add(_empty(8, shards=2), _batch(0, 3))
+  with pytest.raises(ValueError, match="batch_size=5 does not split into 2"):
+    replay.sample(_empty(8, shards=2), jax.random.PRNGKey(0), 5)
+
+
+def test_blocked_sample_draws_each_part_from_its_own_block():
+  buf = replay.add(_empty(40, shards=2), _batch(0, 4))  # {0, 1} | {2, 3}
+  batch = replay.sample(buf, jax.random.PRNGKey(0), 200)
+  r = np.asarray(batch.reward)
+  assert set(r[:100].tolist()) == {0.0, 1.0}
+  assert set(r[100:].tolist()) == {2.0, 3.0}
+  np.testing.assert_allclose(batch.next_obs[:, 0], batch.obs[:, 0] + 0.5)
+
+
+def test_one_block_samples_the_single_draw_of_the_plain_buffer():
+  buf = replay.add(_empty(16), _batch(0, 11))
+  key = jax.random.PRNGKey(3)
+  idx = jax.random.randint(key, (32,), 0, 11)
+  np.testing.assert_array_equal(
+    replay.sample(buf, key, 32).reward, buf.data.reward[idx]
+  )
+
+
+def test_oldest_takes_the_head_of_every_block():
+  buf = replay.add(_empty(8, shards=2), _batch(0, 4))
+  head, valid = replay.oldest(buf, 5)  # ceil(5 / 2) = 3 rows of each block
+  np.testing.assert_array_equal(head.reward, [0, 2, 1, 3, 0, 0])
+  np.testing.assert_array_equal(valid, [1, 1, 1, 1, 0, 0])
+  head, valid = replay.oldest(replay.add(_empty(8), _batch(0, 3)), 5)
+  np.testing.assert_array_equal(head.reward, [0, 1, 2, 0, 0])
+  np.testing.assert_array_equal(valid, [1, 1, 1, 0, 0])
+
+
+def test_blocked_relabel_reads_the_same_rows_of_every_block():
+  # 2 blocks of 5 rows, 3 filled in each: ceil(3 / 2) = 2 calls of 2 x 2.
+  buf = replay.add(replay.add(_empty(10, shards=2), _batch(0, 4)), _batch(4, 2))
+  new, calls = _counting_relabel(buf, 2)
+  assert calls == 2
+  filled = 2.0 * np.asarray(buf.data.obs[:, 0]) + 1.0
+  np.testing.assert_allclose(new.data.reward, np.where(buf.filled(), filled, 0))
+  np.testing.assert_array_equal(buf.data.reward, [0, 1, 4, 0, 0, 2, 3, 5, 0, 0])

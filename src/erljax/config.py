@@ -24,8 +24,10 @@ from erljax.validation import (  # noqa: F401
   REWARD_SOURCES,
   SAMPLINGS,
   ConfigError,
+  data_devices,
   first_session,
   query_window,
+  replay_shards,
   validate,
 )
 
@@ -46,6 +48,10 @@ def default() -> ml_collections.ConfigDict:
   c.batch_size = 512
   c.updates_per_step = 1  # SAC updates per vectorized env step
   c.replay_capacity = 1_000_000
+  # Replay blocks per seed, split over the devices of the env (data) axis;
+  # batch_size is the global batch, batch_size / replay_shards items drawn
+  # from each block (erljax.sharding). 0: one block per data device.
+  c.replay_shards = 0
   c.workdir = ""  # if set: logs, config.json and checkpoints
   c.resume = False  # continue from workdir's latest checkpoint
   c.progress = True  # console progress bar (only on a terminal)

@@ -149,6 +149,7 @@ def segment_indices(
   num_envs: int = 1,
   episode_step: Optional[jax.Array] = None,
   episode_length: int = 1,
+  shards: int = 1,
 ) -> jax.Array:
   """Buffer slots of segments of H = segment_length consecutive steps.
 
@@ -168,6 +169,8 @@ def segment_indices(
   insert_pos - 1 - back and episode_step is not needed. The caller keeps
   back + N (H - 1) inside the filled part and leaves N (2H - 1) filled
   transitions (the earlier shift reaches at most 2H - 2 steps back).
+  With shards = K blocks (replay.ReplayBuffer) env e's items lie in block
+  e // n, n = N / K, at its slots insert_pos / K - n (k + 1) + e % n.
   """
   h = segment_length
   k, e = back // num_envs, num_envs - 1 - back % num_envs
@@ -180,9 +183,12 @@ def segment_indices(
     pos = (episode_step[e] - 1 - k) % episode_length  # of the last step
     later = k - (h - 1 - pos)
     k = jnp.where(pos >= h - 1, k, jnp.where(later >= 0, later, k + pos + 1))
-  last = insert_pos - 1 - (num_envs * k + num_envs - 1 - e)
-  steps = jnp.arange(h - 1, -1, -1) * num_envs  # oldest first
-  return ((last[..., None] - steps) % capacity).astype(jnp.int32)
+  n, block_cap = num_envs // shards, capacity // shards
+  block, e = e // n, e % n
+  last = insert_pos // shards - 1 - (n * k + n - 1 - e)
+  steps = jnp.arange(h - 1, -1, -1) * n  # oldest first
+  slot = (last[..., None] - steps) % block_cap
+  return (block[..., None] * block_cap + slot).astype(jnp.int32)
 
 
 def sample_queries(
@@ -228,6 +234,7 @@ def sample_queries(
     num_envs,
     episode_step,
     episode_length,
+    buffer.shards,
   )
   if candidates > 1:
     flat = jax.tree_util.tree_map(lambda d: d[idx.reshape(-1)], buffer.data)

@@ -12,7 +12,7 @@ classes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -217,6 +217,8 @@ def train_reward(
   opt_state,
   rating_sets: RatingSet,
   rng: np.random.Generator,
+  put_minibatches: Callable[[np.ndarray], jax.Array] = jnp.asarray,
+  batch_multiple: int = 1,
 ) -> Tuple[Any, Any, List[int], List[float], List[float]]:
   """Up to max_epochs epochs per seed, each seed stopping on its own once its
   training accuracy (or balanced accuracy, per learner.stop_metric) exceeds
@@ -224,7 +226,11 @@ def train_reward(
   the jitted, seed-vmapped `learner.epoch`; it is called on blocks of
   learner.block_steps steps, so its shapes stay the same from session to
   session (the batch dim changes only while fewer ratings than batch_size
-  are stored).
+  are stored). The schedule idx / mask [S, T, E, B] goes to epoch_fn through
+  put_minibatches (erljax.sharding.Layout.put_minibatches splits B over the
+  data axis, so each device computes the losses of its part and jit
+  all-reduces the gradients), B padded with masked-out items to a multiple
+  of batch_multiple (the data devices).
 
   Returns params, opt_state, epochs [S], and the accuracy [S] and balanced
   accuracy [S] of each seed's last epoch.
@@ -254,6 +260,7 @@ def train_reward(
     t = max(x[0].shape[0] for x in scheds)
     t = -(-t // block) * block
     bsz = max(x[0].shape[2] for x in scheds)
+    bsz = -(-bsz // batch_multiple) * batch_multiple
     idx = np.zeros((num_seeds, t, e, bsz), np.int32)
     mask = np.zeros((num_seeds, t, e, bsz), bool)
     for s, (i, m) in enumerate(scheds):
@@ -267,8 +274,8 @@ def train_reward(
         params,
         opt_state,
         rating_sets,
-        jnp.asarray(idx[:, blk]),
-        jnp.asarray(mask[:, blk]),
+        put_minibatches(idx[:, blk]),
+        put_minibatches(mask[:, blk]),
         weights,
         jnp.asarray(active),
       )

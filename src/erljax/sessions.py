@@ -30,6 +30,7 @@ from erljax import reward_learner
 from erljax import media
 from erljax import raters as raters_lib
 from erljax import render as render_lib
+from erljax import sharding
 from erljax.replay import Transition
 from erljax.session_programs import session_programs
 from erljax.trainer import TrainState, Trainer
@@ -91,6 +92,8 @@ class FeedbackLoop:
     self.trainer = trainer
     self.config = c
     self.programs = session_programs(trainer)
+    # The run's device layout: reward minibatches split over its data axis.
+    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
     self.learner = self.programs.learner
     task = trainer.rated
     seg_len = c.feedback.segment_length
@@ -297,6 +300,8 @@ class FeedbackLoop:
         self.opt_state,
         self.rating_sets,
         self.rng,
+        self.layout.put_minibatches,
+        self.layout.data_devices,
       )
       first = self.installed == 0 and c.feedback.reset_critic and not final
       state, m = self.programs.after[first](state, params, p.keys)

@@ -3,11 +3,34 @@
 A run's state carries a leading seed axis S (runs are vmapped over seeds) and
 its environment state a parallel-env axis N after it. `Layout` lays a
 (seeds, envs) mesh over `num_devices` devices: the seed axis is split over as
-many devices as divide S, the env axis of the environment state over the
-rest; everything else of a seed (networks, optimiser state, replay buffer) is
-replicated along the env axis. jit then partitions the compiled training
-chunk to match (XLA inserts the gathers the replay insert and the SAC update
-need). With one device the layout is inactive and nothing changes.
+many devices as divide S, the env axis over the rest, E = num_devices /
+gcd(S, num_devices) devices, which make it a data axis:
+
+- each of the E devices steps N / E of a seed's envs and holds their
+  transitions: the seed's replay buffer is config.replay_shards = K blocks
+  (erljax.replay, K a multiple of E; 0 picks K = E), env group k of N / K
+  envs writing block k, and the buffer's rows are split over the E devices,
+  K / E blocks each (replay memory per device: capacity / E a seed);
+- config.batch_size is the GLOBAL batch: every block samples
+  batch_size / K items from itself, so a device draws its part of the
+  minibatch from its own rows, and the SAC update runs on the batch split
+  over the E devices; its losses are means over the whole batch, so
+  jit/GSPMD all-reduces the gradients (their mean over the data axis) and
+  the networks and optimiser states stay replicated along it;
+- relabelling after a feedback session reads the same rows of every block
+  (replay.relabel), so each device relabels its own blocks;
+- the reward model's minibatches (`put_minibatches`) are split over the
+  data axis the same way, its gradients all-reduced; each seed's rating set
+  is small and stays whole on every device, so there is nothing to block.
+
+What a run computes depends on K, not on the devices: with the same K one
+device and E devices give the same results up to float reordering, and K = 1
+(the default on one device) is the plain ring buffer. Not split: query
+sampling reads its few queries from wherever they lie, and PEBBLE's k-NN
+pre-training reward gathers its reference rows (replay.oldest, a small
+head of every block) and, before its top_k, the batch-by-reference
+distances [B, M] (as compiled on 4 CPU devices). With one device the layout
+is inactive and nothing changes.
 
 Test on a CPU with XLA_FLAGS=--xla_force_host_platform_device_count=4 set
 before jax is imported; speed-ups need real accelerators.
@@ -20,6 +43,7 @@ import math
 from typing import Any, Dict, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -76,8 +100,9 @@ class Layout:
   def state_sharding(self, state: Any) -> Any:
     """Shardings for a seed-batched TrainState (arrays or ShapeDtypeStructs).
 
-    The environment state's per-env leaves ([S, N, ...]) are also split on
-    the env axis; its reset key ([S, 2]) is not.
+    The environment state's per-env leaves ([S, N, ...]) and the replay
+    buffer's rows ([S, capacity, ...], K blocks) are also split on the env
+    axis; the env reset key ([S, 2]) and the buffer's counters are not.
     """
     sh = self.seed_sharding(state)
     env = state.env
@@ -90,7 +115,8 @@ class Layout:
       t=per_env(env.t),
       episode_return=per_env(env.episode_return),
     )
-    return sh.replace(env=env_sh)
+    buffer_sh = sh.buffer.replace(data=per_env(state.buffer.data))
+    return sh.replace(env=env_sh, buffer=buffer_sh)
 
   def put_state(self, state: Any) -> Any:
     """The state laid out on the mesh (no-op without one or when in place)."""
@@ -103,6 +129,20 @@ class Layout:
     if not self.active:
       return tree
     return jax.device_put(tree, self.seed_sharding(tree))
+
+  @property
+  def data_devices(self) -> int:
+    """Devices on the env (data) axis."""
+    return int(self.mesh.shape[ENVS]) if self.active else 1
+
+  def put_minibatches(self, x: Any) -> jax.Array:
+    """A seed-batched array whose LAST axis is a minibatch (e.g. the reward
+    learner's schedule [S, T, E, B]), split over seeds and that axis over the
+    data axis (a plain device array without a mesh)."""
+    if not self.active:
+      return jnp.asarray(x)
+    spec = (SEEDS,) + (None,) * (np.ndim(x) - 2) + (ENVS,)
+    return jax.device_put(x, self._named(*spec))
 
   def describe(self) -> Dict[str, Any]:
     if not self.active:

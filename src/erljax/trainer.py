@@ -114,7 +114,11 @@ class Trainer:
     example = Transition.zeros(obs_size, act_size, self.env.pose_size)
     return TrainState(
       sac=self.agent.init(k_sac),
-      buffer=replay.init(self.config.replay_capacity, example),
+      buffer=replay.init(
+        self.config.replay_capacity,
+        example,
+        config_lib.replay_shards(self.config),
+      ),
       env=self.env.reset(k_env),
       reward_params=self.reward.init(k_rew),
       ent_stats=intrinsic.RunningStats.create(),
@@ -183,9 +187,10 @@ class Trainer:
 
         def entropy_reward(args):
           batch, stats = args
-          ref = state.buffer.data.obs[:ref_size]
-          valid = jnp.arange(ref_size) < state.buffer.size
-          r = intrinsic.knn_distance(batch.obs, ref, valid, c.feedback.knn_k)
+          ref, valid = replay.oldest(state.buffer, ref_size)
+          r = intrinsic.knn_distance(
+            batch.obs, ref.obs, valid, c.feedback.knn_k
+          )
           stats = stats.update(r)
           return batch.replace(reward=r / stats.std), stats
 
@@ -267,7 +272,7 @@ class Trainer:
       state.buffer, lambda t: self.reward(reward_params, t)
     )
     state = state.replace(buffer=buffer)
-    filled = jnp.arange(buffer.capacity) < buffer.size
+    filled = buffer.filled()
     d = buffer.data
     # r_hat against the env reward, and against what the rater judges (the
     # same unless the task's rating signal leaves part of the reward out).

@@ -1,5 +1,5 @@
 """Start-up validation of a run's config (`validate`) and the values derived
-from it (`first_session`, `query_window`).
+from it (`first_session`, `query_window`, `data_devices`, `replay_shards`).
 
 `validate()` runs before anything is built and raises `ConfigError` naming
 the offending key and value; the rater.* keys are checked by
@@ -55,6 +55,17 @@ def query_window(c: ml_collections.ConfigDict) -> int:
   return max(math.ceil(REFERENCE_WINDOW_SHARE * c.total_steps), need)
 
 
+def data_devices(c: ml_collections.ConfigDict) -> int:
+  """Devices on the env (data) axis: num_devices over the gcd(num_seeds,
+  num_devices) the seed axis takes (erljax.sharding.Layout)."""
+  return c.num_devices // math.gcd(c.num_seeds, c.num_devices)
+
+
+def replay_shards(c: ml_collections.ConfigDict) -> int:
+  """Replay blocks per seed: replay_shards, or (0) one per data device."""
+  return c.replay_shards or data_devices(c)
+
+
 def fail(key: str, value: Any, why: str):
   raise ConfigError(f"config.{key}={value!r}: {why}")
 
@@ -105,6 +116,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ("batch_size", 1),
     ("updates_per_step", 0),
     ("replay_capacity", 1),
+    ("replay_shards", 0),
     ("sac.target_update_period", 1),
   ):
     check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
@@ -138,6 +150,20 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: n % (v // seed_devices) == 0,
     f"the seed axis (num_seeds={c.num_seeds}) takes {seed_devices} of "
     f"the devices, the rest split num_envs={n} evenly and must divide it",
+  )
+  data = data_devices(c)
+  shards = replay_shards(c)
+  check(
+    c,
+    "replay_shards",
+    lambda v: (
+      all(x % shards == 0 for x in (n, c.batch_size, c.replay_capacity, shards))
+      and shards % data == 0
+    ),
+    f"the replay blocks per seed ({shards}; 0 means one per data device) "
+    f"must divide num_envs={n}, batch_size={c.batch_size} and "
+    f"replay_capacity={c.replay_capacity}, and be a multiple of the "
+    f"{data} devices on the env (data) axis",
   )
   check(
     c,
