@@ -19,7 +19,8 @@ them):
   breakdown where a training chunk's time goes: env step, action sampling,
             replay insert, replay sample, SAC updates, each timed alone.
   devices   the SAC chunk with its state sharded over 1, 2, ... devices
-            (erljax.sharding); only with more than one JAX device.
+            (erljax.sharding): seeds split over them, and one seed on the
+            data axis; only with more than one JAX device.
 
 erljax's chunk is compiled ahead of time (timed apart), run once to warm up,
 then timed chunk by chunk with block_until_ready; the median is reported.
@@ -212,12 +213,15 @@ def erljax_sac(
   chunks: int,
   num_seeds: int = 1,
   num_devices: int = 1,
+  replay_shards: int = 0,
 ) -> Dict[str, Any]:
-  """Steady-state throughput of erljax's compiled training chunk."""
+  """Steady-state throughput of erljax's compiled training chunk; with
+  devices, how much of a seed's replay buffer each holds."""
   c = common.erljax_config(
     s, chunk_steps * (chunks + 1), chunk_steps, num_seeds
   )
   c.num_devices = num_devices
+  c.replay_shards = replay_shards
   trainer = trainer_lib.Trainer.create(c)
   layout = sharding.Layout.create(num_devices, num_seeds, s.num_envs)
   keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(num_seeds))
@@ -235,7 +239,10 @@ def erljax_sac(
     times.append(time.perf_counter() - t)
   sec = statistics.median(times)
   sps = chunk_steps * num_seeds / sec
+  obs = state.buffer.data.obs
   return {
+    "replay_obs_bytes": int(obs.nbytes),
+    "replay_obs_bytes_per_device": int(obs.addressable_shards[0].data.nbytes),
     "compile_s": compile_s,
     "chunk_seconds": times,
     "env_steps_per_s": sps,
@@ -545,23 +552,28 @@ def breakdown_section(
 
 
 def devices_section(suite: Suite) -> Dict[str, Any]:
+  """The SAC chunk on 1, 2, 4, ... devices two ways: `count` seeds split
+  over the devices, and one seed on a data axis (replay_shards = count, so
+  every row computes the same thing)."""
   count = jax.device_count()
   if count < 2:
     return {"skipped": f"{count} JAX device (run with more to compare)"}
   rows = []
-  d = 1
-  while d <= count:
-    _log(f"devices: {d} of {count}")
-    rec = erljax_sac(
-      suite.sac,
-      suite.sac_chunk_steps,
-      suite.sac_chunks,
-      num_seeds=count,
-      num_devices=d,
-    )
-    rec["num_devices"] = d
-    rows.append(rec)
-    d *= 2
+  for mode, seeds, shards in (("seeds", count, 0), ("data", 1, count)):
+    d = 1
+    while d <= count:
+      _log(f"devices: {mode} axis, {d} of {count}")
+      rec = erljax_sac(
+        suite.sac,
+        suite.sac_chunk_steps,
+        suite.sac_chunks,
+        num_seeds=seeds,
+        num_devices=d,
+        replay_shards=shards,
+      )
+      rec.update(num_devices=d, mode=mode)
+      rows.append(rec)
+      d *= 2
   return {"num_seeds": count, "rows": rows}
 
 
@@ -741,8 +753,11 @@ def table(out: Dict[str, Any]) -> str:
     else:
       for row in d["rows"]:
         add(
-          f"devices {row['num_devices']}: {row['env_steps_per_s']:.0f} "
-          f"env steps/s over {d['num_seeds']} seeds {row['layout']}"
+          f"devices {row['num_devices']} ({row['mode']} axis): "
+          f"{row['env_steps_per_s']:.0f} env steps/s over "
+          f"{row['num_seeds']} seeds, replay obs "
+          f"{row['replay_obs_bytes_per_device']} of "
+          f"{row['replay_obs_bytes']} bytes per device {row['layout']}"
         )
   return "\n".join(lines)
 

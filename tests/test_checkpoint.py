@@ -378,3 +378,18 @@ def test_each_program_compiles_once_across_sessions_eval_and_resume(tmp_path):
   # The rated signal of a reward-rated task is the reward itself: its jit
   # forwards the input and compiles nothing.
   assert compiled.count("signal") <= 1
+
+
+def test_a_key_added_since_the_checkpoint_may_hold_its_default():
+  saved = {"num_envs": 8, "reward.lr": 3e-4}
+  now = {"num_envs": 8, "reward.lr": 3e-4, "replay_shards": 0}
+  assert checkpoint_lib.changed_key(saved, now) is None
+  # At another value the new key changes what is computed.
+  assert checkpoint_lib.changed_key(saved, {**now, "replay_shards": 2}) == (
+    "replay_shards"
+  )
+  assert checkpoint_lib.changed_key(saved, {**now, "reward.lr": 1e-3}) == (
+    "reward.lr"
+  )
+  # Keys that steer only logging and the launch may change.
+  assert checkpoint_lib.changed_key(saved, {**now, "total_steps": 9}) is None

@@ -160,6 +160,23 @@ def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
   return {k: np.array(x, copy=True) for k, x in host.items()}
 
 
+def changed_key(saved: Dict[str, Any], now: Dict[str, Any]) -> Optional[str]:
+  """The first flat config key (sorted) whose value a resume may not change,
+  or None. A key the checkpoint lacks is no change while it holds its
+  default: a key added to erljax after the checkpoint was written, whose
+  default computes what erljax did before (e.g. replay_shards=0, one block
+  on one device)."""
+  defaults = _flat_config(config_lib.default())
+  for key in sorted(set(saved) | set(now)):
+    if key in RESUMABLE_CHANGES:
+      continue
+    if key not in saved and key in defaults and now.get(key) == defaults[key]:
+      continue
+    if saved.get(key) != now.get(key):
+      return key
+  return None
+
+
 def _flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
   out = {}
 
@@ -318,17 +335,14 @@ class Checkpointer:
     self.manager.reload()
 
   def _check_config(self, saved: Dict[str, Any], step: int) -> None:
-    now = _flat_config(self.config)
-    for key in sorted(set(saved) | set(now)):
-      if key in RESUMABLE_CHANGES:
-        continue
-      if saved.get(key) != now.get(key):
-        raise config_lib.ConfigError(
-          f"config.{key}={now.get(key)!r}: the checkpoint at step {step} "
-          f"in {self.directory} was written with {saved.get(key)!r}; "
-          f"resume with the same config (only {RESUMABLE_CHANGES} may "
-          "change) or use a new workdir"
-        )
+    key = changed_key(saved, _flat_config(self.config))
+    if key is not None:
+      raise config_lib.ConfigError(
+        f"config.{key}={_flat_config(self.config).get(key)!r}: the "
+        f"checkpoint at step {step} in {self.directory} was written with "
+        f"{saved.get(key)!r}; resume with the same config (only "
+        f"{RESUMABLE_CHANGES} may change) or use a new workdir"
+      )
 
   def close(self) -> None:
     """Waits for the save in flight and releases the manager."""
