@@ -68,8 +68,9 @@ class Layout:
     if not 1 <= num_devices <= available:
       raise ValueError(
         f"num_devices={num_devices}: must lie in [1, {available}] (the "
-        "devices JAX sees; on CPU set XLA_FLAGS="
-        "--xla_force_host_platform_device_count=N before importing jax)"
+        "devices JAX sees over all processes; on CPU set XLA_FLAGS="
+        "--xla_force_host_platform_device_count=N before importing jax, "
+        "across hosts start every process: config.distributed)"
       )
     if num_devices == 1:
       return cls(mesh=None)
