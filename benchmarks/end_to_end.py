@@ -34,6 +34,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -135,6 +136,9 @@ def timed_reports(
       text=True,
       bufsize=1,
     )
+    # Kills a child that runs past the timeout, printing or not.
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
     assert proc.stdout is not None
     for line in proc.stdout:
       now = time.perf_counter() - t0
@@ -147,12 +151,10 @@ def timed_reports(
       c = _COMPILE.search(line)
       if c and compile_s is None:
         compile_s = float(c.group(1))
-      if now > timeout:
-        proc.kill()
-        break
     # wait4, not wait: it also gives the child's resource usage.
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    killer.cancel()
     err.seek(0)
     stderr = err.read()
   if proc.returncode != 0 or len(reports) < 3:
@@ -247,7 +249,7 @@ def _log(msg: str):
   print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _brax_worker(a) -> None:
+def _brax_worker(num_envs: int, updates: int, total_steps: int) -> None:
   """Brax's SAC with the case's settings; one line per progress report."""
 
   def progress(step, metrics):
@@ -256,7 +258,7 @@ def _brax_worker(a) -> None:
     print(f"report {int(step)} training_sps {sps:.2f}", flush=True)
 
   common.brax_sac_train(
-    setup(a.envs, a.updates), 0, a.total_steps, EVALS, progress
+    setup(num_envs, updates), 0, total_steps, EVALS, progress
   )
 
 
@@ -283,18 +285,17 @@ def main(argv: Optional[Sequence[str]] = None):
     default=400,
     help="about this many SAC updates between reports",
   )
-  p.add_argument("--total_steps", type=int, default=0)
+  # The Brax worker's budget (cases size themselves with --target_updates).
+  p.add_argument("--total_steps", type=int, default=0, help=argparse.SUPPRESS)
   p.add_argument("--skip_brax", action="store_true")
-  p.add_argument("--timeout", type=float, default=3600.0)
+  p.add_argument(
+    "--timeout", type=float, default=3600.0, help="seconds per process"
+  )
   p.add_argument("--out", default="")
   p.add_argument("--brax_worker", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.brax_worker:
-    return _brax_worker(
-      argparse.Namespace(
-        envs=int(a.envs), updates=int(a.updates), total_steps=a.total_steps
-      )
-    )
+    return _brax_worker(int(a.envs), int(a.updates), a.total_steps)
   envs, updates = _ints(a.envs), _ints(a.updates)
   if len(envs) != len(updates):
     p.error(f"--envs={a.envs} and --updates={a.updates}: one each")

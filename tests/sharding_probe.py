@@ -80,16 +80,10 @@ def compare(n: int, source: str, num_seeds: int, shards: int):
     trainers[d] = trainer_lib.Trainer.create(c)
     runs[d] = runner.run(c, log=lambda s: None, trainer=trainers[d])
   one, many = runs[1].state, runs[n].state
-  diffs = [
-    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-    for a, b in zip(
-      jax.tree_util.tree_leaves(one.sac), jax.tree_util.tree_leaves(many.sac)
-    )
-  ]
   replay_leaf = many.buffer.data.obs
   chunk = trainers[n].compiled_cache["programs"].chunk
   out = {
-    "max_param_diff": max(diffs),
+    "max_param_diff": _max_diff(one.sac, many.sac),
     "shapes_equal": all(
       np.shape(a) == np.shape(b)
       for a, b in zip(
@@ -111,14 +105,18 @@ def compare(n: int, source: str, num_seeds: int, shards: int):
   }
   if source == "learned":
     out.update(session_collectives(trainers[n], many))
-    out["max_reward_param_diff"] = max(
-      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-      for a, b in zip(
-        jax.tree_util.tree_leaves(one.reward_params),
-        jax.tree_util.tree_leaves(many.reward_params),
-      )
+    out["max_reward_param_diff"] = _max_diff(
+      one.reward_params, many.reward_params
     )
   return out
+
+
+def _max_diff(a: Any, b: Any) -> float:
+  """The largest absolute difference between two trees' leaves."""
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def session_collectives(trainer, state) -> Dict[str, int]:

@@ -4,6 +4,7 @@
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from benchmarks import end_to_end as e2e
@@ -97,3 +98,11 @@ def test_table_has_a_row_per_case_and_ratios_where_brax_ran():
   assert len(rows) == 2
   assert rows[0].split()[:7] == ["8", "4", "1", "110", "100", "1.10", "|"]
   assert rows[1].split()[:4] == ["8", "4", "4", "440"]
+
+
+def test_a_silent_child_past_the_timeout_is_killed():
+  cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
+  t = time.perf_counter()
+  with pytest.raises(RuntimeError, match="after 0 reports"):
+    e2e.timed_reports(cmd, re.compile(r"^report\s+(\d+)"), timeout=1.0)
+  assert time.perf_counter() - t < 30

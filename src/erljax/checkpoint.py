@@ -335,10 +335,11 @@ class Checkpointer:
     self.manager.reload()
 
   def _check_config(self, saved: Dict[str, Any], step: int) -> None:
-    key = changed_key(saved, _flat_config(self.config))
+    now = _flat_config(self.config)
+    key = changed_key(saved, now)
     if key is not None:
       raise config_lib.ConfigError(
-        f"config.{key}={_flat_config(self.config).get(key)!r}: the "
+        f"config.{key}={now.get(key)!r}: the "
         f"checkpoint at step {step} in {self.directory} was written with "
         f"{saved.get(key)!r}; resume with the same config (only "
         f"{RESUMABLE_CHANGES} may change) or use a new workdir"

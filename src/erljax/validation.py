@@ -157,7 +157,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c,
     "replay_shards",
     lambda v: (
-      all(x % shards == 0 for x in (n, c.batch_size, c.replay_capacity, shards))
+      all(x % shards == 0 for x in (n, c.batch_size, c.replay_capacity))
       and shards % data == 0
     ),
     f"the replay blocks per seed ({shards}; 0 means one per data device) "
