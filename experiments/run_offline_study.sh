@@ -4,9 +4,12 @@
 #   bash experiments/run_offline_study.sh
 #
 # 1. a SAC demonstrator per task on the true reward
-#    (experiments/configs/sac.py: pusher 200k env steps, reacher 60k);
-# 2. 50 demonstrations per task from it (erljax.collect): 10 with uniform
-#    random actions, 10 each with Gaussian action noise std 0, 0.2, 0.5, 1;
+#    (experiments/configs/sac.py: pusher 200k env steps, reacher 60k),
+#    checkpointed at every quarter of its run;
+# 2. 50 demonstrations per task (erljax.collect): 10 with uniform random
+#    actions, 5 from each pair of the 4 checkpoints (a quarter, half,
+#    three quarters and all of the training) x Gaussian action noise std
+#    0 and 0.3;
 # 3. per task and method (bc, sparse_iql, true_iql, rbrl_iql, erlvlm_iql),
 #    5 seeds over one seed axis (erljax.offline, experiments/configs/
 #    offline.py); the rated methods share one set of ratings per task from
@@ -29,13 +32,16 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 
 for task in $TASKS; do
   if [ ! -d "$RUNS/sac_$task/checkpoints" ]; then
+    steps=$($PY -c "import sys; sys.path.insert(0, 'experiments/configs'); \
+import sac; print(sac.get_config('$task').total_steps)")
     $PY -m erljax.train --config=experiments/configs/sac.py:$task \
-      --config.workdir="$RUNS/sac_$task" --config.progress=False
+      --config.workdir="$RUNS/sac_$task" --config.progress=False \
+      --config.checkpoint.every=$((steps / 4)) --config.checkpoint.keep=4
   fi
   if [ ! -f "$RUNS/data_$task/dataset.json" ]; then
     $PY -m erljax.collect --workdir="$RUNS/sac_$task" \
-      --out="$RUNS/data_$task" --episodes=50 --noise_stds=0,0.2,0.5,1.0 \
-      --random_fraction=0.2 --seed=0
+      --out="$RUNS/data_$task" --episodes=50 --steps=all \
+      --noise_stds=0,0.3 --random_fraction=0.2 --seed=0
   fi
 done
 

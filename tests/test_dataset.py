@@ -30,6 +30,7 @@ def _dataset(n=3, t=4, o=2, a=2, p=3, task="test_point"):
     poses=f(n, t, p),
     noise_std=np.array([0.0, 0.5, 0.0], np.float32)[:n],
     random=np.array([False, False, True])[:n],
+    policy_step=np.array([100, 200, -1], np.int32)[:n],
     metadata={"note": "test"},
   )
 
@@ -154,11 +155,44 @@ def test_missing_shard(saved):
     dataset.load(str(directory))
 
 
-def test_noise_schedule():
-  std, random = collect.noise_schedule(10, [0.0, 0.5], 0.2)
+def test_episode_schedule():
+  std, random, policy = collect.episode_schedule(10, [0.0, 0.5], 0.2)
   np.testing.assert_array_equal(random, [True] * 2 + [False] * 8)
   np.testing.assert_allclose(std, [0, 0] + [0.0, 0.5] * 4)
+  np.testing.assert_array_equal(policy, [-1, -1] + [0] * 8)
+  # 2 checkpoints x 2 stds, policy-major: (0, 0) (0, .5) (1, 0) (1, .5) ...
+  std, random, policy = collect.episode_schedule(11, [0.0, 0.5], 0.3, 2)
+  np.testing.assert_array_equal(random, [True] * 3 + [False] * 8)
+  np.testing.assert_allclose(std, [0, 0, 0] + [0.0, 0.5] * 4)
+  np.testing.assert_array_equal(policy, [-1] * 3 + [0, 0, 1, 1] * 2)
+  assert policy.dtype == np.int32 and std.dtype == np.float32
   with pytest.raises(ValueError, match="random_fraction=1.5"):
-    collect.noise_schedule(10, [0.0], 1.5)
+    collect.episode_schedule(10, [0.0], 1.5)
   with pytest.raises(ValueError, match="noise_stds"):
-    collect.noise_schedule(10, [-1.0], 0.0)
+    collect.episode_schedule(10, [-1.0], 0.0)
+  with pytest.raises(ValueError, match="num_policies=0"):
+    collect.episode_schedule(10, [0.0], 0.0, 0)
+
+
+def test_parse_steps():
+  available = [15, 30, 60]
+  assert collect.parse_steps(["latest"], available) == [60]
+  assert collect.parse_steps([], available) == [60]
+  assert collect.parse_steps(["all"], available) == [15, 30, 60]
+  assert collect.parse_steps(["30", " 15"], available) == [30, 15]
+  with pytest.raises(ValueError, match="no checkpoint at step 45.*15, 30, 60"):
+    collect.parse_steps(["15", "45"], available)
+  with pytest.raises(ValueError, match="'half' is not an integer"):
+    collect.parse_steps(["half"], available)
+
+
+def test_other_version_is_named(tmp_path):
+  dataset.save(_dataset(), str(tmp_path))
+  path = os.path.join(tmp_path, dataset.HEADER_FILE)
+  with open(path) as f:
+    header = json.load(f)
+  header["version"] = 1
+  with open(path, "w") as f:
+    json.dump(header, f)
+  with pytest.raises(dataset.DatasetError, match="format version 1"):
+    dataset.load(str(tmp_path))

@@ -44,7 +44,8 @@ def _tiny(method, data_dir, workdir=""):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def collected(tmp_path_factory):
+  """(dataset directory, the policies of its two checkpoints)."""
   run_dir = tmp_path_factory.mktemp("sac")
   c = config_lib.default()
   c.task = point_env.register()
@@ -52,33 +53,62 @@ def data_dir(tmp_path_factory):
   c.log_every = c.eval_every = 20
   c.batch_size, c.sac.hidden_sizes, c.num_eval_envs = 8, (8,), 1
   c.replay_capacity, c.workdir = 64, str(run_dir)
+  c.checkpoint.every = 20  # checkpoints at 20 and 40: two demonstrators
   c.tensorboard = c.progress = False
   runner.run(c, log=lambda _: None)
-  loaded = policy.load(str(run_dir))
-  assert loaded.step == 40
-  std, random = collect.noise_schedule(8, [0.0, 0.5], 0.25)
+  assert policy.checkpoint_steps(str(run_dir)) == [20, 40]
+  loaded = [policy.load(str(run_dir), step=s) for s in (20, 40)]
+  params = jax.tree_util.tree_map(
+    lambda *x: np.stack(x), *[p.seed_params for p in loaded]
+  )
+  std, random, pol = collect.episode_schedule(10, [0.0, 0.5], 0.2, 2)
   episodes = collect.collect(
-    loaded.trainer, loaded.seed_params, jax.random.PRNGKey(0), std, random
+    loaded[0].trainer, params, jax.random.PRNGKey(0), std, random, pol
   )
   out = tmp_path_factory.mktemp("data")
+  policy_step = np.where(random, -1, np.array([20, 40])[np.maximum(pol, 0)])
   dataset.save(
-    collect.to_dataset(c.task, episodes, std, random, {"source": "test"}),
+    collect.to_dataset(
+      c.task, episodes, std, random, policy_step, {"source": "test"}
+    ),
     str(out),
     5,
   )
-  return out
+  return out, loaded
 
 
-def test_collected_dataset(data_dir):
+@pytest.fixture(scope="module")
+def data_dir(collected):
+  return collected[0]
+
+
+def test_collected_dataset(collected):
+  data_dir, loaded = collected
   ds = dataset.load(str(data_dir))
-  assert ds.num_episodes == 8 and ds.episode_length == 10
-  np.testing.assert_array_equal(ds.random, [True] * 2 + [False] * 6)
+  assert ds.num_episodes == 10 and ds.episode_length == 10
+  np.testing.assert_array_equal(ds.random, [True] * 2 + [False] * 8)
+  np.testing.assert_array_equal(ds.policy_step, [-1] * 2 + [20, 20, 40, 40] * 2)
   assert np.all(np.abs(ds.actions) <= 1.0)
   # Observations chain within an episode (no reset inside it).
   np.testing.assert_allclose(
     ds.observations[:, 1:], ds.next_observations[:, :-1]
   )
-  assert len(collect.summary(ds)) == 3
+  # A noise-free episode holds its own checkpoint's deterministic actions,
+  # and the two checkpoints act differently.
+  for i, step in ((2, 20), (4, 40)):
+    assert ds.noise_std[i] == 0.0 and ds.policy_step[i] == step
+    p = loaded[0 if step == 20 else 1]
+    own = p.trainer.agent.deterministic_action(
+      p.seed_params, ds.observations[i]
+    )
+    np.testing.assert_allclose(ds.actions[i], own, atol=1e-5)
+    other = loaded[1 if step == 20 else 0]
+    theirs = other.trainer.agent.deterministic_action(
+      other.seed_params, ds.observations[i]
+    )
+    assert np.abs(ds.actions[i] - theirs).max() > 1e-3
+  # random + 2 checkpoints x 2 stds
+  assert len(collect.summary(ds)) == 5
 
 
 def test_rate_once_then_from_the_file(data_dir):

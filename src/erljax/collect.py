@@ -1,17 +1,26 @@
-"""Demonstrations of mixed quality from a trained policy, as an episode dataset.
+"""Demonstrations of mixed quality from a trained run, as an episode dataset.
 
   python -m erljax.collect --workdir=runs/sac_pusher --out=data/pusher \
-      --episodes=50 --noise_stds=0,0.2,0.5,1.0 --random_fraction=0.2
+      --episodes=50 --steps=all --noise_stds=0,0.3 --random_fraction=0.2
 
-Loads the actor of a run's latest checkpoint with erljax.policy (the run's
+Loads the actors of a run's checkpoints with erljax.policy (the run's
 config.json says the task, network sizes and episode length), plays
 --episodes episodes at once in the vectorized env (one compiled scan over the
 episode, vmapped over the envs) and writes them with erljax.dataset. Real
-demonstrations are of mixed quality, so each episode has its own action
-noise: a --random_fraction share of the episodes acts uniformly at random
-(deliberately failed episodes), the others add Gaussian noise of a std taken
-in turn from --noise_stds to the policy's deterministic action (clipped to
-[-1, 1]).
+demonstrations are of mixed quality, so each episode has its own demonstrator
+and action noise:
+
+* a --random_fraction share of the episodes acts uniformly at random
+  (deliberately failed episodes);
+* the others take in turn every pair (checkpoint, std) of --steps x
+  --noise_stds: the actor of that checkpoint (an earlier checkpoint is a
+  less trained, systematically worse demonstrator) with Gaussian noise of
+  that std added to its deterministic action (clipped to [-1, 1]).
+
+Why several checkpoints: zero-mean noise around one policy leaves that
+policy the mean action in every state, so behaviour cloning recovers it and
+no offline RL method has anything to improve on; demonstrators of different
+skill (as D4RL's medium-replay / medium-expert mixes are) do.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,13 +40,18 @@ from erljax import envs
 from erljax import rollout as rollout_lib
 
 
-def noise_schedule(
-  num_episodes: int, noise_stds: Sequence[float], random_fraction: float
-) -> Tuple[np.ndarray, np.ndarray]:
-  """Per-episode noise std [N] float32 and random flag [N] bool.
+def episode_schedule(
+  num_episodes: int,
+  noise_stds: Sequence[float],
+  random_fraction: float,
+  num_policies: int = 1,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-episode noise std [N] float32, random flag [N] bool and policy
+  index [N] int32.
 
-  The first round(random_fraction * N) episodes act at random (their std is
-  recorded as NaN-free 0); the rest take noise_stds in turn.
+  The first round(random_fraction * N) episodes act at random (std 0,
+  policy -1); non-random episode k takes the pair k mod (P * S) of the grid
+  policies x stds, policy-major: policy (k // S) mod P, std k mod S.
   """
   if num_episodes < 1:
     raise ValueError(f"episodes={num_episodes}: must be >= 1")
@@ -46,13 +61,15 @@ def noise_schedule(
     raise ValueError(
       f"noise_stds={list(noise_stds)}: need at least one finite std >= 0"
     )
+  if num_policies < 1:
+    raise ValueError(f"num_policies={num_policies}: must be >= 1")
   n_random = int(round(random_fraction * num_episodes))
   random = np.arange(num_episodes) < n_random
   stds = np.asarray(noise_stds, np.float32)
-  std = np.where(
-    random, 0.0, stds[(np.arange(num_episodes) - n_random) % stds.size]
-  )
-  return std.astype(np.float32), random
+  k = np.arange(num_episodes) - n_random
+  std = np.where(random, 0.0, stds[k % stds.size])
+  policy = np.where(random, -1, (k // stds.size) % num_policies)
+  return std.astype(np.float32), random, policy.astype(np.int32)
 
 
 def collect(
@@ -61,24 +78,32 @@ def collect(
   key: jax.Array,
   noise_std: np.ndarray,
   random: np.ndarray,
+  policy: np.ndarray,
   episode_length: Optional[int] = None,
 ) -> rollout_lib.Episodes:
-  """One episode per entry of noise_std [N] / random [N] (N parallel envs).
+  """One episode per entry of noise_std / random / policy [N] (N parallel
+  envs).
 
-  actor_params: one seed's actor (no seed axis). Returns numpy leaves
-  [N, T, ...].
+  actor_params: the actors of P checkpoints of one seed, each leaf
+  [P, ...]; episode i is played by actor policy[i] (any index for a random
+  episode). Returns numpy leaves [N, T, ...].
   """
   n = int(noise_std.shape[0])
+  chex.assert_shape([random, policy], (n,))
   env = envs.make_vec_env(
     trainer.env.task, n, episode_length or trainer.env.episode_length
   )
   agent = trainer.agent
 
   @jax.jit
-  def play(params, std, rand, key):
+  def play(params, std, rand, policy, key):
+    per_env = jax.tree_util.tree_map(
+      lambda x: x[jnp.maximum(policy, 0)], params
+    )
+
     def act(obs, key):
       k_noise, k_rand = jax.random.split(key)
-      mean = agent.deterministic_action(params, obs)
+      mean = jax.vmap(agent.deterministic_action)(per_env, obs)
       noisy = jnp.clip(
         mean + std[:, None] * jax.random.normal(k_noise, mean.shape), -1.0, 1.0
       )
@@ -88,7 +113,11 @@ def collect(
     return rollout_lib.rollout(env, act, key)
 
   episodes = play(
-    actor_params, jnp.asarray(noise_std), jnp.asarray(random), key
+    actor_params,
+    jnp.asarray(noise_std),
+    jnp.asarray(random),
+    jnp.asarray(policy),
+    key,
   )
   return jax.tree_util.tree_map(np.asarray, episodes)
 
@@ -98,8 +127,10 @@ def to_dataset(
   episodes: rollout_lib.Episodes,
   noise_std: np.ndarray,
   random: np.ndarray,
+  policy_step: np.ndarray,
   metadata: Dict[str, Any],
 ) -> dataset_lib.EpisodeDataset:
+  """policy_step [N]: env steps of each episode's checkpoint (-1: random)."""
   f32 = lambda x: np.asarray(x, np.float32)
   return dataset_lib.EpisodeDataset(
     task=task,
@@ -113,17 +144,29 @@ def to_dataset(
     poses=f32(episodes.pose),
     noise_std=f32(noise_std),
     random=np.asarray(random, bool),
+    policy_step=np.asarray(policy_step, np.int32),
     metadata=metadata,
   )
 
 
 def summary(ds: dataset_lib.EpisodeDataset) -> List[Dict[str, Any]]:
-  """Return and success rate per noise level (random episodes apart)."""
+  """Return and success rate of the random episodes and of each pair
+  (checkpoint, noise std)."""
   rows = []
   ret, succ = ds.episode_return, ds.episode_success
+  pairs = sorted(
+    set(
+      zip(
+        ds.policy_step[~ds.random].tolist(), ds.noise_std[~ds.random].tolist()
+      )
+    )
+  )
   groups = [("random", ds.random)] + [
-    (f"std={s:g}", (~ds.random) & (ds.noise_std == s))
-    for s in sorted(set(ds.noise_std[~ds.random].tolist()))
+    (
+      f"step={step} std={s:g}",
+      (~ds.random) & (ds.policy_step == step) & (ds.noise_std == s),
+    )
+    for step, s in pairs
   ]
   for name, mask in groups:
     if mask.any():
@@ -138,54 +181,98 @@ def summary(ds: dataset_lib.EpisodeDataset) -> List[Dict[str, Any]]:
   return rows
 
 
+def parse_steps(value: Sequence[str], available: Sequence[int]) -> List[int]:
+  """--steps: [] or ["latest"] -> the last checkpoint, ["all"] -> every
+  one, else the listed env steps (each must be a checkpoint).
+
+  Raises:
+    ValueError: names a step that is not an integer or not a checkpoint.
+  """
+  value = [v.strip() for v in value if v.strip()]
+  if not value or value == ["latest"]:
+    return [int(available[-1])]
+  if value == ["all"]:
+    return [int(s) for s in available]
+  steps = []
+  for v in value:
+    try:
+      step = int(v)
+    except ValueError:
+      raise ValueError(
+        f"steps={','.join(value)}: {v!r} is not an integer "
+        "(give env steps, 'all' or 'latest')"
+      ) from None
+    if step not in available:
+      raise ValueError(
+        f"steps={','.join(value)}: no checkpoint at step {step}; "
+        f"available steps: {list(available)}"
+      )
+    steps.append(step)
+  return steps
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
 
-  f = flags.FLAGS
-  try:
-    noise_stds = [float(s) for s in f.noise_stds]
-    std, random = noise_schedule(f.episodes, noise_stds, f.random_fraction)
-  except ValueError as e:
-    print(f"erljax.collect: {e}", file=sys.stderr)
-    sys.exit(2)
-  if os.path.exists(os.path.join(f.out, dataset_lib.HEADER_FILE)):
-    print(
-      f"erljax.collect: --out={f.out} already holds a dataset", file=sys.stderr
-    )
-    sys.exit(2)
-  t0 = time.perf_counter()
   # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
   from erljax import policy as policy_lib
 
-  try:
-    policy = policy_lib.load(f.workdir, seed=f.policy_seed)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"erljax.collect: {e}", file=sys.stderr)
+  f = flags.FLAGS
+
+  def fail(message: str) -> NoReturn:
+    print(f"erljax.collect: {message}", file=sys.stderr)
     sys.exit(2)
-  trainer, params, step = policy.trainer, policy.seed_params, policy.step
+
+  if os.path.exists(os.path.join(f.out, dataset_lib.HEADER_FILE)):
+    fail(f"--out={f.out} already holds a dataset")
+  t0 = time.perf_counter()
+  try:
+    steps = parse_steps(f.steps, policy_lib.checkpoint_steps(f.workdir))
+    noise_stds = [float(s) for s in f.noise_stds]
+    std, random, policy = episode_schedule(
+      f.episodes, noise_stds, f.random_fraction, len(steps)
+    )
+    policies = [
+      policy_lib.load(f.workdir, step=s, seed=f.policy_seed) for s in steps
+    ]
+  except (FileNotFoundError, ValueError) as e:
+    fail(str(e))
+  trainer = policies[0].trainer
+  params = jax.tree_util.tree_map(
+    lambda *x: jnp.stack(x), *[p.seed_params for p in policies]
+  )
   episodes = collect(
-    trainer, params, jax.random.PRNGKey(f.seed), std, random, f.episode_length
+    trainer,
+    params,
+    jax.random.PRNGKey(f.seed),
+    std,
+    random,
+    policy,
+    f.episode_length,
   )
   meta = {
     "source_workdir": os.path.abspath(f.workdir),
-    "checkpoint_step": int(step),
+    "checkpoint_steps": steps,
     "policy_seed": f.policy_seed,
     "seed": f.seed,
     "noise_stds": noise_stds,
     "random_fraction": f.random_fraction,
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
-  ds = to_dataset(trainer.env.task.name, episodes, std, random, meta)
+  policy_step = np.where(random, -1, np.asarray(steps)[np.maximum(policy, 0)])
+  ds = to_dataset(
+    trainer.env.task.name, episodes, std, random, policy_step, meta
+  )
   path = dataset_lib.save(ds, f.out, f.episodes_per_shard)
   print(
     f"wrote {ds.num_episodes} episodes of {ds.episode_length} steps "
-    f"({trainer.env.task.name}, checkpoint step {step}) to {path} in "
+    f"({trainer.env.task.name}, checkpoint steps {steps}) to {path} in "
     f"{time.perf_counter() - t0:.1f}s"
   )
   for row in summary(ds):
     print(
-      f"  {row['episodes']:>10s}  n={row['count']:3d}  return "
+      f"  {row['episodes']:>22s}  n={row['count']:3d}  return "
       f"{row['return']:9.2f}  success {row['success']:.2f}"
     )
 
@@ -201,9 +288,14 @@ def _define_flags() -> None:
   )
   flags.DEFINE_integer("episodes", 50, "episodes to collect")
   flags.DEFINE_list(
+    "steps",
+    ["latest"],
+    "checkpoints (env steps) whose actors act, in turn; 'all' or 'latest'",
+  )
+  flags.DEFINE_list(
     "noise_stds",
     ["0", "0.2", "0.5", "1.0"],
-    "Gaussian action noise stds, one per episode in turn",
+    "Gaussian action noise stds, each paired with every checkpoint in turn",
   )
   flags.DEFINE_float(
     "random_fraction", 0.2, "share of episodes with uniform random actions"

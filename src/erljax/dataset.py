@@ -3,7 +3,7 @@
 A dataset is a directory:
 
   dataset.json          the header: {"format": "erljax-episodes",
-                        "version": 1, "task", "episode_length",
+                        "version": 2, "task", "episode_length",
                         "observation_size", "action_size", "pose_size",
                         "num_episodes", "shards": [{"file", "episodes"}],
                         "metadata": {...}} (metadata: free-form provenance,
@@ -28,6 +28,8 @@ Arrays of a shard (N = E episodes, T steps, O / A / P sizes):
                                         episode was collected with
   random             [N]       bool     actions uniform at random (a
                                         deliberately failed episode)
+  policy_step        [N]       int32    env steps of the checkpoint whose
+                                        actor acted (-1: a random episode)
   header             []        str      the shard's own JSON header (format,
                                         version, task, sizes), so a shard
                                         read alone is still identified
@@ -49,7 +51,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 FORMAT = "erljax-episodes"
-VERSION = 1
+VERSION = 2  # 2: per-episode policy_step (episodes from several checkpoints)
 HEADER_FILE = "dataset.json"
 
 # name -> (dtype, shape with symbolic sizes N, T, O, A, P)
@@ -64,6 +66,7 @@ ARRAYS: Dict[str, Tuple[np.dtype, Tuple[str, ...]]] = {
   "poses": (np.dtype(np.float32), ("N", "T", "P")),
   "noise_std": (np.dtype(np.float32), ("N",)),
   "random": (np.dtype(bool), ("N",)),
+  "policy_step": (np.dtype(np.int32), ("N",)),
 }
 
 
@@ -87,6 +90,7 @@ class EpisodeDataset:
   poses: np.ndarray
   noise_std: np.ndarray
   random: np.ndarray
+  policy_step: np.ndarray
   metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
