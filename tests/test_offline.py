@@ -202,3 +202,17 @@ def test_normalize_rewards():
     offline.normalize_rewards(r, "minmax"), [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]]
   )
   np.testing.assert_allclose(offline.normalize_rewards(r, "none"), r)
+  # Episodes [0, 0, 1]: seed 0 returns 2 and 1 -> x1000 / 1; seed 1 returns
+  # 10 and 5 -> x1000 / 5.
+  episode = np.array([0, 0, 1])
+  np.testing.assert_allclose(
+    offline.normalize_rewards(r, "returns", episode),
+    [[0.0, 2000.0, 1000.0], [1000.0, 1000.0, 1000.0]],
+  )
+  # Equal returns: left unscaled.
+  np.testing.assert_allclose(
+    offline.normalize_rewards(
+      np.ones((1, 4)), "returns", np.array([0, 0, 1, 1])
+    ),
+    np.ones((1, 4)),
+  )

@@ -13,9 +13,10 @@ program):
      reward ensemble per seed with the online loop's learner, then relabels
      every transition with the ensemble mean (erljax.offline_reward); bc
      needs no reward;
-  3. rescales each seed's rewards to [0, 1] over the dataset (iql.reward_norm,
-     an affine map that keeps the optimal policy of these time-limited
-     tasks; it puts every reward source on one scale for beta = 3);
+  3. rescales each seed's rewards (iql.reward_norm) by the IQL paper's
+     MuJoCo rule, 1000 / (max - min episode return over the dataset): a
+     scale that keeps the optimal policy and puts every reward source on
+     the one scale beta = 3 was chosen for;
   4. trains IQL (erljax.iql) in compiled chunks of offline.log_every
      gradient steps, evaluating the deterministic policy every
      offline.eval_every steps on offline.num_eval_envs fresh episodes.
@@ -51,12 +52,29 @@ from erljax import offline_reward
 from erljax import rollout as rollout_lib
 
 
-def normalize_rewards(rewards: np.ndarray, how: str) -> np.ndarray:
-  """rewards [S, M] -> [S, M]: "minmax" maps each seed's rewards onto [0, 1]
-  (constant rewards map to 0); "none" leaves them."""
+def normalize_rewards(
+  rewards: np.ndarray, how: str, episode: np.ndarray | None = None
+) -> np.ndarray:
+  """rewards [S, M] -> [S, M], per seed.
+
+  "returns" (the IQL paper's MuJoCo rule): r * 1000 / (max - min) of the
+  dataset's episode returns under that seed's reward, episode [M] int giving
+  each transition's episode (returns all equal: unscaled); "minmax" maps the
+  rewards onto [0, 1] (constant rewards map to 0); "none" leaves them.
+  """
   r = np.asarray(rewards, np.float32)
   if how == "none":
     return r
+  if how == "returns":
+    if episode is None:
+      raise ValueError("normalize_rewards: 'returns' needs episode ids")
+    returns = np.stack(
+      [np.bincount(episode, weights=row) for row in r.astype(np.float64)]
+    )
+    ids = np.unique(episode)
+    span = returns[:, ids].max(1) - returns[:, ids].min(1)
+    scale = np.where(span > 0, 1000.0 / np.where(span > 0, span, 1.0), 1.0)
+    return (r * scale[:, None]).astype(np.float32)
   lo = r.min(axis=1, keepdims=True)
   span = r.max(axis=1, keepdims=True) - lo
   return np.where(
@@ -107,7 +125,7 @@ def dataset_rewards(
       f"{learn_info['label_histogram']} ({learn_info['label_accuracy']:.3f}"
       " match the noise-free rater)"
     )
-  return normalize_rewards(r, c.iql.reward_norm), info
+  return normalize_rewards(r, c.iql.reward_norm, data["episode"]), info
 
 
 def _seed_axis(fn: Callable[..., Any], how: str, in_axes) -> Callable:
