@@ -5,9 +5,10 @@
 
 Writes OUT.md (per task and method: final success rate and return over the
 seeds, mean with a 95% percentile bootstrap CI over seeds, the learned
-reward's diagnostics, and IQL on the true reward against BC as a bootstrap
-CI of the difference of means), OUT.csv (one row per seed) and OUT.json
-(everything in the tables).
+reward's diagnostics, IQL's advantage weights over the last chunk (mean and
+batch maximum, from the run's metrics.jsonl: weights near 1 mean IQL acts as
+BC), and the paper's comparisons as bootstrap CIs of the difference of
+means), OUT.csv (one row per seed) and OUT.json (everything in the tables).
 """
 
 from __future__ import annotations
@@ -56,6 +57,29 @@ def diff_ci(a, b, reps: int = 2000, seed: int = 0) -> Dict[str, float]:
   return {"mean": float(a.mean() - b.mean()), "lo": float(lo), "hi": float(hi)}
 
 
+# (method, baseline): the paper's claims (ERL-VLM over each) and the check
+# that IQL learns (true reward over BC).
+DIFFS = (
+  ("true_iql", "bc"),
+  ("erlvlm_iql", "bc"),
+  ("erlvlm_iql", "sparse_iql"),
+  ("erlvlm_iql", "rbrl_iql"),
+)
+
+
+def last_weights(final_path: str) -> Dict[str, float]:
+  """IQL's mean and max advantage weight in the last evaluation record of
+  the run's metrics.jsonl ({} for BC or without the file)."""
+  path = os.path.join(os.path.dirname(final_path), "metrics.jsonl")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    evals = [r for r in map(json.loads, f) if r.get("kind") == "eval"]
+  if not evals or "weight_max" not in evals[-1]:
+    return {}
+  return {"mean": evals[-1]["weight"], "max": evals[-1]["weight_max"]}
+
+
 def fmt(c: Dict[str, float], digits: int = 2) -> str:
   return f"{c['mean']:.{digits}f} [{c['lo']:.{digits}f}, {c['hi']:.{digits}f}]"
 
@@ -69,6 +93,7 @@ def main() -> None:
   for path in args.finals:
     with open(path) as f:
       r = json.load(f)
+    r["weights"] = last_weights(path)
     runs[r["task"]][r["method"]] = r
   out: Dict[str, Dict] = {}
   lines: List[str] = [
@@ -93,8 +118,9 @@ def main() -> None:
       f"gradient steps, {len(first['seeds'])} seeds.",
       "",
       "| method | success rate [95% CI] | return [95% CI] | "
-      "corr(r_hat, r) | label acc. | grad steps/s |",
-      "|---|---|---|---|---|---|",
+      "corr(r_hat, r) | label acc. | adv. weight mean / max | "
+      "grad steps/s |",
+      "|---|---|---|---|---|---|---|",
     ]
     out[task] = {}
     for m in methods:
@@ -103,15 +129,18 @@ def main() -> None:
       rew = r.get("reward", {})
       corr = f"{np.mean(rew['reward_corr']):.2f}" if rew else ""
       acc = f"{rew['label_accuracy']:.2f}" if rew else ""
+      w = r["weights"]
+      weights = f"{w['mean']:.2f} / {w['max']:.1f}" if w and m != "bc" else ""
       lines.append(
         f"| {NAMES[m]} | {fmt(s)} | {fmt(ret, 1)} | {corr} | "
-        f"{acc} | {r['grad_steps_per_s']:.1f} |"
+        f"{acc} | {weights} | {r['grad_steps_per_s']:.1f} |"
       )
       out[task][m] = {
         "success": s,
         "return": ret,
         "reward": rew,
         "ratings": r.get("ratings"),
+        "advantage_weights": r["weights"],
         "grad_steps_per_s": r["grad_steps_per_s"],
         "train_seconds": r["train_seconds"],
         "compile_seconds": r["compile_seconds"],
@@ -126,15 +155,21 @@ def main() -> None:
             "return": r["eval_return_per_seed"][i],
           }
         )
-    if "true_iql" in runs[task] and "bc" in runs[task]:
-      t, b = runs[task]["true_iql"], runs[task]["bc"]
-      ds = diff_ci(t["eval_success_per_seed"], b["eval_success_per_seed"])
-      dr = diff_ci(t["eval_return_per_seed"], b["eval_return_per_seed"])
-      out[task]["true_iql_minus_bc"] = {"success": ds, "return": dr}
+    diffs = [(a, b) for a, b in DIFFS if a in runs[task] and b in runs[task]]
+    if diffs:
+      lines += ["", "| difference | success [95% CI] | return [95% CI] |"]
+      lines.append("|---|---|---|")
+    for a, b in diffs:
+      ra, rb = runs[task][a], runs[task][b]
+      ds = diff_ci(ra["eval_success_per_seed"], rb["eval_success_per_seed"])
+      dr = diff_ci(ra["eval_return_per_seed"], rb["eval_return_per_seed"])
+      out[task][f"{a}_minus_{b}"] = {"success": ds, "return": dr}
+      lines.append(f"| {NAMES[a]} - {NAMES[b]} | {fmt(ds)} | {fmt(dr, 1)} |")
+    if diffs:
       lines += [
         "",
-        f"IQL + true reward minus BC: success {fmt(ds)}, "
-        f"return {fmt(dr, 1)} (95% bootstrap CI of the difference).",
+        "Differences of means over seeds with 95% bootstrap CIs (each "
+        "method's seeds resampled apart).",
       ]
     lines.append("")
   with open(args.out + ".md", "w") as f:

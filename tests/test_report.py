@@ -1,6 +1,7 @@
 """IQM, stratified bootstrap and the one-command aggregate report."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -243,3 +244,57 @@ def test_nested_bootstrap_mean():
   assert lo == 0.0 and hi == 10.0
   with pytest.raises(ValueError, match="shape"):
     stats.nested_bootstrap_mean(np.array([1.0, np.nan]))
+
+
+OFFLINE_REPORT = os.path.join(
+  os.path.dirname(__file__), "..", "experiments", "offline_report.py"
+)
+
+
+def test_offline_report_tables_weights_and_differences(tmp_path):
+  finals = []
+  for k, method in enumerate(("bc", "sparse_iql", "true_iql", "erlvlm_iql")):
+    d = tmp_path / "pusher" / method
+    d.mkdir(parents=True)
+    final = {
+      "task": "pusher",
+      "method": method,
+      "seeds": [0, 1],
+      "episodes": 50,
+      "transitions": 10000,
+      "dataset_success": 0.1,
+      "dataset_return": -200.0,
+      "grad_steps": 100,
+      "grad_steps_per_s": 20.0,
+      "train_seconds": 5.0,
+      "compile_seconds": 1.0,
+      "eval_success_per_seed": [0.1 * k, 0.1 * k],
+      "eval_return_per_seed": [-50.0 + k, -48.0 + k],
+    }
+    (d / "final.json").write_text(json.dumps(final))
+    evals = [{"kind": "eval", "weight": 1.0 + k, "weight_max": 10.0 * k}]
+    (d / "metrics.jsonl").write_text("\n".join(map(json.dumps, evals)))
+    finals.append(str(d / "final.json"))
+  out = str(tmp_path / "table")
+  subprocess.run(
+    [sys.executable, OFFLINE_REPORT, "--out", out, *finals],
+    check=True,
+    capture_output=True,
+  )
+  md = open(out + ".md").read()
+  # Weights for IQL runs, none for BC.
+  assert (
+    "| IQL + true reward | 0.20 [0.20, 0.20] | -47.0 [-48.0, -46.0] |" in md
+  )
+  assert "| 3.00 / 20.0 |" in md and "| BC | 0.00 [0.00, 0.00]" in md
+  assert "| 1.00 / 0.0 |" not in md
+  # true - bc: success +0.2 (no spread over seeds); return +2, and seeds
+  # resampled apart give differences 0..4, each end with probability 1/16.
+  assert "| IQL + true reward - BC | 0.20 [0.20, 0.20] | 2.0 [0.0, 4.0] |" in md
+  assert "| ERL-VLM + IQL - IQL + sparse (success) | 0.20 [0.20, 0.20] |" in md
+  assert "RbRL" not in md  # no rbrl run: no row, no difference
+  table = json.load(open(out + ".json"))
+  assert table["pusher"]["erlvlm_iql"]["advantage_weights"] == {
+    "mean": 4.0,
+    "max": 30.0,
+  }
