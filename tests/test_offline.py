@@ -58,22 +58,17 @@ def collected(tmp_path_factory):
   runner.run(c, log=lambda _: None)
   assert policy.checkpoint_steps(str(run_dir)) == [20, 40]
   loaded = [policy.load(str(run_dir), step=s) for s in (20, 40)]
-  params = jax.tree_util.tree_map(
-    lambda *x: np.stack(x), *[p.seed_params for p in loaded]
-  )
-  std, random, pol = collect.episode_schedule(10, [0.0, 0.5], 0.2, 2)
-  episodes = collect.collect(
-    loaded[0].trainer, params, jax.random.PRNGKey(0), std, random, pol
-  )
   out = tmp_path_factory.mktemp("data")
-  policy_step = np.where(random, -1, np.array([20, 40])[np.maximum(pol, 0)])
-  dataset.save(
-    collect.to_dataset(
-      c.task, episodes, std, random, policy_step, {"source": "test"}
-    ),
+  ds, _ = collect.collect_run(
+    str(run_dir),
     str(out),
-    5,
+    episodes=10,
+    steps=["all"],
+    noise_stds=[0.0, 0.5],
+    random_fraction=0.2,
+    episodes_per_shard=5,
   )
+  assert ds.metadata["checkpoint_steps"] == [20, 40]
   return out, loaded
 
 
@@ -109,6 +104,18 @@ def test_collected_dataset(collected):
     assert np.abs(ds.actions[i] - theirs).max() > 1e-3
   # random + 2 checkpoints x 2 stds
   assert len(collect.summary(ds)) == 5
+
+
+def test_collect_run_errors_name_the_value(collected, tmp_path):
+  run_dir = collected[1][0].workdir
+  with pytest.raises(ValueError, match=r"no checkpoint at step 30.*\[20, 40\]"):
+    collect.collect_run(run_dir, str(tmp_path / "a"), steps=["30"])
+  with pytest.raises(ValueError, match="random_fraction=2.0"):
+    collect.collect_run(run_dir, str(tmp_path / "b"), random_fraction=2.0)
+  with pytest.raises(FileExistsError, match="already holds a dataset"):
+    collect.collect_run(run_dir, str(collected[0]))
+  with pytest.raises(FileNotFoundError, match="no such directory"):
+    collect.collect_run(str(tmp_path), str(tmp_path / "c"))
 
 
 def test_rate_once_then_from_the_file(data_dir):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import chex
 import jax
@@ -211,64 +211,93 @@ def parse_steps(value: Sequence[str], available: Sequence[int]) -> List[int]:
   return steps
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def collect_run(
+  workdir: str,
+  out: str,
+  episodes: int = 50,
+  steps: Sequence[str] = ("latest",),
+  noise_stds: Sequence[float] = (0.0, 0.2, 0.5, 1.0),
+  random_fraction: float = 0.2,
+  seed: int = 0,
+  policy_seed: int = 0,
+  episode_length: Optional[int] = None,
+  episodes_per_shard: int = 100,
+) -> Tuple[dataset_lib.EpisodeDataset, str]:
+  """Plays the episode schedule with the actors of a run's checkpoints
+  `steps` (see parse_steps) and writes the dataset into `out`.
 
+  Returns the dataset and its header file's path.
+
+  Raises:
+    FileExistsError: `out` already holds a dataset.
+    FileNotFoundError: no run, config.json or checkpoint in `workdir`.
+    ValueError: a bad step, std, fraction or episode count (names it).
+  """
   # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
   from erljax import policy as policy_lib
 
-  f = flags.FLAGS
-
-  def fail(message: str) -> NoReturn:
-    print(f"erljax.collect: {message}", file=sys.stderr)
-    sys.exit(2)
-
-  if os.path.exists(os.path.join(f.out, dataset_lib.HEADER_FILE)):
-    fail(f"--out={f.out} already holds a dataset")
-  t0 = time.perf_counter()
-  try:
-    steps = parse_steps(f.steps, policy_lib.checkpoint_steps(f.workdir))
-    noise_stds = [float(s) for s in f.noise_stds]
-    std, random, policy = episode_schedule(
-      f.episodes, noise_stds, f.random_fraction, len(steps)
-    )
-    policies = [
-      policy_lib.load(f.workdir, step=s, seed=f.policy_seed) for s in steps
-    ]
-  except (FileNotFoundError, ValueError) as e:
-    fail(str(e))
+  if os.path.exists(os.path.join(out, dataset_lib.HEADER_FILE)):
+    raise FileExistsError(f"--out={out} already holds a dataset")
+  chosen = parse_steps(steps, policy_lib.checkpoint_steps(workdir))
+  std, random, policy = episode_schedule(
+    episodes, noise_stds, random_fraction, len(chosen)
+  )
+  policies = [
+    policy_lib.load(workdir, step=s, seed=policy_seed) for s in chosen
+  ]
   trainer = policies[0].trainer
   params = jax.tree_util.tree_map(
     lambda *x: jnp.stack(x), *[p.seed_params for p in policies]
   )
-  episodes = collect(
+  played = collect(
     trainer,
     params,
-    jax.random.PRNGKey(f.seed),
+    jax.random.PRNGKey(seed),
     std,
     random,
     policy,
-    f.episode_length,
+    episode_length,
   )
   meta = {
-    "source_workdir": os.path.abspath(f.workdir),
-    "checkpoint_steps": steps,
-    "policy_seed": f.policy_seed,
-    "seed": f.seed,
-    "noise_stds": noise_stds,
-    "random_fraction": f.random_fraction,
+    "source_workdir": os.path.abspath(workdir),
+    "checkpoint_steps": chosen,
+    "policy_seed": policy_seed,
+    "seed": seed,
+    "noise_stds": [float(x) for x in noise_stds],
+    "random_fraction": random_fraction,
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
-  policy_step = np.where(random, -1, np.asarray(steps)[np.maximum(policy, 0)])
-  ds = to_dataset(
-    trainer.env.task.name, episodes, std, random, policy_step, meta
-  )
-  path = dataset_lib.save(ds, f.out, f.episodes_per_shard)
+  policy_step = np.where(random, -1, np.asarray(chosen)[np.maximum(policy, 0)])
+  ds = to_dataset(trainer.env.task.name, played, std, random, policy_step, meta)
+  return ds, dataset_lib.save(ds, out, episodes_per_shard)
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  f = flags.FLAGS
+  t0 = time.perf_counter()
+  try:
+    ds, path = collect_run(
+      f.workdir,
+      f.out,
+      episodes=f.episodes,
+      steps=f.steps,
+      noise_stds=[float(s) for s in f.noise_stds],
+      random_fraction=f.random_fraction,
+      seed=f.seed,
+      policy_seed=f.policy_seed,
+      episode_length=f.episode_length,
+      episodes_per_shard=f.episodes_per_shard,
+    )
+  except (FileExistsError, FileNotFoundError, ValueError) as e:
+    print(f"erljax.collect: {e}", file=sys.stderr)
+    sys.exit(2)
   print(
     f"wrote {ds.num_episodes} episodes of {ds.episode_length} steps "
-    f"({trainer.env.task.name}, checkpoint steps {steps}) to {path} in "
-    f"{time.perf_counter() - t0:.1f}s"
+    f"({ds.task}, checkpoint steps {ds.metadata['checkpoint_steps']}) to "
+    f"{path} in {time.perf_counter() - t0:.1f}s"
   )
   for row in summary(ds):
     print(
