@@ -104,7 +104,21 @@ def test_steps_seeds_and_bad_workdirs(run, tmp_path):
   assert policy_lib.checkpoint_steps(workdir) == [20, 40]
   earlier = policy_lib.load(workdir, step=20)
   assert earlier.step == 20
-  assert not np.allclose(earlier.act(OBS), policy_lib.load(workdir).act(OBS))
+  latest = policy_lib.load(workdir)
+  assert not np.allclose(earlier.act(OBS), latest.act(OBS))
+  # at_step: the other checkpoint's actors on the same trainer, equal to a
+  # fresh load of that step.
+  moved = latest.with_seed(1).at_step(20)
+  assert (
+    moved.step == 20 and moved.seed == 1 and moved.trainer is latest.trainer
+  )
+  np.testing.assert_array_equal(
+    moved.act(OBS), policy_lib.load(workdir, step=20, seed=1).act(OBS)
+  )
+  with pytest.raises(
+    ValueError, match=r"step=30: .*available steps: \[20, 40\]"
+  ):
+    latest.at_step(30)
   with pytest.raises(
     ValueError,
     match=r"step=30: .*available steps: "

@@ -242,9 +242,8 @@ def collect_run(
   std, random, policy = episode_schedule(
     episodes, noise_stds, random_fraction, len(chosen)
   )
-  policies = [
-    policy_lib.load(workdir, step=s, seed=policy_seed) for s in chosen
-  ]
+  first = policy_lib.load(workdir, step=chosen[0], seed=policy_seed)
+  policies = [first] + [first.at_step(s) for s in chosen[1:]]
   trainer = policies[0].trainer
   params = jax.tree_util.tree_map(
     lambda *x: jnp.stack(x), *[p.seed_params for p in policies]

@@ -168,6 +168,17 @@ class Policy:
     """The same checkpoint acting with seed index `seed`."""
     return dataclasses.replace(self, seed=seed)
 
+  def at_step(self, step: int) -> "Policy":
+    """The same run's actors at checkpoint `step`, sharing this policy's
+    config and trainer (no second Trainer.create); ValueError as `load`'s
+    for a step without a checkpoint."""
+    step = _existing_step(self.workdir, step)
+    return dataclasses.replace(
+      self,
+      params=_restore_actor(self.trainer, _arrays_path(self.workdir, step)),
+      step=step,
+    )
+
   def apply(
     self, params: Any, obs: jax.Array, key: Optional[jax.Array] = None
   ) -> jax.Array:
@@ -210,26 +221,34 @@ def load(workdir: str, step: Optional[int] = None, seed: int = 0) -> Policy:
   """
   workdir = os.path.abspath(workdir)
   config = load_run_config(workdir)
-  steps = checkpoint_steps(workdir)
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ValueError(
-      f"step={step}: no checkpoint at that step in "
-      f"{workdir}/checkpoints; available steps: {steps}"
-    )
+  step = _existing_step(workdir, step)
   trainer = trainer_lib.Trainer.create(config)
-  params = _restore_actor(
-    trainer, os.path.join(workdir, "checkpoints", str(step), "arrays")
-  )
   return Policy(
-    params=params,
+    params=_restore_actor(trainer, _arrays_path(workdir, step)),
     seed=seed,
-    step=int(step),
+    step=step,
     config=config,
     trainer=trainer,
     workdir=workdir,
   )
+
+
+def _existing_step(workdir: str, step: Optional[int]) -> int:
+  """`step` if workdir has a finalized checkpoint there (None: the latest);
+  else ValueError listing the available steps."""
+  steps = checkpoint_steps(workdir)
+  if step is None:
+    return int(steps[-1])
+  if step not in steps:
+    raise ValueError(
+      f"step={step}: no checkpoint at that step in "
+      f"{workdir}/checkpoints; available steps: {steps}"
+    )
+  return int(step)
+
+
+def _arrays_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, "checkpoints", str(step), "arrays")
 
 
 def _restore_actor(trainer: trainer_lib.Trainer, path: str) -> Any:
