@@ -159,13 +159,12 @@ def main() -> None:
     if diffs:
       lines += ["", "| difference | success [95% CI] | return [95% CI] |"]
       lines.append("|---|---|---|")
-    for a, b in diffs:
-      ra, rb = runs[task][a], runs[task][b]
-      ds = diff_ci(ra["eval_success_per_seed"], rb["eval_success_per_seed"])
-      dr = diff_ci(ra["eval_return_per_seed"], rb["eval_return_per_seed"])
-      out[task][f"{a}_minus_{b}"] = {"success": ds, "return": dr}
-      lines.append(f"| {NAMES[a]} - {NAMES[b]} | {fmt(ds)} | {fmt(dr, 1)} |")
-    if diffs:
+      for a, b in diffs:
+        ra, rb = runs[task][a], runs[task][b]
+        ds = diff_ci(ra["eval_success_per_seed"], rb["eval_success_per_seed"])
+        dr = diff_ci(ra["eval_return_per_seed"], rb["eval_return_per_seed"])
+        out[task][f"{a}_minus_{b}"] = {"success": ds, "return": dr}
+        lines.append(f"| {NAMES[a]} - {NAMES[b]} | {fmt(ds)} | {fmt(dr, 1)} |")
       lines += [
         "",
         "Differences of means over seeds with 95% bootstrap CIs (each "
