@@ -46,7 +46,10 @@ class RemoteScripted(ScriptedRater):
 
 @pytest.fixture(scope="module")
 def compiled():
-  c = learned_config(400, 1, queries=QUERIES, warmup_updates=2)
+  # A scene with poses: a rater that needs frames is shown rendered ones.
+  c = learned_config(
+    400, 1, task="CartpoleSwingup", queries=QUERIES, warmup_updates=2
+  )
   trainer = trainer_lib.Trainer.create(c)
   chunk = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)))
   return c, trainer, chunk
@@ -166,7 +169,8 @@ def test_synchronous_remote_rater_matches_the_inline_scripted_run():
   # in blocking mode, once through the inline scripted rater.
   c = learned_config(200, 2, queries=10, budget=25, warmup_updates=5)
   c.feedback.asynchronous = False
-  make = lambda cls: [cls(3, 0.0, 1.0, noise=0.2, seed=s) for s in (7, 8)]
+  # The point task's 2 classes over its reward range (-1.5, 0).
+  make = lambda cls: [cls(2, -1.5, 0.0, noise=0.2, seed=s) for s in (7, 8)]
   # One Trainer for both runs: its programs are compiled once.
   trainer = trainer_lib.Trainer.create(c)
   got = runner.run(

@@ -48,7 +48,9 @@ def test_save_gif_writes_every_frame(tmp_path):
 
 
 def test_run_writes_rollout_video_and_rated_frames(tmp_path):
-  c = learned_config(120, 1, queries=6, budget=6, warmup_updates=2)
+  c = learned_config(
+    120, 1, task="CartpoleSwingup", queries=6, budget=6, warmup_updates=2
+  )
   c.workdir = str(tmp_path / "run")
   c.render.height, c.render.width = 32, 40
   c.render.rollout_video = c.render.rated_frames = True

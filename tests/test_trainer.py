@@ -9,10 +9,15 @@ from erljax import feedback as feedback_lib
 from erljax import runner
 from erljax import trainer as trainer_lib
 
+import point_env
+
 
 def tiny_config(**overrides):
+  """A run of a few chunks with tiny networks on the point task, which
+  compiles in seconds: the loop's mechanics do not depend on the scene.
+  Tests that need frames or poses pass task="CartpoleSwingup"."""
   c = config_lib.default()
-  c.task = "CartpoleSwingup"
+  c.task = point_env.register()
   c.num_envs = 4
   c.num_seeds = 2
   c.episode_length = 20
@@ -32,7 +37,10 @@ def tiny_config(**overrides):
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-  c = tiny_config(workdir=str(tmp_path_factory.mktemp("run")))
+  # The one tiny run on a real scene (the loop with Brax's pipeline in it).
+  c = tiny_config(
+    task="CartpoleSwingup", workdir=str(tmp_path_factory.mktemp("run"))
+  )
   lines = []
   res = runner.run(c, log=lines.append)
   return c, res, lines
@@ -88,9 +96,12 @@ def test_seed_phase_leaves_agent_untouched():
   )
 
 
-def learned_config(total_steps, num_seeds, **feedback):
-  """tiny_config with a learned reward: sessions at 80, 120, 160, ..."""
+def learned_config(total_steps, num_seeds, task=None, **feedback):
+  """tiny_config with a learned reward: sessions at 80, 120, 160, ...;
+  task: tiny_config's unless given."""
   c = tiny_config(total_steps=total_steps, num_seeds=num_seeds)
+  if task is not None:
+    c.task = task
   c.reward.source = "learned"
   c.reward.hidden_sizes = (16, 16)
   c.reward.batch_size = 8
@@ -115,7 +126,7 @@ def test_learned_reward_run_with_feedback_sessions():
   for f in fb:
     assert all(1 <= e <= c.reward.max_epochs for e in f["epochs"])
     assert all(np.isfinite(f["reward_corr"]))
-    # CartpoleSwingup is rated on its reward: the two correlations agree.
+    # The point task is rated on its reward: the two correlations agree.
     np.testing.assert_allclose(f["signal_corr"], f["reward_corr"], atol=1e-5)
     assert sum(f["label_histogram"][0]) == f["ratings_stored"][0]
   st = res.state
@@ -148,7 +159,9 @@ def test_no_session_at_the_end_and_none_before_the_first_reward():
 def test_image_reward_model_run():
   """ERL-VLM's CNN in the loop: it reads ray-cast frames of each transition's
   pose, trains on the rated queries' frames, and relabels the buffer."""
-  c = learned_config(120, 1, queries=16, warmup_updates=2)
+  c = learned_config(
+    120, 1, task="CartpoleSwingup", queries=16, warmup_updates=2
+  )
   c.reward.model = "cnn"
   c.reward.frame_size = 48
   c.reward.ensemble_size = 2
