@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 
 from erljax import envs
 from erljax import tasks
@@ -45,7 +46,7 @@ def test_every_task_has_what_rating_needs(name):
   lo, hi = spec.reward_range
   assert lo < hi
   assert spec.episode_length > 0
-  env = spec.make_env()
+  env = envs.make_vec_env(name, num_envs=1)
   assert isinstance(env.observation_size, int) and env.observation_size > 0
   assert isinstance(env.action_size, int) and env.action_size > 0
 
@@ -73,9 +74,9 @@ def test_reacher_rating_signal_is_the_visible_distance():
   control cost; it equals Brax's reward_dist metric after the step."""
   env = envs.make_vec_env("reacher", num_envs=4, episode_length=10)
   spec = env.task
-  state = env.reset(jax.random.PRNGKey(0))
+  state = jax.jit(env.reset)(jax.random.PRNGKey(0))
   action = jnp.full((4, env.action_size), 0.9)
-  next_state, out = env.step(state, action)
+  next_state, out = jax.jit(env.step)(state, action)
   signal = spec.signal(state.obs, action, out.next_obs, out.reward)
   assert signal.shape == (4,)
   np.testing.assert_allclose(
@@ -98,7 +99,7 @@ def test_default_rating_signal_is_the_reward():
 def test_rated_task_rates_the_reward_or_a_given_range():
   spec = tasks.get_task("reacher")
   reward = jnp.array([-0.9, -0.1])
-  obs = jnp.ones((2, spec.make_env().observation_size))
+  obs = jnp.ones((2, envs.make_vec_env(spec, 1).observation_size))
   on_reward = tasks.rated_task(spec, "reward")
   np.testing.assert_array_equal(
     on_reward.signal(obs, jnp.zeros((2, 2)), obs, reward), reward
@@ -122,6 +123,39 @@ def test_make_vec_env_rejects_bad_sizes():
     envs.make_vec_env("reacher", 0)
   with pytest.raises(ValueError, match="episode_length must be >= 1, got -3"):
     envs.make_vec_env("reacher", 2, episode_length=-3)
+
+
+@struct.dataclass
+class _DictObsState:
+  obs: dict
+
+
+class _DictObsEnv:
+  """Observations as a dict: erljax wants a flat vector."""
+
+  action_size = 1
+
+  def reset(self, key):
+    del key
+    return _DictObsState(obs={"pos": jnp.zeros(2), "vel": jnp.zeros(3)})
+
+
+def test_make_vec_env_rejects_a_structured_observation():
+  spec = tasks.TaskSpec(
+    name="dict_obs",
+    make_env=_DictObsEnv,
+    instruction="move",
+    subject="a point",
+    num_classes=2,
+    episode_length=5,
+    reward_range=(0.0, 1.0),
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"task 'dict_obs' has a structured observation "
+    r"\(\{'pos': \(2,\), 'vel': \(3,\)\}\); erljax needs a flat vector",
+  ):
+    envs.make_vec_env(spec, 2)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +191,6 @@ def test_vec_env_shapes_truncation_and_reset(cartpole):
 
 
 def test_vec_env_rejects_wrong_action_shape(cartpole):
-  state = cartpole.reset(jax.random.PRNGKey(0))
-  with pytest.raises(AssertionError):
-    cartpole.step(state, jnp.ones((2, cartpole.action_size)))
+  state = jax.jit(cartpole.reset)(jax.random.PRNGKey(0))
+  with pytest.raises(AssertionError):  # at trace time, before compiling
+    jax.jit(cartpole.step)(state, jnp.ones((2, cartpole.action_size)))

@@ -9,6 +9,7 @@ compiled program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Tuple
 
 import chex
@@ -65,9 +66,23 @@ class VecEnv:
   num_envs: int
   episode_length: int
 
-  @property
+  @functools.cached_property
   def observation_size(self) -> int:
-    return int(self.env.observation_size)
+    """Length of the flat observation, from an abstract trace of reset.
+
+    Brax's `env.observation_size` runs a reset eagerly, op by op: about
+    2 s on a CPU per access (more on first use), and the trainer and every
+    feedback session ask for it. Raises ValueError for a task whose
+    observation is not a flat vector.
+    """
+    obs = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0)).obs
+    if not isinstance(obs, jax.ShapeDtypeStruct) or len(obs.shape) != 1:
+      shapes = jax.tree_util.tree_map(lambda x: x.shape, obs)
+      raise ValueError(
+        f"task {self.task.name!r} has a structured observation ({shapes});"
+        " erljax needs a flat vector"
+      )
+    return int(obs.shape[0])
 
   @property
   def action_size(self) -> int:
@@ -235,10 +250,8 @@ def make_vec_env(
   length = spec.episode_length if episode_length is None else episode_length
   if length < 1:
     raise ValueError(f"episode_length must be >= 1, got {length}")
-  env = spec.make_env()
-  if not isinstance(env.observation_size, int):
-    raise ValueError(
-      f"task {spec.name!r} has a structured observation "
-      f"({env.observation_size}); erljax needs a flat vector"
-    )
-  return VecEnv(task=spec, env=env, num_envs=num_envs, episode_length=length)
+  vec = VecEnv(
+    task=spec, env=spec.make_env(), num_envs=num_envs, episode_length=length
+  )
+  _ = vec.observation_size  # computed and checked once, here
+  return vec
