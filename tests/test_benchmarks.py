@@ -175,3 +175,84 @@ def test_rating_latency_runs_the_http_path(tmp_path):
   assert 1 <= run["sessions_completed"] <= 3
   # The pixel rater may leave a frame unanswered; most are answered.
   assert run["queries_answered"] >= 0.6 * 6 * run["sessions_completed"]
+
+
+def test_iql_throughput_rows_and_json(tmp_path):
+  from benchmarks import iql_throughput  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path / "iql.json"
+  out = iql_throughput.main(
+    ["--seeds=1", "--hidden=8", "--steps=2", "--repeats=1", f"--out={path}"]
+  )
+  assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+  got = [(r["method"], r["seeds"], r["axis"]) for r in out["rows"]]
+  assert got == [("iql", 1, "vmap"), ("bc", 1, "vmap")]
+  for r in out["rows"]:
+    assert _positive(r["steps_per_s"]) and _positive(r["compile_s"])
+    assert r["seed_steps_per_s"] == pytest.approx(r["steps_per_s"] * r["seeds"])
+  assert out["erljax_over_reference"] is None
+  with pytest.raises(ValueError, match="--methods: 'sac' is neither"):
+    iql_throughput.main(["--methods=sac"])
+
+
+# A stand-in for the IQL authors' checkout: 2022-era code that needs the
+# shims (jax.tree_multimap, a static_argnames entry for an argument that is
+# gone, FrozenDict init results).
+_FAKE_REFERENCE = {
+  "common.py": """
+import collections
+Batch = collections.namedtuple(
+    'Batch', ['observations', 'actions', 'rewards', 'masks',
+              'next_observations'])
+""",
+  "policy.py": """
+import functools
+import jax
+@functools.partial(jax.jit, static_argnames=('distribution',))
+def step(w, obs, act):
+    return w + 1e-3 * obs.T @ act
+""",
+  "learner.py": """
+import flax
+import jax
+import jax.numpy as jnp
+import policy
+class Actor:
+    def __init__(self, params):
+        self.params = params
+class Learner:
+    def __init__(self, seed, observations, actions, **kwargs):
+        # Their MuJoCo settings, and init results as FrozenDicts.
+        assert kwargs['expectile'] == 0.7 and kwargs['temperature'] == 3.0
+        assert flax.config.flax_return_frozendict
+        self.actor = Actor(
+            jnp.zeros((observations.shape[-1], actions.shape[-1])))
+        self.steps = 0
+    def update(self, batch):
+        assert batch.observations.shape[0] == batch.rewards.shape[0]
+        self.actor = Actor(jax.tree_multimap(
+            lambda w: policy.step(w, batch.observations, batch.actions),
+            self.actor.params))
+        self.steps += 1
+        return {'w': jnp.sum(self.actor.params)}
+""",
+}
+
+
+def test_iql_reference_is_timed_and_its_shims_undone(tmp_path):
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from benchmarks import iql_throughput  # pylint: disable=g-import-not-at-top
+
+  for name, text in _FAKE_REFERENCE.items():
+    (tmp_path / name).write_text(text)
+  jit, frozen = jax.jit, flax.config.flax_return_frozendict
+  path = list(sys.path)
+  row = iql_throughput.time_reference(str(tmp_path), [8], steps=3, repeats=2)
+  assert row["method"] == "reference_iql" and row["seeds"] == 1
+  assert _positive(row["steps_per_s"]) and _positive(row["compile_s"])
+  assert jax.jit is jit and not hasattr(jax, "tree_multimap")
+  assert flax.config.flax_return_frozendict == frozen
+  assert sys.path == path
+  assert not {"common", "learner", "policy"} & set(sys.modules)
