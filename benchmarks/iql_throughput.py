@@ -193,10 +193,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   )
   a = p.parse_args(argv)
   hidden = [int(h) for h in a.hidden.split(",")]
-  rows = []
-  for method in a.methods.split(","):
+  methods = a.methods.split(",")
+  for method in methods:  # before anything is timed
     if method not in ("iql", "bc"):
       raise ValueError(f"--methods: {method!r} is neither iql nor bc")
+  rows = []
+  for method in methods:
     for s in (int(x) for x in a.seeds.split(",")):
       for axis in ("vmap",) if s == 1 else ("vmap", "map"):
         row = time_one(s, axis, method == "bc", hidden, a.steps, a.repeats)
