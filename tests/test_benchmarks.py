@@ -256,3 +256,33 @@ def test_iql_reference_is_timed_and_its_shims_undone(tmp_path):
   assert flax.config.flax_return_frozendict == frozen
   assert sys.path == path
   assert not {"common", "learner", "policy"} & set(sys.modules)
+
+
+def test_metaworld_envs_rows_peer_ratio_and_json(tmp_path):
+  from benchmarks import metaworld_envs  # pylint: disable=g-import-not-at-top
+
+  # A stand-in for an interpreter with metaworld installed: it prints the
+  # peer's JSON line whatever it is asked.
+  fake = tmp_path / "python"
+  fake.write_text('#!/bin/sh\necho \'{"soccer": 200.0}\'\n')
+  fake.chmod(0o755)
+  path = tmp_path / "mw.json"
+  out = metaworld_envs.main(
+    [
+      "--tasks=soccer",
+      "--host-envs=2",
+      "--mjx-envs=",
+      "--steps=3",
+      "--repeats=1",
+      f"--metaworld-python={fake}",
+      f"--out={path}",
+    ]
+  )
+  assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+  assert out["peer"] == {"soccer": 200.0}
+  (row,) = out["results"]
+  assert (row["task"], row["backend"], row["num_envs"]) == ("soccer", "host", 2)
+  assert _positive(row["steps_per_s"]) and _positive(row["compile_s"])
+  assert row["vs_metaworld"] == pytest.approx(row["steps_per_s"] / 200.0)
+  with pytest.raises(SystemExit):
+    metaworld_envs.main(["--tasks=kick"])

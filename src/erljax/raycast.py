@@ -212,7 +212,8 @@ class RayCaster:
       jnp.asarray(BACKGROUND, jnp.float32),
     )
     rgb = jnp.round(rgb * 255.0).astype(jnp.uint8)
-    return rgb.reshape(self.height, self.width, 3)
+    rgb = rgb.reshape(self.height, self.width, 3)
+    return rgb[::-1] if self.task.flip_frames else rgb
 
   def __call__(self, pose: jax.Array) -> jax.Array:
     """Frames [..., H, W, 3] uint8 of poses [..., P]; jittable, vmappable."""

@@ -190,7 +190,7 @@ class FrameRenderer:
       mujoco.mj_forward(self.model, data)
       self._renderer.update_scene(data, camera=self._camera)
       self._renderer.render(out=frames[i])
-    return frames
+    return frames[:, ::-1].copy() if self.task.flip_frames else frames
 
   def close(self) -> None:
     """Frees the OpenGL context (idempotent)."""

@@ -76,7 +76,9 @@ class TaskSpec:
       task's MuJoCo model or a `FreeCamera`.
     geom_rgba: render-only colour overrides ((geom name, rgba), ...), e.g.
       to make the target red where the model colours every geom alike.
-    source: "brax" or "playground".
+    source: "brax", "playground" or "metaworld".
+    flip_frames: draw frames upside down (the authors' copy flips Sweep
+      Into's and Soccer's: Soccer's camera is upside down).
   """
 
   name: str
@@ -92,6 +94,7 @@ class TaskSpec:
   source: str = "brax"
   rating_signal: Optional[Callable[..., jax.Array]] = None
   rating_range: Optional[Tuple[float, float]] = None
+  flip_frames: bool = False
 
   @property
   def has_success(self) -> bool:
@@ -324,3 +327,64 @@ for _name, _instruction, _subject, _classes, _success, _camera in (
       source="playground",
     )
   )
+
+
+# MetaWorld's Sawyer tasks as the paper runs them (erljax.metaworld): the
+# authors' instructions, classes and cameras; reward in [0, 10] per step.
+# The scripted rater bins over the authors' RbRL ranges, segment returns
+# [0, 500] for Sweep Into and Soccer and [30, 252] for Drawer Open (50-step
+# segments), per step here. "<task>" simulates on the host with MuJoCo's C
+# engine (what a CPU should run), "<task>-mjx" with MJX (accelerators),
+# "<task>-random" draws object and goal from MetaWorld's ranges.
+def _metaworld_env(name: str, backend: str, randomize: bool):
+
+  def make():
+    from erljax import metaworld  # pylint: disable=g-import-not-at-top
+
+    return metaworld.make_env(name, backend=backend, randomize=randomize)
+
+  return make
+
+
+def _success_metric(state) -> jax.Array:
+  return state.metrics["success"] > 0.5
+
+
+for _name, _instruction, _classes, _rating, _flip in (
+  (
+    "sweep-into",
+    "place the green cube so that it lies on the square hole",
+    2,
+    (0.0, 10.0),
+    True,
+  ),
+  ("drawer-open", "open the drawer", 3, (0.6, 5.04), False),
+  (
+    "soccer",
+    "place the soccer ball so that it lies inside the goal",
+    2,
+    (0.0, 10.0),
+    True,
+  ),
+):
+  for _suffix, _backend, _random in (
+    ("", "host", False),
+    ("-mjx", "mjx", False),
+    ("-random", "host", True),
+  ):
+    register(
+      TaskSpec(
+        name=_name + _suffix,
+        make_env=_metaworld_env(_name, _backend, _random),
+        instruction=_instruction,
+        subject="a robot arm",
+        num_classes=_classes,
+        episode_length=500,
+        reward_range=(0.0, 10.0),
+        rating_range=_rating,
+        success_fn=_success_metric,
+        camera="task",
+        source="metaworld",
+        flip_frames=_flip,
+      )
+    )
