@@ -221,7 +221,6 @@ TASKS: Dict[str, MetaWorldTask] = {
       object_offset=(0.0, -0.16, 0.0),
       quat_from_matrix=False,
       mocap_bodies=("drawer",),
-      object_qpos=None,
       hand_init=(0.0, 0.75, 0.15),
       camera=sawyer.Camera((0.0, 0.5, 0.5), (0.5, 0.0, 0.0), 60.0),
     ),

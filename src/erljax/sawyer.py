@@ -74,7 +74,6 @@ class Scene:
       otherwise the body's MuJoCo quaternion (w, x, y, z).
     mocap_bodies: bodies a reset may move (the drawer, the soccer goal),
       turned into mocap bodies so that one model serves every episode.
-    object_qpos: first qpos index of the object's free joint (None: none).
     hand_init: where the hand is held during the reset.
     hand_low, hand_high: the mocap's box.
     camera: the task camera (named "task" in the model).
@@ -93,7 +92,6 @@ class Scene:
   object_offset: Tuple[float, float, float] = (0.0, 0.0, 0.0)
   quat_from_matrix: bool = True
   mocap_bodies: Tuple[str, ...] = ()
-  object_qpos: Optional[int] = 9
   hand_init: Tuple[float, float, float] = (0.0, 0.6, 0.2)
   hand_low: Tuple[float, float, float] = (-0.5, 0.40, 0.05)
   hand_high: Tuple[float, float, float] = (0.5, 1.0, 0.5)
@@ -218,6 +216,7 @@ class _Ids:
   ee_sites: Tuple[int, int]
   pads: Tuple[int, int]
   obj: int
+  obj_free: Optional[Tuple[int, int]]  # (qpos, dof) address of its free joint
   hand_mocap: int
   mocap: Tuple[int, ...]  # mocap index of each of scene.mocap_bodies
 
@@ -233,9 +232,20 @@ def _ids(model: Any, scene: Scene) -> _Ids:
     ee_sites=(site("rightEndEffector"), site("leftEndEffector")),
     pads=(body("leftpad"), body("rightpad")),
     obj=body(scene.object_body),
+    obj_free=_free_joint(model, body(scene.object_body)),
     hand_mocap=int(model.body_mocapid[body("mocap")]),
     mocap=tuple(int(model.body_mocapid[body(n)]) for n in scene.mocap_bodies),
   )
+
+
+def _free_joint(model: Any, body: int) -> Optional[Tuple[int, int]]:
+  """(qpos, dof) addresses of the body's free joint; None without one."""
+  import mujoco  # pylint: disable=g-import-not-at-top
+
+  j = int(model.body_jntadr[body])
+  if j < 0 or model.jnt_type[j] != mujoco.mjtJoint.mjJNT_FREE:
+    return None
+  return int(model.jnt_qposadr[j]), int(model.jnt_dofadr[j])
 
 
 def readout(ids: _Ids, scene: Scene, xpos, xquat, site_xpos, xnp=np):
@@ -294,21 +304,29 @@ class Physics:
   state: Any
 
 
-class HostPhysics:
+class _Backend:
+  """What both backends hold: the model, the scene, its ids, the mocap
+  box (float64 on the host, float32 in JAX)."""
+
+  def __init__(self, model: Any, scene: Scene, xnp):
+    self.model = model
+    self.scene = scene
+    self.ids = _ids(model, scene)
+    self._low = xnp.asarray(scene.hand_low)
+    self._high = xnp.asarray(scene.hand_high)
+
+
+class HostPhysics(_Backend):
   """MuJoCo's C simulator behind jax.pure_callback (float64)."""
 
   def __init__(self, model: Any, scene: Scene):
     import mujoco  # pylint: disable=g-import-not-at-top
 
+    super().__init__(model, scene, np)
     self._mj = mujoco
-    self.model = model
-    self.scene = scene
-    self.ids = _ids(model, scene)
     self._data = mujoco.MjData(model)
     self._spec = mujoco.mjtState.mjSTATE_INTEGRATION
     self.state_size = int(mujoco.mj_stateSize(model, self._spec))
-    self._low = np.asarray(scene.hand_low)
-    self._high = np.asarray(scene.hand_high)
 
   # -- host side (numpy, float64) -------------------------------------------
   def _get(self) -> np.ndarray:
@@ -339,10 +357,9 @@ class HostPhysics:
     d = self._data
     for i, p in zip(self.ids.mocap, placement[:-1]):
       d.mocap_pos[i] = p
-    if self.scene.object_qpos is not None:
+    if self.ids.obj_free is not None:
       # MetaWorld's _set_obj_xyz: position only, the free joint at rest.
-      q = self.scene.object_qpos
-      v = int(self.model.jnt_dofadr[self.model.body_jntadr[self.ids.obj]])
+      q, v = self.ids.obj_free
       d.qpos[q : q + 3] = placement[-1]
       d.qvel[v : v + 6] = 0.0
     self._mj.mj_forward(self.model, d)
@@ -405,19 +422,15 @@ class HostPhysics:
     return Physics(qpos=qpos, mocap_pos=mocap, state=bits), read
 
 
-class MjxPhysics:
+class MjxPhysics(_Backend):
   """MJX's pure-JAX step (float32)."""
 
   def __init__(self, model: Any, scene: Scene):
     from mujoco import mjx  # pylint: disable=g-import-not-at-top
 
+    super().__init__(model, scene, jnp)
     self._mjx = mjx
-    self.model = model
-    self.scene = scene
-    self.ids = _ids(model, scene)
     self.mx = mjx.put_model(model)
-    self._low = jnp.asarray(scene.hand_low, jnp.float32)
-    self._high = jnp.asarray(scene.hand_high, jnp.float32)
 
   def _outputs(self, d):
     out = readout(self.ids, self.scene, d.xpos, d.xquat, d.site_xpos, jnp)
@@ -434,9 +447,8 @@ class MjxPhysics:
       mocap_pos = mocap_pos.at[i].set(p)
     d = d.replace(mocap_pos=mocap_pos)
     obj_pos = placement[-1]
-    if self.scene.object_qpos is not None:
-      q = self.scene.object_qpos
-      v = int(self.model.jnt_dofadr[self.model.body_jntadr[self.ids.obj]])
+    if self.ids.obj_free is not None:
+      q, v = self.ids.obj_free
       d = d.replace(
         qpos=d.qpos.at[q : q + 3].set(obj_pos),
         qvel=d.qvel.at[v : v + 6].set(0.0),
