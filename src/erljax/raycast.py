@@ -92,6 +92,11 @@ def free_camera_frame(
   return position, forward, up
 
 
+# Geom groups a ray can hit (mjx.ray's inclusion mask): MuJoCo's default
+# visible groups 0, 1 and 2.
+VISIBLE_GROUPS = (1, 1, 1, 0, 0, 0)
+
+
 class RayCaster:
   """Renders [..., H, W, 3] uint8 frames of poses [..., P] of one task.
 
@@ -148,6 +153,15 @@ class RayCaster:
         f"camera={self.camera!r}: give a camera name or an "
         "erljax.tasks.FreeCamera"
       )
+    # Rays ignore contact margins, and MJX refuses some (a box against a
+    # mesh with one: MetaWorld's Soccer goal).
+    model.geom_margin[:] = 0.0
+    # Cast rays at what the host renderer draws: geom groups 0-2 (MuJoCo's
+    # default visible groups), without fully transparent geoms (moved to
+    # group 5). Filtering them out before tracing spares their meshes'
+    # triangles (MetaWorld's invisible arm: ~100 GB at 112x112 otherwise).
+    clear = (model.geom_rgba[:, 3] == 0) & (model.geom_matid < 0)
+    model.geom_group[clear] = 5
     mx = mjx.put_model(model)
     if model.nmat == 0:
       # mjx.ray looks up material colours even for geoms without one.
@@ -205,7 +219,9 @@ class RayCaster:
     px = jnp.asarray(self._pixels)
     dirs = px[:, :1] * right + px[:, 1:2] * up + px[:, 2:] * forward
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
-    _, geom = jax.vmap(lambda v: mjx.ray(m, data, origin, v))(dirs)
+    _, geom = jax.vmap(
+      lambda v: mjx.ray(m, data, origin, v, geomgroup=VISIBLE_GROUPS)
+    )(dirs)
     rgb = jnp.where(
       (geom >= 0)[:, None],
       jnp.asarray(self._colours)[jnp.maximum(geom, 0)],
