@@ -8,7 +8,7 @@ from erljax import envs
 from erljax import tasks
 
 
-def test_registry_lists_brax_and_playground_tasks():
+def test_registry_lists_brax_playground_and_metaworld_tasks():
   names = tasks.task_names()
   for name in (
     "reacher",
@@ -17,10 +17,15 @@ def test_registry_lists_brax_and_playground_tasks():
     "FingerSpin",
     "ReacherEasy",
     "WalkerWalk",
+    "sweep-into",
+    "drawer-open",
+    "soccer",
   ):
     assert name in names
+  for name in ("sweep-into", "drawer-open", "soccer"):
+    assert f"{name}-mjx" in names and f"{name}-random" in names
   sources = {tasks.get_task(n).source for n in names}
-  assert sources == {"brax", "playground"}
+  assert sources == {"brax", "playground", "metaworld"}
 
 
 def test_unknown_task_error_names_it():

@@ -1,8 +1,9 @@
 """A grid of frames of the MetaWorld tasks, as the reward model and a VLM
 see them: each task's scripted-policy reference episode (tests/data/
 metaworld) at steps 0, 100, 250 and 500, drawn by the host renderer
-(erljax.render.FrameRenderer, 224x224) and, in the last row of each task,
-by the in-JAX ray caster (erljax.raycast.RayCaster, flat colours).
+(erljax.render.FrameRenderer, 224x224) and, with --raycast, in a second
+row per task by the in-JAX ray caster (erljax.raycast.RayCaster, flat
+colours; its mesh intersections compile for tens of minutes on a CPU).
 
   PYTHONPATH=$PWD/src python experiments/metaworld/frames.py \
       --out experiments/results/metaworld_frames.png
@@ -48,15 +49,18 @@ def main():
     "--out", default="experiments/results/metaworld_frames.png"
   )
   parser.add_argument("--size", type=int, default=224)
+  parser.add_argument("--raycast", action="store_true")
+  parser.add_argument("--tasks", default="sweep-into,drawer-open,soccer")
   args = parser.parse_args()
   rows = []
-  for name in ("sweep-into", "drawer-open", "soccer"):
+  for name in args.tasks.split(","):
     pose = poses(name)
     assert pose.shape[1] == envs.make_vec_env(name, 1).pose_size
     with render.FrameRenderer(name, args.size, args.size) as renderer:
       rows.append(renderer.render(pose))
-    caster = raycast.RayCaster(name, args.size, args.size)
-    rows.append(np.asarray(caster(jnp.asarray(pose, jnp.float32))))
+    if args.raycast:
+      caster = raycast.RayCaster(name, args.size, args.size)
+      rows.append(np.asarray(caster(jnp.asarray(pose, jnp.float32))))
   gap = 4
   h = w = args.size
   grid = np.full(
