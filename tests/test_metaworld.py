@@ -14,8 +14,8 @@ and the physics state after every step.
   0.03 per step), hence the looser bound there.
 """
 
-import dataclasses
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,11 @@ import numpy as np
 import pytest
 
 from erljax import envs, metaworld, render, sawyer, tasks
+
+sys.path.insert(
+  0, os.path.join(os.path.dirname(__file__), "..", "experiments", "metaworld")
+)
+import parity  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "metaworld")
 NAMES = ("drawer-open", "sweep-into", "soccer")
@@ -43,47 +48,17 @@ def _reference(name):
   return dict(np.load(os.path.join(DATA, f"{name}.npz")))
 
 
-def _upstream_env(name):
-  """The erljax env with MetaWorld's own success radius (the reference's)."""
-  task = metaworld.TASKS[name]
-  if name == "sweep-into":
-    task = dataclasses.replace(task, radius=0.05)
-  return metaworld.MetaWorldEnv(task)
-
-
-def _episode(ref):
-  return metaworld.Episode(
-    obj_init=jnp.asarray(ref["obj_init"][0], jnp.float32),
-    target=jnp.asarray(ref["target"][0], jnp.float32),
-  )
-
-
-def _load_state(env, data, ref, e, t):
-  """Writes recorded state (episode e, after step t) into `data`."""
-  ids = env.physics.ids
-  for f in ("qpos", "qvel", "qacc_warmstart", "ctrl"):
-    getattr(data, f)[:] = ref[f][e, t]
-  # MetaWorld's model has one mocap body (the hand); erljax's also moves
-  # the drawer / the goal, which stay where the episode put them.
-  data.mocap_pos[ids.hand_mocap] = ref["mocap_pos"][e, t, 0]
-  data.mocap_quat[ids.hand_mocap] = ref["mocap_quat"][e, t, 0]
-  vec = jnp.asarray(env.task.fixed, jnp.float32)
-  _, placement = env.task.episode(vec, env._base_readout)  # pylint: disable=protected-access
-  for i, p in zip(ids.mocap, np.asarray(placement)[:-1]):
-    data.mocap_pos[i] = p
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_reward_and_success_match_metaworld_on_its_states(name):
   ref = _reference(name)
-  env = _upstream_env(name)
+  env = parity.upstream(name)
   model, data = env.mj_model, mujoco.MjData(env.mj_model)
   scene, ids = env.task.scene, env.physics.ids
   num_eps, length = ref["action"].shape[:2]
   reads = []
   for e in range(num_eps):
     for t in range(1, length + 1):
-      _load_state(env, data, ref, e, t)
+      parity.load_state(env, data, ref, e, t)
       mujoco.mj_forward(model, data)
       reads.append(
         sawyer.readout(ids, scene, data.xpos, data.xquat, data.site_xpos)
@@ -95,7 +70,7 @@ def test_reward_and_success_match_metaworld_on_its_states(name):
   reward, success = jax.jit(
     jax.vmap(
       lambda o, r, a: env.task.reward(
-        o, r, a, _episode(ref), consts, env.task.radius
+        o, r, a, parity.reference_episode(ref), consts, env.task.radius
       )
     )
   )(obs, readout, action)
@@ -121,48 +96,14 @@ def test_reward_and_success_match_metaworld_on_its_states(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_step_matches_metaworld(name):
   ref = _reference(name)
-  env = _upstream_env(name)
-  env.constants = metaworld.Constants(
-    init_tcp=ref["init_tcp"][0].astype(np.float32)
-  )
-  data = mujoco.MjData(env.mj_model)
-  num_eps, length = ref["action"].shape[:2]
-  bits = []
-  for e in range(num_eps):
-    for t in range(length):
-      _load_state(env, data, ref, e, t)
-      bits.append(env.physics.bits(data))
-  n = len(bits)
-  model = env.mj_model
-  episode = jax.tree_util.tree_map(
-    lambda x: jnp.broadcast_to(x, (n,) + x.shape), _episode(ref)
-  )
-  state = metaworld.State(
-    data=sawyer.Physics(
-      qpos=jnp.zeros((n, model.nq)),
-      mocap_pos=jnp.zeros((n, model.nmocap, 3)),
-      state=jnp.asarray(np.stack(bits)),
-    ),
-    obs=jnp.zeros((n, 39)),
-    reward=jnp.zeros((n,)),
-    done=jnp.zeros((n,)),
-    metrics={"success": jnp.zeros((n,))},
-    info={
-      "prev": jnp.asarray(ref["obs"][:, :-1, :18].reshape(n, 18), jnp.float32),
-      "episode": episode,
-    },
-  )
-  out = jax.jit(jax.vmap(env.step))(
-    state, jnp.asarray(ref["action"].reshape(n, 4))
-  )
+  obs, reward, success = parity.one_step(parity.upstream(name), ref)
   obs_tol, reward_tol = PHYSICS_TOL
-  obs_err = np.abs(np.asarray(out.obs) - ref["obs"][:, 1:].reshape(n, 39))
-  obs_err[:, QUATS] = 0.0
+  obs_err = np.abs(obs - ref["obs"][:, 1:])
+  obs_err[..., QUATS] = 0.0
   assert obs_err.max() < obs_tol, (obs_err.max(), mujoco.__version__)
-  reward_err = np.abs(np.asarray(out.reward) - ref["reward"].reshape(n))
+  reward_err = np.abs(reward - ref["reward"])
   assert reward_err.max() < reward_tol, (reward_err.max(), mujoco.__version__)
-  success = np.asarray(out.metrics["success"]) > 0
-  assert np.mean(success == (ref["success"].reshape(n) > 0)) >= 0.999
+  assert np.mean((success > 0) == (ref["success"] > 0)) >= 0.999
 
 
 def test_reset_matches_metaworld():

@@ -31,6 +31,7 @@ QUATS = np.r_[7:11, 25:29]
 
 
 def upstream(name: str) -> metaworld.MetaWorldEnv:
+  """erljax's env with MetaWorld's own success radius (the recorded one)."""
   task = metaworld.TASKS[name]
   if name == "sweep-into":  # MetaWorld's radius, as recorded
     task = dataclasses.replace(task, radius=0.05)
@@ -50,27 +51,44 @@ def replay(env, ref):
   return jax.jit(jax.vmap(episode))(jnp.asarray(ref["action"]))
 
 
-def one_step(env, ref):
-  """One step from every recorded state under the recorded action."""
-  ids, data = env.physics.ids, mujoco.MjData(env.mj_model)
+def load_state(env, data, ref, e: int, t: int) -> None:
+  """Writes the recorded state after step t of episode e into `data` (a
+  mujoco.MjData of env's model). MetaWorld's model has one mocap body, the
+  hand; erljax's also moves the drawer / the goal, which stay where the
+  episode put them."""
+  ids = env.physics.ids
+  for f in ("qpos", "qvel", "qacc_warmstart", "ctrl"):
+    getattr(data, f)[:] = ref[f][e, t]
+  data.mocap_pos[ids.hand_mocap] = ref["mocap_pos"][e, t, 0]
+  data.mocap_quat[ids.hand_mocap] = ref["mocap_quat"][e, t, 0]
   vec = jnp.asarray(env.task.fixed, jnp.float32)
   _, placement = env.task.episode(vec, env._base_readout)  # pylint: disable=protected-access
+  for i, p in zip(ids.mocap, np.asarray(placement)[:-1]):
+    data.mocap_pos[i] = p
+
+
+def reference_episode(ref) -> metaworld.Episode:
+  """The recorded episodes' reward constants (the same for all)."""
+  return metaworld.Episode(
+    obj_init=jnp.asarray(ref["obj_init"][0], jnp.float32),
+    target=jnp.asarray(ref["target"][0], jnp.float32),
+  )
+
+
+def one_step(env, ref):
+  """One step from every recorded state under the recorded action, with
+  MetaWorld's init_tcp: (obs [E, T, 39], reward [E, T], success [E, T])."""
+  env.constants = metaworld.Constants(
+    init_tcp=ref["init_tcp"][0].astype(np.float32)
+  )
+  data = mujoco.MjData(env.mj_model)
   num_eps, length = ref["action"].shape[:2]
   bits = []
   for e in range(num_eps):
     for t in range(length):
-      for f in ("qpos", "qvel", "qacc_warmstart", "ctrl"):
-        getattr(data, f)[:] = ref[f][e, t]
-      data.mocap_pos[ids.hand_mocap] = ref["mocap_pos"][e, t, 0]
-      data.mocap_quat[ids.hand_mocap] = ref["mocap_quat"][e, t, 0]
-      for i, p in zip(ids.mocap, np.asarray(placement)[:-1]):
-        data.mocap_pos[i] = p
+      load_state(env, data, ref, e, t)
       bits.append(env.physics.bits(data))
   n = len(bits)
-  episode = metaworld.Episode(
-    obj_init=jnp.asarray(ref["obj_init"][0], jnp.float32),
-    target=jnp.asarray(ref["target"][0], jnp.float32),
-  )
   state = metaworld.State(
     data=sawyer.Physics(
       qpos=jnp.zeros((n, env.mj_model.nq)),
@@ -84,7 +102,7 @@ def one_step(env, ref):
     info={
       "prev": jnp.asarray(ref["obs"][:, :-1, :18].reshape(n, 18)),
       "episode": jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(x, (n,) + x.shape), episode
+        lambda x: jnp.broadcast_to(x, (n,) + x.shape), reference_episode(ref)
       ),
     },
   )
@@ -125,9 +143,6 @@ def main():
     ref = dict(np.load(os.path.join(DATA, f"{name}.npz")))
     env = upstream(name)
     print(row("open-loop replay", name, replay(env, ref), ref))
-    env.constants = metaworld.Constants(
-      init_tcp=ref["init_tcp"][0].astype(np.float32)
-    )
     print(row("one step from each state", name, one_step(env, ref), ref))
 
 
