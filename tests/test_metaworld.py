@@ -14,6 +14,7 @@ and the physics state after every step.
   0.03 per step), hence the looser bound there.
 """
 
+import concurrent.futures
 import os
 import sys
 
@@ -160,6 +161,13 @@ def test_host_state_is_pure_and_vmaps_over_seeds():
     np.asarray(once.data.state), np.asarray(again.data.state)
   )
   assert once.obs.shape == (2, 3, 39)
+  # Two threads stepping the one env at once get what one thread gets.
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    runs = list(pool.map(lambda _: step(states, action), range(4)))
+  for run in runs:
+    np.testing.assert_array_equal(
+      np.asarray(run.data.state), np.asarray(once.data.state)
+    )
   # The hand moved toward +y, as commanded.
   assert bool(jnp.all(once.obs[..., 1] > states.obs[..., 1]))
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from typing import Any, Optional, Tuple
 
 import chex
@@ -325,6 +326,7 @@ class HostPhysics(_Backend):
     super().__init__(model, scene, np)
     self._mj = mujoco
     self._data = mujoco.MjData(model)
+    self._lock = threading.Lock()
     self._spec = mujoco.mjtState.mjSTATE_INTEGRATION
     self.state_size = int(mujoco.mj_stateSize(model, self._spec))
 
@@ -380,7 +382,10 @@ class HostPhysics(_Backend):
   def _batched(self, fn, *args):
     lead = args[0].shape[:-1]
     flat = [a.reshape((-1,) + a.shape[len(lead) :]) for a in args]
-    outs = [fn(*row) for row in zip(*flat)]
+    # One MjData serves every call: two programs stepping this env at once
+    # (from two threads) take turns.
+    with self._lock:
+      outs = [fn(*row) for row in zip(*flat)]
     return tuple(
       np.stack([o[i] for o in outs]).reshape(lead + outs[0][i].shape)
       for i in range(4)
