@@ -340,8 +340,9 @@ class MetaWorldEnv:
     high = jnp.asarray(task.rand_high, jnp.float32)
 
     def far_enough(vec):
-      target = jnp.array([0.0, 0.84]) if self.name == "sweep-into" else vec[3:5]
-      return jnp.linalg.norm(vec[:2] - target) >= task.min_separation
+      ep, _ = task.episode(vec, self._base_readout)
+      gap = jnp.linalg.norm(ep.obj_init[:2] - ep.target[:2])
+      return gap >= task.min_separation
 
     def draw(carry):
       key, _ = carry
@@ -352,12 +353,12 @@ class MetaWorldEnv:
       lambda c: ~far_enough(c[1]), draw, draw((key, fixed))
     )[1]
 
-  def _current(self, r: sawyer.Readout, obj_size: int = 7) -> jax.Array:
+  def _current(self, r: sawyer.Readout) -> jax.Array:
     """The first 18 observations from a readout (MetaWorld's
-    _get_curr_obs_combined_no_goal)."""
+    _get_curr_obs_combined_no_goal): one object's pose padded to 14."""
     opening = jnp.clip(jnp.linalg.norm(r.claws[0] - r.claws[1]) / 0.1, 0.0, 1.0)
     obj = jnp.concatenate([r.obj_pos, r.obj_quat])
-    pad = jnp.zeros((14 - obj_size,), jnp.float32)
+    pad = jnp.zeros((14 - obj.shape[-1],), jnp.float32)
     return jnp.concatenate([r.hand, opening[None], obj, pad])
 
   def _goal(self, ep: Episode) -> jax.Array:

@@ -165,19 +165,6 @@ class Readout:
 
   SIZE = 3 + 6 + 3 + 6 + 3 + 4
 
-  def flat(self) -> jax.Array:
-    return jnp.concatenate(
-      [
-        self.hand,
-        self.claws.reshape(-1),
-        self.tcp,
-        self.pads.reshape(-1),
-        self.obj_pos,
-        self.obj_quat,
-      ],
-      axis=-1,
-    )
-
   @classmethod
   def unflat(cls, x: jax.Array) -> "Readout":
     """x [..., SIZE] -> Readout."""
