@@ -90,7 +90,16 @@ def brax_sac_train(
   from brax.training.agents.sac import networks as sac_networks  # pylint: disable=g-import-not-at-top
   from brax.training.agents.sac import train as sac_train  # pylint: disable=g-import-not-at-top
 
-  env = tasks.get_task(s.task).make_env()
+  spec = tasks.get_task(s.task)
+  env = spec.make_env()
+  # MuJoCo Playground's envs are trained through Playground's own wrapper
+  # (Brax's training wrappers expect a Brax env's state); it resets a finished
+  # episode to the env's cached first state, erljax's VecEnv to a fresh one.
+  wrap_env_fn = None
+  if spec.source == "playground":
+    from mujoco_playground import wrapper as playground_wrapper  # pylint: disable=g-import-not-at-top
+
+    wrap_env_fn = playground_wrapper.wrap_for_brax_training
   factory = functools.partial(
     sac_networks.make_sac_networks, hidden_layer_sizes=tuple(s.hidden)
   )
@@ -98,6 +107,7 @@ def brax_sac_train(
     warnings.simplefilter("ignore")
     return sac_train.train(
       environment=env,
+      wrap_env_fn=wrap_env_fn,
       num_timesteps=num_timesteps,
       episode_length=s.episode_length,
       num_envs=s.num_envs,

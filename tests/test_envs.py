@@ -168,11 +168,16 @@ def cartpole():
   return envs.make_vec_env("CartpoleSwingup", num_envs=3, episode_length=4)
 
 
-def test_vec_env_shapes_truncation_and_reset(cartpole):
-  env = cartpole
+@pytest.fixture(scope="module")
+def cartpole_step(cartpole):
+  """cartpole.step jitted once for the tests that step it."""
+  return jax.jit(cartpole.step)
+
+
+def test_vec_env_shapes_truncation_and_reset(cartpole, cartpole_step):
+  env, step = cartpole, cartpole_step
   state = jax.jit(env.reset)(jax.random.PRNGKey(0))
   assert state.obs.shape == (3, env.observation_size)
-  step = jax.jit(env.step)
   action = jnp.ones((3, env.action_size))
   returns = np.zeros(3)
   for t in range(1, 5):
@@ -193,6 +198,50 @@ def test_vec_env_shapes_truncation_and_reset(cartpole):
   # next_obs is the pre-reset observation; obs is a fresh episode's first.
   assert not np.allclose(state.obs, out.next_obs)
   del prev
+
+
+def test_vec_env_matches_playgrounds_own_training_wrapper(
+  cartpole, cartpole_step
+):
+  """Same reset keys and actions: erljax's VecEnv and Playground's
+  wrap_for_brax_training (what Playground trains Brax's agents through) give
+  the same observations, rewards and time limit. They differ only in where
+  the next episode starts: a fresh random state in erljax, the env's cached
+  first state in Playground's wrapper."""
+  from mujoco_playground import wrapper  # pylint: disable=g-import-not-at-top
+
+  env = cartpole
+  theirs = wrapper.wrap_for_brax_training(env.env, episode_length=4)
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  their_state = theirs.reset(keys)
+  # Their reset splits each key and resets from `split[..., 1]` (with raw
+  # uint32 keys that indexes the last axis, not the split axis).
+  inner = jax.vmap(env.env.reset)(jax.vmap(jax.random.split)(keys)[..., 1])
+  state = envs.VecEnvState(
+    inner=inner,
+    obs=inner.obs,
+    t=jnp.zeros((3,), jnp.int32),
+    episode_return=jnp.zeros((3,)),
+    key=jax.random.PRNGKey(5),
+  )
+  np.testing.assert_array_equal(state.obs, their_state.obs)
+  first_obs = np.asarray(their_state.obs)
+  actions = jax.random.uniform(
+    jax.random.PRNGKey(4), (4, 3, env.action_size), minval=-1.0, maxval=1.0
+  )
+  step, their_step = cartpole_step, jax.jit(theirs.step)
+  for t, action in enumerate(actions, start=1):
+    state, out = step(state, action)
+    their_state = their_step(their_state, action)
+    np.testing.assert_allclose(out.reward, their_state.reward, atol=1e-6)
+    assert out.reward.std() > 0  # random actions: the envs' rewards differ
+    np.testing.assert_array_equal(out.truncated, their_state.info["truncation"])
+    np.testing.assert_array_equal(out.terminal, False)
+    if t < 4:
+      np.testing.assert_allclose(out.next_obs, their_state.obs, atol=1e-6)
+  assert np.all(out.truncated)
+  np.testing.assert_array_equal(their_state.obs, first_obs)
+  assert not np.allclose(state.obs, first_obs)
 
 
 def test_vec_env_rejects_wrong_action_shape(cartpole):
