@@ -286,3 +286,28 @@ def test_metaworld_envs_rows_peer_ratio_and_json(tmp_path):
   assert row["vs_metaworld"] == pytest.approx(row["steps_per_s"] / 200.0)
   with pytest.raises(SystemExit):
     metaworld_envs.main(["--tasks=kick"])
+
+
+def test_update_profile_times_and_profiles_both_updates(tmp_path):
+  from benchmarks import update_profile  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path / "profile.json"
+  out = update_profile.main(
+    ["--hidden=8", "--batch=4", "--updates=3", "--rounds=2", f"--out={path}"]
+  )
+  assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+  res = out["results"]
+  for name in ("erljax", "brax"):
+    r = res[name]
+    assert len(r["ms_per_update_rounds"]) == 2
+    assert _positive(r["ms_per_update"]) and _positive(r["compile_s"])
+    p = r["profile"]  # a CPU trace, summed per update
+    assert _positive(p["wall_ms"]) and _positive(p["busy_ms"])
+    assert 0 < p["dots_ms"] <= p["busy_ms"]
+    assert p["concurrency"] == pytest.approx(p["busy_ms"] / p["wall_ms"])
+  assert res["brax_over_erljax_time"] == pytest.approx(
+    res["brax"]["ms_per_update"] / res["erljax"]["ms_per_update"]
+  )
+  assert "erljax speed / Brax speed" in update_profile.table(out)
+  with pytest.raises(ValueError, match="--rounds must be >= 1, got 0"):
+    update_profile.main(["--rounds=0"])
