@@ -16,6 +16,7 @@ and the physics state after every step.
 
 import concurrent.futures
 import os
+import signal
 import sys
 
 import jax
@@ -236,23 +237,47 @@ def test_configs_size_metaworld_runs_for_cpu_and_the_paper(monkeypatch):
     rating.get_config("soccer,erlvlm,gpu")
 
 
-def test_erlvlm_runs_end_to_end_on_a_metaworld_task():
+def test_erlvlm_runs_end_to_end_and_resumes_on_a_metaworld_task(tmp_path):
   """The whole loop (host physics callbacks inside the compiled program,
-  the scripted rater, reward learning, relabelling) on Soccer."""
+  the scripted rater, reward learning, relabelling) on Soccer; a run stopped
+  by SIGTERM in its first feedback session resumes from its checkpoint to
+  the uninterrupted run's state and records (the host simulator's state
+  travels in the JAX state, so the checkpoint holds all of it)."""
   from erljax import runner  # pylint: disable=g-import-not-at-top
+  from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
+  from tests.test_checkpoint import assert_same_run  # pylint: disable=g-import-not-at-top
   from tests.test_trainer import learned_config  # pylint: disable=g-import-not-at-top
 
   c = learned_config(
     160, 2, task="soccer", queries=10, budget=20, warmup_updates=5
   )
-  res = runner.run(c, log=lambda _: None)
+  c.progress = False
+  c.tensorboard = False
+  c.checkpoint.every = 40
+  trainer = trainer_lib.Trainer.create(c)
+
+  def run(workdir, log=lambda _: None, resume=False):
+    trainer.config.workdir = str(workdir)
+    trainer.config.resume = resume
+    return runner.run(trainer.config, log=log, trainer=trainer)
+
+  res = run(tmp_path / "reference")
   assert [f["env_steps"] for f in res.feedback] == [80, 120]
   assert [f["queries_sent"] for f in res.feedback] == [10, 20]
   assert res.feedback[-1]["dropped"] == [0, 0]
   assert [r["env_steps"] for r in res.history][-1] == 160
   assert all(np.isfinite(r["eval_return"]) for r in res.history)
   assert all(0.0 <= r["eval_success"] <= 1.0 for r in res.history)
+
+  def stop(line):
+    if line.startswith("feedback   1"):
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  stopped = run(tmp_path / "run", stop)
+  assert stopped.interrupted == signal.SIGTERM
+  assert stopped.history[-1]["env_steps"] == 80
+  assert_same_run(run(tmp_path / "run", resume=True), res)
 
 
 @pytest.mark.slow
