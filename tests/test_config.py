@@ -93,6 +93,13 @@ def test_experiment_config_file_loads_every_task():
     c = sac_config.get_config(name)
     config_lib.validate(c)
     assert c.task == name
+  # FingerSpin's budget is the one shown to learn (results/sac_tasks.md).
+  c = sac_config.get_config("FingerSpin")
+  assert (c.total_steps, c.updates_per_step, tuple(c.sac.hidden_sizes)) == (
+    300_000,
+    4,
+    (128, 128),
+  )
 
 
 def test_cli_reports_bad_value_and_exits_2():
