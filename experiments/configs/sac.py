@@ -11,68 +11,51 @@ per-task budgets below are sized so a run finishes on a 2-core CPU.
 
 from erljax import config as config_lib
 
+
+def _cpu_schedule(total_steps: int, eval_every: int, **overrides):
+  """The CPU runs' shared schedule: batch 256, 4 updates per vectorized step
+  (UTD 0.5 at the default 8 envs), 5k-step chunks and a replay buffer as
+  large as the run; `overrides` replace or add keys."""
+  return {
+    "total_steps": total_steps,
+    "batch_size": 256,
+    "updates_per_step": 4,
+    "log_every": 5_000,
+    "eval_every": eval_every,
+    "replay_capacity": total_steps,
+    **overrides,
+  }
+
+
 # Per-task overrides of erljax.config.default().
 _TASK_OVERRIDES = {
   # ~5 min of training on 2 CPU cores; the curve rises from about -22 to -9.
-  "reacher": dict(
+  "reacher": _cpu_schedule(
+    60_000,
+    5_000,
     episode_length=200,
-    total_steps=60_000,
-    batch_size=256,
-    updates_per_step=4,
-    log_every=5_000,
-    eval_every=5_000,
     num_eval_envs=16,
+    replay_capacity=1_000_000,
   ),
   # The rating study's CPU size (experiments/run_study.sh): SAC reaches
   # about 400 in 60k steps (5 seeds, 2x128 networks).
-  "CartpoleSwingup": dict(
-    total_steps=60_000,
-    batch_size=256,
-    updates_per_step=4,
-    log_every=5_000,
-    eval_every=10_000,
-    replay_capacity=60_000,
-  ),
+  "CartpoleSwingup": _cpu_schedule(60_000, 10_000),
   # The reward is sparse (1 while the spinner turns faster than 15 rad/s
   # one way; a uniform random policy earns it on 0.04% of steps). At the
   # study's 60k steps neither erljax's nor Brax's SAC gets off 0; this budget
   # reaches 456 [292, 555] of 1,000 (3 seeds, ~17 min on 2 cores;
   # experiments/results/sac_tasks.md).
-  "FingerSpin": dict(
-    total_steps=300_000,
-    batch_size=256,
-    updates_per_step=4,
-    log_every=5_000,
-    eval_every=50_000,
-    num_eval_envs=16,
-    replay_capacity=300_000,
-  ),
+  "FingerSpin": _cpu_schedule(300_000, 50_000, num_eval_envs=16),
   # The demonstrator of the offline study (experiments/run_offline_study.sh):
   # 200-step episodes (10 s of pushing; Gym's Pusher uses 5 s), UTD 0.5.
-  "pusher": dict(
-    episode_length=200,
-    total_steps=200_000,
-    batch_size=256,
-    updates_per_step=4,
-    log_every=5_000,
-    eval_every=10_000,
-    replay_capacity=200_000,
-  ),
+  "pusher": _cpu_schedule(200_000, 10_000, episode_length=200),
 }
 # MetaWorld (erljax.metaworld; also "<task>-mjx" and "<task>-random"):
 # 500-step episodes, the host simulator on a CPU, UTD 0.5 (4 updates per
 # vectorized step of 8 envs), 2x256 networks; 5 seeds of 50k steps take
 # about 20 min on 2 cores.
 for _mw in ("sweep-into", "drawer-open", "soccer"):
-  _TASK_OVERRIDES[_mw] = dict(
-    total_steps=50_000,
-    batch_size=256,
-    updates_per_step=4,
-    log_every=5_000,
-    eval_every=10_000,
-    num_eval_envs=10,
-    replay_capacity=50_000,
-  )
+  _TASK_OVERRIDES[_mw] = _cpu_schedule(50_000, 10_000, num_eval_envs=10)
 _HIDDEN = {
   "CartpoleSwingup": (128, 128),
   "FingerSpin": (128, 128),
