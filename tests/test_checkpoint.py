@@ -94,10 +94,8 @@ def reference(trainer, tmp_path_factory):
   return workdir, run(trainer, workdir)
 
 
-@pytest.fixture(scope="module")
-def stopped(trainer, tmp_path_factory):
-  """A run stopped by SIGTERM during step 80's feedback session."""
-  workdir = tmp_path_factory.mktemp("stopped")
+def run_stopped_in_first_session(trainer, workdir):
+  """`run`, stopped by SIGTERM during the first feedback session (step 80)."""
   before = signal.getsignal(signal.SIGTERM)
 
   def log(line):
@@ -106,7 +104,14 @@ def stopped(trainer, tmp_path_factory):
 
   res = run(trainer, workdir, log)
   assert signal.getsignal(signal.SIGTERM) == before  # handler removed again
-  return workdir, res
+  return res
+
+
+@pytest.fixture(scope="module")
+def stopped(trainer, tmp_path_factory):
+  """A run stopped by SIGTERM during step 80's feedback session."""
+  workdir = tmp_path_factory.mktemp("stopped")
+  return workdir, run_stopped_in_first_session(trainer, workdir)
 
 
 def test_reference_run_writes_checkpoints(reference):

@@ -243,10 +243,9 @@ def test_erlvlm_runs_end_to_end_and_resumes_on_a_metaworld_task(tmp_path):
   by SIGTERM in its first feedback session resumes from its checkpoint to
   the uninterrupted run's state and records (the host simulator's state
   travels in the JAX state, so the checkpoint holds all of it)."""
-  from erljax import runner  # pylint: disable=g-import-not-at-top
   from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
-  from tests.test_checkpoint import assert_same_run  # pylint: disable=g-import-not-at-top
+  from tests import test_checkpoint  # pylint: disable=g-import-not-at-top
   from tests.test_trainer import learned_config  # pylint: disable=g-import-not-at-top
 
   c = learned_config(
@@ -256,13 +255,9 @@ def test_erlvlm_runs_end_to_end_and_resumes_on_a_metaworld_task(tmp_path):
   c.tensorboard = False
   c.checkpoint.every = 40
   trainer = trainer_lib.Trainer.create(c)
+  run = test_checkpoint.run  # runner.run with this trainer and a workdir
 
-  def run(workdir, log=lambda _: None, resume=False):
-    trainer.config.workdir = str(workdir)
-    trainer.config.resume = resume
-    return runner.run(trainer.config, log=log, trainer=trainer)
-
-  res = run(tmp_path / "reference")
+  res = run(trainer, tmp_path / "reference")
   assert [f["env_steps"] for f in res.feedback] == [80, 120]
   assert [f["queries_sent"] for f in res.feedback] == [10, 20]
   assert res.feedback[-1]["dropped"] == [0, 0]
@@ -270,14 +265,14 @@ def test_erlvlm_runs_end_to_end_and_resumes_on_a_metaworld_task(tmp_path):
   assert all(np.isfinite(r["eval_return"]) for r in res.history)
   assert all(0.0 <= r["eval_success"] <= 1.0 for r in res.history)
 
-  def stop(line):
-    if line.startswith("feedback   1"):
-      os.kill(os.getpid(), signal.SIGTERM)
-
-  stopped = run(tmp_path / "run", stop)
+  stopped = test_checkpoint.run_stopped_in_first_session(
+    trainer, tmp_path / "run"
+  )
   assert stopped.interrupted == signal.SIGTERM
   assert stopped.history[-1]["env_steps"] == 80
-  assert_same_run(run(tmp_path / "run", resume=True), res)
+  test_checkpoint.assert_same_run(
+    run(trainer, tmp_path / "run", resume=True), res
+  )
 
 
 @pytest.mark.slow
