@@ -31,7 +31,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import random
 import tempfile
 import time
@@ -42,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import common
 from erljax import sac as sac_lib
 from erljax.replay import Transition
 
@@ -269,8 +269,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   for name in ("batch", "updates", "rounds"):
     if getattr(a, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-
   out = {
     "settings": {
       "hidden": list(hidden),
@@ -281,8 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       "action": _ACT,
     },
     "versions": common.versions(),
-    "machine": common.machine(),
-    "platform": platform.platform(),
+    "machine": common.machine(),  # platform included
   }
   out["results"] = run(hidden, a.batch, a.updates, a.rounds)
   print(table(out), flush=True)

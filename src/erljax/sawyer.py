@@ -15,8 +15,9 @@ Two physics backends sit behind one `SawyerEnv`:
   program through `jax.pure_callback` (batched: one call steps every env of
   a vmapped step). The full integration state travels inside the JAX state
   as the float64 words' bits (uint32 pairs), so runs stay pure functions
-  of their state, and match MetaWorld's own env to rounding under
-  MetaWorld's MuJoCo. The one to run on a CPU.
+  of their state, checkpoint and resume exactly (tested on Soccer), and
+  match MetaWorld's own env to rounding under MetaWorld's MuJoCo. The one
+  to run on a CPU.
 * ``"mjx"``: MJX's pure-JAX step (float32), which vmaps and shards on
   accelerators. On a CPU it compiles for minutes and steps slowly.
 
