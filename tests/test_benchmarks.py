@@ -7,7 +7,9 @@ tests/test_end_to_end.py, without running Brax.
 import json
 import math
 import os
+import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -311,3 +313,37 @@ def test_update_profile_times_and_profiles_both_updates(tmp_path):
   assert "erljax speed / Brax speed" in update_profile.table(out)
   with pytest.raises(ValueError, match="--rounds must be >= 1, got 0"):
     update_profile.main(["--rounds=0"])
+
+
+_ACCEL = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  "benchmarks",
+  "accelerator",
+)
+
+
+def test_accelerator_wheels_pin_the_versions_tested_here():
+  """The wheels carried to a lent GPU are the versions this suite runs."""
+  pins = {}
+  with open(os.path.join(_ACCEL, "wheels.txt")) as f:
+    for line in f:
+      line = line.split("#")[0].strip()
+      if line:
+        name, version = line.split("==")
+        pins[name] = version
+  assert {"brax", "mujoco", "mujoco-mjx", "playground"} <= set(pins)
+  installed = {name: metadata.version(name) for name in pins}
+  assert installed == pins
+
+
+def test_accelerator_script_names_an_unknown_section(tmp_path):
+  res = subprocess.run(
+    ["bash", os.path.join(_ACCEL, "run.sh"), "e2e", "bogus"],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "OUT": str(tmp_path)},
+    check=False,
+  )
+  assert res.returncode == 2
+  assert "unknown section 'bogus'" in res.stderr
+  assert not list(tmp_path.iterdir())  # nothing ran, nothing installed
