@@ -5,9 +5,10 @@
 #   bash benchmarks/accelerator/run.sh [SECTION ...]
 # SECTIONs, in this order by default:
 #   e2e    benchmarks.end_to_end at 8/32/256 envs (4/8/32 updates per
-#          vectorized step): erljax's CLI against Brax's sac.train, back to back
-#   seeds  the same, erljax alone, 1/4/16/64 vmapped seeds at 8 envs (env
-#          steps/s summed over seeds: what one GPU gives a sweep)
+#          vectorized step): erljax's CLI against Brax's sac.train, back to
+#          back; then erljax alone with 4/16/64 vmapped seeds at 8 envs (env
+#          steps/s summed over seeds: what one GPU gives a sweep; its 1-seed
+#          row is the 8-env case)
 #   mjx    benchmarks.metaworld_envs, MJX backend at 1/64/1,024 envs and the
 #          host backend at 64, Sweep Into, Drawer Open and Soccer
 # Each section gets what is left of BUDGET; whatever finished is written as
@@ -15,24 +16,24 @@
 # SMOKE=1 shrinks every size (a check of this script on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-SECTIONS=${*:-e2e seeds mjx}
+SECTIONS=${*:-e2e mjx}
 for name in $SECTIONS; do
   case $name in
-    e2e|seeds|mjx) ;;
-    *) echo "unknown section '$name': choose from e2e, seeds, mjx" >&2; exit 2 ;;
+    e2e|mjx) ;;
+    *) echo "unknown section '$name': choose from e2e, mjx" >&2; exit 2 ;;
   esac
 done
 BUDGET=${BUDGET:-540}
 DEST=${OUT:-benchmarks/results/gpu}
 mkdir -p "$DEST"
+PY=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl}
-PY=${PYTHON:-python3}
 {
   date -u +%FT%TZ
   git rev-parse HEAD 2>/dev/null || true
@@ -43,12 +44,10 @@ PY=${PYTHON:-python3}
 $PY -c "import erljax.train, erljax.metaworld, benchmarks.end_to_end, brax.training.agents.sac.train" || exit 1
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  E2E=(--envs=4 --updates=2 --target_updates=64)
-  SEEDS=(--envs=4 --updates=2 --seeds=2 --target_updates=64)
+  E2E=(--envs=4 --updates=2 --seeds=2 --target_updates=64)
   MJX=(--tasks=drawer-open --host-envs=2 --mjx-envs= --steps=5 --repeats=1)
 else
-  E2E=(--envs=8,32,256 --updates=4,8,32)
-  SEEDS=(--envs=8 --updates=4 --seeds=1,4,16,64)
+  E2E=(--envs=8,32,256 --updates=4,8,32 --seeds=4,16,64)
   MJX=(--host-envs=64 --mjx-envs=1,64,1024)
 fi
 end=$((SECONDS + BUDGET))
@@ -63,8 +62,6 @@ for name in $SECTIONS; do
   case $name in
     e2e) section e2e $PY -m benchmarks.end_to_end "${E2E[@]}" \
            --out="$DEST/end_to_end.json" ;;
-    seeds) section seeds $PY -m benchmarks.end_to_end "${SEEDS[@]}" \
-             --skip_brax --out="$DEST/seeds.json" ;;
     mjx) section mjx $PY -m benchmarks.metaworld_envs "${MJX[@]}" \
            --out="$DEST/metaworld_envs.json" ;;
   esac
