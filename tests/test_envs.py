@@ -248,3 +248,25 @@ def test_vec_env_rejects_wrong_action_shape(cartpole):
   state = jax.jit(cartpole.reset)(jax.random.PRNGKey(0))
   with pytest.raises(AssertionError):  # at trace time, before compiling
     jax.jit(cartpole.step)(state, jnp.ones((2, cartpole.action_size)))
+
+
+def test_compiler_options_merge_what_the_traced_parts_need():
+  """Per-program XLA options (jax.jit's compiler_options): merged over the
+  parts a program traces, None entries and parts without any skipped,
+  conflicts named; None when nothing needs any (or off a CPU)."""
+
+  class Part:
+    def __init__(self, **options):
+      self.compiler_options = options
+
+  assert envs.compiler_options() is None
+  assert envs.compiler_options(None, Part()) is None
+  merged = envs.compiler_options(Part(a=False), None, Part(a=False, b=1))
+  if jax.default_backend() == "cpu":
+    assert merged == {"a": False, "b": 1}
+  else:
+    assert merged is None
+  with pytest.raises(ValueError, match=r"XLA option a: False and True"):
+    envs.compiler_options(Part(a=False), Part(a=True))
+  # Tasks simulated by Brax / Playground need none.
+  assert envs.make_vec_env("reacher", 2).compiler_options == {}

@@ -3,7 +3,7 @@ see them: each task's scripted-policy reference episode (tests/data/
 metaworld) at steps 0, 100, 250 and 500, drawn by the host renderer
 (erljax.render.FrameRenderer, 224x224) and, with --raycast, in a second
 row per task by the in-JAX ray caster (erljax.raycast.RayCaster, flat
-colours; its mesh intersections compile for tens of minutes on a CPU).
+colours; compiled with the options MJX needs for the Sawyer on a CPU).
 
   PYTHONPATH=$PWD/src python experiments/metaworld/frames.py \
       --out experiments/results/metaworld_frames.png
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -59,8 +60,11 @@ def main():
     with render.FrameRenderer(name, args.size, args.size) as renderer:
       rows.append(renderer.render(pose))
     if args.raycast:
-      caster = raycast.RayCaster(name, args.size, args.size)
-      rows.append(np.asarray(caster(jnp.asarray(pose, jnp.float32))))
+      # One frame at a time: a 224x224 Soccer frame holds 50k rays x 5.5k
+      # ball triangles of ray-triangle tests.
+      caster = raycast.RayCaster(name, args.size, args.size, batch_size=1)
+      draw = jax.jit(caster, compiler_options=envs.compiler_options(caster))
+      rows.append(np.asarray(draw(jnp.asarray(pose, jnp.float32))))
   gap = 4
   h = w = args.size
   grid = np.full(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import chex
@@ -95,7 +96,7 @@ def collect(
   )
   agent = trainer.agent
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=envs.compiler_options(env))
   def play(params, std, rand, policy, key):
     per_env = jax.tree_util.tree_map(
       lambda x: x[jnp.maximum(policy, 0)], params

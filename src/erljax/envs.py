@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import chex
 import jax
@@ -92,6 +92,12 @@ class VecEnv:
   def mj_model(self) -> Any:
     """The task's mujoco.MjModel (what erljax.render draws)."""
     return mj_model(self.task, self.env)
+
+  @property
+  def compiler_options(self) -> Dict[str, Any]:
+    """XLA options a program stepping these envs needs on a CPU (see
+    `compiler_options`): the env's own, e.g. MetaWorld's MJX backend's."""
+    return dict(getattr(self.env, "compiler_options", {}))
 
   @property
   def nq(self) -> int:
@@ -188,6 +194,31 @@ class VecEnv:
       key=key,
     )
     return new_state, out
+
+
+def compiler_options(*parts: Any) -> Optional[Dict[str, Any]]:
+  """`jax.jit`'s compiler_options for a program that traces each of `parts`
+  (objects with a `compiler_options` mapping, e.g. a VecEnv or an
+  erljax.raycast.RayCaster; None entries skipped): their options merged on
+  a CPU backend, None on other backends or when no part needs any.
+
+  Options are set per program rather than in XLA_FLAGS, so what one task
+  needs (MetaWorld's Sawyer in MJX) leaves every other program as it was.
+  Raises ValueError when two parts ask for different values of an option.
+  """
+  merged: Dict[str, Any] = {}
+  for part in parts:
+    own: Mapping[str, Any] = getattr(part, "compiler_options", None) or {}
+    for key, value in own.items():
+      if key in merged and merged[key] != value:
+        raise ValueError(
+          f"XLA option {key}: {merged[key]!r} and {value!r} asked for by "
+          "two parts of one program"
+        )
+      merged[key] = value
+  if not merged or jax.default_backend() != "cpu":
+    return None
+  return merged
 
 
 def mj_model(spec: TaskSpec, env: Env) -> Any:

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+import functools
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from absl import flags
@@ -44,7 +45,7 @@ def episode_stats(
     policy.trainer.env.task, episodes, policy.trainer.env.episode_length
   )
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=envs.compiler_options(env))
   def play(params, key):
     recorded = rollout_lib.rollout(
       env, lambda obs, _: policy.apply(params, obs), key

@@ -11,6 +11,7 @@ so a run's labels can be checked by eye.
 from __future__ import annotations
 
 import os
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -48,7 +49,7 @@ def rollout_poses(
   if steps < 1:
     raise ValueError(f"num_steps={num_steps}: must be >= 1")
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=envs.compiler_options(env))
   def play(params, key):
     def step(state, _):
       action = trainer.agent.deterministic_action(params, state.obs)

@@ -312,6 +312,7 @@ class MetaWorldEnv:
     self.name = task.name
     self.task = task
     self.randomize = randomize
+    self.backend = backend
     self.partially_observable = partially_observable
     scene = self.task.scene
     self.mj_model = sawyer.build_model(scene, backend)
@@ -330,6 +331,14 @@ class MetaWorldEnv:
   @property
   def observation_size(self) -> int:
     return OBS_SIZE
+
+  @property
+  def compiler_options(self) -> Dict[str, Any]:
+    """XLA options its programs need on a CPU (erljax.envs.compiler_options):
+    the MJX backend's, none for the host simulator."""
+    if self.backend == "mjx":
+      return dict(sawyer.MJX_CPU_COMPILER_OPTIONS)
+    return {}
 
   def _rand_vec(self, key: jax.Array) -> jax.Array:
     task = self.task

@@ -31,8 +31,9 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from erljax import tasks
 from erljax import render
+from erljax import sawyer
+from erljax import tasks
 
 # Colour of pixels whose ray hits nothing (MuJoCo draws its skybox there).
 BACKGROUND = (0.3, 0.35, 0.4)
@@ -133,6 +134,12 @@ class RayCaster:
     self.height, self.width = int(height), int(width)
     self.batch_size = int(batch_size)
     self.nq, self.nmocap = int(model.nq), int(model.nmocap)
+    # XLA options a program that draws these frames needs on a CPU
+    # (erljax.envs.compiler_options): MJX kinematics of the Sawyer arm.
+    sawyer_scene = spec.source == "metaworld"
+    self.compiler_options = (
+      dict(sawyer.MJX_CPU_COMPILER_OPTIONS) if sawyer_scene else {}
+    )
     self.camera = spec.camera if camera is None else camera
     if isinstance(self.camera, str):
       self._cam_id = mujoco.mj_name2id(
@@ -211,6 +218,7 @@ class RayCaster:
       data = data.replace(
         mocap_pos=pose[self.nq :].reshape(self.nmocap, 3).astype(jnp.float32)
       )
+    m = sawyer.with_mocap_poses(m, data)  # bodies below a mocap body
     data = mjx.kinematics(m, data)
     if self._cam_id >= 0:
       # Tracking cameras follow the subtree centre of mass.

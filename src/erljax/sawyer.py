@@ -51,6 +51,13 @@ HAND_SPACE = ((-0.525, 0.348, -0.0525), (0.525, 1.025, 0.7))
 # 0, 0) and torque scale 5 (the first 11 of MuJoCo 4's 12 weld fields).
 WELD_DATA = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)
 BACKENDS = ("host", "mjx")
+# XLA options for a CPU compile of any program that traces the Sawyer scene
+# in MJX (the "mjx" backend's step, erljax.raycast's frames). XLA's CPU
+# fusion emitters blow up MJX kinematics on the arm's 13-level body chain:
+# one env's kinematics 320-400 ms with them, 0.5-0.7 ms without (issue 15's
+# planning); ray-cast frames of a scene compile in 7-10 s without them and
+# had not finished after 15 min (32x32) with them (this 2-core CPU).
+MJX_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,7 +453,7 @@ class MjxPhysics(_Backend):
         qpos=d.qpos.at[q : q + 3].set(obj_pos),
         qvel=d.qvel.at[v : v + 6].set(0.0),
       )
-    return self._outputs(self._mjx.forward(self.mx, d))
+    return self._outputs(self._mjx.forward(with_mocap_poses(self.mx, d), d))
 
   def step(self, physics: Physics, action: jax.Array):
     d, h = physics.state, self.ids.hand_mocap
@@ -460,10 +467,35 @@ class MjxPhysics(_Backend):
       mocap_quat=mocap_quat,
       ctrl=jnp.stack([action[3], -action[3]]),
     )
-    d = jax.lax.fori_loop(
-      0, FRAME_SKIP, lambda _, x: self._mjx.step(self.mx, x), d
-    )
-    return self._outputs(self._mjx.forward(self.mx, d))
+    # The mocap poses stay put during the frame skip.
+    mx = with_mocap_poses(self.mx, d)
+    d = jax.lax.fori_loop(0, FRAME_SKIP, lambda _, x: self._mjx.step(mx, x), d)
+    return self._outputs(self._mjx.forward(mx, d))
+
+
+def with_mocap_poses(mx: Any, d: Any) -> Any:
+  """mjx.Model `mx` with each mocap body's pose (body_pos, body_quat) set to
+  mjx.Data `d`'s mocap_pos / mocap_quat.
+
+  MJX's kinematics (mujoco 4.0.0, JAX implementation) writes the mocap poses
+  after its pass down the body tree, so the bodies below a mocap body stay
+  where the model's own body_pos / body_quat put it: Soccer's goal meshes
+  sat 5 cm from the goal body it is placed at (the same bug, fixed in MuJoCo
+  Warp: google-deepmind/mujoco_warp#858). Handing kinematics this model
+  places them as MuJoCo's C kinematics does. Mocap bodies hang from the
+  world, so their body pose is their world pose. Works under vmap (the
+  model's two fields then carry the batch).
+  """
+  bodies = np.nonzero(np.asarray(mx.body_mocapid) >= 0)[0]
+  if bodies.size == 0:
+    return mx
+  ids = np.asarray(mx.body_mocapid)[bodies]
+  quat = d.mocap_quat[ids]
+  quat = quat / jnp.linalg.norm(quat, axis=-1, keepdims=True)
+  return mx.replace(
+    body_pos=jnp.asarray(mx.body_pos).at[bodies].set(d.mocap_pos[ids]),
+    body_quat=jnp.asarray(mx.body_quat).at[bodies].set(quat),
+  )
 
 
 def make_physics(model: Any, scene: Scene, backend: str):

@@ -11,6 +11,7 @@ once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -105,11 +106,14 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     after_feedback.__name__ = (
       "after_feedback_reset" if reset_critic else "after_feedback"
     )
-    return jax.jit(jax.vmap(after_feedback), donate_argnums=0)
+    return jit(jax.vmap(after_feedback), donate_argnums=0)
 
+  # Programs that draw frames (relabel, disagreement sampling, the queries'
+  # frames) compile with what the ray caster needs on a CPU.
+  jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
   return SessionPrograms(
     learner=learner,
-    sample=jax.jit(
+    sample=jit(
       jax.vmap(sample_queries, in_axes=(0, 0, 0, 0, None)), static_argnums=4
     ),
     epoch=jax.jit(jax.vmap(learner.epoch)),
@@ -117,5 +121,5 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     after={flag: after(flag) for flag in (False, True)},
     opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
     empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
-    query_frames=(None if caster is None else jax.jit(jax.vmap(query_frames))),
+    query_frames=(None if caster is None else jit(jax.vmap(query_frames))),
   )

@@ -10,6 +10,7 @@ evaluation cadence, checkpoints) in `erljax.runner`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import chex
@@ -100,6 +101,12 @@ class Trainer:
     return tasks.rated_task(
       self.env.task, self.config.rater.rated, self.config.rater.range
     )
+
+  @property
+  def compiler_options(self) -> Optional[Dict[str, Any]]:
+    """XLA options of every program that steps its env or draws its reward
+    model's frames (erljax.envs.compiler_options)."""
+    return envs.compiler_options(self.env, getattr(self.reward, "caster", None))
 
   @property
   def chunk_len(self) -> int:
@@ -369,7 +376,8 @@ def compiled(
   compiled once per Trainer object (`cached`)."""
 
   def build() -> Programs:
-    init_fn = jax.jit(jax.vmap(trainer.init)).lower(init_keys).compile()
+    jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
+    init_fn = jit(jax.vmap(trainer.init)).lower(init_keys).compile()
     state = jax.eval_shape(jax.vmap(trainer.init), init_keys)
     if layout.active:
       state = jax.tree_util.tree_map(
@@ -378,14 +386,14 @@ def compiled(
         layout.state_sharding(state),
       )
     if trainer.learned_reward:
-      chunk_fn = jax.jit(
+      chunk_fn = jit(
         jax.vmap(trainer.train_chunk, in_axes=(0, None)), donate_argnums=0
       )
       chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
     else:
-      chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+      chunk_fn = jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
       chunk_fn = chunk_fn.lower(state).compile()
-    eval_fn = jax.jit(jax.vmap(trainer.evaluate))
+    eval_fn = jit(jax.vmap(trainer.evaluate))
     eval_fn = eval_fn.lower(state, eval_keys).compile()
     return Programs(init_fn, chunk_fn, eval_fn)
 
