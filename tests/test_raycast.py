@@ -1,12 +1,12 @@
 """erljax.raycast: frames drawn in JAX for the image reward model."""
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import os
-import sys
 
 from erljax import envs
 from erljax import tasks

@@ -25,10 +25,10 @@ skill (as D4RL's medium-replay / medium-expert mixes are) do.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
-import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import chex

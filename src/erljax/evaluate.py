@@ -17,11 +17,11 @@ one actor is measured, not how much training seeds differ: evaluate each
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
-import functools
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from absl import flags

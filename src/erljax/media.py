@@ -10,8 +10,8 @@ so a run's labels can be checked by eye.
 
 from __future__ import annotations
 
-import os
 import functools
+import os
 from typing import Any, Optional, Sequence
 
 import jax

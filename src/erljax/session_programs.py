@@ -98,6 +98,10 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
       c.feedback.budget, obs, act, segments, seg_len, frame_shape
     )
 
+  # Programs that draw frames (relabel, disagreement sampling, the queries'
+  # frames) compile with what the ray caster needs on a CPU.
+  jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
+
   def after(reset_critic):
     def after_feedback(state, params, key):
       return trainer.after_feedback(state, params, reset_critic, key)
@@ -108,9 +112,6 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     )
     return jit(jax.vmap(after_feedback), donate_argnums=0)
 
-  # Programs that draw frames (relabel, disagreement sampling, the queries'
-  # frames) compile with what the ray caster needs on a CPU.
-  jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
   return SessionPrograms(
     learner=learner,
     sample=jit(
