@@ -1,7 +1,11 @@
 import base64
+import http.client
 import io
 import json
+import socket
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -128,3 +132,108 @@ def test_latency_and_fail_rate(frames):
   assert set(codes) == {200, 503} and 4 <= codes.count(503) <= 16
   with pytest.raises(ValueError, match="fail_rate=1.5"):
     serve.start(fail_rate=1.5)
+
+
+def bomb_url(width, height):
+  """A PNG whose header claims width x height pixels (no such data)."""
+  buf = io.BytesIO()
+  Image.new("L", (1, 1)).save(buf, format="PNG")
+  png = bytearray(buf.getvalue())
+  # IHDR: 8-byte signature, length, b"IHDR", width, height, ..., CRC.
+  png[16:24] = struct.pack(">II", width, height)
+  png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+  return "data:image/png;base64," + base64.b64encode(bytes(png)).decode()
+
+
+def post(url, body, **headers):
+  """(status, JSON body) of a raw POST with the given headers."""
+  host, port = url.removeprefix("http://").split(":")
+  conn = http.client.HTTPConnection(host, int(port), timeout=10)
+  try:
+    conn.putrequest("POST", "/v1/chat/completions")
+    for k, v in headers.items():
+      conn.putheader(k.replace("_", "-"), v)
+    conn.endheaders()
+    conn.send(body)
+    r = conn.getresponse()
+    return r.status, json.loads(r.read())
+  finally:
+    conn.close()
+
+
+@pytest.mark.parametrize(
+  "extra, reason",
+  [
+    ({"structured_outputs": {"choice": 5}}, "choice"),
+    ({"structured_outputs": {"choice": []}}, "choice"),
+    ({"guided_choice": "Good"}, "guided_choice"),
+    (
+      {"response_format": {"type": "json_schema", "json_schema": "x"}},
+      "json_schema",
+    ),
+    (
+      {
+        "response_format": {
+          "type": "json_schema",
+          "json_schema": {"schema": {"properties": [1], "required": 3}},
+        }
+      },
+      "schema",
+    ),
+    (
+      {
+        "response_format": {
+          "type": "json_schema",
+          "json_schema": {"schema": {"properties": {"rating": {"enum": 7}}}},
+        }
+      },
+      "enum",
+    ),
+  ],
+)
+def test_bad_choice_and_schema_values_get_400(url, frames, extra, reason):
+  r = ask(url, frames[0], **extra)
+  assert r.status_code == 400, r.text
+  assert reason in r.json()["error"]["message"]
+
+
+def test_decompression_bomb_gets_400_before_decoding(url):
+  body = {
+    "messages": [
+      {
+        "role": "user",
+        "content": [
+          {"type": "image_url", "image_url": {"url": bomb_url(10**5, 10**5)}}
+        ],
+      }
+    ]
+  }
+  r = requests.post(url + "/v1/chat/completions", json=body, timeout=30)
+  assert r.status_code == 400, r.text
+  assert "pixels" in r.json()["error"]["message"]
+
+
+def test_bad_or_huge_content_length_gets_an_answer(url):
+  for length in ("abc", "-5"):
+    status, body = post(url, b"{}", Content_Length=length)
+    assert status == 400 and "Content-Length" in body["error"]["message"]
+  # Refused before a byte of the body is read.
+  status, body = post(url, b"", Content_Length=str(10**12))
+  assert status == 413 and "bytes" in body["error"]["message"]
+
+
+def test_a_client_that_stops_sending_is_cut_off():
+  srv = serve.start(socket_timeout=0.5)
+  try:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+      s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+      )
+      start = time.perf_counter()
+      reply = s.recv(4096)
+      assert time.perf_counter() - start < 5
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+  finally:
+    srv.shutdown()
+    srv.server_close()

@@ -23,6 +23,12 @@ A requested answer format is honoured: response_format json_schema (answer
 
 --latency sleeps that many seconds per request (throughput benchmarks);
 --fail_rate answers 503 with that probability (robustness tests).
+
+Bad input gets an error answer, never a dropped connection: 400 for a bad
+Content-Length, a malformed body or answer format, or an image of more than
+MAX_IMAGE_PIXELS (refused from its header, before it is decoded: a
+decompression bomb); 413 for a body over MAX_BODY_BYTES (refused unread);
+408 for a client that stops sending for --socket_timeout seconds.
 `start(...)` runs a server in a daemon thread for tests (port 0: any free
 port, see `server.port`).
 """
@@ -50,6 +56,9 @@ from erljax.raters.base import CLASS_NAMES
 PATHS = ("/v1/chat/completions", "/chat/completions")
 MODEL_PATHS = ("/v1/models", "/models")
 DEFAULT_MODEL = "erljax-pixel-rater"
+# A request holds a prompt and one or two frames of a few hundred pixels.
+MAX_BODY_BYTES = 32 << 20
+MAX_IMAGE_PIXELS = 4096 * 4096
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(.*)$", re.DOTALL)
 
 
@@ -72,9 +81,22 @@ def decode_image(url: str) -> np.ndarray:
     )
   try:
     raw = base64.b64decode(match.group(1), validate=True)
-    with Image.open(io.BytesIO(raw)) as image:
+    with Image.open(io.BytesIO(raw)) as image:  # reads the header only
+      width, height = image.size
+      if width * height > MAX_IMAGE_PIXELS:
+        raise RequestError(
+          f"image of {width}x{height} pixels: at most {MAX_IMAGE_PIXELS} "
+          "pixels are decoded"
+        )
       return np.asarray(image.convert("RGB"), np.uint8)
-  except (binascii.Error, OSError, ValueError) as e:
+  except RequestError:
+    raise
+  except (
+    binascii.Error,
+    OSError,
+    ValueError,
+    Image.DecompressionBombError,
+  ) as e:
     raise RequestError(f"image_url holds no decodable image: {e}") from e
 
 
@@ -130,27 +152,57 @@ def _quoted_class(texts: Sequence[str], names: Sequence[str]) -> str:
   return found.pop()
 
 
+def _choice_list(name: str, value: Any) -> List[str]:
+  """`value` (a request's list of allowed answers) as strings."""
+  if (
+    not isinstance(value, list)
+    or not value
+    or not all(isinstance(c, (str, int, float)) for c in value)
+  ):
+    raise RequestError(
+      f"{name}={json.dumps(value)[:80]}: must be a non-empty list of "
+      "strings or numbers"
+    )
+  return [str(c) for c in value]
+
+
 def _choices(request: Dict[str, Any]) -> Optional[List[str]]:
   """Allowed answers the request imposes (vLLM choice or a schema enum)."""
   structured = request.get("structured_outputs")
   if isinstance(structured, dict) and structured.get("choice") is not None:
-    return [str(c) for c in structured["choice"]]
+    return _choice_list("structured_outputs.choice", structured["choice"])
   if request.get("guided_choice") is not None:  # older vLLM
-    return [str(c) for c in request["guided_choice"]]
+    return _choice_list("guided_choice", request["guided_choice"])
   schema = _json_schema(request)
   if schema is not None:
     prop = schema.get("properties", {}).get(_json_key(request), {})
-    if "enum" in prop:
-      return [str(c) for c in prop["enum"]]
+    if isinstance(prop, dict) and "enum" in prop:
+      return _choice_list("the schema's enum", prop["enum"])
   return None
 
 
 def _json_schema(request: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  """The response_format's JSON schema (checked: an object whose
+  `properties` is an object and `required` a list of strings), or None."""
   fmt = request.get("response_format")
-  if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-    spec = fmt.get("json_schema") or {}
-    return spec.get("schema", spec) if isinstance(spec, dict) else {}
-  return None
+  if not (isinstance(fmt, dict) and fmt.get("type") == "json_schema"):
+    return None
+  spec = fmt.get("json_schema") or {}
+  schema = spec.get("schema", spec) if isinstance(spec, dict) else None
+  if not isinstance(schema, dict):
+    raise RequestError(
+      f"response_format.json_schema={json.dumps(spec)[:80]}: must be an "
+      "object (holding a 'schema' object)"
+    )
+  required = schema.get("required", [])
+  if not isinstance(schema.get("properties", {}), dict) or not (
+    isinstance(required, list) and all(isinstance(r, str) for r in required)
+  ):
+    raise RequestError(
+      f"response_format's schema {json.dumps(schema)[:80]}: 'properties' "
+      "must be an object and 'required' a list of names"
+    )
+  return schema
 
 
 def _json_key(request: Dict[str, Any]) -> str:
@@ -227,6 +279,11 @@ class _Handler(http_server.BaseHTTPRequestHandler):
   server: "RatingServer"
   protocol_version = "HTTP/1.1"
 
+  def setup(self):
+    # Per read on the connection: a client silent this long is cut off.
+    self.timeout = self.server.socket_timeout
+    super().setup()
+
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     if self.server.verbose:
       super().log_message(format, *args)
@@ -259,9 +316,38 @@ class _Handler(http_server.BaseHTTPRequestHandler):
     else:
       self._error(404, f"no such path {self.path!r}; GET {MODEL_PATHS[0]}")
 
+  def _body(self) -> Optional[bytes]:
+    """The request body, or None after answering an error (the connection
+    is then closed: what is left of the body is not read)."""
+    header = self.headers.get("Content-Length") or "0"
+    try:
+      length = int(header)
+    except ValueError:
+      length = -1
+    if length < 0:
+      self.close_connection = True
+      self._error(400, f"Content-Length {header!r}: not a byte count")
+      return None
+    if length > MAX_BODY_BYTES:
+      self.close_connection = True
+      self._error(
+        413, f"body of {length} bytes: at most {MAX_BODY_BYTES} are read"
+      )
+      return None
+    try:
+      return self.rfile.read(length)
+    except TimeoutError:
+      self.close_connection = True
+      self._error(
+        408,
+        f"no data for {self.server.socket_timeout} s while reading the body",
+      )
+      return None
+
   def do_POST(self):  # pylint: disable=invalid-name
-    length = int(self.headers.get("Content-Length") or 0)
-    raw = self.rfile.read(length)
+    raw = self._body()
+    if raw is None:
+      return
     if self.path.rstrip("/") not in PATHS:
       self._error(404, f"no such path {self.path!r}; POST {PATHS[0]}")
       return
@@ -302,11 +388,15 @@ class RatingServer(http_server.ThreadingHTTPServer):
     seed: int,
     model: str,
     verbose: bool,
+    socket_timeout: float = 30.0,
   ):
     if latency < 0:
       raise ValueError(f"latency={latency}: must be >= 0 seconds")
     if not 0.0 <= fail_rate <= 1.0:
       raise ValueError(f"fail_rate={fail_rate}: must lie in [0, 1]")
+    if not socket_timeout > 0:
+      raise ValueError(f"socket_timeout={socket_timeout}: must be > 0 seconds")
+    self.socket_timeout = float(socket_timeout)
     self.responder = Responder(task)
     self.latency, self.fail_rate = float(latency), float(fail_rate)
     self.model, self.verbose = model, verbose
@@ -332,6 +422,7 @@ def start(
   seed: int = 0,
   model: str = DEFAULT_MODEL,
   verbose: bool = False,
+  socket_timeout: float = 30.0,
 ) -> RatingServer:
   """Serves in a daemon thread; stop with server.shutdown(); server_close().
 
@@ -339,7 +430,7 @@ def start(
   port=0).
   """
   srv = RatingServer(
-    (host, port), task, latency, fail_rate, seed, model, verbose
+    (host, port), task, latency, fail_rate, seed, model, verbose, socket_timeout
   )
   threading.Thread(
     target=srv.serve_forever, daemon=True, name=f"erljax.serve:{srv.port}"
@@ -360,6 +451,7 @@ def main(argv: Sequence[str]) -> None:
     f.seed,
     f.model,
     verbose=True,
+    socket_timeout=f.socket_timeout,
   )
   print(
     f"erljax.serve: pixel rater for {f.task} on "
@@ -384,4 +476,7 @@ if __name__ == "__main__":
   flags.DEFINE_float("fail_rate", 0.0, "probability of a 503 answer")
   flags.DEFINE_integer("seed", 0, "seed of the simulated failures")
   flags.DEFINE_string("model", DEFAULT_MODEL, "model id reported")
+  flags.DEFINE_float(
+    "socket_timeout", 30.0, "seconds a client may stay silent mid-request"
+  )
   app.run(main)
