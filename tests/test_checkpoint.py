@@ -179,7 +179,7 @@ def test_corrupted_latest_checkpoint_falls_back(trainer, reference, tmp_path):
         f.write(b"garbage")
   lines = []
   out = run(trainer, run_dir, lines.append, resume=True)
-  assert any("step 200" in ln and "unreadable" in ln for ln in lines)
+  assert any("step 200" in ln and "damaged" in ln for ln in lines)
   assert any("resumed from the checkpoint at step 160" in ln for ln in lines)
   assert os.path.isdir(run_dir / "checkpoints_corrupt" / "200")
   # 160 -> 200 is recomputed and ends where the reference ended.
@@ -398,3 +398,206 @@ def test_a_key_added_since_the_checkpoint_may_hold_its_default():
   )
   # Keys that steer only logging and the launch may change.
   assert checkpoint_lib.changed_key(saved, {**now, "total_steps": 9}) is None
+
+
+# -- restore: a changed state is an error, only damaged files move aside ----
+
+
+def small_tree(a=None):
+  """A tiny run tree: one array field and host values."""
+  return {
+    "a": np.arange(3, dtype=np.float32) if a is None else a,
+    "b": {"c": np.ones((2, 2), np.int32)},
+    "progress": {"env_steps": 0},
+  }
+
+
+def small_checkpoints(workdir, steps=(1, 2)):
+  """Checkpoints at `steps` of small_tree (step s has a = arange(3) + s)."""
+  c = run_config(workdir, resume=True)
+  ckpt = checkpoint_lib.Checkpointer(c, lambda _: None)
+  for s in steps:
+    ckpt.save(s, {**small_tree(np.arange(3, dtype=np.float32) + s)})
+  ckpt.close()
+  return c
+
+
+def listing(workdir):
+  """Every path under workdir (what a restore may not change)."""
+  return sorted(
+    os.path.relpath(os.path.join(root, n), workdir)
+    for root, dirs, files in os.walk(workdir)
+    for n in dirs + files
+  )
+
+
+def restore(c, template, lines=None):
+  log = lines.append if lines is not None else (lambda _: None)
+  ckpt = checkpoint_lib.Checkpointer(c, log)
+  try:
+    return ckpt.restore(template)
+  finally:
+    ckpt.close()
+
+
+def damage(step_dir):
+  """Garbage in every file of a checkpoint's array data."""
+  for root, _, files in os.walk(step_dir / "arrays"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+
+
+@pytest.mark.parametrize(
+  "template, match",
+  [
+    (  # a field added by a code upgrade
+      {**small_tree(), "new": np.zeros(2, np.float32)},
+      r"\['new'\]: in the template \(2,\) float32, not in the checkpoint",
+    ),
+    (
+      small_tree(np.zeros(4, np.float32)),
+      r"\['a'\]: template \(4,\) float32, saved \(3,\) float32",
+    ),
+    (
+      small_tree(np.zeros(3, np.int32)),
+      r"\['a'\]: template \(3,\) int32, saved \(3,\) float32",
+    ),
+    (
+      {"a": np.zeros(3, np.float32), "progress": {}},
+      r"\['b'\]\['c'\]: in the checkpoint \(2, 2\) int32, not in the template",
+    ),
+  ],
+  ids=["new_field", "shape", "dtype", "dropped_field"],
+)
+def test_restore_refuses_a_changed_state_and_moves_nothing(
+  tmp_path, template, match
+):
+  c = small_checkpoints(tmp_path)
+  before = listing(tmp_path)
+  with pytest.raises(checkpoint_lib.RestoreError, match=match) as e:
+    restore(c, template)
+  assert "step 2" in str(e.value) and "nothing was moved" in str(e.value)
+  assert listing(tmp_path) == before
+  # The same checkpoints still restore with the state they were written for.
+  step, tree = restore(c, small_tree())
+  assert step == 2
+  np.testing.assert_array_equal(tree["a"], np.arange(3) + 2)
+
+
+def test_restore_checks_shapes_and_dtypes_of_what_orbax_returns(
+  tmp_path, monkeypatch
+):
+  """A restore that casts or reshapes silently is caught after the read."""
+  c = small_checkpoints(tmp_path)
+  restore_fn = checkpoint_lib.ocp.CheckpointManager.restore
+
+  def casting_restore(self, step, args):
+    got = restore_fn(self, step, args=args)
+    if "arrays" not in got.keys():
+      return got
+    return {"arrays": {**got["arrays"], "['a']": np.zeros(3, np.float16)}}
+
+  monkeypatch.setattr(
+    checkpoint_lib.ocp.CheckpointManager, "restore", casting_restore
+  )
+  with pytest.raises(checkpoint_lib.RestoreError, match="float16"):
+    restore(c, small_tree())
+
+
+def test_two_successive_corruptions_keep_both_set_aside_copies(tmp_path):
+  c = small_checkpoints(tmp_path)
+  corrupt = tmp_path / "checkpoints_corrupt"
+  for n in (1, 2):
+    damage(tmp_path / "checkpoints" / "2")
+    lines = []
+    step, _ = restore(c, small_tree(), lines)
+    assert step == 1
+    assert any("step 2" in ln and "moved to" in ln for ln in lines), lines
+    assert len(os.listdir(corrupt)) == n
+    # The run goes on and writes step 2 again, which is damaged again.
+    ckpt = checkpoint_lib.Checkpointer(c, lambda _: None)
+    ckpt.save(2, small_tree())
+    ckpt.close()
+  kept = sorted(os.listdir(corrupt))
+  assert kept == ["2", "2.1"]
+  for name in kept:  # each copy whole: its array files are there
+    assert os.listdir(corrupt / name / "arrays")
+
+
+def test_missing_file_is_damage_but_no_readable_checkpoint_is_an_error(
+  tmp_path,
+):
+  c = small_checkpoints(tmp_path)
+  os.remove(tmp_path / "checkpoints" / "2" / "host" / "metadata")
+  step, _ = restore(c, small_tree())
+  assert step == 1
+  assert os.listdir(tmp_path / "checkpoints_corrupt") == ["2"]
+  # The only one left is damaged too: an error, and it stays where it is.
+  damage(tmp_path / "checkpoints" / "1")
+  before = listing(tmp_path)
+  with pytest.raises(
+    checkpoint_lib.RestoreError, match=r"none is readable \(step 1: "
+  ):
+    restore(c, small_tree())
+  assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+  "error", [OSError(5, "Input/output error"), MemoryError()]
+)
+def test_transient_errors_propagate_and_move_nothing(
+  tmp_path, monkeypatch, error
+):
+  c = small_checkpoints(tmp_path)
+  before = listing(tmp_path)
+
+  def failing(self, step, args):
+    raise error
+
+  monkeypatch.setattr(checkpoint_lib.ocp.CheckpointManager, "restore", failing)
+  with pytest.raises(type(error)):
+    restore(c, small_tree())
+  assert listing(tmp_path) == before
+
+
+def test_resume_with_a_changed_state_keeps_metrics_and_checkpoints(
+  trainer, reference, tmp_path, monkeypatch
+):
+  """A code upgrade adds a field to the run state: the resume stops with
+  the difference named, before metrics.jsonl or a checkpoint is touched."""
+  workdir, _ = reference
+  run_dir = tmp_path / "run"
+  shutil.copytree(workdir, run_dir)
+  metrics = (run_dir / "metrics.jsonl").read_bytes()
+  before = listing(run_dir)
+  snapshot = runner._Run._snapshot
+
+  def with_new_field(self):
+    return {**snapshot(self), "new": np.zeros(5, np.float32)}
+
+  monkeypatch.setattr(runner._Run, "_snapshot", with_new_field)
+  with pytest.raises(checkpoint_lib.RestoreError, match=r"\['new'\]"):
+    run(trainer, run_dir, resume=True)
+  assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+  assert listing(run_dir) == before
+
+
+def test_rater_transport_settings_may_change_on_resume():
+  """How the service is reached (a moved server, a longer timeout, more
+  retries) changes no answer: a resume accepts it. What is asked and of
+  which model does not change."""
+  saved = checkpoint_lib._flat_config(config_lib.default())
+  for key, value in (
+    ("rater.base_url", "http://10.0.0.2:8000/v1"),
+    ("rater.api_key_env", "OTHER_KEY"),
+    ("rater.timeout", 600.0),
+    ("rater.max_retries", 9),
+    ("rater.backoff_base", 2.0),
+    ("rater.backoff_max", 120.0),
+    ("rater.max_wait", 900.0),
+    ("rater.concurrency", 2),
+  ):
+    assert checkpoint_lib.changed_key(saved, {**saved, key: value}) is None, key
+  for key, value in (("rater.model", "other"), ("rater.temperature", 0.7)):
+    assert checkpoint_lib.changed_key(saved, {**saved, key: value}) == key

@@ -196,3 +196,23 @@ def test_other_version_is_named(tmp_path):
     json.dump(header, f)
   with pytest.raises(dataset.DatasetError, match="format version 1"):
     dataset.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "nested_parent"])
+def test_shard_paths_stay_inside_the_dataset(tmp_path, where):
+  """A header cannot point the loader at a file outside its directory."""
+  directory = tmp_path / "ds"
+  dataset.save(_dataset(), str(directory))
+  outside = tmp_path / "elsewhere.npz"
+  os.replace(directory / "episodes_00000.npz", outside)
+  name = {
+    "absolute": str(outside),
+    "parent": "../elsewhere.npz",
+    "nested_parent": "sub/../../elsewhere.npz",
+  }[where]
+  path = directory / dataset.HEADER_FILE
+  header = json.loads(path.read_text())
+  header["shards"][0]["file"] = name
+  path.write_text(json.dumps(header))
+  with pytest.raises(dataset.DatasetError, match="inside the dataset"):
+    dataset.load(str(directory))

@@ -121,3 +121,17 @@ def test_eval_line_shows_ci_a_dash_for_no_episode_and_success_if_defined():
   line = runner.eval_line({**rec, "train_return": 1.5}, with_success=False)
   assert "success" not in line
   assert "train_return     1.500" in line
+
+
+def test_a_run_that_did_not_resume_keeps_the_metrics_it_finds(tmp_path):
+  """metrics.jsonl of an earlier run (stopped before its first checkpoint)
+  is kept under a new name, never truncated, however often it happens."""
+  path = str(tmp_path / "metrics.jsonl")
+  for step, kept in ((1, None), (2, path + ".1"), (3, path + ".2")):
+    w = metrics_writer.MetricsWriter(str(tmp_path), [0], tensorboard=False)
+    assert w.kept == kept
+    w.write(eval_rec(step, [float(step)]))
+    w.close()
+  for name, steps in (("", [3]), (".1", [1]), (".2", [2])):
+    with open(path + name) as f:
+      assert [json.loads(ln)["env_steps"] for ln in f] == steps

@@ -223,3 +223,79 @@ def test_normalize_rewards():
     ),
     np.ones((1, 4)),
   )
+
+
+def _ratings_file(path, desc, index):
+  q = len(index)
+  np.savez(
+    path,
+    header=np.asarray(
+      json.dumps(
+        {
+          "format": offline_reward.RATINGS_FORMAT,
+          "version": offline_reward.RATINGS_VERSION,
+          "rater": desc,
+        }
+      )
+    ),
+    index=np.asarray(index, np.int64),
+    labels=np.zeros(q, np.int64),
+    answered=np.ones(q, bool),
+  )
+
+
+@pytest.mark.parametrize(
+  "index", [[-1, 2], [0, 10], [3, 3]], ids=["negative", "past_end", "twice"]
+)
+def test_ratings_file_indices_are_range_checked(tmp_path, index):
+  desc = {"backend": "scripted", "transitions": 10}
+  path = str(tmp_path / "r.npz")
+  _ratings_file(path, desc, index)
+  with pytest.raises(dataset.DatasetError, match=r"index .* 10 transitions"):
+    offline_reward.load_ratings(path, desc, 10)
+  _ratings_file(path, desc, [0, 9])
+  got, _ = offline_reward.load_ratings(path, desc, 10)
+  np.testing.assert_array_equal(got, [0, 9])
+
+
+def test_dropped_queries_are_asked_again_on_the_next_run(data_dir, monkeypatch):
+  """A service that drops a third of the queries: the file stores what was
+  answered, the next run asks only the dropped ones and fills them in."""
+  c = _tiny("erlvlm_iql", data_dir)
+  c.rating.queries = 30
+  c.rating.seed = 7  # a ratings file of its own
+  data = dataset.load(str(data_dir)).transitions()
+  ask_all = offline_reward._ask_all
+  asked = []
+
+  def flaky(config, data, index, log):
+    got = ask_all(config, data, index, log)
+    asked.append(index)
+    if len(asked) > 1:
+      return got
+    answered = got.answered & (np.arange(index.size) % 3 != 0)
+    return offline_reward.raters_lib.Ratings(
+      labels=np.where(answered, got.labels, -1), answered=answered
+    )
+
+  monkeypatch.setattr(offline_reward, "_ask_all", flaky)
+  logs = []
+  index, ratings, info = offline_reward.rate_dataset(
+    c, str(data_dir), data, logs.append
+  )
+  assert info["dropped"] == 10 and ratings.num_answered == 20
+  assert any("10 dropped" in ln and "asked again" in ln for ln in logs), logs
+  index2, ratings2, info2 = offline_reward.rate_dataset(
+    c, str(data_dir), data, logs.append
+  )
+  np.testing.assert_array_equal(asked[1], index[~ratings.answered])
+  np.testing.assert_array_equal(index2, index)
+  assert info2["dropped"] == 0 and ratings2.answered.all()
+  kept = ratings.answered
+  np.testing.assert_array_equal(ratings2.labels[kept], ratings.labels[kept])
+  # Now whole: the third run reads the file and asks nothing.
+  _, ratings3, info3 = offline_reward.rate_dataset(
+    c, str(data_dir), data, logs.append
+  )
+  assert len(asked) == 2 and info3["cached"]
+  np.testing.assert_array_equal(ratings3.labels, ratings2.labels)

@@ -12,8 +12,18 @@ Saving is asynchronous (orbax's CheckpointManager): the arrays are copied to
 host memory at the call, the files are written in a background thread while
 training goes on. Orbax writes a step into a temporary directory and renames
 it when complete, so a run killed mid-save leaves the previous checkpoints
-intact; a finished checkpoint that cannot be read (corrupted files) is moved
-to `checkpoints_corrupt/` and the one before it is used.
+intact.
+
+Restoring tells a damaged checkpoint from one this run cannot use:
+- damaged (not finalized, its metadata, JSON or array files unreadable or
+  missing): moved to `checkpoints_corrupt/<step>` (`<step>.1`, ... if taken;
+  nothing there is ever overwritten) once an older one restores, and that
+  one is used;
+- written for another state (a leaf added, dropped, or of another shape or
+  dtype, e.g. after a code upgrade), or none of them readable: `RestoreError`
+  naming the difference, with nothing on disk changed;
+- an error of the machine (OSError other than a missing file, MemoryError,
+  a storage service unavailable): raised as it is, nothing moved.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import os
 import shutil
 import signal
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +44,7 @@ from jax.experimental import multihost_utils
 
 from erljax import config as config_lib
 from erljax import distributed
+from erljax import metrics_writer
 
 # Config keys a resumed run may change: they steer how long and how the run
 # is logged, not what it computes.
@@ -52,6 +63,16 @@ RESUMABLE_CHANGES = (
   "distributed.process_id",
   "distributed.cluster_detection",
   "distributed.initialization_timeout",
+  # How the rating service is reached, not what it is asked or which model
+  # answers (rater.model, the prompts and the decoding settings stay fixed).
+  "rater.base_url",
+  "rater.api_key_env",
+  "rater.timeout",
+  "rater.max_retries",
+  "rater.backoff_base",
+  "rater.backoff_max",
+  "rater.max_wait",
+  "rater.concurrency",
 )
 MARGIN_BYTES = 64 << 20
 
@@ -65,6 +86,73 @@ def _like(restored: Any, template: Any) -> Any:
 
 class WorkdirError(RuntimeError):
   """The work directory cannot hold the run's logs and checkpoints."""
+
+
+class RestoreError(RuntimeError):
+  """The checkpoints cannot continue this run: written for a state of
+  another structure, shape or dtype, or none of them readable. Raised
+  before anything on disk is changed."""
+
+
+class _Damaged(Exception):
+  """A checkpoint that fails its own integrity check (the reason)."""
+
+
+# tensorstore status codes of a storage that is busy or unreachable, not of
+# damaged files (its errors are ValueErrors whose message starts with one).
+_TRANSIENT_STATUS = (
+  "UNAVAILABLE",
+  "DEADLINE_EXCEEDED",
+  "RESOURCE_EXHAUSTED",
+  "ABORTED",
+  "CANCELLED",
+  "PERMISSION_DENIED",
+)
+
+
+def _transient(e: BaseException) -> bool:
+  """True for an error of the machine rather than of the checkpoint."""
+  if isinstance(e, MemoryError):
+    return True
+  if isinstance(e, OSError):
+    return not isinstance(e, (FileNotFoundError, NotADirectoryError))
+  return isinstance(e, ValueError) and str(e).startswith(_TRANSIENT_STATUS)
+
+
+def _describe(shape: Tuple[int, ...], dtype: Any) -> str:
+  return f"{tuple(shape)} {np.dtype(dtype).name}"
+
+
+def state_differences(
+  template: Dict[str, Any], saved: Dict[str, Any]
+) -> List[str]:
+  """One line per leaf path where `saved` ({path: array or array metadata})
+  differs from `template` ({path: array or ShapeDtypeStruct}) in presence,
+  shape or dtype; empty if they agree."""
+  out = []
+  for k in sorted(set(template) | set(saved)):
+    if k not in saved:
+      t = template[k]
+      out.append(
+        f"{k}: in the template {_describe(t.shape, t.dtype)}, "
+        "not in the checkpoint"
+      )
+    elif k not in template:
+      x = saved[k]
+      out.append(
+        f"{k}: in the checkpoint {_describe(x.shape, x.dtype)}, "
+        "not in the template"
+      )
+    else:
+      t, x = template[k], saved[k]
+      if tuple(t.shape) != tuple(x.shape) or np.dtype(t.dtype) != np.dtype(
+        x.dtype
+      ):
+        out.append(
+          f"{k}: template {_describe(t.shape, t.dtype)}, "
+          f"saved {_describe(x.shape, x.dtype)}"
+        )
+  return out
 
 
 def tree_bytes(tree: Any) -> int:
@@ -204,7 +292,12 @@ class Checkpointer:
     )
     self.manager = ocp.CheckpointManager(
       self.directory,
-      item_names=("arrays", "host"),
+      # Handlers given up front, so that item_metadata reads a checkpoint's
+      # array metadata before anything is restored.
+      item_handlers={
+        "arrays": ocp.StandardCheckpointHandler(),
+        "host": ocp.JsonCheckpointHandler(),
+      },
       options=ocp.CheckpointManagerOptions(
         max_to_keep=config.checkpoint.keep,
         create=True,
@@ -240,8 +333,11 @@ class Checkpointer:
         saved = ckpt.manager.restore(
           step, args=ocp.args.Composite(host=ocp.args.JsonRestore())
         )["host"]["config"]
-      except Exception:  # pylint: disable=broad-except
-        saved = None  # unreadable: `restore` sets it aside later
+      except Exception as e:  # pylint: disable=broad-except
+        if _transient(e):
+          ckpt.close()
+          raise
+        saved = None  # damaged: `restore` decides what to do with it
       if saved is not None:
         try:
           ckpt._check_config(saved, step)
@@ -285,12 +381,14 @@ class Checkpointer:
     """(step, tree) of the newest readable checkpoint, or None if none.
 
     `template` is a tree like the saved one (e.g. the freshly initialised
-    state); its arrays give the structure, shapes and dtypes to restore.
-    Unreadable checkpoints are moved aside and the previous one is tried.
-    Arrays come back placed as the template's are: an uncommitted template
-    array (a fresh jit output) gives an uncommitted one, so that jitted
-    functions see the same inputs as in an uninterrupted run and compile
-    nothing again.
+    state); its arrays give the structure, shapes and dtypes to restore, and
+    a checkpoint whose arrays differ in any of them raises RestoreError (as
+    does a set of checkpoints none of which is readable), with nothing on
+    disk changed. Damaged checkpoints newer than the one restored are moved
+    aside (see the module docstring). Arrays come back placed as the
+    template's are: an uncommitted template array (a fresh jit output) gives
+    an uncommitted one, so that jitted functions see the same inputs as in
+    an uninterrupted run and compile nothing again.
     """
     arrays_t, _ = split(template)
     target = {
@@ -299,37 +397,94 @@ class Checkpointer:
       )
       for k, x in _flat(arrays_t).items()
     }
+    damaged: List[Tuple[int, str]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        got = self.manager.restore(
-          step,
-          args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(target), host=ocp.args.JsonRestore()
-          ),
-        )
-        self._check_config(got["host"]["config"], step)
-        host = json.loads(got["host"]["json"])
-      except config_lib.ConfigError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
+        got = self._read(step, target)
+      except _Damaged as e:
+        damaged.append((step, str(e)))
         continue
+      for bad, reason in damaged:
+        self._set_aside(bad, reason)
       self.last_step = step
       arrays = _unflat(got["arrays"], arrays_t)
+      host = json.loads(got["host"]["json"])
       return step, merge(jax.tree_util.tree_map(_like, arrays, arrays_t), host)
+    if damaged:
+      raise RestoreError(
+        f"{self.directory} holds checkpoints but none is readable ("
+        + "; ".join(f"step {s}: {r}" for s, r in damaged)
+        + "); nothing was moved. Move them away or use a new workdir to "
+        "start again"
+      )
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
-    bad = os.path.join(self.directory + "_corrupt", str(step))
+  def _read(self, step: int, target: Dict[str, Any]) -> Dict[str, Any]:
+    """Checkpoint `step` ({"arrays": {path: array}, "host": {...}}) read
+    as `target` ({path: ShapeDtypeStruct}) after its integrity, config and
+    state checks. Raises _Damaged if it fails its integrity check (not
+    finalized, metadata, JSON or array files unreadable), ConfigError or
+    RestoreError if it is whole but not this run's; errors of the machine
+    propagate."""
+    path = os.path.join(self.directory, str(step))
+    if not ocp.path.step.is_path_finalized(path):
+      raise _Damaged("not finalized (no commit marker)")
+    host = self._integral(
+      lambda: self.manager.restore(
+        step, args=ocp.args.Composite(host=ocp.args.JsonRestore())
+      )["host"],
+    )
+    saved = self._integral(lambda: self.manager.item_metadata(step))
+    if saved["arrays"] is None or host is None:
+      raise _Damaged("no array metadata or no JSON item")
+    self._integral(lambda: json.loads(host["json"]))
+    self._check_config(host["config"], step)
+    self._check_state(step, target, dict(saved["arrays"].items()))
+    arrays = self._integral(
+      lambda: self.manager.restore(
+        step,
+        args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target)),
+      )["arrays"],
+    )
+    self._check_state(step, target, arrays)  # what orbax handed back
+    return {"arrays": arrays, "host": host}
+
+  @staticmethod
+  def _integral(read: Callable[[], Any]) -> Any:
+    """read(), with an error of the files (not of the machine) as
+    _Damaged."""
+    try:
+      return read()
+    except Exception as e:  # pylint: disable=broad-except
+      if _transient(e):
+        raise
+      raise _Damaged(f"{type(e).__name__}: {str(e)[:200]}") from e
+
+  def _check_state(
+    self, step: int, target: Dict[str, Any], saved: Dict[str, Any]
+  ) -> None:
+    diff = state_differences(target, saved)
+    if diff:
+      raise RestoreError(
+        f"the checkpoint at step {step} in {self.directory} holds another "
+        f"state than this run's ({len(diff)} differences):\n  "
+        + "\n  ".join(diff[:20])
+        + ("\n  ..." if len(diff) > 20 else "")
+        + "\nThe code or config that shapes the state changed since it was "
+        "written; resume with the version that wrote it or use a new "
+        "workdir (nothing was moved)"
+      )
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    corrupt = self.directory + "_corrupt"
+    bad = metrics_writer.unused_path(os.path.join(corrupt, str(step)))
     self.log(
-      f"checkpoint: step {step} in {self.directory} is unreadable "
-      f"({type(error).__name__}: {str(error)[:200]}); moved to {bad}, "
-      "trying the previous one"
+      f"checkpoint: step {step} in {self.directory} is damaged ({reason}); "
+      f"moved to {bad}, an older one is used"
     )
     if distributed.is_primary():  # the directory is shared
-      os.makedirs(os.path.dirname(bad), exist_ok=True)
-      shutil.rmtree(bad, ignore_errors=True)
-      shutil.move(os.path.join(self.directory, str(step)), bad)
+      os.makedirs(corrupt, exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), bad)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"erljax_set_aside_{step}")
     self.manager.reload()

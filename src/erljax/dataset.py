@@ -5,7 +5,8 @@ A dataset is a directory:
   dataset.json          the header: {"format": "erljax-episodes",
                         "version": 2, "task", "episode_length",
                         "observation_size", "action_size", "pose_size",
-                        "num_episodes", "shards": [{"file", "episodes"}],
+                        "num_episodes", "shards": [{"file", "episodes"}]
+                        (file: a name inside this directory),
                         "metadata": {...}} (metadata: free-form provenance,
                         e.g. the run the policy came from and the flags)
   episodes_00000.npz    shards of whole episodes, each holding the arrays
@@ -250,6 +251,13 @@ def read_header(directory: str) -> Dict[str, Any]:
       f"{path}: 'shards' must be a non-empty list of "
       "{'file': name, 'episodes': count}"
     )
+  for s in shards:
+    name = s["file"]
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+      raise DatasetError(
+        f"{path}: shard file {name!r} must be a relative path inside the "
+        "dataset directory (no '..')"
+      )
   total = sum(s["episodes"] for s in shards)
   if total != header["num_episodes"]:
     raise DatasetError(

@@ -12,7 +12,9 @@ steps, per-seed lists `X_per_seed` with their mean `X` and std `X_std`) and
 
 On resume the writer starts from the records stored in the checkpoint: the
 files are rewritten from them, so records logged after the checkpoint by the
-interrupted process do not appear twice.
+interrupted process do not appear twice. A run that did not resume keeps the
+metrics.jsonl it finds (of an earlier run stopped before its first
+checkpoint) as metrics.jsonl.1 (.2, ... if taken) and starts a new one.
 """
 
 from __future__ import annotations
@@ -101,10 +103,22 @@ def write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
   os.replace(tmp, path)
 
 
+def unused_path(path: str) -> str:
+  """path, or the first of path.1, path.2, ... that does not exist: a name
+  to keep something under without overwriting anything."""
+  out, n = path, 0
+  while os.path.lexists(out):
+    n += 1
+    out = f"{path}.{n}"
+  return out
+
+
 class MetricsWriter:
   """Writes a run's records to workdir (see the module docstring).
 
   `records` (the records of a resumed run) is the list `write` appends to.
+  Without `resume_step` a non-empty metrics.jsonl already in workdir is
+  renamed (its new path in `kept`) rather than overwritten.
   """
 
   def __init__(
@@ -119,10 +133,15 @@ class MetricsWriter:
     self.seeds = list(seeds)
     # The caller's list (shared, so a checkpoint sees every record written).
     self.records: List[Dict[str, Any]] = records if records is not None else []
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    path = os.path.join(workdir, "metrics.jsonl")
+    self.kept: Optional[str] = None
+    if resume_step is None and os.path.isfile(path) and os.path.getsize(path):
+      self.kept = unused_path(path)
+      os.rename(path, self.kept)
+    with open(path, "w") as f:
       for rec in self.records:
         f.write(json.dumps(rec) + "\n")
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = open(path, "a")
     self._write_csvs()
     self._tb = None
     if tensorboard:

@@ -242,6 +242,8 @@ def run(
       records,
       resume_step=step if restored is not None else None,
     )
+    if writer.kept:
+      log(f"metrics.jsonl of an earlier run kept as {writer.kept}")
 
   start = step
 

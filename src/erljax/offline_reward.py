@@ -153,10 +153,11 @@ def _ask_all(
 
 
 def load_ratings(
-  path: str, description: Dict[str, Any]
+  path: str, description: Dict[str, Any], num_transitions: int
 ) -> Tuple[np.ndarray, raters_lib.Ratings]:
   """(index [Q], Ratings) of a stored ratings file; DatasetError naming the
-  file if it is unreadable, foreign or for another rater."""
+  file if it is unreadable, foreign, for another rater, or its index is not
+  distinct transitions of the num_transitions the dataset holds."""
   try:
     with np.load(path, allow_pickle=False) as z:
       missing = sorted({"header", "index", "labels", "answered"} - set(z.files))
@@ -195,7 +196,42 @@ def load_ratings(
       f"{index.shape} {index.dtype} / {labels.shape} {labels.dtype} / "
       f"{answered.shape} {answered.dtype}"
     )
+  if index.size and (
+    index.min() < 0
+    or index.max() >= num_transitions
+    or np.unique(index).size != index.size
+  ):
+    raise dataset_lib.DatasetError(
+      f"{path}: index [{index.min()}, {index.max()}] of {index.size} must "
+      f"be distinct transitions of the {num_transitions} transitions of the "
+      "dataset"
+    )
   return index, raters_lib.Ratings(labels=labels, answered=answered)
+
+
+def _save_ratings(
+  path: str,
+  description: Dict[str, Any],
+  index: np.ndarray,
+  ratings: raters_lib.Ratings,
+) -> None:
+  """Writes a ratings file (whole or not at all)."""
+  header = {
+    "format": RATINGS_FORMAT,
+    "version": RATINGS_VERSION,
+    "rater": description,
+    "answered": ratings.num_answered,
+    "dropped": ratings.num_dropped,
+  }
+  tmp = path + ".tmp.npz"
+  np.savez(
+    tmp,
+    header=np.asarray(json.dumps(header)),
+    index=index,
+    labels=ratings.labels,
+    answered=ratings.answered,
+  )
+  os.replace(tmp, path)
 
 
 def rate_dataset(
@@ -208,8 +244,10 @@ def rate_dataset(
   ratings file if this rater rated it before, else asked and stored.
 
   config.rating.queries transitions are rated (0: all), drawn without
-  replacement with config.rating.seed. Returns index [Q], Ratings and
-  {"path", "cached", "answered", "dropped", "seconds"}.
+  replacement with config.rating.seed. Queries the rater dropped are
+  stored as dropped and asked again on the next call (only they), so a file
+  is reused as it is once every query has an answer. Returns index [Q],
+  Ratings and {"path", "cached", "answered", "dropped", "seconds"}.
   """
   m = data["rewards"].shape[0]
   desc = rater_description(config, m)
@@ -217,7 +255,18 @@ def rate_dataset(
   t0 = time.perf_counter()
   cached = os.path.exists(path)
   if cached:
-    index, ratings = load_ratings(path, desc)
+    index, ratings = load_ratings(path, desc, m)
+    if ratings.num_dropped:
+      log(
+        f"ratings: {ratings.num_dropped} of {index.size} queries in {path} "
+        "were dropped; asking again for them"
+      )
+      again = ~ratings.answered
+      got = _ask_all(config, data, index[again], log)
+      labels, answered = ratings.labels.copy(), ratings.answered.copy()
+      labels[again], answered[again] = got.labels, got.answered
+      ratings = raters_lib.Ratings(labels=labels, answered=answered)
+      _save_ratings(path, desc, index, ratings)
   else:
     q = config.rating.queries or m
     if q > m:
@@ -229,22 +278,7 @@ def rate_dataset(
       np.arange(m) if q == m else np.sort(rng.choice(m, q, replace=False))
     ).astype(np.int64)
     ratings = _ask_all(config, data, index, log)
-    header = {
-      "format": RATINGS_FORMAT,
-      "version": RATINGS_VERSION,
-      "rater": desc,
-      "answered": ratings.num_answered,
-      "dropped": ratings.num_dropped,
-    }
-    tmp = path + ".tmp.npz"
-    np.savez(
-      tmp,
-      header=np.asarray(json.dumps(header)),
-      index=index,
-      labels=ratings.labels,
-      answered=ratings.answered,
-    )
-    os.replace(tmp, path)
+    _save_ratings(path, desc, index, ratings)
   info = {
     "path": path,
     "cached": cached,
@@ -255,6 +289,9 @@ def rate_dataset(
   log(
     f"ratings: {info['answered']} answered, {info['dropped']} dropped "
     f"({'from ' if cached else 'stored in '}{path})"
+    + (
+      "; the dropped ones are asked again next time" if info["dropped"] else ""
+    )
   )
   return index, ratings, info
 

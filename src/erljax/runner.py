@@ -160,6 +160,8 @@ class _Run:
         self.records,
         resume_step=self.env_steps if self.restored else None,
       )
+      if self.writer.kept:
+        log(f"metrics.jsonl of an earlier run kept as {self.writer.kept}")
     self.bar = metrics_writer.ProgressBar(
       c.total_steps,
       self.env_steps,
