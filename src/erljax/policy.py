@@ -20,7 +20,7 @@ obs)` -> [S, ...] actions.
 
 Loading is read-only: it lists the finalized checkpoints and reads only the
 actor's arrays (not the replay buffer), never going through
-`erljax.checkpoint.Checkpointer`, which moves unreadable checkpoints aside.
+`erljax.checkpoint.Checkpointer`, which moves damaged checkpoints aside.
 """
 
 from __future__ import annotations
