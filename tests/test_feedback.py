@@ -16,7 +16,7 @@ import pytest
 from erljax import feedback
 from erljax import reward_learner
 from erljax import replay
-from erljax.raters import ScriptedRater
+from erljax.raters import Ratings, ScriptedRater
 from erljax.replay import Transition
 from erljax.reward_model import RewardModel
 
@@ -162,6 +162,25 @@ def test_ask_and_store_ratings_label_answered_queries():
   np.testing.assert_allclose(rs.true_reward[:, :3, 0], true_r[..., 0])
   np.testing.assert_allclose(rs.obs[:, :3, 0, :, 0], steps[:, :, 0])
   assert counts == {"answered": [3, 3], "dropped": [0, 0]}
+
+
+def test_ask_passes_a_raters_call_counts_through():
+  counts = {"requests": 2, "prompt_tokens": 9, "drop_reasons": {"refused": 1}}
+
+  class Counting:
+    num_classes = 3
+
+    def rate(self, queries):
+      return Ratings(
+        labels=np.array([1, -1]),
+        answered=np.array([True, False]),
+        counts=counts,
+      )
+
+  got = feedback.ask(Counting(), np.zeros((2, 1)))
+  assert got.counts == counts
+  scripted = feedback.ask(ScriptedRater(3, 0.0, 3.0), np.zeros((2, 1)))
+  assert scripted.counts is None
 
 
 # --- sample_queries -----------------------------------------------------------

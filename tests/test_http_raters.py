@@ -23,6 +23,7 @@ from erljax import config as config_lib
 from erljax import raters
 from erljax import rate as rate_cli
 from erljax.raters import Queries
+from erljax.raters import cache as cache_lib
 from erljax.raters.base import CLASS_NAMES
 from erljax.raters.png import encode_png
 
@@ -131,6 +132,8 @@ def _rater(kind, url, sleeps=None, num_classes=3, task="reacher", **overrides):
   c.rater.kind = kind
   c.rater.model = "test-model"
   c.rater.base_url = url
+  # A typed base_url needs its key variable named (the defaults' are).
+  c.rater.api_key_env = raters.BACKENDS[kind].default_api_key_env
   for k, v in overrides.items():
     c.rater[k] = v
   config_lib.validate(c)
@@ -232,6 +235,8 @@ def test_openai_two_stage_request_shape_and_labels(serve, monkeypatch):
     "answered": 4,
     "dropped": 0,
     "cache_hits": 0,
+    "prompt_tokens": 0,  # this server reports no usage
+    "completion_tokens": 0,
     "drop_reasons": {},
   }
 
@@ -574,6 +579,7 @@ def test_timeout_is_retried_then_dropped(serve):
     (_openai_reply("Excellent!"), "no_class"),
     (_openai_reply("Good, or maybe Bad"), "no_class"),
     (_openai_reply("not good"), "no_class"),
+    (_openai_reply("Good luck!"), "no_class"),
   ],
 )
 def test_bad_replies_are_dropped_never_labelled(serve, reply, reason):
@@ -585,18 +591,268 @@ def test_bad_replies_are_dropped_never_labelled(serve, reply, reason):
   assert len(server.requests) == 2  # none of these is retried
 
 
-def test_gemini_blocked_prompt_and_empty_analysis(serve):
-  server = serve(
-    lambda *_: (200, {"promptFeedback": {"blockReason": "SAFETY"}})
-  )
-  rater = _rater("gemini", server.url, two_stage=False)
-  assert rater.rate(_queries([1])).labels.tolist() == [-1]
-  assert rater.stats()["drop_reasons"] == {"blocked": 1}
+def test_gemini_empty_analysis(serve):
   server = serve(lambda *_: _gemini_reply(""))
   rater = _rater("gemini", server.url)
   assert rater.rate(_queries([1])).labels.tolist() == [-1]
   assert rater.stats()["drop_reasons"] == {"empty_analysis": 1}
   assert len(server.requests) == 1  # no second stage without an analysis
+
+
+# --- refused, filtered and cut-off replies ----------------------------------
+
+# A reply that stopped at the token limit, per protocol.
+_CUT = {
+  "openai": lambda text: (
+    200,
+    {"choices": [{"message": {"content": text}, "finish_reason": "length"}]},
+  ),
+  "gemini": lambda text: (
+    200,
+    {
+      "candidates": [
+        {"content": {"parts": [{"text": text}]}, "finishReason": "MAX_TOKENS"}
+      ]
+    },
+  ),
+  "ollama": lambda text: (
+    200,
+    {"message": {"content": text}, "done": True, "done_reason": "length"},
+  ),
+}
+
+
+def _has_image(kind, body):
+  return "image" in _ordered_parts(kind, body)
+
+
+def _stage_server(serve, kind, stage, bad):
+  """A server that gives `bad` (a reply) at `stage` ("analysis", "answer"
+  or "single"), and a good "Good" elsewhere."""
+
+  def handle(_, req):
+    first = _has_image(kind, req["body"])
+    if stage == "single" or (stage == "analysis") == first:
+      return bad
+    return _REPLIES[kind]("The tip touches the target." if first else "Good")
+
+  return serve(handle)
+
+
+def _drops_at_stage(serve, tmp_path, kind, stage, bad, reason):
+  """Two queries meet `bad` at `stage`: both dropped as `reason`, neither
+  retried nor cached, and no answer stage after a failed analysis."""
+  server = _stage_server(serve, kind, stage, bad)
+  cache = str(tmp_path / "cache")
+  rater = _rater(kind, server.url, two_stage=stage != "single", cache_dir=cache)
+  got = rater.rate(_queries([1, 2]))
+  assert got.labels.tolist() == [-1, -1] and not got.answered.any()
+  s = rater.stats()
+  assert s["drop_reasons"] == {reason: 2}
+  assert (s["answered"], s["retries"]) == (0, 0)
+  assert len(server.requests) == (4 if stage == "answer" else 2)
+  assert _cache_files(cache) == []
+
+
+@pytest.mark.parametrize("stage", ["single", "analysis", "answer"])
+@pytest.mark.parametrize("kind", ["openai", "gemini", "ollama"])
+def test_cut_off_replies_are_dropped_never_cached(serve, tmp_path, kind, stage):
+  _drops_at_stage(serve, tmp_path, kind, stage, _CUT[kind]("Good"), "truncated")
+
+
+def _gemini_finish(finish, text="Good"):
+  return 200, {
+    "candidates": [
+      {"content": {"parts": [{"text": text}]}, "finishReason": finish}
+    ]
+  }
+
+
+_REFUSED = [
+  (
+    "openai",
+    (
+      200,
+      {
+        "choices": [
+          {
+            "message": {
+              "content": None,
+              "refusal": "I'm sorry, I can't help with that.",
+            },
+            "finish_reason": "stop",
+          }
+        ]
+      },
+    ),
+    "refused",
+  ),
+  (
+    "openai",
+    (
+      200,
+      {
+        "choices": [
+          {"message": {"content": "Good"}, "finish_reason": "content_filter"}
+        ]
+      },
+    ),
+    "filtered",
+  ),
+  ("gemini", (200, {"promptFeedback": {"blockReason": "SAFETY"}}), "filtered"),
+  ("gemini", (200, {"promptFeedback": {"blockReason": "OTHER"}}), "filtered"),
+] + [
+  ("gemini", _gemini_finish(f), "filtered")
+  for f in (
+    "SAFETY",
+    "RECITATION",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "OTHER",
+  )
+]
+_UNFINISHED = [
+  (
+    "openai",
+    (
+      200,
+      {"choices": [{"message": {"content": "Good"}, "finish_reason": "abort"}]},
+    ),
+    "unfinished",
+  ),
+  ("gemini", _gemini_finish("MALFORMED_FUNCTION_CALL"), "unfinished"),
+  (
+    "ollama",
+    (200, {"message": {"content": "Good"}, "done_reason": "unload"}),
+    "unfinished",
+  ),
+]
+_OLLAMA_REFUSAL = (
+  "I'm sorry, I can't determine the rating from this image. Good luck!"
+)
+
+
+@pytest.mark.parametrize("stage", ["single", "analysis", "answer"])
+@pytest.mark.parametrize(
+  "kind,bad,reason",
+  _REFUSED
+  + _UNFINISHED
+  + [("ollama", _REPLIES["ollama"](_OLLAMA_REFUSAL), "refused")],
+)
+def test_refused_filtered_and_unfinished_replies_are_dropped_never_cached(
+  serve, tmp_path, kind, stage, bad, reason
+):
+  _drops_at_stage(serve, tmp_path, kind, stage, bad, reason)
+
+
+@pytest.mark.parametrize(
+  "kind,reply",
+  [
+    ("openai", _openai_reply("Good")),
+    (
+      "openai",
+      (
+        200,
+        {
+          "choices": [
+            {
+              "message": {"content": "Good", "refusal": None},
+              "finish_reason": "stop",
+            }
+          ]
+        },
+      ),
+    ),
+    ("gemini", _gemini_finish("STOP")),
+    ("gemini", _gemini_reply("Good")),
+    ("ollama", (200, {"message": {"content": "Good"}, "done_reason": "stop"})),
+  ],
+)
+def test_complete_replies_are_labels(serve, kind, reply):
+  server = serve(lambda *_: reply)
+  rater = _rater(kind, server.url, two_stage=False)
+  assert rater.rate(_queries([1])).labels.tolist() == [2]
+
+
+# --- token usage ------------------------------------------------------------
+
+_USAGE = {
+  "openai": lambda reply, p, c: (
+    reply[0],
+    {**reply[1], "usage": {"prompt_tokens": p, "completion_tokens": c}},
+  ),
+  "gemini": lambda reply, p, c: (
+    reply[0],
+    {
+      **reply[1],
+      "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c},
+    },
+  ),
+  "ollama": lambda reply, p, c: (
+    reply[0],
+    {**reply[1], "prompt_eval_count": p, "eval_count": c},
+  ),
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "gemini", "ollama"])
+def test_token_usage_is_counted_per_call(serve, tmp_path, kind):
+  """Tokens are read from each protocol's usage fields, counted for every
+  reply paid for, not for cache hits, and each rate() call's Ratings carry
+  what that call moved the counters by."""
+
+  def handle(_, req):
+    if _has_image(kind, req["body"]):  # stage 1: 100 in, 40 out
+      return _USAGE[kind](_REPLIES[kind]("The tip is far."), 100, 40)
+    return _USAGE[kind](_REPLIES[kind]("Bad"), 60, 1)  # stage 2
+
+  server = serve(handle)
+  rater = _rater(kind, server.url, cache_dir=str(tmp_path / "c"))
+  first = rater.rate(_queries([1, 2]))
+  assert first.labels.tolist() == [0, 0]
+  s = rater.stats()
+  assert (s["prompt_tokens"], s["completion_tokens"]) == (320, 82)
+  assert first.counts["prompt_tokens"] == 320
+  assert first.counts["completion_tokens"] == 82
+  assert first.counts["requests"] == 4
+  again = rater.rate(_queries([1, 2, 3]))  # two cache hits, one new query
+  assert again.labels.tolist() == [0, 0, 0]
+  assert again.counts["prompt_tokens"] == 160
+  assert again.counts["cache_hits"] == 2 and again.counts["requests"] == 2
+  assert rater.stats()["prompt_tokens"] == 480
+  assert again.counts["drop_reasons"] == {}
+
+
+def test_cut_off_reply_tokens_are_counted(serve):
+  server = serve(lambda *_: _USAGE["openai"](_CUT["openai"]("Go"), 7, 3))
+  rater = _rater("openai", server.url, two_stage=False)
+  got = rater.rate(_queries([1]))
+  assert got.labels.tolist() == [-1]
+  assert got.counts["drop_reasons"] == {"truncated": 1}
+  assert (got.counts["prompt_tokens"], got.counts["completion_tokens"]) == (
+    7,
+    3,
+  )
+
+
+# --- keys stay home ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai", "gemini"])
+def test_redirects_are_not_followed_so_the_key_stays(serve, monkeypatch, kind):
+  monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+  monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+  elsewhere = serve(lambda *_: _REPLIES[kind]("Good"))
+  target = elsewhere.url.replace("127.0.0.1", "localhost") + "/steal"
+  server = serve(lambda *_: (307, {}, {"Location": target}))
+  rater = _rater(kind, server.url, two_stage=False, concurrency=1)
+  got = rater.rate(_queries([1, 2, 3]))
+  assert got.labels.tolist() == [-1, -1, -1]
+  assert elsewhere.requests == []
+  # Every request would be redirected: the rest of the batch is not sent.
+  assert len(server.requests) == 1
+  assert rater.stats()["drop_reasons"] == {"redirect": 3}
 
 
 def test_server_dying_mid_batch(serve):
@@ -736,6 +992,23 @@ def test_failures_are_not_cached_and_corrupt_files_are_misses(serve, tmp_path):
   assert len(server.requests) == 3
 
 
+def test_records_of_version_1_caches_are_not_replayed(
+  serve, tmp_path, monkeypatch
+):
+  """Version-1 records may hold cut-off or refused replies (they were
+  cached before finish and refusal fields were read): asked again."""
+  server = serve(lambda *_: _openai_reply("Good"))
+  cache = str(tmp_path / "c")
+  monkeypatch.setattr(cache_lib, "VERSION", 1)
+  rater = _rater("openai", server.url, two_stage=False, cache_dir=cache)
+  assert rater.rate(_queries([1])).labels.tolist() == [2]
+  monkeypatch.undo()
+  assert len(_cache_files(cache)) == 1
+  rater = _rater("openai", server.url, two_stage=False, cache_dir=cache)
+  assert rater.rate(_queries([1])).labels.tolist() == [2]
+  assert rater.stats()["cache_hits"] == 0 and len(server.requests) == 2
+
+
 # --- the CLI ----------------------------------------------------------------
 
 
@@ -753,6 +1026,7 @@ def test_cli_rates_and_prefers_image_files(serve, tmp_path, capsys):
   args = [
     "--backend=openai",
     f"--base_url={server.url}",
+    "--api_key_env=",
     "--model=m",
     "--task=reacher",
     "--two_stage=false",

@@ -71,6 +71,58 @@ def test_writer_files(tmp_path):
   assert len(events) == 1 and os.path.getsize(events[0]) > 100
 
 
+_VLM_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "drop_reasons")
+
+
+def _vlm_feedback(session, prompt, completion, reasons):
+  """A feedback record of two seeds rated by a VLM (per-seed counts)."""
+  return {
+    **FEEDBACK,
+    "session": session,
+    "requests": [4, 2],
+    "prompt_tokens": prompt,
+    "completion_tokens": completion,
+    "drop_reasons": reasons,
+  }
+
+
+def test_feedback_csv_counts_tokens_and_drop_reasons(tmp_path):
+  w = metrics_writer.MetricsWriter(str(tmp_path), [3, 4], tensorboard=False)
+  w.write(
+    _vlm_feedback(1, [300, 100], [30, 10], [{"truncated": 1}, {"refused": 2}])
+  )
+  w.write(_vlm_feedback(2, [50, 50], [5, 5], [{}, {"truncated": 1}]))
+  w.close()
+  first, second = read_csv(tmp_path / "feedback.csv")
+  # The session's cost over all seeds, and the run's running totals.
+  assert (first["prompt_tokens"], first["completion_tokens"]) == ("400", "40")
+  assert (second["prompt_tokens"], second["prompt_tokens_total"]) == (
+    "100",
+    "500",
+  )
+  assert second["completion_tokens_total"] == "50"
+  assert (first["requests"], second["requests_total"]) == ("6", "12")
+  # Drop reasons as seed means, like `dropped`.
+  assert float(first["dropped_truncated"]) == 0.5
+  assert float(first["dropped_refused"]) == 1.0
+  assert float(second["dropped_truncated"]) == 0.5
+  assert second["dropped_refused"] in ("", "0.0")
+
+
+def test_feedback_line_shows_tokens_and_why_queries_were_dropped():
+  rec = {
+    **_vlm_feedback(1, [300, 100], [30, 10], [{"truncated": 1}, {}]),
+    "requested_at": 40,
+    "reward_balanced_accuracy": [0.5, 1.0],
+    "signal_corr": [0.2, 0.4],
+  }
+  line = runner.feedback_line(rec)
+  assert "(dropped [1, 0]: truncated 1)" in line
+  assert "6 requests, tokens 400 in / 40 out" in line
+  scripted = {k: v for k, v in rec.items() if k not in _VLM_COUNTS}
+  assert "tokens" not in runner.feedback_line(scripted)
+
+
 def test_resumed_writer_drops_records_after_the_checkpoint(tmp_path):
   w = metrics_writer.MetricsWriter(str(tmp_path), [0], tensorboard=False)
   for step in (0, 40, 80):  # the killed run logged 80, the checkpoint is 40

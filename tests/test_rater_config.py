@@ -185,7 +185,7 @@ def test_vlm_factory_defaults(kind, cls, url, key_env):
 def test_vlm_factory_passes_settings_through(tmp_path):
   c = _vlm(
     "openai",
-    base_url="http://h:1/v1/",
+    base_url="https://h:1/v1/",
     api_key_env="MY_KEY",
     rating_model="small",
     two_stage=False,
@@ -202,7 +202,7 @@ def test_vlm_factory_passes_settings_through(tmp_path):
     c.rater, "reacher", 3, seed=0, instruction="do it", subject="a toy"
   )
   assert (r.base_url, r.api_key_env, r.rating_model) == (
-    "http://h:1/v1",
+    "https://h:1/v1",
     "MY_KEY",
     "small",
   )
@@ -279,6 +279,98 @@ def test_a_key_pasted_into_api_key_env_is_not_echoed():
     config_lib.validate(c)
   assert "api_key_env" in str(e.value)
   assert "secret" not in str(e.value) and "sk-proj" not in str(e.value)
+
+
+# --- keys stay home ---------------------------------------------------------
+
+
+def _config_error(c):
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  return str(e.value)
+
+
+@pytest.mark.parametrize(
+  "url,secret",
+  [
+    ("https://alice:hunter2-SECRET@proxy.example.com/v1", "hunter2-SECRET"),
+    ("https://sk-SECRET-token@proxy.example.com/v1", "sk-SECRET-token"),
+    ("https://proxy.example.com/v1?key=AIza-SECRET", "AIza-SECRET"),
+    ("ftp://bob:pw-SECRET@example.com", "pw-SECRET"),
+  ],
+)
+def test_base_url_with_credentials_is_rejected_without_echoing_them(
+  url, secret
+):
+  message = _config_error(_vlm(base_url=url, api_key_env="K"))
+  assert "config.rater.base_url" in message
+  assert secret not in message and "SECRET" not in message
+  with pytest.raises(ValueError) as e:
+    raters.OpenAIRater(
+      model="m",
+      instruction="i",
+      subject="s",
+      num_classes=3,
+      base_url=url,
+      api_key_env="K",
+    )
+  assert "SECRET" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+  "kind,url",
+  [
+    ("openai", "https://my-proxy.example.com/v1"),
+    ("openai", "http://127.0.0.1:9000/v1"),
+    ("gemini", "https://gemini-proxy.example.com"),
+    ("gemini", "http://localhost:8080"),
+  ],
+)
+def test_a_typed_base_url_needs_its_key_variable_named(kind, url):
+  message = _config_error(_vlm(kind, base_url=url))
+  assert "config.rater.api_key_env" in message and url in message
+  for key_env in ("", "MY_PROXY_KEY"):  # named: none, or that one
+    config_lib.validate(_vlm(kind, base_url=url, api_key_env=key_env))
+
+
+@pytest.mark.parametrize(
+  "kind,url",
+  [
+    ("openai", ""),
+    ("openai", "http://127.0.0.1:8000/v1/"),
+    ("openai", "https://api.openai.com/v1"),
+    ("gemini", ""),
+    ("gemini", "https://generativelanguage.googleapis.com/"),
+    ("ollama", "http://192.168.1.20:11434"),  # no default key variable
+  ],
+)
+def test_default_key_variables_go_to_their_own_service(kind, url):
+  config_lib.validate(_vlm(kind, base_url=url))
+
+
+@pytest.mark.parametrize(
+  "url,ok",
+  [
+    ("http://10.0.0.5:8000/v1", False),
+    ("http://gpu-box.lan:8000/v1", False),
+    ("http://[fe80::1]:8000/v1", False),
+    ("http://localhost.evil.com:8000/v1", False),
+    ("https://10.0.0.5:8000/v1", True),
+    ("http://localhost:8000/v1", True),
+    ("http://127.3.4.5:8000/v1", True),
+    ("http://[::1]:8000/v1", True),
+  ],
+)
+def test_a_key_goes_over_plain_http_only_to_loopback(url, ok):
+  c = _vlm(base_url=url, api_key_env="OPENAI_API_KEY")
+  if ok:
+    config_lib.validate(c)
+  else:
+    message = _config_error(c)
+    assert "plain http" in message and url in message
+  # Without a key any host will do.
+  config_lib.validate(_vlm(base_url=url, api_key_env=""))
+  config_lib.validate(_vlm("ollama", base_url=url))
 
 
 def test_scripted_rater_ignores_vlm_keys():

@@ -33,6 +33,10 @@ N3 = CLASS_NAMES[3]  # Bad, Average, Good
     ('```json\n{"Rating": "Bad"}\n```', 1),
     ('{"result": {"answer": "Very Good"}}', 3),
     ('["Bad"]', 1),
+    ("The tip is on the target.\nRating: Good", 2),
+    ("I would rate this image as **Very Good**.", 3),
+    ("The arm is far away. The rating is: bad", 1),
+    ("Final answer: Good!", 2),
   ],
 )
 def test_rating_names_one_class(text, want):
@@ -61,6 +65,14 @@ def test_rating_names_one_class(text, want):
     "goodness",
     "badly done",
     "{not json",
+    # The class must be the reply's final answer, not a word in a sentence.
+    "Good luck!",
+    "I'm sorry, I can't determine the rating from this image. Good luck!",
+    "Good. The arm still has to move much closer.",
+    "Rating: Good\nThough it could also be read otherwise.",
+    "between Bad and Very Bad",
+    "It is Good or Bad",
+    "The arm looks good overall",
   ],
 )
 def test_rating_unclear_answers_are_none(text):
@@ -69,10 +81,41 @@ def test_rating_unclear_answers_are_none(text):
 
 def test_rating_three_classes_and_longest_match():
   assert parse.parse_rating("Average", N3) == 1
-  assert parse.parse_rating("above Average overall", N3) == 1
-  # "Very Good" is not a class for n=3, so "very good" reads as "good".
-  assert parse.parse_rating("very good", N3) == 2
+  assert parse.parse_rating("above Average overall", N3) is None
+  # "Very Good" is not a class for n=3: it is not read as "Good".
+  assert parse.parse_rating("very good", N3) is None
   assert parse.parse_rating("Bad", CLASS_NAMES[2]) == 0
+
+
+@pytest.mark.parametrize(
+  "text",
+  [
+    "I'm sorry, I can't determine the rating from this image. Good luck!",
+    "I’m sorry, but I cannot help with that.",
+    "Sorry, I can't see the image.",
+    "I cannot assess this image.",
+    "I am unable to view images.",
+    "  **I apologize**, but I can't rate this.",
+    "As an AI, I cannot judge images.",
+    "Unfortunately, I can't tell from this picture.",
+  ],
+)
+def test_refusals_are_recognised(text):
+  assert parse.is_refusal(text)
+
+
+@pytest.mark.parametrize(
+  "text",
+  [
+    "The image shows the arm far from the target. I cannot see it touch.",
+    "Good",
+    '{"answer": "Bad"}',
+    "Sorry state of the arm: far from the target.\nRating: Bad",
+    "",
+  ],
+)
+def test_analyses_and_answers_are_not_refusals(text):
+  assert not parse.is_refusal(text)
 
 
 @pytest.mark.parametrize(

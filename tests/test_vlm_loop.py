@@ -2,8 +2,13 @@
 
 The openai backend (erljax.raters.openai) asks the in-process rating
 server (erljax.serve), which decides from the PNG pixels only; sessions run
-asynchronously, frames are rendered from the replayed poses.
+asynchronously, frames are rendered from the replayed poses. The fast run
+writes a workdir and a reply cache with a sentinel API key in its key
+variable, and no file may hold the key.
 """
+
+import csv
+import os
 
 import numpy as np
 import pytest
@@ -48,15 +53,28 @@ def vlm_config(port: int):
   return c
 
 
+KEY_ENV = "ERLJAX_TEST_SENTINEL_KEY"
+SENTINEL = "sk-SENTINEL-never-on-disk-31b"
+
+
 @pytest.fixture(scope="module")
-def result(server):
+def result(server, tmp_path_factory):
   c = vlm_config(server.port)
+  root = tmp_path_factory.mktemp("vlm_run")
+  c.workdir = str(root / "run")
+  c.rater.cache_dir = str(root / "cache")
+  c.rater.api_key_env = KEY_ENV
   lines = []
-  return c, runner.run(c, log=lines.append), lines
+  os.environ[KEY_ENV] = SENTINEL
+  try:
+    res = runner.run(c, log=lines.append)
+  finally:
+    del os.environ[KEY_ENV]
+  return c, res, lines, root
 
 
 def test_ratings_come_over_http_and_are_stored(result):
-  c, res, lines = result
+  c, res, lines, _ = result
   fb = res.feedback
   assert fb and not any(f.get("abandoned") for f in fb)
   sent = fb[-1]["queries_sent"]
@@ -71,6 +89,38 @@ def test_ratings_come_over_http_and_are_stored(result):
   assert stats["answered"] == answered and stats["requests"] >= sent
   assert all(f["trained"] for f in fb)
   assert any(ln.startswith("feedback") for ln in lines)
+
+
+def test_sessions_count_requests_tokens_and_drop_reasons(result):
+  _, res, lines, root = result
+  fb = res.feedback
+  for f in fb:
+    # erljax.serve reports 1 completion token a reply; two stages a query.
+    assert f["completion_tokens"] == f["requests"]
+    assert f["prompt_tokens"] == [0]
+    assert sum(f["drop_reasons"][0].values()) == f["dropped"][0]
+  total = fb[-1]["rater_stats"][0]
+  assert sum(f["requests"][0] for f in fb) == total["requests"]
+  assert total["completion_tokens"] == total["requests"]
+  with open(root / "run" / "feedback.csv") as fh:
+    rows = list(csv.DictReader(fh))
+  assert [int(r["requests"]) for r in rows] == [f["requests"][0] for f in fb]
+  assert int(rows[-1]["completion_tokens_total"]) == total["requests"]
+  cost = f"{fb[0]['requests'][0]} requests, tokens 0 in"
+  assert any(cost in ln for ln in lines)
+
+
+def test_no_file_the_run_writes_holds_the_api_key(result):
+  _, _, lines, root = result
+  files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+  names = {os.path.basename(f) for f in files}
+  assert {"config.json", "metrics.jsonl", "feedback.csv"} <= names
+  assert any("checkpoint" in f for f in files)
+  assert any(os.sep + "cache" + os.sep in f for f in files)
+  for f in files:
+    with open(f, "rb") as fh:
+      assert SENTINEL.encode() not in fh.read(), f
+  assert not any(SENTINEL in ln for ln in lines)
 
 
 def test_learned_reward_follows_what_the_frames_show(server):

@@ -255,7 +255,8 @@ def ask(
   [Q, P, height, width, 3] uint8 are what a VLM sees (None for raters that
   do not need them). Safe to call from a worker thread: touches numpy only.
   Answered labels must be classes of the rater (0..num_classes-1, 0..1 for
-  preferences).
+  preferences). The rater's `counts` for the call (a VLM's requests, tokens
+  and drop reasons) are passed on.
   """
   true_reward = np.asarray(true_reward)
   q, p = true_reward.shape
@@ -283,7 +284,11 @@ def ask(
       f"rater {type(rater).__name__} gave label "
       f"{labels[bad][0]} outside 0..{classes - 1}"
     )
-  return Ratings(labels=np.where(answered, labels, -1), answered=answered)
+  return Ratings(
+    labels=np.where(answered, labels, -1),
+    answered=answered,
+    counts=getattr(got, "counts", None),
+  )
 
 
 def store_ratings(

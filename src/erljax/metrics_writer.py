@@ -6,7 +6,12 @@ steps, per-seed lists `X_per_seed` with their mean `X` and std `X_std`) and
 
   metrics.jsonl        every record, one JSON object a line
   eval.csv             one row per evaluation: the seed means and stds
-  feedback.csv         one row per feedback session: seed means
+  feedback.csv         one row per feedback session: seed means; with a
+                       VLM rater also the session's HTTP requests and
+                       tokens over all seeds (requests, prompt_tokens,
+                       completion_tokens), their running totals over the
+                       run (<name>_total) and the dropped queries per
+                       reason (dropped_<reason>, seed means)
   seed_<S>.csv         one row per evaluation with seed S's own values
   tb/                  TensorBoard event files (tensorboardX)
 
@@ -27,6 +32,9 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
+# Feedback fields that are per-seed lists of numbers, logged as sums over
+# seeds (what the session cost) with running totals over the run.
+COST_FIELDS = ("requests", "prompt_tokens", "completion_tokens")
 # Feedback fields that are per-seed lists of numbers, logged as seed means.
 FEEDBACK_FIELDS = (
   "answered",
@@ -67,6 +75,12 @@ def feedback_row(rec: Dict[str, Any]) -> Dict[str, Any]:
   for k in FEEDBACK_FIELDS:
     if k in rec:
       row[k] = _mean(rec[k])
+  for k in COST_FIELDS:
+    if k in rec:
+      row[k] = int(np.sum(rec[k]))
+  per_seed = rec.get("drop_reasons", [])
+  for reason in sorted({r for d in per_seed for r in d}):
+    row[f"dropped_{reason}"] = _mean([d.get(reason, 0) for d in per_seed])
   hist = np.asarray(rec.get("label_histogram", []), np.float64)
   if hist.size:
     frac = hist.sum(0) / max(hist.sum(), 1.0)
@@ -177,6 +191,12 @@ class MetricsWriter:
       fb = [
         feedback_row(r) for r in self.records if r.get("kind") == "feedback"
       ]
+      totals = dict.fromkeys(COST_FIELDS, 0)
+      for row in fb:
+        for k in COST_FIELDS:
+          if k in row:
+            totals[k] += row[k]
+            row[f"{k}_total"] = totals[k]
       if fb:
         write_csv(os.path.join(self.workdir, "feedback.csv"), fb)
 

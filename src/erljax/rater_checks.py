@@ -13,7 +13,9 @@ import re
 
 import ml_collections
 
+from erljax import raters
 from erljax.raters import base as raters_base
+from erljax.raters import endpoint
 from erljax.raters import prompts as prompts_lib
 from erljax.raters import scripted as scripted_lib
 from erljax.validation import (
@@ -105,14 +107,6 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
     f"VLM raters have class names for "
     f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}",
   )
-  check(
-    c,
-    "rater.base_url",
-    lambda v: (
-      isinstance(v, str) and (v == "" or v.startswith(("http://", "https://")))
-    ),
-    "must be '' (the backend's default) or an http(s):// URL",
-  )
   key_env = c.rater.api_key_env
   if key_env is not None and not (
     isinstance(key_env, str)
@@ -124,6 +118,24 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
       "variable (letters, digits, _) or be ''/None; put the "
       "API key itself in that variable, never in a config"
     )
+  check(
+    c,
+    "rater.base_url",
+    lambda v: isinstance(v, str),
+    "must be '' (the backend's default) or an http(s):// URL",
+  )
+  backend = raters.BACKENDS[c.rater.kind]
+  try:  # its messages never repeat a credential written into the URL
+    endpoint.check_endpoint(
+      backend.backend,
+      c.rater.base_url,
+      key_env,
+      backend.default_base_url,
+      backend.default_api_key_env,
+      backend.home_hosts,
+    )
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from None
   for key in ("rater.two_stage", "rater.constrained", "rater.replay_only"):
     check(c, key, lambda v: isinstance(v, bool), "must be True or False")
   check(

@@ -9,6 +9,7 @@ cleanly on SIGINT / SIGTERM.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -417,9 +418,20 @@ def feedback_line(rec: Dict[str, Any]) -> str:
     if rec["requested_at"] != rec["env_steps"]
     else ""
   )
+  reasons = collections.Counter()
+  for per_seed in rec.get("drop_reasons", []):
+    reasons.update(per_seed)
+  why = ", ".join(f"{k} {n}" for k, n in sorted(reasons.items()))
+  cost = (
+    f", {sum(rec['requests'])} requests, tokens "
+    f"{sum(rec['prompt_tokens'])} in / {sum(rec['completion_tokens'])} out"
+    if "prompt_tokens" in rec
+    else ""
+  )
   return (
     f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
-    f"sent {rec['queries_sent']} (dropped {rec['dropped']}), epochs "
+    f"sent {rec['queries_sent']} (dropped {rec['dropped']}"
+    f"{': ' + why if why else ''}){cost}, epochs "
     f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
     f" (balanced {np.round(rec['reward_balanced_accuracy'], 3).tolist()})"
     f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"

@@ -337,8 +337,13 @@ class FeedbackLoop:
       "latency_seconds": max(p.answered_times) - p.requested_time,
       "seconds": p.host_seconds + time.perf_counter() - t0,
     }
+    counts = [r.counts for r in ratings if r.counts is not None]
+    if len(counts) == num_seeds:  # what this session cost each seed's VLM
+      for k in ("requests", "prompt_tokens", "completion_tokens"):
+        rec[k] = [n[k] for n in counts]
+      rec["drop_reasons"] = [n["drop_reasons"] for n in counts]
     stats = [r.stats() for r in self.raters if hasattr(r, "stats")]
-    if stats:  # a VLM's own counts: requests, retries, drop reasons, ...
+    if stats:  # a VLM's counts so far: requests, retries, drop reasons, ...
       rec["rater_stats"] = stats
     return state, rec
 
@@ -431,9 +436,11 @@ class FeedbackLoop:
         else np.zeros(shape, bool),
       )
     )
-    return [
-      raters_lib.Ratings(labels=lab, answered=ans)
-      for lab, ans in zip(labels, answered)
+    return [  # the counts stay on process 0, which writes the records
+      raters_lib.Ratings(
+        labels=lab, answered=ans, counts=getattr(g, "counts", None)
+      )
+      for lab, ans, g in zip(labels, answered, got)
     ]
 
   def _worker(self, seed_index: int) -> concurrent.futures.ThreadPoolExecutor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Protocol
+from typing import Any, Dict, Optional, Protocol
 
 import numpy as np
 
@@ -33,10 +33,16 @@ class Queries:
 
 @dataclasses.dataclass
 class Ratings:
-  """labels [B] int in 0..n-1 where answered, -1 where not (never guessed)."""
+  """labels [B] int in 0..n-1 where answered, -1 where not (never guessed).
+
+  counts: what the call that made these ratings moved the rater's counters
+    by (a VLM rater's requests, tokens, drop reasons; http.Counters), or
+    None for raters that keep none.
+  """
 
   labels: np.ndarray
   answered: np.ndarray
+  counts: Optional[Dict[str, Any]] = None
 
   @property
   def num_answered(self) -> int:

@@ -8,6 +8,11 @@ so concurrent writers (threads or processes) never leave a torn file and a
 reader sees either nothing or a whole record. Records hold the prompts and
 the raw replies, never request headers or API keys. An unreadable file is
 treated as a miss.
+
+Only complete exchanges are stored: a failed, refused, filtered or cut-off
+reply is never cached (raters/vlm.py). VERSION is part of every key;
+version 1 records were written before finish and refusal fields were read,
+so they may hold cut-off or refused replies, and are not read.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-VERSION = 1
+VERSION = 2  # 1: before finish / refusal fields were read
 
 
 def cache_key(material: Mapping[str, Any], images: Sequence[bytes]) -> str:

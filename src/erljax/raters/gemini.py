@@ -8,6 +8,14 @@ generationConfig, and the answer constrained to the choices with
 responseMimeType "text/x.enum" and an enum responseSchema. Rate limits
 and daily quotas are handled by the client (RetryInfo retryDelay; per-day
 RESOURCE_EXHAUSTED is not retried).
+
+A reply counts only if it ended normally: a prompt blocked
+(`promptFeedback.blockReason`) or a candidate stopped by a filter
+(`finishReason` SAFETY, RECITATION, PROHIBITED_CONTENT, BLOCKLIST, SPII,
+OTHER and their IMAGE_ variants) is "filtered", MAX_TOKENS is "truncated",
+any other value than STOP is "unfinished". Token counts come from
+`usageMetadata`: promptTokenCount in, candidatesTokenCount plus
+thoughtsTokenCount (thinking is billed as output) out.
 """
 
 from __future__ import annotations
@@ -16,7 +24,21 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from erljax.raters.http import QueryFailed
 from erljax.raters.png import image_mime
-from erljax.raters.vlm import Part, VLMRater, b64
+from erljax.raters.vlm import Part, VLMRater, b64, check_finish, token_count
+
+# finishReason values of a filter stopping the candidate.
+FILTERED = (
+  "SAFETY",
+  "RECITATION",
+  "PROHIBITED_CONTENT",
+  "BLOCKLIST",
+  "SPII",
+  "OTHER",
+  "IMAGE_SAFETY",
+  "IMAGE_PROHIBITED_CONTENT",
+  "IMAGE_RECITATION",
+  "IMAGE_OTHER",
+)
 
 
 class GeminiRater(VLMRater):
@@ -25,6 +47,7 @@ class GeminiRater(VLMRater):
   backend = "gemini"
   default_base_url = "https://generativelanguage.googleapis.com"
   default_api_key_env = "GEMINI_API_KEY"
+  home_hosts = ("generativelanguage.googleapis.com",)
 
   def request(
     self,
@@ -69,12 +92,22 @@ class GeminiRater(VLMRater):
     )
 
   def reply_text(self, response: Any) -> str:
+    block = (response.get("promptFeedback") or {}).get("blockReason")
+    if block:
+      raise QueryFailed("filtered", f"prompt blocked: blockReason={block}")
     candidates = response.get("candidates") or []
     if not candidates:
-      block = (response.get("promptFeedback") or {}).get("blockReason")
-      raise QueryFailed(
-        "blocked" if block else "bad_response",
-        f"no candidates (blockReason={block})",
-      )
+      raise QueryFailed("bad_response", "no candidates")
+    check_finish(
+      candidates[0].get("finishReason"), ("STOP",), ("MAX_TOKENS",), FILTERED
+    )
     parts = (candidates[0].get("content") or {}).get("parts") or []
     return "".join(p.get("text", "") for p in parts if not p.get("thought"))
+
+  def usage(self, response: Any) -> Tuple[int, int]:
+    used = response.get("usageMetadata") or {}
+    return (
+      token_count(used.get("promptTokenCount")),
+      token_count(used.get("candidatesTokenCount"))
+      + token_count(used.get("thoughtsTokenCount")),
+    )

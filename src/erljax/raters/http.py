@@ -9,6 +9,10 @@ quota (Gemini RESOURCE_EXHAUSTED naming a per-day quota): that one, and
 401/403 (a bad key), also stop the rest of the current batch from being
 sent. A query that still fails raises `QueryFailed(reason)`; the rater
 drops and counts it and never turns it into a label.
+
+Redirects are not followed (requests would carry custom key headers such as
+Gemini's `x-goog-api-key` to the new host): a 3xx reply drops the query as
+"redirect", names where it pointed, and stops the rest of the batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import requests
+
+from erljax.raters.endpoint import redacted
 
 RETRY_STATUS = frozenset({408, 429})
 HALT_STATUS = frozenset({401, 403})
@@ -48,6 +54,8 @@ class Counters:
   retries: requests repeated after a retryable failure.
   answered / dropped: queries that got a label / did not.
   cache_hits: queries answered from the cache.
+  prompt_tokens / completion_tokens: tokens the service reported using
+    (its usage fields) over every reply it sent, dropped ones included.
   drop_reasons: reason -> count of dropped queries.
   """
 
@@ -59,6 +67,8 @@ class Counters:
     "answered",
     "dropped",
     "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
   )
 
   def __init__(self):
@@ -84,6 +94,16 @@ class Counters:
   def __getitem__(self, field: str) -> int:
     with self._lock:
       return self._counts[field]
+
+  @staticmethod
+  def since(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Any]:
+    """What the counts moved by between two snapshots."""
+    reasons = collections.Counter(after["drop_reasons"])
+    reasons.subtract(before["drop_reasons"])
+    return {
+      **{k: after[k] - before[k] for k in Counters.FIELDS},
+      "drop_reasons": {k: n for k, n in sorted(reasons.items()) if n},
+    }
 
 
 def parse_retry_after(
@@ -238,7 +258,11 @@ class HttpClient:
       wait = None
       try:
         resp = self._session().post(
-          url, json=body, headers=dict(headers or {}), timeout=self.timeout
+          url,
+          json=body,
+          headers=dict(headers or {}),
+          timeout=self.timeout,
+          allow_redirects=False,
         )
       except requests.Timeout as e:
         reason, detail = "timeout", str(e)
@@ -260,6 +284,15 @@ class HttpClient:
         except ValueError:
           err = None
         status = resp.status_code
+        if 300 <= status < 400:
+          self._halt = "redirect"
+          raise QueryFailed(
+            "redirect",
+            f"HTTP {status} to "
+            f"{redacted(resp.headers.get('Location', '?'))}: redirects are "
+            "not followed, so that no key goes to another host; set "
+            "rater.base_url to where the service is",
+          )
         reason, detail = f"http_{status}", resp.text[:300]
         if status == 429 and daily_quota_exhausted(err):
           self._halt = "quota_daily"

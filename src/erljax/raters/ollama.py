@@ -9,6 +9,12 @@ The protocol cannot express where an image sits in the text: `images` is a
 list beside `content`, and the server places them as the model's template
 says. So the prompt's part order (image first, then text) is not sent;
 only the images' order among themselves is kept.
+
+A reply counts only if it ended normally: `done_reason` "length" is
+"truncated", any other value than "stop" is "unfinished". Ollama has no
+refusal field; a reply that opens by declining is "refused" (see
+parse.is_refusal). Token counts come from `prompt_eval_count` and
+`eval_count`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from erljax.raters.openai import answer_schema
-from erljax.raters.vlm import Part, VLMRater, b64
+from erljax.raters.vlm import Part, VLMRater, b64, check_finish, token_count
 
 
 class OllamaRater(VLMRater):
@@ -59,4 +65,11 @@ class OllamaRater(VLMRater):
     return f"{self.base_url}/api/chat", headers, body
 
   def reply_text(self, response: Any) -> str:
+    check_finish(response.get("done_reason"), ("stop",), ("length",))
     return response["message"]["content"] or ""
+
+  def usage(self, response: Any) -> Tuple[int, int]:
+    return (
+      token_count(response.get("prompt_eval_count")),
+      token_count(response.get("eval_count")),
+    )

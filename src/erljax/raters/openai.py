@@ -7,15 +7,29 @@ bearer key from an environment variable when one is set (local servers
 need none). The answer is constrained to the choices either by vLLM's
 `structured_outputs: {"choice": [...]}` or by an OpenAI `response_format`
 JSON schema ({"answer": one of the choices}), picked by `constraint`.
+
+A reply counts only if it ended normally: `finish_reason` "length" is
+"truncated", "content_filter" is "filtered", a non-empty `message.refusal`
+is "refused", and any other value than a normal stop is "unfinished".
+Token counts come from `usage.prompt_tokens` / `usage.completion_tokens`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from erljax.raters.vlm import Part, VLMRater, data_url
+from erljax.raters.http import QueryFailed
+from erljax.raters.vlm import (
+  Part,
+  VLMRater,
+  check_finish,
+  data_url,
+  token_count,
+)
 
 CONSTRAINTS = ("json_schema", "structured_outputs")
+# finish_reason values of a normal end (OpenAI, vLLM, llama.cpp, TGI).
+NORMAL_FINISH = ("stop", "eos", "eos_token", "stop_sequence")
 
 
 def answer_schema(choices: Sequence[str]) -> Dict[str, Any]:
@@ -34,6 +48,7 @@ class OpenAIRater(VLMRater):
   backend = "openai"
   default_base_url = "http://127.0.0.1:8000/v1"
   default_api_key_env = "OPENAI_API_KEY"
+  home_hosts = ("api.openai.com",)
 
   def __init__(self, *, constraint: str = "json_schema", **kwargs):
     if constraint not in CONSTRAINTS:
@@ -87,4 +102,21 @@ class OpenAIRater(VLMRater):
     return f"{self.base_url}/chat/completions", headers, body
 
   def reply_text(self, response: Any) -> str:
-    return response["choices"][0]["message"]["content"] or ""
+    choice = response["choices"][0]
+    refusal = choice["message"].get("refusal")
+    if refusal:
+      raise QueryFailed("refused", str(refusal)[:200])
+    check_finish(
+      choice.get("finish_reason"),
+      NORMAL_FINISH,
+      ("length",),
+      ("content_filter",),
+    )
+    return choice["message"]["content"] or ""
+
+  def usage(self, response: Any) -> Tuple[int, int]:
+    used = response.get("usage") or {}
+    return (
+      token_count(used.get("prompt_tokens")),
+      token_count(used.get("completion_tokens")),
+    )

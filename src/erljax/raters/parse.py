@@ -1,22 +1,32 @@
 """Free-text VLM answers to labels, or None where the answer is unclear.
 
 None means "no answer": the query is dropped and counted, never guessed.
-A rating answer names a class when exactly one class name occurs in it as a
-whole phrase ("Very Bad" is read as one name, not as "Bad") and no
-occurrence is negated ("not good", "isn't bad"). JSON answers such as
-{"rating": "Good"} or "Good" (a JSON string) are unwrapped first. Numbers
-are not read as classes (0- or 1-based is ambiguous).
+
+A rating is read only from the reply's final answer, as the prompts ask for
+it last. JSON answers such as {"rating": "Good"} or "Good" (a JSON string)
+are unwrapped first. Then the last non-empty line must end with exactly one
+class name (case, markdown and punctuation aside; "Very Good" is one name),
+standing alone or right after a colon or one of "as", "is", "be", "was",
+and no other class name may occur on that line. So "Good", "**Rating:**
+Good.", "I would rate this image as Very Bad" and "The rating is: Average"
+are read; "Good luck!", "not good", "Good or Bad", "Good. The arm is far"
+and, with three classes, "Very Good" are not. Numbers are not read as
+classes (0- or 1-based is ambiguous).
 
 A preference answer is 0 (image 1 better) or 1 (image 2 better) when the
 last non-empty line is exactly that number (optionally after "Answer:");
 "-1", ties, "unsure" and anything else give None.
+
+`is_refusal` recognises a reply that opens by declining ("I'm sorry",
+"I can't", "I am unable", "As an AI", ...): a model that refuses in stage 1
+must not have its refusal turned into a class by the constrained stage 2.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 # JSON object keys that may hold the answer, most specific first.
 _ANSWER_KEYS = (
@@ -29,9 +39,6 @@ _ANSWER_KEYS = (
   "choice",
   "result",
 )
-_NEGATIONS = frozenset(
-  {"not", "no", "never", "nor", "neither", "hardly", "t"}
-)  # "t" from "isn't", "wasn't" after splitting
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.S)
 
 
@@ -74,37 +81,63 @@ def _unwrap_json(text: str) -> Any:
   return None
 
 
-def _words(text: str) -> str:
-  return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+# What may stand right before the class at the end of a rating answer.
+_LEAD_INS = frozenset({":", "as", "is", "be", "was"})
+
+
+def _tokens(text: str) -> List[str]:
+  """Lower-case words and colons of `text`, punctuation dropped."""
+  return re.findall(r"[a-z0-9]+|:", text.lower())
+
+
+def _occurs(phrase: List[str], tokens: List[str]) -> bool:
+  n = len(phrase)
+  return any(tokens[i : i + n] == phrase for i in range(len(tokens) - n + 1))
 
 
 def parse_rating(
   text: Optional[str], class_names: Sequence[str]
 ) -> Optional[int]:
-  """Index into `class_names` of the class the answer names, else None."""
+  """Index into `class_names` of the reply's final answer, else None (the
+  rule is in the module docstring)."""
   if text is None:
     return None
   value = _unwrap_json(text)
   if not isinstance(value, str):
     return None
-  norm = _words(value)
-  if not norm:
+  lines = [t for t in map(_tokens, value.splitlines()) if t]
+  if not lines:
     return None
+  last = lines[-1]
   names = sorted(
-    {_words(c): i for i, c in enumerate(class_names)}.items(),
+    ((_tokens(c), i) for i, c in enumerate(class_names)),
     key=lambda kv: -len(kv[0]),
   )
-  pattern = re.compile(
-    r"\b(" + "|".join(re.escape(n) for n, _ in names) + r")\b"
-  )
-  index = dict(names)
-  found = set()
-  for m in pattern.finditer(norm):
-    before = norm[: m.start()].split()
-    if before and before[-1] in _NEGATIONS:
+  for name, index in names:
+    if last[-len(name) :] != name:
+      continue
+    before = last[: -len(name)]
+    if before and before[-1] not in _LEAD_INS:
       return None
-    found.add(index[m.group(1)])
-  return found.pop() if len(found) == 1 else None
+    if any(_occurs(other, before) for other, _ in names):
+      return None
+    return index
+  return None
+
+
+_REFUSAL = re.compile(
+  r"^(?:i['’]?m sorry|i am sorry|sorry[,.!]|i apologi[sz]e|"
+  r"i (?:can(?:no|['’])?t|am unable|am not able|won['’]?t)\b|"
+  r"i['’]m (?:unable|not able)\b|as an ai\b|unfortunately,? i\b)",
+  re.I,
+)
+
+
+def is_refusal(text: Optional[str]) -> bool:
+  """Whether a free-text reply opens by declining to answer."""
+  if not text:
+    return False
+  return bool(_REFUSAL.match(text.lstrip(" \t\n*_`>#\"'")))
 
 
 _PREF_LINE = re.compile(

@@ -1,8 +1,10 @@
 """What every HTTP VLM rater shares: prompting, stages, caching, counting.
 
 A backend (openai.py, gemini.py, ollama.py) only says how one message
-(text and PNG images) becomes an HTTP request and where the reply text is
-in the response. `VLMRater` does the rest:
+(text and PNG images) becomes an HTTP request, where the reply text is in
+the response and whether the reply ended normally (its protocol's finish
+and refusal fields), and where the token counts are. `VLMRater` does the
+rest:
 
 - `rate(queries)`: encodes each frame [H, W, 3] as PNG and asks for a
   rating (two stages unless `two_stage` is off, method notes §7);
@@ -12,7 +14,19 @@ in the response. `VLMRater` does the rest:
   exchange, and with `replay_only` answers from the cache alone;
 - a query that fails (after the client's retries), an empty answer, or an
   answer that names no class / no preference is dropped and counted:
-  label -1, answered False. Labels are never guessed.
+  label -1, answered False. Labels are never guessed;
+- only real answers become labels: a reply cut off at the token limit
+  ("truncated"), stopped by the service's content filter ("filtered"),
+  declined by the model ("refused": a protocol refusal field, or a reply
+  that opens by declining, parse.is_refusal) or ended in another abnormal
+  way ("unfinished") is dropped at whichever stage it comes, before the next
+  stage is asked. These are not retried (the same request gives the same
+  reply; asking again until a refusing model answers would pick the labels)
+  and never cached, so a replay or a later run asks again;
+- counts the tokens each reply used (prompt_tokens, completion_tokens from
+  the protocol's usage fields, a dropped reply's too; none for cache hits),
+  and `rate`/`prefer` return what the call moved the counters by in
+  `Ratings.counts`.
 """
 
 from __future__ import annotations
@@ -20,7 +34,17 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+  Any,
+  Callable,
+  Collection,
+  Dict,
+  List,
+  Mapping,
+  Optional,
+  Sequence,
+  Tuple,
+)
 
 import numpy as np
 
@@ -28,7 +52,8 @@ from erljax.raters import parse as parse_lib
 from erljax.raters import prompts as prompts_lib
 from erljax.raters.base import CLASS_NAMES, Queries, Ratings
 from erljax.raters.cache import ReplyCache, cache_key
-from erljax.raters.http import HttpClient, QueryFailed
+from erljax.raters.endpoint import check_endpoint
+from erljax.raters.http import Counters, HttpClient, QueryFailed
 from erljax.raters.png import encode_png, image_mime
 
 Part = prompts_lib.Part
@@ -70,6 +95,39 @@ def data_url(data: bytes) -> str:
   return f"data:{image_mime(data)};base64,{b64(data)}"
 
 
+def check_finish(
+  finish: Any,
+  normal: Collection[str],
+  cut: Collection[str],
+  filtered: Collection[str] = (),
+) -> None:
+  """Raises QueryFailed unless a protocol's finish reason is a normal end.
+
+  finish: the reply's finish reason (None where the protocol or server
+  gives none); normal / cut / filtered: the protocol's values for a normal
+  end, the token limit and its content filter. Anything else is
+  "unfinished".
+  """
+  if finish is None or finish in normal:
+    return
+  if finish in cut:
+    raise QueryFailed(
+      "truncated",
+      f"finish reason {finish!r}: the reply hit the token limit "
+      "(rater.max_tokens)",
+    )
+  if finish in filtered:
+    raise QueryFailed("filtered", f"finish reason {finish!r}")
+  raise QueryFailed("unfinished", f"finish reason {finish!r}")
+
+
+def token_count(value: Any) -> int:
+  """A usage field as a count: a non-negative int, else 0."""
+  if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    return value
+  return 0
+
+
 def _frames(queries: Queries) -> np.ndarray:
   frames = queries.frames
   if frames is None:
@@ -102,7 +160,9 @@ class VLMRater:
     base_url: service root; "" for the backend's default.
     api_key_env: environment variable holding the API key; None for the
       backend's default, "" for none. The key is read per request and never
-      stored.
+      stored. Where it may go is checked first (raters/endpoint.py: no
+      credentials in base_url, the default variable only to the backend's
+      own service, plain http:// only to loopback hosts).
     rating_model: stage-2 model; "" for `model`.
     two_stage: analysis then answer (True) or one prompt (False).
     constrained: constrain the answer to the choices where supported.
@@ -117,6 +177,9 @@ class VLMRater:
   backend = ""
   default_base_url = ""
   default_api_key_env = ""
+  # Hosts of the backend's own service: its default key variable may go
+  # there over https:// without being named.
+  home_hosts: Tuple[str, ...] = ()
   needs_frames = True
 
   def __init__(
@@ -148,6 +211,14 @@ class VLMRater:
       )
     if replay_only and cache is None:
       raise ValueError("replay_only needs a cache")
+    check_endpoint(
+      self.backend,
+      base_url,
+      api_key_env,
+      self.default_base_url,
+      self.default_api_key_env,
+      self.home_hosts,
+    )
     self.model = model
     self.rating_model = rating_model or model
     self.instruction = instruction
@@ -186,7 +257,14 @@ class VLMRater:
 
   def reply_text(self, response: Any) -> str:
     """The generated text in a decoded JSON response (KeyError etc. if
-    it is not there)."""
+    it is not there). Raises QueryFailed ("truncated", "filtered",
+    "refused", "unfinished") where the protocol's finish or refusal fields
+    say the reply is not a complete answer (see `check_finish`)."""
+    raise NotImplementedError
+
+  def usage(self, response: Any) -> Tuple[int, int]:
+    """(prompt tokens, completion tokens) from the response's usage fields
+    (0 where absent; see `token_count`)."""
     raise NotImplementedError
 
   def settings(self) -> Dict[str, Any]:
@@ -212,13 +290,15 @@ class VLMRater:
 
   def stats(self) -> Dict[str, Any]:
     """Counts so far (see http.Counters): queries, sent, requests,
-    retries, answered, dropped, cache_hits and drop_reasons."""
+    retries, answered, dropped, cache_hits, prompt_tokens,
+    completion_tokens and drop_reasons."""
     return self.client.counters.snapshot()
 
   def rate(self, queries: Queries) -> Ratings:
-    """Ratings [B] of the B frames in queries.frames ([B, H, W, 3] uint8)."""
+    """Ratings [B] of the B frames in queries.frames ([B, H, W, 3] uint8);
+    `counts`: what this call moved `stats()` by."""
     images = [encode_png(f) for f in _frames(queries)]
-    return self._ratings(self.answer_ratings(images))
+    return self._ratings(lambda: self.answer_ratings(images))
 
   def prefer(self, queries_0: Queries, queries_1: Queries) -> Ratings:
     """labels [B]: 1 where frame 1 achieves the task better, 0 where frame
@@ -227,7 +307,7 @@ class VLMRater:
     if f0.shape[0] != f1.shape[0]:
       raise ValueError(f"prefer: {f0.shape[0]} vs {f1.shape[0]} frames")
     pairs = [(encode_png(a), encode_png(b)) for a, b in zip(f0, f1)]
-    return self._ratings(self.answer_preferences(pairs))
+    return self._ratings(lambda: self.answer_preferences(pairs))
 
   def answer_ratings(self, images: Sequence[bytes]) -> List[Answer]:
     """One Answer per encoded image (PNG or JPEG bytes)."""
@@ -241,11 +321,18 @@ class VLMRater:
 
   # --- internals ---------------------------------------------------------
 
-  def _ratings(self, answers: Sequence[Answer]) -> Ratings:
+  def _ratings(self, ask: Callable[[], Sequence[Answer]]) -> Ratings:
+    """The Ratings of ask()'s answers, with the counts it moved."""
+    before = self.stats()
+    answers = ask()
     labels = np.array(
       [-1 if a.label is None else a.label for a in answers], np.int64
     ).reshape(-1)
-    return Ratings(labels=labels, answered=labels >= 0)
+    return Ratings(
+      labels=labels,
+      answered=labels >= 0,
+      counts=Counters.since(before, self.stats()),
+    )
 
   def _parse(self, kind: _Kind, text: str) -> Optional[int]:
     if kind is _RATE:
@@ -282,12 +369,18 @@ class VLMRater:
   ) -> str:
     url, headers, body = self.request(parts, images, choices, model)
     response = self.client.post(url, body, headers)
+    counters = self.client.counters
     try:
+      prompt_tokens, completion_tokens = self.usage(response)
+      counters.add("prompt_tokens", prompt_tokens)
+      counters.add("completion_tokens", completion_tokens)
       text = self.reply_text(response)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
       raise QueryFailed("bad_response", f"{type(e).__name__}: {e}") from None
     if not isinstance(text, str):
       raise QueryFailed("bad_response", f"reply text {text!r}")
+    if parse_lib.is_refusal(text):
+      raise QueryFailed("refused", text[:200])
     return text
 
   def _exchange(
