@@ -297,6 +297,7 @@ def _config_error(c):
     ("https://sk-SECRET-token@proxy.example.com/v1", "sk-SECRET-token"),
     ("https://proxy.example.com/v1?key=AIza-SECRET", "AIza-SECRET"),
     ("ftp://bob:pw-SECRET@example.com", "pw-SECRET"),
+    ("https://[SECRET-not-an-address/v1", "SECRET"),
   ],
 )
 def test_base_url_with_credentials_is_rejected_without_echoing_them(

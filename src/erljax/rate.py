@@ -64,7 +64,12 @@ def parser() -> argparse.ArgumentParser:
     "cache_dir",
   ):
     p.add_argument(f"--{key}", default=d[key])
-  p.add_argument("--api_key_env", default=None)
+  p.add_argument(
+    "--api_key_env",
+    default=None,
+    help="variable holding the API key (default: the backend's); needed "
+    "with a --base_url other than the backend's default ('' for none)",
+  )
   for key in (
     "timeout",
     "backoff_base",

@@ -69,7 +69,10 @@ def check_endpoint(
     home_hosts: hosts of the backend's own service, which the default key
       variable may reach over https:// without being named.
   """
-  parts = urllib.parse.urlsplit(base_url)
+  try:
+    parts = urllib.parse.urlsplit(base_url)
+  except ValueError:  # e.g. an unclosed "[": not repeated, it may hold a key
+    raise ValueError("rater.base_url: not a valid URL") from None
   if "@" in parts.netloc:
     raise ValueError(
       f"rater.base_url={redacted(base_url)!r} (user info removed here) "
