@@ -25,7 +25,8 @@ from erljax import rate as rate_cli
 from erljax.raters import Queries
 from erljax.raters import cache as cache_lib
 from erljax.raters.base import CLASS_NAMES
-from erljax.raters.png import encode_png
+from erljax.raters import images as images_lib
+from erljax.raters.images import encode_png
 
 NAMES = CLASS_NAMES[3]  # reacher: Bad, Average, Good
 SECRET = "sk-test-SECRET-value-1234"
@@ -209,9 +210,8 @@ def test_openai_two_stage_request_shape_and_labels(serve, monkeypatch):
       "text",
     ]  # the reference's [image, prompt]
     assert url.startswith("data:image/png;base64,")
-    assert base64.b64decode(url.split(",")[1]) in {
-      encode_png(f) for f in _frames(values)
-    }
+    sent = images_lib.decode(base64.b64decode(url.split(",")[1]))
+    assert any(np.array_equal(sent, f) for f in _frames(values))
     assert _text(body).startswith(
       "You will be presented an image of a robot arm performing the task "
       "[move the tip of the robot arm onto the red target]. "
@@ -968,6 +968,13 @@ def test_cache_hit_avoids_request_and_replay_needs_no_server(
   s = replay.stats()
   assert s["requests"] == 0 and s["sent"] == 0 and s["cache_hits"] == 2
   assert s["drop_reasons"] == {"cache_miss": 1}
+
+  # Keys are the pixels, not the PNG bytes: the frame of value 2 encoded
+  # at another zlib level (or read from a file) hits the stored reply.
+  png = encode_png(_frames([2])[0], compress_level=9)
+  assert png != base64.b64decode(_b64(2))
+  (a,) = replay.answer_ratings([images_lib.from_bytes(png)])
+  assert a.cached and a.label == 0
 
 
 def test_failures_are_not_cached_and_corrupt_files_are_misses(serve, tmp_path):

@@ -1,17 +1,19 @@
 """VLM answer parsing, prompt templates, PNG encoding and retry helpers
-(raters/parse.py, prompts.py, png.py, http.py helpers). No network."""
+(raters/parse.py, prompts.py, images.py, cache keys, http.py helpers).
+No network."""
 
 import email.utils
-import zlib
 
 import numpy as np
 import pytest
 
+from erljax.raters import cache as cache_lib
 from erljax.raters import http as http_lib
+from erljax.raters import images as images_lib
 from erljax.raters import parse
 from erljax.raters import prompts
 from erljax.raters.base import CLASS_NAMES
-from erljax.raters.png import encode_png, image_mime
+from erljax.raters.images import encode_png, image_mime
 
 N4 = CLASS_NAMES[4]  # Very Bad, Bad, Good, Very Good
 N3 = CLASS_NAMES[3]  # Bad, Average, Good
@@ -238,37 +240,48 @@ def test_prompt_overrides_keep_defaults_for_empty_entries():
     prompts.Prompts.from_overrides({"ratings": "x"})
 
 
-def _decode_png(data):
-  """Tiny decoder for the writer's own output (8-bit RGB, filter 0)."""
-  assert data[:8] == b"\x89PNG\r\n\x1a\n"
-  pos, chunks = 8, {}
-  while pos < len(data):
-    n = int.from_bytes(data[pos : pos + 4], "big")
-    kind = data[pos + 4 : pos + 8]
-    body = data[pos + 8 : pos + 8 + n]
-    crc = int.from_bytes(data[pos + 8 + n : pos + 12 + n], "big")
-    assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-    chunks[kind] = chunks.get(kind, b"") + body
-    pos += 12 + n
-  w = int.from_bytes(chunks[b"IHDR"][:4], "big")
-  h = int.from_bytes(chunks[b"IHDR"][4:8], "big")
-  assert chunks[b"IHDR"][8:10] == bytes([8, 2])
-  raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8)
-  rows = raw.reshape(h, 1 + 3 * w)
-  assert np.all(rows[:, 0] == 0)
-  return rows[:, 1:].reshape(h, w, 3)
-
-
-def test_png_round_trip_and_determinism():
+def test_png_round_trip():
   frame = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
   data = encode_png(frame)
-  np.testing.assert_array_equal(_decode_png(data), frame)
-  assert encode_png(frame.copy()) == data
   assert image_mime(data) == "image/png"
-  pil = pytest.importorskip("PIL.Image")
-  import io
+  np.testing.assert_array_equal(images_lib.decode(data), frame)
 
-  np.testing.assert_array_equal(np.asarray(pil.open(io.BytesIO(data))), frame)
+
+def test_cache_key_is_one_for_two_zlib_levels():
+  """Two compression levels: different PNG bytes, the same decoded pixels
+  and so the same reply-cache key (the key must not depend on the zlib
+  build that encoded the frame)."""
+  frame = np.random.default_rng(1).integers(0, 256, (16, 24, 3), np.uint8)
+  fast, small = encode_png(frame, 1), encode_png(frame, 9)
+  assert fast != small
+  np.testing.assert_array_equal(images_lib.decode(fast), frame)
+  np.testing.assert_array_equal(images_lib.decode(small), frame)
+  digests = {
+    images_lib.from_bytes(fast).digest,
+    images_lib.from_bytes(small).digest,
+    images_lib.from_frame(frame).digest,
+  }
+  assert len(digests) == 1
+  material = {"model": "m", "values": {"instruction": "x"}}
+  assert cache_lib.cache_key(material, list(digests)) == cache_lib.cache_key(
+    material, [images_lib.pixel_digest(frame.copy())]
+  )
+
+
+def test_pixel_digest_names_shape_and_dtype():
+  """The same bytes under another shape or dtype are other pixels."""
+  x = np.arange(24, dtype=np.uint8)
+  d = {
+    images_lib.pixel_digest(x.reshape(2, 4, 3)),
+    images_lib.pixel_digest(x.reshape(4, 2, 3)),
+    images_lib.pixel_digest(x.view(np.int8).reshape(2, 4, 3)),
+  }
+  assert len(d) == 3
+  # Not C-contiguous in memory: the digest is of the values in C order.
+  y = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
+  assert images_lib.pixel_digest(
+    np.asfortranarray(y)
+  ) == images_lib.pixel_digest(y)
 
 
 def test_png_rejects_bad_frames():
@@ -278,6 +291,8 @@ def test_png_rejects_bad_frames():
     encode_png(np.zeros((4, 4), np.uint8))
   with pytest.raises(ValueError, match="neither PNG nor JPEG"):
     image_mime(b"GIF89a....")
+  with pytest.raises(ValueError, match="do not decode"):
+    images_lib.from_bytes(b"\x89PNG\r\n\x1a\ntruncated")
   assert image_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
 
 

@@ -7,9 +7,11 @@
 
 Prints, per image (or pair), the parsed class (or "no answer" and why) and
 the raw replies of each stage, then the counters. Images are PNG or JPEG
-files, sent as they are. Any rater.* config key can be set with the flags
-below; the API key comes from the environment variable --api_key_env
-(default: the backend's, e.g. OPENAI_API_KEY, GEMINI_API_KEY).
+files, sent as they are; the reply cache keys them on their decoded pixels,
+so a PNG of a training frame hits the reply stored for it. Any rater.*
+config key can be set with the flags below; the API key comes from the
+environment variable --api_key_env (default: the backend's, e.g.
+OPENAI_API_KEY, GEMINI_API_KEY).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import List, Optional
 
 from erljax import config as config_lib
 from erljax import raters
-from erljax.raters.png import image_mime
+from erljax.raters import images as images_lib
 
 
 def _bool(text: str) -> bool:
@@ -134,9 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   images = []
   for path in args.images:
     with open(path, "rb") as f:
-      images.append(f.read())
+      data = f.read()
     try:
-      image_mime(images[-1])
+      images.append(images_lib.from_bytes(data))
     except ValueError as e:
       print(f"error: {path}: {e}", file=sys.stderr)
       return 2

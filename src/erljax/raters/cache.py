@@ -1,18 +1,20 @@
 """On-disk cache of VLM replies, so runs can be replayed without a service.
 
 One JSON file per query under `root/ab/abcdef...json`, named by the sha256
-of everything that determines the reply: the images' bytes, the prompt
-templates and the text filled into them, the model(s) and the generation
-settings. Files are written to a temporary name and renamed into place,
-so concurrent writers (threads or processes) never leave a torn file and a
-reader sees either nothing or a whole record. Records hold the prompts and
-the raw replies, never request headers or API keys. An unreadable file is
-treated as a miss.
+of everything that determines the reply: the images' decoded pixels
+(images.pixel_digest: shape, dtype and bytes; not the PNG bytes, which
+depend on the encoder and its zlib build), the prompt templates and the text
+filled into them, the model(s) and the generation settings. Files are
+written to a temporary name and renamed into place, so concurrent writers
+(threads or processes) never leave a torn file and a reader sees either
+nothing or a whole record. Records hold the prompts and the raw replies,
+never request headers or API keys. An unreadable file is treated as a miss.
 
 Only complete exchanges are stored: a failed, refused, filtered or cut-off
 reply is never cached (raters/vlm.py). VERSION is part of every key;
 version 1 records were written before finish and refusal fields were read,
-so they may hold cut-off or refused replies, and are not read.
+so they may hold cut-off or refused replies, and version 2 keys hashed PNG
+bytes: neither is read.
 """
 
 from __future__ import annotations
@@ -23,17 +25,16 @@ import os
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-VERSION = 2  # 1: before finish / refusal fields were read
+# 3: images keyed on their decoded pixels (2 hashed the PNG bytes);
+# 2: finish and refusal fields read (1 may hold cut-off replies).
+VERSION = 3
 
 
-def cache_key(material: Mapping[str, Any], images: Sequence[bytes]) -> str:
-  """sha256 hex of JSON-serialisable `material` and the image bytes."""
+def cache_key(material: Mapping[str, Any], digests: Sequence[str]) -> str:
+  """sha256 hex of JSON-serialisable `material` and the images' pixel
+  digests (images.pixel_digest), in order."""
   blob = json.dumps(
-    {
-      "version": VERSION,
-      **material,
-      "images": [hashlib.sha256(b).hexdigest() for b in images],
-    },
+    {"version": VERSION, **material, "images": list(digests)},
     sort_keys=True,
     separators=(",", ":"),
   )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from erljax.raters.http import QueryFailed
-from erljax.raters.png import image_mime
+from erljax.raters.images import image_mime
 from erljax.raters.vlm import Part, VLMRater, b64, check_finish, token_count
 
 # finishReason values of a filter stopping the candidate.

@@ -6,11 +6,12 @@ the response and whether the reply ended normally (its protocol's finish
 and refusal fields), and where the token counts are. `VLMRater` does the
 rest:
 
-- `rate(queries)`: encodes each frame [H, W, 3] as PNG and asks for a
-  rating (two stages unless `two_stage` is off, method notes §7);
+- `rate(queries)`: encodes each frame [H, W, 3] as PNG (images.py) and
+  asks for a rating (two stages unless `two_stage` is off, method notes §7);
 - `prefer(q0, q1)`: asks which of two frames achieves the task better
   (RL-VLM-F, notes §8); identical pairs are dropped without asking;
-- looks every query up in the cache first, stores every completed
+- looks every query up in the cache first (keyed on the frames' pixels
+  and the request, see cache.py), stores every completed
   exchange, and with `replay_only` answers from the cache alone;
 - a query that fails (after the client's retries), an empty answer, or an
   answer that names no class / no preference is dropped and counted:
@@ -54,7 +55,7 @@ from erljax.raters.base import CLASS_NAMES, Queries, Ratings
 from erljax.raters.cache import ReplyCache, cache_key
 from erljax.raters.endpoint import check_endpoint
 from erljax.raters.http import Counters, HttpClient, QueryFailed
-from erljax.raters.png import encode_png, image_mime
+from erljax.raters.images import Image, from_frame, image_mime
 
 Part = prompts_lib.Part
 
@@ -297,7 +298,7 @@ class VLMRater:
   def rate(self, queries: Queries) -> Ratings:
     """Ratings [B] of the B frames in queries.frames ([B, H, W, 3] uint8);
     `counts`: what this call moved `stats()` by."""
-    images = [encode_png(f) for f in _frames(queries)]
+    images = [from_frame(f) for f in _frames(queries)]
     return self._ratings(lambda: self.answer_ratings(images))
 
   def prefer(self, queries_0: Queries, queries_1: Queries) -> Ratings:
@@ -306,17 +307,17 @@ class VLMRater:
     f0, f1 = _frames(queries_0), _frames(queries_1)
     if f0.shape[0] != f1.shape[0]:
       raise ValueError(f"prefer: {f0.shape[0]} vs {f1.shape[0]} frames")
-    pairs = [(encode_png(a), encode_png(b)) for a, b in zip(f0, f1)]
+    pairs = [(from_frame(a), from_frame(b)) for a, b in zip(f0, f1)]
     return self._ratings(lambda: self.answer_preferences(pairs))
 
-  def answer_ratings(self, images: Sequence[bytes]) -> List[Answer]:
-    """One Answer per encoded image (PNG or JPEG bytes)."""
+  def answer_ratings(self, images: Sequence[Image]) -> List[Answer]:
+    """One Answer per image (images.from_frame / from_bytes)."""
     return self.client.map(lambda im: self._query(_RATE, (im,)), images)
 
   def answer_preferences(
-    self, pairs: Sequence[Tuple[bytes, bytes]]
+    self, pairs: Sequence[Tuple[Image, Image]]
   ) -> List[Answer]:
-    """One Answer per pair of encoded images."""
+    """One Answer per pair of images."""
     return self.client.map(lambda p: self._query(_PREFER, tuple(p)), pairs)
 
   # --- internals ---------------------------------------------------------
@@ -386,7 +387,8 @@ class VLMRater:
   def _exchange(
     self, kind: _Kind, images: Tuple[bytes, ...], values: Mapping[str, str]
   ) -> Tuple[List[str], List[str]]:
-    """(prompt texts, replies) of a fresh exchange with the service."""
+    """(prompt texts, replies) of a fresh exchange with the service;
+    images: the encoded bytes sent."""
     choices = self._choices(kind)
     if not self.two_stage:
       parts = prompts_lib.render(getattr(self.prompts, kind.single), **values)
@@ -407,12 +409,12 @@ class VLMRater:
       raise QueryFailed("empty_answer")
     return prompts, replies
 
-  def _query(self, kind: _Kind, images: Tuple[bytes, ...]) -> Answer:
+  def _query(self, kind: _Kind, images: Tuple[Image, ...]) -> Answer:
     counters = self.client.counters
     counters.add("queries")
     for im in images:
-      image_mime(im)  # bad input fails loudly, before anything is sent
-    if len(images) == 2 and images[0] == images[1]:
+      image_mime(im.data)  # bad input fails loudly, before anything is sent
+    if len(images) == 2 and images[0].digest == images[1].digest:
       counters.drop("identical_pair")
       return Answer(None, (), "identical_pair")
     values = {
@@ -421,7 +423,11 @@ class VLMRater:
       "classes": prompts_lib.class_list(self.class_names),
     }
     material = self._material(kind, values)
-    key = cache_key(material, images) if self.cache is not None else None
+    key = (
+      cache_key(material, [im.digest for im in images])
+      if self.cache is not None
+      else None
+    )
     record = self.cache.get(key) if key is not None else None
     cached = record is not None and isinstance(record.get("replies"), list)
     if cached:
@@ -433,7 +439,9 @@ class VLMRater:
     else:
       counters.add("sent")
       try:
-        prompts, replies = self._exchange(kind, images, values)
+        prompts, replies = self._exchange(
+          kind, tuple(im.data for im in images), values
+        )
       except QueryFailed as e:
         counters.drop(e.reason)
         return Answer(None, (), e.reason)
