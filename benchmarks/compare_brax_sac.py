@@ -33,7 +33,7 @@ from erljax import runner
 def _args():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--task", default="reacher")
-  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--seeds", type=int, default=3, help="seeds (a count)")
   p.add_argument("--total_steps", type=int, default=60_000)
   p.add_argument("--num_envs", type=int, default=8)
   p.add_argument("--episode_length", type=int, default=200)
@@ -44,7 +44,7 @@ def _args():
   p.add_argument("--num_evals", type=int, default=7)
   p.add_argument("--num_eval_envs", type=int, default=16)
   p.add_argument("--lr", type=float, default=3e-4)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="JSON file to write (optional)")
   p.add_argument("--skip_brax", action="store_true")
   return p.parse_args()
 

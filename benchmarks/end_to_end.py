@@ -39,6 +39,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common  # sets TF_CPP_MIN_LOG_LEVEL before jax loads
+from erljax import cli_flags
 
 EVALS = 11  # reports: the evaluation at step 0 and 10 more
 _ERLJAX_REPORT = re.compile(r"^step\s+(\d+)\s+eval_return")
@@ -275,10 +276,11 @@ def main(argv: Optional[Sequence[str]] = None):
     help="updates per vectorized step, one per --envs entry",
   )
   p.add_argument(
-    "--seeds",
+    "--seed_counts",
     default="1",
     help="vmapped seed counts; > 1 runs erljax only, at the first --envs",
   )
+  cli_flags.add_alias(p, "--seeds", "--seed_counts")
   p.add_argument(
     "--target_updates",
     type=int,
@@ -291,7 +293,7 @@ def main(argv: Optional[Sequence[str]] = None):
   p.add_argument(
     "--timeout", type=float, default=3600.0, help="seconds per process"
   )
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="JSON file to write (optional)")
   p.add_argument("--brax_worker", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.brax_worker:
@@ -306,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None):
     "cases": [],
   }
   cases = [(n, u, 1) for n, u in zip(envs, updates)]
-  cases += [(envs[0], updates[0], s) for s in _ints(a.seeds) if s > 1]
+  cases += [(envs[0], updates[0], s) for s in _ints(a.seed_counts) if s > 1]
   for n, u, s in cases:
     out["cases"].append(
       run_case(n, u, s, a.target_updates, not a.skip_brax, a.timeout)

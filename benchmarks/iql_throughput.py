@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from erljax import cli_flags
 from erljax import iql
 from erljax import offline
 
@@ -183,7 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p.add_argument("--out", default="", help="JSON file to write (optional)")
   p.add_argument("--steps", type=int, default=200, help="updates per call")
   p.add_argument("--repeats", type=int, default=3, help="timed calls")
-  p.add_argument("--seeds", default="1,5", help="seed counts")
+  p.add_argument("--seed_counts", default="1,5", help="seed counts")
+  cli_flags.add_alias(p, "--seeds", "--seed_counts")
   p.add_argument("--hidden", default="256,256", help="hidden sizes")
   p.add_argument("--methods", default="iql,bc", help="iql, bc or both")
   p.add_argument(
@@ -199,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       raise ValueError(f"--methods: {method!r} is neither iql nor bc")
   rows = []
   for method in methods:
-    for s in (int(x) for x in a.seeds.split(",")):
+    for s in (int(x) for x in a.seed_counts.split(",")):
       for axis in ("vmap",) if s == 1 else ("vmap", "map"):
         row = time_one(s, axis, method == "bc", hidden, a.steps, a.repeats)
         rows.append(row)

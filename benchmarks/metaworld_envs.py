@@ -2,17 +2,17 @@
 
   PYTHONPATH=$PWD/src python -m benchmarks.metaworld_envs \
       --out=benchmarks/results/metaworld_envs.json \
-      [--metaworld-python=/tmp/mwvenv/bin/python]
+      [--metaworld_python=/tmp/mwvenv/bin/python]
 
 For each task (Sweep Into, Drawer Open, Soccer) and backend, times
 `VecEnv.step` with uniform random actions inside one compiled scan of
 --steps vectorized steps (benchmarks.run.env_throughput: compile apart,
-median of --repeats calls after a warm-up), at each of --host-envs
+median of --repeats calls after a warm-up), at each of --host_envs
 (erljax's host backend: MuJoCo's C simulator through jax.pure_callback)
-and --mjx-envs (MJX; slow to compile and to step on a CPU, so few envs by
+and --mjx_envs (MJX; slow to compile and to step on a CPU, so few envs by
 default there). Env steps/s count every env.
 
-With --metaworld-python=PY (an interpreter with `metaworld` installed,
+With --metaworld_python=PY (an interpreter with `metaworld` installed,
 e.g. a venv with metaworld==3.1.1), the same run times MetaWorld's own
 env in that interpreter, one env stepped from Python with the same random
 actions for 2,000 steps (reset every 500): the peer. Ratios erljax / peer
@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from benchmarks import common
 from benchmarks import run as bench_run
+from erljax import cli_flags
 
 TASKS = ("drawer-open", "sweep-into", "soccer")
 _PEER = r"""
@@ -75,19 +76,22 @@ def _sizes(text: str):
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--tasks", default=",".join(TASKS))
-  p.add_argument("--host-envs", default="1,64,1024")
-  p.add_argument("--mjx-envs", default="1")
+  p.add_argument("--host_envs", default="1,64,1024")
+  p.add_argument("--mjx_envs", default="1")
   p.add_argument(
     "--steps", type=int, default=50, help="vectorized steps per timed call"
   )
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument(
-    "--metaworld-python",
+    "--metaworld_python",
     default="",
     help="interpreter with metaworld installed (the peer)",
   )
-  p.add_argument("--peer-steps", type=int, default=2_000)
-  p.add_argument("--out", default="")
+  p.add_argument("--peer_steps", type=int, default=2_000)
+  p.add_argument("--out", default="", help="JSON file to write (optional)")
+  for name in ("host_envs", "mjx_envs", "metaworld_python"):
+    cli_flags.add_alias(p, "--" + name.replace("_", "-"), "--" + name)
+  cli_flags.add_alias(p, "--peer-steps", "--peer_steps", type=int)
   args = p.parse_args(argv)
   names = [t for t in args.tasks.split(",") if t]
   for t in names:

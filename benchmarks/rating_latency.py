@@ -54,7 +54,7 @@ from erljax.raters import Queries, Ratings, ScriptedRater
 def _args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--task", default="reacher")
-  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--seeds", type=int, default=1, help="seeds (a count)")
   p.add_argument("--total_steps", type=int, default=40_000)
   p.add_argument("--first_session", type=int, default=5_000)
   p.add_argument("--interval", type=int, default=5_000)
@@ -94,7 +94,11 @@ def _args(argv=None):
     default=100,
     help="frames for the render benchmark (0: skip)",
   )
-  p.add_argument("--out", default="benchmarks/results/rating_latency.json")
+  p.add_argument(
+    "--out",
+    default="benchmarks/results/rating_latency.json",
+    help="JSON file to write ('' for none)",
+  )
   return p.parse_args(argv)
 
 

@@ -774,7 +774,7 @@ def table(out: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--suite", default="quick", choices=sorted(SUITES))
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="JSON file to write (optional)")
   p.add_argument(
     "--sections",
     default=",".join(SECTIONS),

@@ -263,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--updates", type=int, default=32)
   p.add_argument("--rounds", type=int, default=20)
-  p.add_argument("--out", default="")
+  p.add_argument("--out", default="", help="JSON file to write (optional)")
   a = p.parse_args(argv)
   hidden = tuple(int(h) for h in a.hidden.split(","))
   for name in ("batch", "updates", "rounds"):

@@ -86,7 +86,7 @@ def fmt(c: Dict[str, float], digits: int = 2) -> str:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", required=True)
+  p.add_argument("--out", required=True, help="output path without suffix")
   p.add_argument("finals", nargs="+", help="final.json files")
   args = p.parse_args()
   runs: Dict[str, Dict[str, Dict]] = collections.defaultdict(dict)

@@ -42,6 +42,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 import rating
+from erljax import cli_flags
 from erljax import tasks
 from erljax import feedback as feedback_lib
 from erljax import reward_learner
@@ -154,7 +155,10 @@ def main(argv=None) -> Dict:
   p.add_argument("--noise", default="0,0.2", help="comma-separated levels")
   p.add_argument("--variants", default=",".join(VARIANTS))
   p.add_argument("--epochs", type=int, default=50)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--rng_seed", type=int, default=0, help="seed of label noise and fits"
+  )
+  cli_flags.add_alias(p, "--seed", "--rng_seed", type=int)
   p.add_argument("--out", default="", help="path without suffix")
   a = p.parse_args(argv)
   config, rs, buf = load(a.run)
@@ -168,10 +172,10 @@ def main(argv=None) -> Dict:
   results = []
   for noise in (float(x) for x in a.noise.split(",")):
     labelled = rs.replace(
-      label=jnp.asarray(noisy_labels(config, rs, noise, a.seed))
+      label=jnp.asarray(noisy_labels(config, rs, noise, a.rng_seed))
     )
     for v in variants:
-      corr = refit(config, labelled, buf, v, a.epochs, a.seed)
+      corr = refit(config, labelled, buf, v, a.epochs, a.rng_seed)
       results.append(
         {
           "noise": noise,

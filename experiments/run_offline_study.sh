@@ -47,7 +47,7 @@ import sac; print(sac.get_config('$task').total_steps)")
   if [ ! -f "$RUNS/data_$task/dataset.json" ]; then
     $PY -m erljax.collect --workdir="$RUNS/sac_$task" \
       --out="$RUNS/data_$task" --episodes=50 --steps=all \
-      --noise_stds=0,0.3 --random_fraction=0.2 --seed=0
+      --noise_stds=0,0.3 --random_fraction=0.2 --rng_seed=0
   fi
 done
 

@@ -184,7 +184,13 @@ def test_iql_throughput_rows_and_json(tmp_path):
 
   path = tmp_path / "iql.json"
   out = iql_throughput.main(
-    ["--seeds=1", "--hidden=8", "--steps=2", "--repeats=1", f"--out={path}"]
+    [
+      "--seed_counts=1",
+      "--hidden=8",
+      "--steps=2",
+      "--repeats=1",
+      f"--out={path}",
+    ]
   )
   assert json.loads(path.read_text()) == json.loads(json.dumps(out))
   got = [(r["method"], r["seeds"], r["axis"]) for r in out["rows"]]
@@ -272,11 +278,11 @@ def test_metaworld_envs_rows_peer_ratio_and_json(tmp_path):
   out = metaworld_envs.main(
     [
       "--tasks=soccer",
-      "--host-envs=2",
-      "--mjx-envs=",
+      "--host_envs=2",
+      "--mjx_envs=",
       "--steps=3",
       "--repeats=1",
-      f"--metaworld-python={fake}",
+      f"--metaworld_python={fake}",
       f"--out={path}",
     ]
   )

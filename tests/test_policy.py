@@ -173,7 +173,7 @@ def test_evaluate_prints_and_writes_the_figures(
     capsys,
     f"--workdir={workdir}",
     "--episodes=3",
-    "--seed=1",
+    "--seed_index=1",
     "--step=20",
     f"--out={out}",
     f"--video={gif}",
@@ -183,7 +183,11 @@ def test_evaluate_prints_and_writes_the_figures(
   assert "return" in stdout and "success" in stdout
   assert stdout.count("95% CI [") == 2
   figures = json.loads(out.read_text())
-  assert (figures["episodes"], figures["step"], figures["seed"]) == (3, 20, 1)
+  assert (figures["episodes"], figures["step"], figures["seed_index"]) == (
+    3,
+    20,
+    1,
+  )
   assert len(figures["episode_returns"]) == 3
   assert figures["return"]["mean"] == pytest.approx(
     np.mean(figures["episode_returns"])
@@ -197,12 +201,45 @@ def test_evaluate_prints_and_writes_the_figures(
   assert _listing(workdir) == before
 
 
+def test_evaluate_takes_the_run_seed_after_config_seed(run, capsys):
+  """The run trained with config.seed=3 (PRNG seeds 3 and 4): the old
+  --seed=3, out of range as a seed index, names the run's seed 3 (index
+  0), with a deprecation warning; --seed=1 keeps its old meaning, index 1.
+  """
+  workdir = run[0]
+  with pytest.warns(FutureWarning, match=r"--seed_index=0 \(PRNG seed 3\)"):
+    stdout, _ = _evaluate(capsys, f"--workdir={workdir}", "--seed=3")
+  assert "seed index 0 of 2 (PRNG seed 3)" in stdout
+  with pytest.warns(FutureWarning, match="--seed is deprecated"):
+    stdout, _ = _evaluate(capsys, f"--workdir={workdir}", "--seed=1")
+  assert "seed index 1 of 2 (PRNG seed 4)" in stdout
+  stdout, _ = _evaluate(capsys, f"--workdir={workdir}", "--seed_index=1")
+  assert "seed index 1 of 2 (PRNG seed 4)" in stdout
+
+
+@pytest.mark.parametrize(
+  "value, first, count, want",
+  [(3, 3, 1, 0), (4, 3, 2, 1), (1, 3, 2, 1), (2, 0, 4, 2)],
+)
+def test_legacy_seed_index(value, first, count, want):
+  assert evaluate.legacy_seed_index(value, first, count) == want
+
+
+def test_legacy_seed_index_errors_name_the_choices():
+  with pytest.raises(ValueError, match="--seed=2 is ambiguous.*--seed_index=2"):
+    evaluate.legacy_seed_index(2, 1, 3)
+  with pytest.raises(ValueError, match=r"PRNG seeds 3\.\.4"):
+    evaluate.legacy_seed_index(9, 3, 2)
+
+
 @pytest.mark.parametrize(
   "args, message",
   [
     (["--episodes=0"], "--episodes=0: must be >= 1"),
     (["--step=30"], "available steps: [20, 40]"),
     (["--video=x.mp4"], "--video=x.mp4: must name a .gif file"),
+    (["--seed_index=2"], "the run in"),
+    (["--seed=1", "--seed_index=1"], "give only --seed_index"),
   ],
 )
 def test_evaluate_rejects_bad_flags(run, capsys, args, message):

@@ -44,11 +44,11 @@ export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl}
 $PY -c "import erljax.train, erljax.metaworld, benchmarks.end_to_end, brax.training.agents.sac.train" || exit 1
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  E2E=(--envs=4 --updates=2 --seeds=2 --target_updates=64)
-  MJX=(--tasks=drawer-open --host-envs=2 --mjx-envs= --steps=5 --repeats=1)
+  E2E=(--envs=4 --updates=2 --seed_counts=2 --target_updates=64)
+  MJX=(--tasks=drawer-open --host_envs=2 --mjx_envs= --steps=5 --repeats=1)
 else
-  E2E=(--envs=8,32,256 --updates=4,8,32 --seeds=4,16,64)
-  MJX=(--host-envs=64 --mjx-envs=1,64,1024)
+  E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
+  MJX=(--host_envs=64 --mjx_envs=1,64,1024)
 fi
 end=$((SECONDS + BUDGET))
 section() {  # name command...: runs the command in what is left of BUDGET

@@ -103,8 +103,10 @@ def episode(env, policy, kind: str, scale: float, rng) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default="tests/data/metaworld")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--out", default="tests/data/metaworld", help="folder to write into"
+  )
+  parser.add_argument("--rng_seed", type=int, default=0, help="poses' seed")
   args = parser.parse_args()
   import importlib  # pylint: disable=g-import-not-at-top
 
@@ -117,7 +119,7 @@ def main():
     policy = getattr(
       importlib.import_module("metaworld.policies"), policy_cls
     )()
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.rng_seed)
     eps = [episode(env, policy, kind, scale, rng) for kind, scale in EPISODES]
     data = {k: np.stack([e[k] for e in eps]) for k in eps[0]}
     path = os.path.join(args.out, f"{task}.npz")

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erljax import cli_flags
 from erljax import dataset as dataset_lib
 from erljax import envs
 from erljax import rollout as rollout_lib
@@ -279,6 +280,7 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   t0 = time.perf_counter()
   try:
+    cli_flags.absl_aliases(f, {"seed": "rng_seed", "policy_seed": "seed_index"})
     ds, path = collect_run(
       f.workdir,
       f.out,
@@ -286,8 +288,8 @@ def main(argv: Sequence[str]) -> None:
       steps=f.steps,
       noise_stds=[float(s) for s in f.noise_stds],
       random_fraction=f.random_fraction,
-      seed=f.seed,
-      policy_seed=f.policy_seed,
+      seed=f.rng_seed,
+      policy_seed=f.seed_index,
       episode_length=f.episode_length,
       episodes_per_shard=f.episodes_per_shard,
     )
@@ -313,7 +315,10 @@ def _define_flags() -> None:
     "workdir", None, "workdir of a training run", required=True
   )
   flags.DEFINE_string(
-    "out", None, "directory to write the dataset into", required=True
+    "out",
+    None,
+    "folder to write the dataset into (created; must not hold one)",
+    required=True,
   )
   flags.DEFINE_integer("episodes", 50, "episodes to collect")
   flags.DEFINE_list(
@@ -332,8 +337,14 @@ def _define_flags() -> None:
   flags.DEFINE_integer(
     "episode_length", None, "steps per episode (default: the run's)"
   )
-  flags.DEFINE_integer("seed", 0, "PRNG seed of resets and noise")
-  flags.DEFINE_integer("policy_seed", 0, "which seed of the run acts")
+  flags.DEFINE_integer("rng_seed", 0, "PRNG seed of resets and noise")
+  flags.DEFINE_integer(
+    "seed_index",
+    0,
+    "which of the run's seeds acts (index K is PRNG seed config.seed + K)",
+  )
+  flags.DEFINE_integer("seed", None, "deprecated alias of --rng_seed")
+  flags.DEFINE_integer("policy_seed", None, "deprecated alias of --seed_index")
   flags.DEFINE_integer("episodes_per_shard", 100, "episodes per .npz shard")
 
 

@@ -1,18 +1,22 @@
 """Command line: the return and success rate of a trained policy, with CIs.
 
   python -m erljax.evaluate --workdir=runs/sac_reacher --episodes=20 \
-      [--step=N] [--seed=K] [--rng_seed=R] [--video=out.gif] [--out=eval.json]
+      [--step=N] [--seed_index=K] [--rng_seed=R] [--video=out.gif] \
+      [--out=eval.json]
 
-Loads the actor of a training run's checkpoint with erljax.policy (the latest
-unless --step; seed index --seed of the run's vmapped seeds, default 0),
-plays --episodes deterministic episodes at once in fresh envs of the run's
-task and episode length (erljax.rollout: return summed until a true
-termination, success if any step succeeds, as the run's own evaluation) and
-prints the mean return and success rate with percentile bootstrap 95%
-intervals over the episodes (erljax.stats). The intervals say how well this
-one actor is measured, not how much training seeds differ: evaluate each
---seed for that. --video writes one deterministic episode as a GIF
-(erljax.media), --out the figures and the per-episode values as JSON.
+Loads the actor of a training run's checkpoint with erljax.policy (the
+latest unless --step; seed index --seed_index of the run's vmapped seeds,
+default 0, which is the run's PRNG seed config.seed + K), plays --episodes
+deterministic episodes at once in fresh envs of the run's task and episode
+length (erljax.rollout: return summed until a true termination, success if
+any step succeeds, as the run's own evaluation) and prints the mean return
+and success rate with percentile bootstrap 95% intervals over the episodes
+(erljax.stats). The intervals say how well this one actor is measured, not
+how much training seeds differ: evaluate each --seed_index for that. The
+deprecated --seed takes a seed index or, where that is out of range, one of
+the run's PRNG seeds (so after `--config.seed=3`, --seed=3 is the run's seed
+3). --video writes one deterministic episode as a GIF (erljax.media), --out
+the figures and the per-episode values as JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from erljax import cli_flags
 from erljax import envs
 from erljax import rollout as rollout_lib
 from erljax import stats
@@ -78,13 +83,42 @@ def _fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
+def legacy_seed_index(value: int, first_seed: int, num_seeds: int) -> int:
+  """The seed index the deprecated `--seed=value` names in a run of
+  `num_seeds` seeds whose PRNG seeds are first_seed, first_seed + 1, ...
+
+  A seed index (its old meaning) where that is in range, else one of the
+  run's PRNG seeds; ValueError where it is neither, or both with different
+  seeds.
+  """
+  as_index = 0 <= value < num_seeds
+  as_seed = first_seed <= value < first_seed + num_seeds
+  last = first_seed + num_seeds - 1
+  if as_index and as_seed and first_seed != 0:
+    raise ValueError(
+      f"--seed={value} is ambiguous: seed index {value} is PRNG seed "
+      f"{first_seed + value}, and PRNG seed {value} is seed index "
+      f"{value - first_seed}; give --seed_index={value} or "
+      f"--seed_index={value - first_seed}"
+    )
+  if as_index:
+    return value
+  if as_seed:
+    return value - first_seed
+  raise ValueError(
+    f"--seed={value}: the run has {num_seeds} seeds, seed indices "
+    f"0..{num_seeds - 1} (PRNG seeds {first_seed}..{last}); give "
+    "--seed_index"
+  )
+
+
 def _check_flags(f: flags.FlagValues, argv: Sequence[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {list(argv[1:])}")
   if f.episodes < 1:
     _fail(f"--episodes={f.episodes}: must be >= 1")
-  if f.seed < 0:
-    _fail(f"--seed={f.seed}: must be a seed index >= 0")
+  if f.seed_index < 0:
+    _fail(f"--seed_index={f.seed_index}: must be a seed index >= 0")
   if f.step is not None and f.step < 0:
     _fail(f"--step={f.step}: must be >= 0 (or left out: the latest)")
   if f.video is not None and not f.video.lower().endswith(".gif"):
@@ -103,7 +137,21 @@ def main(
   from erljax import policy as policy_lib
 
   try:
-    policy = policy_lib.load(f.workdir, f.step, f.seed)
+    if f["seed"].present:
+      if f["seed_index"].present:
+        raise ValueError(
+          "give only --seed_index (--seed is its deprecated name)"
+        )
+      policy = policy_lib.load(f.workdir, f.step)
+      index = legacy_seed_index(f.seed, policy.config.seed, policy.num_seeds)
+      cli_flags.warn_deprecated(
+        "--seed",
+        f"--seed_index={index}",
+        f" (PRNG seed {f.seed})" if index != f.seed else "",
+      )
+      policy = policy.with_seed(index)
+    else:
+      policy = policy_lib.load(f.workdir, f.step, f.seed_index)
   except (FileNotFoundError, ValueError) as e:
     _fail(str(e))
   key = jax.random.PRNGKey(f.rng_seed)
@@ -114,7 +162,7 @@ def main(
     "workdir": policy.workdir,
     "task": policy.task,
     "step": policy.step,
-    "seed": policy.seed,
+    "seed_index": policy.seed,
     "num_seeds": policy.num_seeds,
     "run_seed": policy.config.seed + policy.seed,
     "episodes": f.episodes,
@@ -171,11 +219,23 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   )
   flags.DEFINE_integer("episodes", 10, "deterministic episodes (>= 1)", **fv)
   flags.DEFINE_integer(
-    "seed", 0, "index of the run's seed whose actor acts", **fv
+    "seed_index",
+    0,
+    "which of the run's seeds acts (index K is PRNG seed config.seed + K)",
+    **fv,
+  )
+  flags.DEFINE_integer(
+    "seed",
+    None,
+    "deprecated: --seed_index, or one of the run's PRNG seeds where that "
+    "index is out of range",
+    **fv,
   )
   flags.DEFINE_integer("rng_seed", 0, "PRNG seed of the episodes' resets", **fv)
   flags.DEFINE_string("video", None, "write one episode as this .gif", **fv)
-  flags.DEFINE_string("out", None, "write the figures as JSON here", **fv)
+  flags.DEFINE_string(
+    "out", None, "JSON file to write the figures into (optional)", **fv
+  )
 
 
 if __name__ == "__main__":

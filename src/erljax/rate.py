@@ -21,6 +21,7 @@ import json
 import sys
 from typing import List, Optional
 
+from erljax import cli_flags
 from erljax import config as config_lib
 from erljax import raters
 from erljax.raters import images as images_lib
@@ -82,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(f"--{key}", type=float, default=d[key])
   for key in ("max_retries", "concurrency", "max_tokens"):
     p.add_argument(f"--{key}", type=int, default=d[key])
-  p.add_argument("--seed", type=int, default=0, help="request seed")
+  p.add_argument(
+    "--rng_seed", type=int, default=0, help="the requests' sampling seed"
+  )
+  cli_flags.add_alias(p, "--seed", "--rng_seed", type=int)
   for key in ("two_stage", "constrained", "replay_only"):
     p.add_argument(f"--{key}", type=_bool, default=d[key])
   return p
@@ -129,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.rater,
     c.task,
     num_classes,
-    args.seed,
+    args.rng_seed,
     instruction=args.instruction,
     subject=args.subject,
   )

@@ -49,6 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from erljax import cli_flags
 from erljax import tasks
 from erljax.raters import pixel
 from erljax.raters.base import CLASS_NAMES
@@ -443,12 +444,13 @@ def main(argv: Sequence[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   f = flags.FLAGS
+  cli_flags.absl_aliases(f, {"seed": "rng_seed"})
   srv = RatingServer(
     (f.host, f.port),
     f.task,
     f.latency,
     f.fail_rate,
-    f.seed,
+    f.rng_seed,
     f.model,
     verbose=True,
     socket_timeout=f.socket_timeout,
@@ -474,7 +476,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("task", "reacher", "task whose frames are rated")
   flags.DEFINE_float("latency", 0.0, "seconds to sleep per request")
   flags.DEFINE_float("fail_rate", 0.0, "probability of a 503 answer")
-  flags.DEFINE_integer("seed", 0, "seed of the simulated failures")
+  flags.DEFINE_integer("rng_seed", 0, "seed of the simulated failures")
+  flags.DEFINE_integer("seed", None, "deprecated alias of --rng_seed")
   flags.DEFINE_string("model", DEFAULT_MODEL, "model id reported")
   flags.DEFINE_float(
     "socket_timeout", 30.0, "seconds a client may stay silent mid-request"
