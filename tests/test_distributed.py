@@ -83,7 +83,7 @@ def test_unset_key_without_a_cluster_names_it(no_cluster):
 def test_slurm_launch_is_detected(no_cluster):
   _slurm(no_cluster, ntasks=2, procid=1)
   spec = distributed.resolve(_dist().distributed)
-  assert spec.source == "SlurmCluster"
+  assert spec.source == "slurm"
   # JAX fills these in at initialize; the config leaves them unset.
   assert spec.coordinator_address is None and spec.process_id is None
   # A single task (an sbatch script without srun -n) stays one process.
@@ -99,12 +99,26 @@ def test_open_mpi_launch_is_detected(no_cluster):
   no_cluster.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.0.0.1:3")
   no_cluster.setenv("OMPI_COMM_WORLD_SIZE", "4")
   no_cluster.setenv("OMPI_COMM_WORLD_RANK", "3")
-  assert distributed.resolve(_dist().distributed).source == "OmpiCluster"
+  assert distributed.resolve(_dist().distributed).source == "ompi"
+
+
+def test_api_launchers_are_left_to_jax_when_named(no_cluster):
+  """Kubernetes / Cloud TPU / mpi4py: nothing in the environment erljax
+  reads; naming the method asks to start, and JAX detects the rest."""
+  no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+  assert distributed.resolve(_dist().distributed) is None
+  spec = distributed.resolve(_dist(cluster_detection="k8s").distributed)
+  assert spec.source == "k8s" and spec.cluster_detection == "k8s"
+  assert spec.num_processes is None and spec.coordinator_address is None
+  # Naming SLURM outside a SLURM job stays one process.
+  assert (
+    distributed.resolve(_dist(cluster_detection="slurm").distributed) is None
+  )
 
 
 def test_failed_detection_is_one_process_unless_asked(no_cluster):
-  class Broken:  # a launcher whose API cannot be read (a pod outside a Job)
-    __name__ = "Broken"
+  class Broken:  # a launcher whose values cannot be read
+    name = "broken"
 
     @staticmethod
     def get_process_count():

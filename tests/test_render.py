@@ -1,3 +1,5 @@
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -66,3 +68,23 @@ def test_render_rejects_bad_input():
 def test_benchmark_reports_frames_per_second():
   fps = render.benchmark("reacher", n=3, height=32, width=32)
   assert np.isfinite(fps) and fps > 0
+
+
+def test_missing_private_gl_module_is_named_in_render_errors(monkeypatch):
+  """A MuJoCo without the private GL binding erljax patches: the switch to
+  EGL says so, and a failing renderer's error carries that sentence."""
+  monkeypatch.setenv("MUJOCO_GL", "egl")
+  monkeypatch.setitem(sys.modules, "mujoco.rendering.classic", None)
+  note = render._use_egl_if_asked()  # pylint: disable=protected-access
+  assert "has no mujoco.rendering.classic.gl_context" in note
+  assert "set MUJOCO_GL=egl before anything imports mujoco" in note
+  monkeypatch.setenv("MUJOCO_GL", "glfw")
+  assert render._use_egl_if_asked() == ""  # pylint: disable=protected-access
+
+  def no_context(*_):
+    raise OSError("no display")
+
+  monkeypatch.setattr(render, "_EGL_NOTE", note)
+  monkeypatch.setattr(render.mujoco, "Renderer", no_context)
+  with pytest.raises(RuntimeError, match="no display.*has no mujoco.render"):
+    render.FrameRenderer("reacher", 32, 32)

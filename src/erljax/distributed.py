@@ -25,7 +25,10 @@ Unset keys come from JAX's cluster auto-detection
 the first host of SLURM_STEP_NODELIST), Open MPI (mpirun:
 OMPI_COMM_WORLD_SIZE / _RANK, the HNP's address), Kubernetes (JobSet /
 indexed Jobs, with the `kubernetes` package) and Cloud TPU VMs; the port is
-JAX_COORDINATOR_PORT or one derived from the job id.
+JAX_COORDINATOR_PORT or one derived from the job id. erljax itself reads
+only the environment of SLURM and Open MPI (to start on its own when they
+launched several processes); under Kubernetes, Cloud TPU or mpi4py set
+enabled=True or name the cluster_detection method.
 
 With one process nothing here touches a device and every read is the
 single-process one (np.asarray).
@@ -34,7 +37,8 @@ single-process one (np.asarray).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional
+import os
+from typing import Any, List, Optional, Tuple
 
 import jax
 import ml_collections
@@ -45,8 +49,8 @@ from jax.experimental import multihost_utils
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """What jax.distributed.initialize is given (None: JAX detects it) and
-  where the rest comes from (`source`: "config", or the detected cluster,
-  e.g. "SlurmCluster")."""
+  where the rest comes from (`source`: "config", the detected launcher,
+  e.g. "slurm", or the cluster_detection method JAX is to detect)."""
 
   coordinator_address: Optional[str]
   num_processes: Optional[int]
@@ -56,23 +60,66 @@ class Spec:
   source: str
 
 
-def detected_cluster(method: Optional[str] = None) -> Optional[Any]:
-  """The launcher JAX's auto-detection finds (a ClusterEnv class), or None.
+@dataclasses.dataclass(frozen=True)
+class Launcher:
+  """A launcher that says in the environment how many processes it
+  started and which one this is (the variables JAX's own detection in
+  `jax.distributed.initialize()` reads as well).
 
-  `method` names one (JAX's cluster_detection_method). Uses JAX's private
-  cluster registry; None where it is missing (another JAX version).
+  name: JAX's cluster_detection_method for it; present: the variables
+  that say it launched this process; count, rank: the variables holding
+  the process count and this process's id.
   """
-  try:
-    from jax._src import clusters  # pylint: disable=g-import-not-at-top
-  except ImportError:  # pragma: no cover - JAX moved it
-    return None
-  for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
-    if method is not None and env.name != method:
+
+  name: str
+  present: Tuple[str, ...]
+  count: str
+  rank: str
+
+  def is_present(self) -> bool:
+    return all(v in os.environ for v in self.present)
+
+  def get_process_count(self) -> int:
+    return int(os.environ[self.count])
+
+  def get_process_id(self) -> int:
+    return int(os.environ[self.rank])
+
+
+LAUNCHERS = (
+  Launcher(
+    "slurm",
+    (
+      "SLURM_JOB_ID",
+      "SLURM_STEP_NODELIST",
+      "SLURM_NTASKS",
+      "SLURM_PROCID",
+      "SLURM_LOCALID",
+    ),
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+  ),
+  Launcher(
+    "ompi",
+    ("OMPI_MCA_orte_hnp_uri",),
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+  ),
+)
+
+
+def detected_cluster(method: Optional[str] = None) -> Optional[Launcher]:
+  """The launcher (of LAUNCHERS) that started this process, or None.
+
+  `method` names one (JAX's cluster_detection_method). Launchers found
+  only through an API (Kubernetes, Cloud TPU, mpi4py) are JAX's to detect,
+  once a run asks to start (see `resolve`).
+  """
+  for launcher in LAUNCHERS:
+    if method is not None and launcher.name != method:
       continue
-    if method is None and env.opt_in_only_method:
-      continue
-    if env.is_env_present():
-      return env
+    if launcher.is_present():
+      return launcher
   return None
 
 
@@ -87,7 +134,12 @@ def resolve(d: ml_collections.ConfigDict) -> Optional[Spec]:
   keys = (d.coordinator_address, d.num_processes, d.process_id)
   if d.enabled is False:
     return None
-  asked = d.enabled is True or any(k is not None for k in keys)
+  # Naming a method erljax cannot read from the environment asks JAX to
+  # detect it at initialize.
+  by_api = d.cluster_detection is not None and d.cluster_detection not in {
+    launcher.name for launcher in LAUNCHERS
+  }
+  asked = d.enabled is True or by_api or any(k is not None for k in keys)
   try:
     cluster = detected_cluster(d.cluster_detection)
     num, pid = d.num_processes, d.process_id
@@ -100,7 +152,7 @@ def resolve(d: ml_collections.ConfigDict) -> Optional[Spec]:
     return None  # e.g. a Kubernetes pod outside a Job: one process
   if not asked and (cluster is None or num is None or num < 2):
     return None
-  if cluster is None:
+  if cluster is None and not by_api:
     for key, v in zip(
       ("coordinator_address", "num_processes", "process_id"), keys
     ):
@@ -114,7 +166,7 @@ def resolve(d: ml_collections.ConfigDict) -> Optional[Spec]:
     raise ValueError(
       f"config.distributed.process_id={pid}: must lie in [0, {num}) "
       f"(num_processes={num}"
-      + (f", from {cluster.__name__})" if cluster is not None else ")")
+      + (f", from {cluster.name})" if cluster is not None else ")")
     )
   return Spec(
     coordinator_address=d.coordinator_address,
@@ -122,7 +174,11 @@ def resolve(d: ml_collections.ConfigDict) -> Optional[Spec]:
     process_id=d.process_id,
     cluster_detection=d.cluster_detection,
     timeout=d.initialization_timeout,
-    source="config" if cluster is None else cluster.__name__,
+    source=(
+      cluster.name
+      if cluster is not None
+      else (d.cluster_detection if by_api else "config")
+    ),
   )
 
 

@@ -36,30 +36,38 @@ from erljax import envs  # pylint: disable=g-import-not-at-top
 from erljax import tasks  # pylint: disable=g-import-not-at-top
 
 
-def _use_egl_if_asked() -> None:
+def _use_egl_if_asked() -> str:
   """Honours MUJOCO_GL=egl even if mujoco was imported before it was set.
 
   MuJoCo binds its GL backend at import; a program that imported mujoco
   (directly or through Brax) before this module set the default got GLFW,
   which needs a display. Switch that binding to EGL when EGL is asked for.
+  The binding lives in a private MuJoCo module (tested with mujoco 3.3 to
+  4.0, the range setup.cfg allows): returns "" or, where that module is
+  missing, a sentence saying so that render errors carry.
   """
+  if os.environ.get("MUJOCO_GL", "").lower() != "egl":
+    return ""
   try:
     # pylint: disable-next=g-import-not-at-top
     from mujoco.rendering.classic import gl_context
   except ImportError:
-    return
+    return (
+      f" mujoco {mujoco.__version__} has no "
+      "mujoco.rendering.classic.gl_context, the private module erljax "
+      "patches to switch to EGL when mujoco was imported before "
+      "MUJOCO_GL=egl was set (tested with mujoco 3.3 to 4.0): set "
+      "MUJOCO_GL=egl before anything imports mujoco."
+    )
   bound = getattr(gl_context, "GLContext", None)
-  if (
-    os.environ.get("MUJOCO_GL", "").lower() == "egl"
-    and bound is not None
-    and bound.__module__ != "mujoco.egl"
-  ):
+  if bound is not None and bound.__module__ != "mujoco.egl":
     from mujoco import egl  # pylint: disable=g-import-not-at-top
 
     gl_context.GLContext = egl.GLContext
+  return ""
 
 
-_use_egl_if_asked()
+_EGL_NOTE = _use_egl_if_asked()
 
 
 def task_model(task: str | tasks.TaskSpec) -> mujoco.MjModel:
@@ -145,7 +153,7 @@ class FrameRenderer:
         f"{os.environ.get('MUJOCO_GL')!r}): {e}. On a headless Linux "
         "machine set MUJOCO_GL=egl before anything imports mujoco and "
         "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri (README, "
-        "Rendering)"
+        f"Rendering).{_EGL_NOTE}"
       ) from e
     if not shadows:
       # Shadows and reflections cost ~10x the render time under Mesa's
