@@ -6,6 +6,7 @@ import pytest
 
 from erljax import config as config_lib
 from erljax import feedback as feedback_lib
+from erljax import memory
 from erljax import runner
 from erljax import trainer as trainer_lib
 
@@ -57,6 +58,10 @@ def test_run_history_and_logs(result):
   assert any(ln.startswith("step") for ln in lines)
   with open(f"{c.workdir}/metrics.jsonl") as f:
     assert len(f.readlines()) == 4
+  # The start-up memory line sizes the replay the run then holds.
+  (mem,) = [ln for ln in lines if ln.startswith("memory: ")]
+  replay = memory.human(memory.tree_bytes(res.state.buffer))
+  assert mem.startswith(f"memory: replay {replay} + state ")
 
 
 def test_run_state_counters(result):

@@ -45,6 +45,7 @@ from jax.experimental import multihost_utils
 from erljax import config as config_lib
 from erljax import distributed
 from erljax import metrics_writer
+from erljax.memory import tree_bytes
 
 # Config keys a resumed run may change: they steer how long and how the run
 # is logged, not what it computes.
@@ -53,6 +54,9 @@ RESUMABLE_CHANGES = (
   "resume",
   "progress",
   "tensorboard",
+  "wandb.project",
+  "wandb.entity",
+  "wandb.mode",
   "workdir",
   "checkpoint.every",
   "checkpoint.keep",
@@ -153,14 +157,6 @@ def state_differences(
           f"saved {_describe(x.shape, x.dtype)}"
         )
   return out
-
-
-def tree_bytes(tree: Any) -> int:
-  """Bytes of the arrays (or ShapeDtypeStructs) of a pytree."""
-  return sum(
-    int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-    for x in jax.tree_util.tree_leaves(tree)
-  )
 
 
 def check_workdir(workdir: str, needed_bytes: int) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from erljax import checkpoint as checkpoint_lib
 from erljax import distributed
 from erljax import media
+from erljax import memory
 from erljax import metrics_writer
 from erljax import sessions
 from erljax import sharding
@@ -120,10 +121,14 @@ class _Run:
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(self.seeds))
     self.eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     self.ckpt = None
+    shapes = jax.eval_shape(jax.vmap(trainer.init), keys)
     if c.workdir:  # fails before anything is compiled
-      self.ckpt = checkpoint_lib.Checkpointer.open(
-        c, jax.eval_shape(jax.vmap(trainer.init), keys), log
+      self.ckpt = checkpoint_lib.Checkpointer.open(c, shapes, log)
+    log(
+      memory.startup_line(
+        memory.estimate(c, shapes), *memory.available(), c.num_devices
       )
+    )
     self.loop = (
       sessions.FeedbackLoop(trainer, self.seeds, raters)
       if trainer.learned_reward
@@ -160,6 +165,8 @@ class _Run:
         c.tensorboard,
         self.records,
         resume_step=self.env_steps if self.restored else None,
+        wandb=c.wandb,
+        config=c.to_dict(),
       )
       if self.writer.kept:
         log(f"metrics.jsonl of an earlier run kept as {self.writer.kept}")
