@@ -56,6 +56,13 @@ def default() -> ml_collections.ConfigDict:
   c.resume = False  # continue from workdir's latest checkpoint
   c.progress = True  # console progress bar (only on a terminal)
   c.tensorboard = True  # TensorBoard event files in workdir/tb
+  # Weights & Biases, beside TensorBoard (erljax.metrics_writer), when
+  # `project` is set and wandb is installed (`pip install wandb`; the API
+  # key from WANDB_API_KEY or `wandb login`, never from here).
+  c.wandb = ml_collections.ConfigDict()
+  c.wandb.project = ""  # "": off
+  c.wandb.entity = ""  # team or user; "": the key's default
+  c.wandb.mode = "online"  # or "offline": sync later with `wandb sync`
 
   # Checkpoints (erljax.checkpoint), written when workdir is set: at the first
   # chunk boundary at or after every multiple of `every` env steps (0: only at

@@ -1,4 +1,5 @@
-"""Where a run's metric records go: JSON lines, CSV, TensorBoard, console.
+"""Where a run's metric records go: JSON lines, CSV, TensorBoard, W&B,
+console.
 
 Records are the dicts `erljax.runner.run` produces: "eval" records (env
 steps, per-seed lists `X_per_seed` with their mean `X` and std `X_std`) and
@@ -14,12 +15,18 @@ steps, per-seed lists `X_per_seed` with their mean `X` and std `X_std`) and
                        reason (dropped_<reason>, seed means)
   seed_<S>.csv         one row per evaluation with seed S's own values
   tb/                  TensorBoard event files (tensorboardX)
+  wandb_run_id         the Weights & Biases run's id (with config.wandb
+                       .project: the same scalars as TensorBoard go to that
+                       W&B project; `pip install wandb`, the API key from
+                       WANDB_API_KEY or `wandb login`, never from the config)
 
 On resume the writer starts from the records stored in the checkpoint: the
 files are rewritten from them, so records logged after the checkpoint by the
 interrupted process do not appear twice. A run that did not resume keeps the
 metrics.jsonl it finds (of an earlier run stopped before its first
 checkpoint) as metrics.jsonl.1 (.2, ... if taken) and starts a new one.
+A resumed W&B run continues the same run id; its past steps are not sent
+again.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import csv
 import json
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional
+import uuid
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
@@ -127,12 +135,68 @@ def unused_path(path: str) -> str:
   return out
 
 
+def scalars(rec: Dict[str, Any]) -> Dict[str, float]:
+  """The finite scalars of a record as TensorBoard and W&B show them:
+  "eval/X" and "train/X" of an eval record (seed means, no stds),
+  "feedback/X" of a feedback record."""
+  out = {}
+  if rec.get("kind") == "eval":
+    for k, v in eval_row(rec).items():
+      if k == "env_steps" or k.endswith("_std") or not np.isfinite(v):
+        continue
+      group = (
+        "eval"
+        if k.startswith("eval_") or k in ("time", "env_steps_per_s")
+        else "train"
+      )
+      out[f"{group}/{k}"] = float(v)
+  else:
+    for k, v in feedback_row(rec).items():
+      if k != "env_steps" and np.isfinite(v):
+        out[f"feedback/{k}"] = float(v)
+  return out
+
+
+def _wandb_run(
+  workdir: str,
+  settings: Mapping[str, Any],
+  config: Optional[Mapping[str, Any]],
+  resume_step: Optional[int],
+) -> Any:
+  """A started W&B run for workdir (config.wandb `settings`); its id is
+  kept in workdir/wandb_run_id so that a resumed run continues it."""
+  # pylint: disable-next=g-import-not-at-top (optional: only when asked)
+  import wandb
+
+  id_path = os.path.join(workdir, "wandb_run_id")
+  run_id = None
+  if resume_step is not None and os.path.exists(id_path):
+    with open(id_path, encoding="utf-8") as f:
+      run_id = f.read().strip() or None
+  if run_id is None:
+    run_id = uuid.uuid4().hex[:12]
+    with open(id_path, "w", encoding="utf-8") as f:
+      f.write(run_id + "\n")
+  return wandb.init(
+    project=settings["project"],
+    entity=settings.get("entity") or None,
+    mode=settings.get("mode") or "online",
+    name=os.path.basename(os.path.normpath(workdir)),
+    dir=workdir,
+    id=run_id,
+    resume="allow",
+    config=dict(config) if config is not None else None,
+  )
+
+
 class MetricsWriter:
   """Writes a run's records to workdir (see the module docstring).
 
   `records` (the records of a resumed run) is the list `write` appends to.
   Without `resume_step` a non-empty metrics.jsonl already in workdir is
   renamed (its new path in `kept`) rather than overwritten.
+  `wandb`: config.wandb (a W&B run when its project is set); `config`:
+  the run's config as a dict, shown in W&B.
   """
 
   def __init__(
@@ -142,6 +206,8 @@ class MetricsWriter:
     tensorboard: bool = True,
     records: Optional[List[Dict[str, Any]]] = None,
     resume_step: Optional[int] = None,
+    wandb: Optional[Mapping[str, Any]] = None,
+    config: Optional[Mapping[str, Any]] = None,
   ):
     self.workdir = workdir
     self.seeds = list(seeds)
@@ -168,6 +234,9 @@ class MetricsWriter:
         os.path.join(workdir, "tb"),
         purge_step=None if resume_step is None else resume_step + 1,
       )
+    self._wandb = None
+    if wandb is not None and wandb.get("project"):
+      self._wandb = _wandb_run(workdir, wandb, config, resume_step)
 
   def write(self, rec: Dict[str, Any]) -> None:
     self.records.append(rec)
@@ -176,6 +245,8 @@ class MetricsWriter:
     self._write_csvs(rec.get("kind"))
     if self._tb is not None:
       self._to_tensorboard(rec)
+    if self._wandb is not None:
+      self._wandb.log(scalars(rec), step=int(rec["env_steps"]))
 
   def _write_csvs(self, kind: Optional[str] = None) -> None:
     if kind in (None, "eval"):
@@ -202,20 +273,9 @@ class MetricsWriter:
 
   def _to_tensorboard(self, rec: Dict[str, Any]) -> None:
     step = rec["env_steps"]
-    if rec.get("kind") == "eval":
-      for k, v in eval_row(rec).items():
-        if k == "env_steps" or k.endswith("_std") or not np.isfinite(v):
-          continue
-        group = (
-          "eval"
-          if k.startswith("eval_") or k in ("time", "env_steps_per_s")
-          else "train"
-        )
-        self._tb.add_scalar(f"{group}/{k}", v, step)
-    else:
-      for k, v in feedback_row(rec).items():
-        if k != "env_steps" and np.isfinite(v):
-          self._tb.add_scalar(f"feedback/{k}", v, step)
+    for k, v in scalars(rec).items():
+      self._tb.add_scalar(k, v, step)
+    if rec.get("kind") != "eval":
       hist = np.asarray(rec.get("label_histogram", []), np.int64)
       if hist.size and hist.sum():
         counts = hist.sum(0)
@@ -229,6 +289,8 @@ class MetricsWriter:
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.finish()
 
 
 class ProgressBar:

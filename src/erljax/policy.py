@@ -89,6 +89,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   config = config_lib.default()
   _merge(config, saved)
   config.workdir = workdir
+  # Loading logs nowhere: a W&B run's config loads without wandb installed.
+  config.wandb.project = ""
   return config
 
 

@@ -8,6 +8,7 @@ erljax.rater_checks. erljax.config re-exports everything public here.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 from typing import Any, Callable
@@ -179,6 +180,27 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   )
   for key in ("resume", "progress", "tensorboard"):
     check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  for key in ("wandb.project", "wandb.entity"):
+    check(c, key, lambda v: isinstance(v, str), "must be a string")
+  check(
+    c,
+    "wandb.mode",
+    lambda v: v in ("online", "offline"),
+    "must be 'online' or 'offline'",
+  )
+  if c.wandb.project:
+    check(
+      c,
+      "wandb.project",
+      lambda _: importlib.util.find_spec("wandb") is not None,
+      "needs the wandb package, which is not installed (pip install wandb)",
+    )
+    check(
+      c,
+      "wandb.project",
+      lambda _: bool(c.workdir),
+      "needs a workdir (W&B logs what the workdir's metrics hold)",
+    )
   for key in ("render.height", "render.width"):
     check(c, key, integer_at_least(1), "must be an integer >= 1")
   for key in ("render.rated_frames", "render.rollout_video"):
