@@ -198,18 +198,14 @@ def test_first_session_without_pretraining_must_follow_the_seed_phase():
     config_lib.validate(c)
 
 
-def test_query_window_defaults_to_the_reference_share_of_the_run():
-  c = _learned()
-  c.total_steps = 60_000
-  assert config_lib.query_window(config_lib.validate(c)) == 3_000  # 5%
-  c.total_steps = 1_000_000  # the reference: last 100 episodes of 500 steps
-  assert config_lib.query_window(config_lib.validate(c)) == 50_000
+def test_query_window_is_the_last_100_episodes_unless_steps_are_set():
+  # The reference's FIFO of 100 complete episodes, whatever the run's
+  # length; query_window_steps is an explicit override, else None.
+  c = config_lib.validate(_learned())
+  assert c.feedback.query_window_episodes == 100
+  assert c.feedback.query_window_steps is None
   c.feedback.query_window_steps = 8_000
-  assert config_lib.query_window(config_lib.validate(c)) == 8_000
-  # Never below what a segment reaches back: (2H - 1) x num_envs.
-  c = _learned(segment_length=50)
-  c.total_steps = 10_000
-  assert config_lib.query_window(config_lib.validate(c)) == 99 * 8
+  assert config_lib.validate(c).feedback.query_window_steps == 8_000
 
 
 @pytest.mark.parametrize(
@@ -225,6 +221,16 @@ def test_query_window_defaults_to_the_reference_share_of_the_run():
       100,
       r"config.feedback.query_window_steps=100: gives 100 transitions; "
       r"segment_length=50",
+    ),
+    (
+      "feedback.query_window_episodes",
+      0,
+      "config.feedback.query_window_episodes=0: must be an integer >= 1",
+    ),
+    (
+      "feedback.query_window_episodes",
+      -3,
+      "config.feedback.query_window_episodes=-3: must be an integer >= 1",
     ),
     (
       "feedback.first_session",

@@ -360,6 +360,153 @@ def test_sampled_segments_are_consecutive_steps_of_one_env_and_episode():
   assert (np.asarray(q.reward)[..., 0] == 0).any()
 
 
+# --- the query window in episodes ---------------------------------------------
+
+
+def _phased_buffer(cap, offsets, steps, episode_length):
+  """Like _vec_buffer, but env e starts offsets[e] steps into an episode, so
+  the envs end their episodes on different steps (the first, partly
+  stored). obs = (env, global step t). Returns the buffer and each env's
+  VecEnvState.t."""
+  off = jnp.asarray(offsets, jnp.int32)
+  e = jnp.arange(len(offsets), dtype=jnp.float32)
+
+  def step(t):
+    full = jnp.full((len(offsets),), float(t))
+    return Transition(
+      obs=jnp.stack([e, full], -1),
+      action=e[:, None],
+      reward=((t + off) % episode_length).astype(jnp.float32),
+      true_reward=((t + off) // episode_length).astype(jnp.float32),
+      discount=jnp.ones((len(offsets),)),
+      next_obs=jnp.stack([e, full + 1.0], -1),
+    )
+
+  buf = replay.init(cap, jax.tree_util.tree_map(lambda x: x[0], step(0)))
+  for t in range(steps):
+    buf = replay.add(buf, step(t))
+  return buf, (steps + off) % episode_length
+
+
+def _drawn(buf, t, episodes, length, num=4000, **kw):
+  q = feedback.sample_queries(
+    buf,
+    jax.random.PRNGKey(episodes),
+    num,
+    window_episodes=episodes,
+    num_envs=t.shape[0],
+    episode_step=t,
+    episode_length=length,
+    **kw,
+  )
+  pairs = np.asarray(q.obs).reshape(-1, 2).astype(int)
+  return {(int(e), int(s)) for e, s in pairs}
+
+
+def _steps(env, first, last):
+  return {(env, s) for s in range(first, last + 1)}
+
+
+# 4 envs, 4-step episodes, steps t = 0..10. Env e starts (0, 1, 3, 0)[e]
+# steps into an episode, so by hand its episodes span t =
+#   env 0: 0-3, 4-7, 8-10 (running, t_e = 3)
+#   env 1: 0-2 (only 3 of its 4 steps stored), 3-6, 7-10 (ended at t 10)
+#   env 2: 0 (1 of 4 stored), 1-4, 5-8, 9-10 (running, t_e = 2)
+#   env 3: as env 0.
+# The completed, wholly stored episodes, newest first (an env later in the
+# buffer first where two end on the same step): env 1 at t 10, env 2 at 8,
+# env 3 at 7, env 0 at 7, env 1 at 6, env 2 at 4, env 3 at 3, env 0 at 3.
+_PHASED = dict(offsets=(0, 1, 3, 0), steps=11, episode_length=4)
+_NEWEST_FIRST = [
+  _steps(1, 7, 10),
+  _steps(2, 5, 8),
+  _steps(3, 4, 7),
+  _steps(0, 4, 7),
+  _steps(1, 3, 6),
+  _steps(2, 1, 4),
+  _steps(3, 0, 3),
+  _steps(0, 0, 3),
+]
+
+
+@pytest.mark.parametrize("episodes", [1, 3, 100])
+def test_queries_come_from_the_most_recent_completed_episodes(episodes):
+  buf, t = _phased_buffer(64, **_PHASED)
+  assert t.tolist() == [3, 0, 2, 3]
+  expect = set().union(*_NEWEST_FIRST[:episodes])
+  assert _drawn(buf, t, episodes, 4) == expect
+
+
+def test_recent_episodes_by_hand():
+  _, t = _phased_buffer(64, **_PHASED)
+  newest, chosen = feedback.recent_episodes(jnp.int32(11), t, 4, 5)
+  # J = ceil(5 / 4) = 2 candidates per env: the last step of each, k back.
+  np.testing.assert_array_equal(newest, [[3, 7], [0, 4], [2, 6], [3, 7]])
+  np.testing.assert_array_equal(
+    chosen, [[True, False], [True, True], [True, False], [True, False]]
+  )
+
+
+def test_episode_window_draws_uniformly_over_its_transitions():
+  buf, t = _phased_buffer(64, **_PHASED)
+  q = feedback.sample_queries(
+    buf,
+    jax.random.PRNGKey(7),
+    16_000,
+    window_episodes=5,
+    num_envs=4,
+    episode_step=t,
+    episode_length=4,
+  )
+  _, counts = np.unique(
+    np.asarray(q.obs).reshape(-1, 2), axis=0, return_counts=True
+  )
+  assert counts.size == 20  # 5 episodes of 4 steps
+  np.testing.assert_allclose(counts / 16_000, 1 / 20, atol=0.01)
+
+
+def test_episode_window_before_any_episode_completed_is_everything():
+  # 3 steps: only env 1's partly stored first episode has ended.
+  buf, t = _phased_buffer(64, (0, 1, 3, 0), 3, 4)
+  assert _drawn(buf, t, 100, 4) == set().union(
+    *(_steps(e, 0, 2) for e in range(4))
+  )
+
+
+def test_episode_window_skips_episodes_the_buffer_overwrote():
+  # 40 slots hold t = 1..10 of the 4 envs: env 0's and env 3's episode
+  # t 0-3 has lost its first step, so the window stops before it.
+  buf, t = _phased_buffer(40, **_PHASED)
+  assert _drawn(buf, t, 100, 4) == set().union(*_NEWEST_FIRST[:6])
+
+
+def test_episode_window_segments_stay_inside_the_episodes():
+  buf, t = _phased_buffer(64, **_PHASED)
+  q = feedback.sample_queries(
+    buf,
+    jax.random.PRNGKey(1),
+    2000,
+    window_episodes=3,
+    segment_length=3,
+    num_envs=4,
+    episode_step=t,
+    episode_length=4,
+  )
+  env, step = np.asarray(q.obs[..., 0]), np.asarray(q.obs[..., 1])
+  episode = np.asarray(q.true_reward)
+  assert (env == env[..., :1]).all() and (episode == episode[..., :1]).all()
+  np.testing.assert_array_equal(np.diff(step, axis=-1), 1.0)
+  drawn = {(int(e), int(s)) for e, s in zip(env.ravel(), step.ravel())}
+  assert drawn == set().union(*_NEWEST_FIRST[:3])
+
+
+def test_sample_queries_takes_one_window():
+  buf, t = _phased_buffer(64, **_PHASED)
+  for kw in ({}, {"window": 5, "window_episodes": 2}):
+    with pytest.raises(ValueError, match="give exactly one"):
+      feedback.sample_queries(buf, jax.random.PRNGKey(0), 4, **kw)
+
+
 def test_disagreement_of_ratings_and_preferences():
   # E = 2 members, Q = 2 queries.
   ratings = jnp.array([[[1.0], [0.5]], [[-1.0], [0.5]]])

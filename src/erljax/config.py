@@ -19,14 +19,12 @@ from erljax.validation import (  # noqa: F401
   OPENAI_CONSTRAINTS,
   RATED,
   RATER_KINDS,
-  REFERENCE_WINDOW_SHARE,
   REWARD_MODELS,
   REWARD_SOURCES,
   SAMPLINGS,
   ConfigError,
   data_devices,
   first_session,
-  query_window,
   replay_shards,
   validate,
 )
@@ -147,9 +145,13 @@ def default() -> ml_collections.ConfigDict:
   c.feedback.interval = 5_000
   c.feedback.queries = 50  # per session
   c.feedback.budget = 10_000  # total queries sent
-  # Queries come from the most recent query_window_steps transitions. None:
-  # the reference's share of its run, 5% of total_steps (its last 100
-  # episodes of 500 steps in a 1M-step run).
+  # Queries come from the most recent query_window_episodes completed
+  # episodes, counted across the envs: the reference's FIFO of its last 100
+  # complete episodes (tunglm2203/erlvlm reward_model_vlm_rating.py,
+  # RewardModel(max_size=100), add_data and get_queries). Before the first
+  # episode has completed, from everything stored. query_window_steps, when
+  # set, overrides it: the most recent query_window_steps transitions.
+  c.feedback.query_window_episodes = 100
   c.feedback.query_window_steps = config_dict.placeholder(int)
   # Transitions per rated segment (H): 1 is ERL-VLM's one post-step frame;
   # RbRL rates H = 50 state segments (scripted rater only: a VLM rates one

@@ -9,8 +9,9 @@ A segment is H consecutive transitions of one env (`feedback.segment_length`;
 H = 1 is ERL-VLM's MetaWorld setting, one post-step frame per query, and RbRL
 rates H = 50 state segments); its return is the sum of their rewards. A
 rating query holds one segment, a preference query (the RL-VLM-F baseline)
-two. Queries are drawn uniformly from recent transitions (ERL-VLM), or by
-ensemble disagreement (RbRL's option, `feedback.sampling`).
+two. Queries are drawn uniformly from the most recent completed episodes
+(ERL-VLM; the reference keeps its last 100) or transitions, or by ensemble
+disagreement (RbRL's option, `feedback.sampling`).
 """
 
 from __future__ import annotations
@@ -191,12 +192,65 @@ def segment_indices(
   return (block[..., None] * block_cap + slot).astype(jnp.int32)
 
 
+def recent_episodes(
+  stored: jax.Array,
+  episode_step: jax.Array,
+  episode_length: int,
+  episodes: int,
+) -> Tuple[jax.Array, jax.Array]:
+  """The most recent `episodes` completed episodes, counted across envs.
+
+  stored (int32 scalar) is how many vectorized steps of every env the
+  buffer holds, episode_step [N] each env's steps into its current episode
+  (VecEnvState.t). Env e's j-th most recent completed episode holds its
+  steps k = t_e + j L ... t_e + (j + 1) L - 1 back (k = 0 the newest, L =
+  episode_length: episodes end at the time limit only, as in
+  `segment_indices`); it counts once all L steps are stored. Episodes are
+  ranked by their last step's place in the buffer (newest first; envs that
+  end on the same vectorized step in the order the buffer holds them, the
+  last env first). As every env ends one episode in every L steps, only the
+  J = ceil(episodes / N) newest of each env can be among them.
+
+  Returns newest [N, J] int32, the k of each candidate's last step, and
+  chosen [N, J] bool, which of them are among the `episodes` most recent
+  completed ones (fewer where fewer have completed; none before the first).
+  """
+  n = episode_step.shape[0]
+  j = -(-episodes // n)
+  newest = episode_step[:, None] + episode_length * jnp.arange(j)[None, :]
+  complete = newest + episode_length <= stored
+  last_back = n * newest + (n - 1 - jnp.arange(n))[:, None]
+  key = jnp.where(complete, last_back, jnp.iinfo(jnp.int32).max).reshape(-1)
+  rank = jnp.zeros(n * j, jnp.int32).at[jnp.argsort(key)].set(jnp.arange(n * j))
+  chosen = complete & (rank.reshape(n, j) < episodes)
+  return newest.astype(jnp.int32), chosen
+
+
+def _episode_backs(
+  key: jax.Array,
+  shape: Tuple[int, ...],
+  newest: jax.Array,
+  chosen: jax.Array,
+  episode_length: int,
+) -> jax.Array:
+  """Uniform draws [shape] of transitions of the chosen episodes
+  (`recent_episodes`), as counts back from the newest transition."""
+  n = chosen.shape[0]
+  steps = jnp.where(chosen, episode_length, 0).reshape(-1)
+  ends = jnp.cumsum(steps)
+  u = jax.random.randint(key, shape, 0, jnp.maximum(ends[-1], 1))
+  which = jnp.searchsorted(ends, u, side="right")
+  k = newest.reshape(-1)[which] + u - (ends[which] - steps[which])
+  return n * k + n - 1 - which // chosen.shape[1]
+
+
 def sample_queries(
   buffer: replay.ReplayBuffer,
   key: jax.Array,
   num_queries: int,
   *,
-  window: int,
+  window: Optional[int] = None,
+  window_episodes: Optional[int] = None,
   segments: int = 1,
   candidates: int = 1,
   member_rewards: Optional[Callable[[replay.Transition], jax.Array]] = None,
@@ -205,27 +259,46 @@ def sample_queries(
   episode_step: Optional[jax.Array] = None,
   episode_length: int = 1,
 ) -> replay.Transition:
-  """Queries from the `window` most recent transitions.
+  """Queries from the `window` most recent transitions or from the
+  `window_episodes` most recent completed episodes (exactly one is given).
 
   Every argument after num_queries is keyword-only.
   Returns leaves [Q, segments, H, ...]: Q queries of `segments` segments of
   H = segment_length consecutive steps of one env, laid out as
   `segment_indices` says (num_envs, episode_step [N], episode_length). With
-  candidates = 1 they are a uniform sample (ERL-VLM). With candidates = C >
-  1 (RbRL's disagreement sampling), C * Q queries are drawn uniformly and
-  the Q on which the reward ensemble disagrees most (over segment returns)
-  are kept; member_rewards maps transitions (leaves [M, ...]) to each
-  member's reward [E, M].
+  window_episodes (the reference's store of its last 100 complete episodes)
+  the episodes are `recent_episodes`'; before the first has completed, the
+  queries come from everything stored (the reference then draws from its
+  one, unfinished, episode). With candidates = 1 they are a uniform sample
+  (ERL-VLM). With candidates = C > 1 (RbRL's disagreement sampling), C * Q
+  queries are drawn uniformly and the Q on which the reward ensemble
+  disagrees most (over segment returns) are kept; member_rewards maps
+  transitions (leaves [M, ...]) to each member's reward [E, M].
   """
   if candidates < 1 or (candidates > 1 and member_rewards is None):
     raise ValueError(
       f"candidates={candidates}: must be >= 1, and > 1 needs member_rewards"
     )
+  if (window is None) == (window_episodes is None):
+    raise ValueError(
+      f"window={window}, window_episodes={window_episodes}: give exactly one"
+    )
+  if window_episodes is not None and episode_step is None:
+    raise ValueError("window_episodes needs episode_step")
+  shape = (candidates * num_queries, segments)
+  k_all, k_episodes = jax.random.split(key)
   span = num_envs * (segment_length - 1)
-  recent = jnp.maximum(jnp.minimum(buffer.size, window) - span, 1)
-  back = jax.random.randint(
-    key, (candidates * num_queries, segments), 0, recent
-  )
+  recent = buffer.size if window is None else jnp.minimum(buffer.size, window)
+  back = jax.random.randint(k_all, shape, 0, jnp.maximum(recent - span, 1))
+  if window_episodes is not None:
+    newest, chosen = recent_episodes(
+      buffer.size // num_envs, episode_step, episode_length, window_episodes
+    )
+    back = jnp.where(
+      jnp.any(chosen),
+      _episode_backs(k_episodes, shape, newest, chosen, episode_length),
+      back,
+    )
   idx = segment_indices(
     buffer.insert_pos,
     buffer.capacity,

@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 
-from erljax import config as config_lib
 from erljax import feedback as feedback_lib
 from erljax import reward_learner
 from erljax.replay import Transition
@@ -63,7 +62,10 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
   )
   seg_len = c.feedback.segment_length
   segments = 2 if learner.preference else 1
-  window = config_lib.query_window(c)
+  # The most recent query_window_steps transitions when set, else the most
+  # recent query_window_episodes completed episodes.
+  window = c.feedback.query_window_steps
+  window_episodes = None if window else c.feedback.query_window_episodes
   candidates = (
     c.feedback.candidates if c.feedback.sampling == "disagreement" else 1
   )
@@ -76,6 +78,7 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
       key,
       num,
       window=window,
+      window_episodes=window_episodes,
       segments=segments,
       candidates=candidates,
       member_rewards=lambda tr: reward.members(reward_params, tr),

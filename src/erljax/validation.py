@@ -1,5 +1,5 @@
 """Start-up validation of a run's config (`validate`) and the values derived
-from it (`first_session`, `query_window`, `data_devices`, `replay_shards`).
+from it (`first_session`, `data_devices`, `replay_shards`).
 
 `validate()` runs before anything is built and raises `ConfigError` naming
 the offending key and value; the rater.* keys are checked by
@@ -31,11 +31,6 @@ RATED = tasks.RATED
 OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
-# The reference draws queries from its last 100 episodes of 500 steps in a
-# 1M-step run: this share of the run.
-REFERENCE_WINDOW_SHARE = 0.05
-
-
 def first_session(c: ml_collections.ConfigDict) -> int:
   """Env step of the first feedback session: feedback.first_session, or
   (None) right after the seed phase and, with feedback.unsupervised, the
@@ -44,16 +39,6 @@ def first_session(c: ml_collections.ConfigDict) -> int:
   if f.first_session is not None:
     return f.first_session
   return c.seed_steps + (f.unsupervised_steps if f.unsupervised else 0)
-
-
-def query_window(c: ml_collections.ConfigDict) -> int:
-  """Transitions the queries are drawn from (the most recent ones):
-  feedback.query_window_steps, or (None) REFERENCE_WINDOW_SHARE of
-  total_steps, at least the (2H - 1) x num_envs a segment may reach back."""
-  if c.feedback.query_window_steps is not None:
-    return c.feedback.query_window_steps
-  need = (2 * c.feedback.segment_length - 1) * c.num_envs
-  return max(math.ceil(REFERENCE_WINDOW_SHARE * c.total_steps), need)
 
 
 def data_devices(c: ml_collections.ConfigDict) -> int:
@@ -285,6 +270,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ("feedback.segment_length", 1),
     ("feedback.warmup_updates", 0),
     ("feedback.max_pending", 1),
+    ("feedback.query_window_episodes", 1),
   ):
     check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
   for key, lo in (
@@ -495,9 +481,9 @@ def _validate_schedule(c: ml_collections.ConfigDict) -> None:
   need = (2 * h - 1) * c.num_envs
   for key, transitions in (
     (first_key, first),
-    ("feedback.query_window_steps", query_window(c)),
+    ("feedback.query_window_steps", f.query_window_steps),
   ):
-    if transitions < need:
+    if transitions is not None and transitions < need:
       fail(
         key,
         transitions,
