@@ -84,6 +84,35 @@ def test_knn_distance_stored_point_is_its_own_zeroth_neighbour():
   np.testing.assert_array_equal(all_d1, [1.0, 1.0, 2.0, 3.0, 4.0])
 
 
+@pytest.mark.parametrize("tile", [1, 4, 6, 7, 16, 64, 128])
+def test_knn_distance_is_exact_for_every_tile(tile):
+  # Tiles of every size, one that does not divide the 64 rows, and rows
+  # past the last valid one (never read): the k-th distances are exactly
+  # numpy's, duplicate points counted as often as they are stored.
+  rng = np.random.default_rng(tile)
+  reference = _integer_points(rng, (64, 3))
+  reference[10:14] = reference[9]
+  valid = rng.random(64) < 0.8
+  valid[41:] = False
+  obs = np.concatenate([reference[5:12], _integer_points(rng, (20, 3))])
+  got = intrinsic.knn_distance(
+    jnp.asarray(obs),
+    jnp.asarray(reference),
+    jnp.asarray(valid),
+    k=5,
+    tile=tile,
+  )
+  d2 = np.sum((obs[:, None, :] - reference[valid][None]) ** 2, -1)
+  np.testing.assert_array_equal(got, np.sqrt(np.sort(d2, 1)[:, 5]))
+
+
+def test_knn_distance_without_valid_rows_is_zero():
+  got = intrinsic.knn_distance(
+    jnp.ones((3, 2)), jnp.ones((8, 2)), jnp.zeros(8, bool), k=2, tile=4
+  )
+  np.testing.assert_array_equal(got, np.zeros(3))
+
+
 def test_knn_distance_float_inputs_and_jit():
   rng = np.random.default_rng(3)
   reference = rng.normal(size=(64, 5)).astype(np.float32)

@@ -46,23 +46,50 @@ class RunningStats:
 
 
 def knn_distance(
-  obs: jax.Array, reference: jax.Array, valid: jax.Array, k: int = 5
+  obs: jax.Array,
+  reference: jax.Array,
+  valid: jax.Array,
+  k: int = 5,
+  tile: int = 1024,
 ) -> jax.Array:
   """Distance of each obs [B, O] to its k-th nearest valid reference [M, O].
 
   valid [M] bool marks filled reference rows. The nearest (0-th) neighbour of
   a state stored in the reference is itself, as in PEBBLE.
+
+  The reference is read `tile` rows at a time, each tile's k + 1 smallest
+  squared distances merged into a running k + 1, and only up to the last
+  valid row: a loop whose trip count is a traced value, so a reference of
+  10,000 rows of which 2,000 are filled costs 2,000 distances per obs. The
+  result is the same as one top_k over the whole [B, M] matrix (the k + 1
+  smallest of a union are the k + 1 smallest of its parts' k + 1 smallest,
+  and every squared distance is the same sum of the same products), and one
+  XLA CPU top_k over 10,000 columns costs several times the tiles' 10.
   """
-  d2 = (
-    jnp.sum(obs**2, -1)[:, None]
-    + jnp.sum(reference**2, -1)[None, :]
-    - 2.0 * obs @ reference.T
+  rows = reference.shape[0]
+  kk = min(k + 1, rows)
+  tile = max(min(tile, rows), kk)
+  sq_ref = jnp.sum(reference**2, -1)
+  sq_obs = jnp.sum(obs**2, -1)[:, None]
+  index = jnp.arange(rows)
+  end = jnp.max(jnp.where(valid, index + 1, 0))  # past the last valid row
+
+  def body(i, smallest):
+    # The last tile is moved back to end at row M; rows an earlier tile has
+    # already visited are masked out of it.
+    start = jnp.minimum(i * tile, rows - tile)
+    take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, tile)
+    d2 = sq_obs + take(sq_ref)[None, :] - 2.0 * obs @ take(reference).T
+    fresh = take(valid) & (take(index) >= i * tile)
+    d2 = jnp.where(fresh[None, :], jnp.maximum(d2, 0.0), jnp.inf)
+    both = jnp.concatenate([smallest, -jax.lax.top_k(-d2, kk)[0]], 1)
+    return -jax.lax.top_k(-both, kk)[0]
+
+  smallest = jax.lax.fori_loop(
+    0,
+    (end + tile - 1) // tile,
+    body,
+    jnp.full((obs.shape[0], kk), jnp.inf, obs.dtype),
   )
-  d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
-  kk = min(k + 1, reference.shape[0])
-  neg_smallest, _ = jax.lax.top_k(-d2, kk)
-  # Without the barrier XLA fuses "top_k then take the last column" into a
-  # full sort: 530 ms instead of 9 ms for 256 x 10,000 on 2 CPU cores.
-  neg_smallest = jax.lax.optimization_barrier(neg_smallest)
-  dist = jnp.sqrt(-neg_smallest[:, -1])
+  dist = jnp.sqrt(smallest[:, -1])
   return jnp.where(jnp.isfinite(dist), dist, 0.0)
