@@ -3,10 +3,11 @@
 # true reward, then ERL-VLM, vanilla RbRL and preferences (same number of
 # queries) from the scripted rater at each label-noise level, SEEDS seeds
 # vmapped per run, then one report over every run. The rater is the rating
-# configs' VLM-like one (boundary noise; preference ties within 5% of the
-# range unanswered: experiments/configs/rating.py).
+# configs' (experiments/configs/rating.py): class-independent "uniform"
+# noise (a wrong label is any other class, like a VLM hallucination;
+# docs/rating_noise.md), preference ties within 5% of the range unanswered.
 #
-#   bash experiments/run_study.sh             # 3 tasks x 3 noises, ~5 h
+#   bash experiments/run_study.sh             # 3 tasks x 3 noises
 #   METHODS="rbrl_mae rbrl_weights rbrl_stratified erlvlm_n2 erlvlm_n4 \
 #     erlvlm_smooth preference_mae" TASKS=CartpoleSwingup NOISES=0.2 \
 #     WITH_SAC=0 bash experiments/run_study.sh   # the component ablation
@@ -14,20 +15,27 @@
 #   TASKS=reacher NOISES=0.2 METHODS="erlvlm rbrl" WITH_SAC=0 bash ...
 #   TASKS=reacher METHODS=none bash ...   # SAC on the true reward only
 #   EXTRA="--config.reward.model=cnn" ...   # flags appended to rating runs
+#   PRETRAIN=0 EXTRA="--config.rater.noise_kind=boundary \
+#     --config.feedback.query_window_steps=3000" ...
+#     # the conditions of the studies before issue 29 (60k steps)
 #   RATED=signal ...   # every task rated on what its frames show (below)
 #
-# CPU-sized: 60k env steps, 8 envs, 2x128 SAC networks, batch 256, 4 updates
-# per vectorized step (0.5 per env step), chunks of 1k steps; 100 queries
-# per session from step 1k (right after the seed phase) every 5k and none
-# at the end (1,200 in all), from the most recent 5% of the run (3k
-# transitions); replay as large as the run. The k-NN state-entropy
-# pre-training is off for every rating method: on 2 CPU cores it costs
-# ~200 s per run of 5 seeds, more than the rest of the run's feedback; the
-# first reward model is installed before any SAC update instead, as the
-# reference does without pre-training. Reacher's scripted rater bins the
-# per-step env reward, control cost included (RbRL's synthetic ratings),
-# over (-1, 0); CartpoleSwingup's bins its reward over (0, 1), ReacherEasy's
-# (0/1 on touching the target) over (0, 1) with 2 classes.
+# CPU-sized: 8 envs, 2x128 SAC networks, batch 256, 4 updates per
+# vectorized step (0.5 per env step), chunks of 1k steps; replay as large
+# as the run. The paper's schedule otherwise: k-NN state-entropy pre-training from the
+# end of the 1k-step seed phase for 9k steps (PRETRAIN=0: none, the first
+# session right after the seed phase), then 100 queries per session from
+# step 10k every 5k and none at the end, drawn from the 100 most recent
+# completed episodes of the 8 envs (the reference's FIFO). Reacher's
+# scripted rater bins the per-step env reward, control cost included
+# (RbRL's synthetic ratings), over (-1, 0); CartpoleSwingup's bins its
+# reward over (0, 1), ReacherEasy's (0/1 on touching the target) over
+# (0, 1) with 2 classes, MetaWorld's over the authors' RbRL ranges.
+# The runs use the code of the checkout this script lies in: run it from a
+# git worktree at a fixed commit (git worktree add /tmp/study <commit>), so
+# that edits made while it runs cannot reach it. It refuses to start with
+# uncommitted changes to the code (ALLOW_DIRTY=1 overrides) and appends the
+# commit to $OUT/commits.txt.
 # A run whose workdir already holds a finished metrics.jsonl is kept.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -43,6 +51,16 @@ METHODS=${METHODS:-"erlvlm rbrl preference"}
 WITH_SAC=${WITH_SAC:-1}
 EXTRA=${EXTRA:-}
 RATED=${RATED:-}
+PRETRAIN=${PRETRAIN:-1}
+if [[ -n "$(git status --porcelain -- src experiments)" \
+      && "${ALLOW_DIRTY:-0}" != 1 ]]; then
+  echo "uncommitted changes under src/ or experiments/ (ALLOW_DIRTY=1 runs" \
+    "anyway); run the study from a worktree at a fixed commit" >&2
+  git status --short -- src experiments >&2
+  exit 1
+fi
+mkdir -p "$OUT"
+echo "$(date -u +%FT%TZ) $(git rev-parse HEAD) $*" >> "$OUT/commits.txt"
 declare -A LABEL=([erlvlm]=ERL-VLM [rbrl]=RbRL [preference]=Preferences
                   [rbrl_mae]="RbRL+MAE" [rbrl_weights]="RbRL+weights"
                   [rbrl_stratified]="RbRL+stratified" [erlvlm_n2]="ERL-VLM 2 classes"
@@ -92,7 +110,8 @@ for task in $TASKS; do
     for method in $METHODS; do
       # shellcheck disable=SC2086
       run "$OUT/$task/${method}_noise$pct" "rating.py:$task,$method" \
-          --config.rater.noise="$noise" --config.feedback.unsupervised=False \
+          --config.rater.noise="$noise" \
+          $([[ "$PRETRAIN" == 1 ]] || echo --config.feedback.unsupervised=False) \
           $([[ "$RATED" == signal ]] || echo "${RATER[$task]:-}") $EXTRA
       labels+=("${LABEL[$method]:-$method} ${pct}%=$OUT/$task/${method}_noise$pct")
     done

@@ -55,7 +55,9 @@ def test_scripted_factory_passes_boundary_noise_and_tie_tolerance():
   np.testing.assert_array_equal(got.answered, [False, True])
 
 
-def test_rating_study_config_uses_the_vlm_like_rater(monkeypatch):
+def test_rating_study_config_has_the_papers_conditions(monkeypatch):
+  # Class-independent noise (issue 29), k-NN pre-training with the first
+  # session at 10k, queries from the last 100 completed episodes.
   monkeypatch.syspath_prepend(
     os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
   )
@@ -63,7 +65,10 @@ def test_rating_study_config_uses_the_vlm_like_rater(monkeypatch):
 
   for method in rating.METHODS:
     c = config_lib.validate(rating.get_config(f"reacher,{method}"))
-    assert (c.rater.noise_kind, c.rater.tie_tolerance) == ("boundary", 0.05)
+    assert (c.rater.noise_kind, c.rater.tie_tolerance) == ("uniform", 0.05)
+    assert c.feedback.unsupervised and config_lib.first_session(c) == 10_000
+    assert c.feedback.query_window_steps is None
+    assert c.feedback.query_window_episodes == 100
   d = config_lib.default()
   assert (d.rater.noise_kind, d.rater.tie_tolerance) == ("uniform", 0.0)
 

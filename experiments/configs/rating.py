@@ -18,14 +18,17 @@ METHOD one of
                   (same number of queries; ties are dropped)
   preference_mae  preferences with ERL-VLM's MAE loss (RL-VLM-F + MAE)
 Ratings come from the scripted rater (ground truth binned into the task's
-classes), set up as the VLM-like one: `rater.noise_kind="boundary"`
-(perception noise on the rated value, so wrong ratings lie near class
-boundaries and mostly in the neighbouring class, at the rate `rater.noise`)
-and `rater.tie_tolerance=0.05` (preference pairs whose true returns differ
-by at most 5% of the rated range are not answered, RL-VLM-F's "-1").
-config.default() keeps "uniform" noise and exact ties only. A VLM rater
-makes its own mistakes and ties: with `--config.rater.kind=openai` etc.
-also set `--config.rater.tie_tolerance=0`. Every method rates one-step
+classes) with class-independent noise, `rater.noise_kind="uniform"`: at
+the rate `rater.noise` a label is any other class, wherever the true
+value lies, as a VLM's confident hallucination is (the kind of noise the
+paper's MAE loss is for; docs/rating_noise.md). `rater.noise_kind=
+"boundary"` (perception error near a class line) is what the rating studies
+before issue 29 used. `rater.tie_tolerance=0.05`: preference pairs whose
+true returns differ by at most 5% of the rated range are not answered
+(RL-VLM-F's "-1"). config.default() has the same noise kind, but exact ties
+only. A VLM rater makes its own mistakes and ties: with
+`--config.rater.kind=openai` etc. also set `--config.rater.tie_tolerance=0`.
+Every method rates one-step
 segments (ERL-VLM's one frame); `--config.feedback.segment_length=50` gives
 RbRL's 50-step segments. SAC on the true reward is
 experiments/configs/sac.py.
@@ -143,6 +146,6 @@ def get_config(arg: str = "reacher,erlvlm"):
   if schedule == "paper":
     for key, value in _PAPER.items():
       _set(c, key, value)
-  c.rater.noise_kind = "boundary"
+  c.rater.noise_kind = "uniform"
   c.rater.tie_tolerance = 0.05
   return c

@@ -174,8 +174,12 @@ def default() -> ml_collections.ConfigDict:
   c.rater = ml_collections.ConfigDict()
   c.rater.kind = "scripted"  # or a VLM: "openai", "gemini", "ollama"
   c.rater.noise = 0.0  # probability of a wrong label (scripted)
-  # "uniform", "neighbour" or "boundary" (VLM-like perception noise: errors
-  # near class boundaries; erljax.raters.scripted).
+  # What a wrong label models (docs/rating_noise.md; erljax.raters.scripted):
+  # "uniform": class-independent, a wrong label is any other class wherever
+  #   the true value lies, like a VLM's hallucination (what MAE is for);
+  # "neighbour": a wrong label is one class up or down, wherever the value;
+  # "boundary": perception error, the value is seen with Gaussian noise and
+  #   binned, so wrong labels lie near a class line, mostly one class off.
   c.rater.noise_kind = "uniform"
   # Scripted preferences: pairs whose true returns differ by at most this
   # fraction of the rated range are ties, not answered (RL-VLM-F's "-1").
