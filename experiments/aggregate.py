@@ -15,11 +15,17 @@ Writes
                   and, with --reference, the share of that method's gain;
                   and the aggregate over tasks per method: IQM of the
                   min-max normalised final return and of the success rate,
-                  with 95% stratified bootstrap CIs (rliable)
+                  with 95% stratified bootstrap CIs (rliable); with
+                  --reference, per task the IQM over seeds of each seed's
+                  share of the reference's gain (95% bootstrap CI), and with
+                  --compare, P(X > Y) per task beside the aggregate; per
+                  feedback session the labels it added (class shares, their
+                  accuracy) and corr(r_hat, r) (`session_rows`)
   OUT.png         learning curves per task: mean over seeds with a 95%
                   bootstrap band (needs matplotlib, the `report` extra)
   OUT_seeds.csv   every seed's curve: task, method, run, seed, env_steps,
                   eval_return, eval_success
+  OUT_sessions.csv  the per-session rows of OUT.md
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ def load_run(run_dir: str) -> Dict:
     "returns": np.array([r["eval_return_per_seed"] for r in evals]),
     "success": np.array([r["eval_success_per_seed"] for r in evals]),
     "feedback": feedback[-1] if feedback else None,
+    "sessions": feedback,
     "seeds": list(range(config["seed"], config["seed"] + config["num_seeds"])),
   }
 
@@ -144,6 +151,58 @@ def feedback_cells(runs: List[Dict]) -> str:
 
   queries = int(np.mean([f["queries_sent"] for f in last]))
   return f"{queries} | {mean('label_accuracy'):.2f} | {mean('reward_corr'):.2f}"
+
+
+def session_rows(runs: List[Dict]) -> List[Dict]:
+  """Per feedback session of the runs (pooled by session number): the labels
+  that session added and what it installed.
+
+  A record holds the rating set's cumulative label histogram [S][C] and
+  label accuracy [S]; the session's own labels are the difference to the
+  previous record's, exact while the set has not wrapped (every answer
+  stored), NaN for a seed where it has. Returns dicts of session, env_steps,
+  added (labels added, summed over seeds), shares [C] (their class shares),
+  accuracy (of the added labels, mean over seeds) and corr (corr(r_hat, r)
+  over the replay buffer, mean over seeds).
+  """
+  by_session = collections.defaultdict(list)
+  for run in runs:
+    before_n, before_hist, before_acc = 0, None, 0.0
+    for rec in run["sessions"]:
+      hist = np.asarray(rec.get("label_histogram", []), np.float64)
+      if hist.size == 0:
+        continue
+      n = hist.sum(-1)
+      acc = np.asarray(rec["label_accuracy"], np.float64)
+      added = hist - (0 if before_hist is None else before_hist)
+      grew = n - before_n
+      whole = grew == np.asarray(rec.get("answered", grew))
+      with np.errstate(invalid="ignore", divide="ignore"):
+        new_acc = (np.nan_to_num(acc) * n - before_acc * before_n) / grew
+      by_session[rec["session"]].append(
+        (
+          rec["env_steps"],
+          np.where(whole[:, None], added, 0),
+          np.where(whole & (grew > 0), new_acc, np.nan),
+          np.asarray(rec.get("reward_corr", [np.nan]), np.float64),
+        )
+      )
+      before_n, before_hist, before_acc = n, hist, np.nan_to_num(acc)
+  rows = []
+  for session in sorted(by_session):
+    parts = by_session[session]
+    added = sum(p[1].sum(0) for p in parts)
+    rows.append(
+      {
+        "session": session,
+        "env_steps": int(np.median([p[0] for p in parts])),
+        "added": int(added.sum()),
+        "shares": added / max(added.sum(), 1),
+        "accuracy": stats.mean(np.concatenate([p[2] for p in parts])),
+        "corr": stats.mean(np.concatenate([p[3] for p in parts])),
+      }
+    )
+  return rows
 
 
 def gain_baselines(groups, reference: str) -> Dict[str, Tuple[float, float]]:
@@ -303,6 +362,23 @@ def report(
         f"| {m} | {int(np.isfinite(g).sum())} | {iq[0]:.2f} | "
         f"[{iq[1]:.2f}, {iq[2]:.2f}] | {stats.mean(g):.2f} |"
       )
+    lines += [
+      "",
+      f"## Share of `{reference}`'s gain per task (IQM over seeds, 95% "
+      "bootstrap CI)",
+      "",
+      "| task | method | seeds | IQM | 95% CI |",
+      "|---|---|---|---|---|",
+    ]
+    for i, t in enumerate(tasks):
+      for m in methods:
+        g = gains[m][:, i]
+        if (t, m) in groups and np.isfinite(g).any():
+          iq = stats.stratified_bootstrap(g)
+          lines.append(
+            f"| {t} | {m} | {int(np.isfinite(g).sum())} | {iq[0]:.2f} | "
+            f"[{iq[1]:.2f}, {iq[2]:.2f}] |"
+          )
   pairs = _comparisons(methods, list(compare))
   if pairs:
     lines += [
@@ -319,7 +395,78 @@ def report(
     for x, y in pairs:
       p, lo, hi = stats.probability_of_improvement_ci(returns[x], returns[y])
       lines.append(f"| {x} | {y} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |")
+    lines += [
+      "",
+      "Per task:",
+      "",
+      "| task | X | Y | P(X > Y) | 95% CI |",
+      "|---|---|---|---|---|",
+    ]
+    for i, t in enumerate(tasks):
+      for x, y in pairs:
+        if (t, x) in groups and (t, y) in groups:
+          p, lo, hi = stats.probability_of_improvement_ci(
+            returns[x][:, i], returns[y][:, i]
+          )
+          lines.append(f"| {t} | {x} | {y} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |")
+  sessions = [
+    (t, m, row)
+    for (t, m), runs in sorted(groups.items())
+    for row in session_rows(runs)
+  ]
+  if sessions:
+    lines += [
+      "",
+      "## Feedback sessions",
+      "",
+      "Per session, pooled over seeds: the labels it added (class shares, "
+      "class 0 first; their accuracy against the noise-free answer) and the "
+      "installed reward's corr(r_hat, r) over the replay buffer, means over "
+      "seeds.",
+      "",
+      "| task | method | session | env steps | labels | class shares | "
+      "label acc. | corr(r_hat, r) |",
+      "|---|---|---|---|---|---|---|---|",
+    ]
+    for t, m, row in sessions:
+      shares = " / ".join(f"{v:.2f}" for v in row["shares"])
+      lines.append(
+        f"| {t} | {m} | {row['session']} | {row['env_steps']} | "
+        f"{row['added']} | {shares} | {row['accuracy']:.2f} | "
+        f"{row['corr']:.2f} |"
+      )
   return "\n".join(lines) + "\n"
+
+
+def write_session_csv(groups, path: str) -> None:
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(
+      [
+        "task",
+        "method",
+        "session",
+        "env_steps",
+        "labels",
+        "class_shares",
+        "label_accuracy",
+        "reward_corr",
+      ]
+    )
+    for (t, m), runs in sorted(groups.items()):
+      for row in session_rows(runs):
+        w.writerow(
+          [
+            t,
+            m,
+            row["session"],
+            row["env_steps"],
+            row["added"],
+            " ".join(f"{v:.4f}" for v in row["shares"]),
+            row["accuracy"],
+            row["corr"],
+          ]
+        )
 
 
 def write_seed_csv(groups, path: str) -> None:
@@ -423,6 +570,7 @@ def main(argv=None):
   with open(a.out + ".md", "w") as f:
     f.write(text)
   write_seed_csv(groups, a.out + "_seeds.csv")
+  write_session_csv(groups, a.out + "_sessions.csv")
   print(text)
 
 

@@ -156,6 +156,9 @@ def test_aggregate_reference_gain(tmp_path):
   assert "| erlvlm | 2 | 0.25 |" in md and "| sac | 2 | 1.00 |" in md
   # P(erlvlm > sac): finals (0, 1) vs (1, 3): one tie of four pairs.
   assert "| erlvlm | sac | 0.12 |" in md
+  # ... the same per task, and each seed's share of the gain per task.
+  assert "| reacher | erlvlm | sac | 0.12 |" in md
+  assert "| reacher | erlvlm | 2 | 0.25 |" in md
   bad = subprocess.run(
     [
       sys.executable,
@@ -188,6 +191,50 @@ def test_aggregate_reference_gain(tmp_path):
   assert bad.returncode != 0 and "--reference='SAC' names no method" in (
     bad.stderr
   )
+
+
+def test_aggregate_per_session_labels_accuracy_and_corr(tmp_path):
+  # 2 seeds, 4 answers per seed and session. The records hold the rating
+  # set's cumulative histograms and accuracies; by hand, what each session
+  # added: session 1 [3, 1] + [2, 2], accuracies 0.75, 0.5; session 2
+  # [2, 2] (acc (0.5 * 8 - 0.75 * 4) / 4 = 0.25) + [0, 4] (acc (0.75 * 8 -
+  # 0.5 * 4) / 4 = 1); session 3 seed 0 [1, 3] (acc (0.5 * 12 - 0.5 * 8) /
+  # 4 = 0.5), seed 1's set full (8 stored of 12 answered): left out.
+  fake_run(tmp_path / "sac", "reacher", 0, 2, "sac", [[0, 0], [1, 1]])
+  fake_run(tmp_path / "e", "reacher", 0, 2, "erlvlm", [[0, 0], [1, 1]])
+  sessions = [
+    ([[3, 1], [2, 2]], [0.75, 0.5], [0.1, 0.3]),
+    ([[5, 3], [2, 6]], [0.5, 0.75], [0.2, 0.4]),
+    ([[6, 6], [3, 5]], [0.5, 0.5], [0.5, 0.5]),
+  ]
+  with open(tmp_path / "e" / "metrics.jsonl", "a") as f:
+    for i, (hist, acc, corr) in enumerate(sessions, 1):
+      rec = {
+        "kind": "feedback",
+        "env_steps": 1000 * i,
+        "session": i,
+        "queries_sent": 8 * i,
+        "answered": [4, 4],
+        "label_histogram": hist,
+        "label_accuracy": acc,
+        "reward_corr": corr,
+      }
+      f.write(json.dumps(rec) + "\n")
+  out = tmp_path / "r"
+  subprocess.run(
+    [sys.executable, AGGREGATE, "--out", str(out), str(tmp_path / "sac")]
+    + [str(tmp_path / "e")],
+    check=True,
+    capture_output=True,
+  )
+  md = open(f"{out}.md").read()
+  assert "| reacher | erlvlm | 1 | 1000 | 8 | 0.62 / 0.38 | 0.62 | 0.20 |" in md
+  assert "| reacher | erlvlm | 2 | 2000 | 8 | 0.25 / 0.75 | 0.62 | 0.30 |" in md
+  assert "| reacher | erlvlm | 3 | 3000 | 4 | 0.25 / 0.75 | 0.50 | 0.50 |" in md
+  with open(f"{out}_sessions.csv") as f:
+    rows = [r for r in csv.DictReader(f) if r["session"] == "2"]
+  assert rows[0]["class_shares"] == "0.2500 0.7500"
+  assert float(rows[0]["label_accuracy"]) == pytest.approx(0.625)
 
 
 def test_aggregate_needs_eval_records(tmp_path):
