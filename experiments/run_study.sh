@@ -52,11 +52,13 @@ WITH_SAC=${WITH_SAC:-1}
 EXTRA=${EXTRA:-}
 RATED=${RATED:-}
 PRETRAIN=${PRETRAIN:-1}
-if [[ -n "$(git status --porcelain -- src experiments)" \
+# The code the runs use (reports written to experiments/results/ are not).
+CODE=(src experiments/configs experiments/run_study.sh experiments/aggregate.py)
+if [[ -n "$(git status --porcelain -- "${CODE[@]}")" \
       && "${ALLOW_DIRTY:-0}" != 1 ]]; then
-  echo "uncommitted changes under src/ or experiments/ (ALLOW_DIRTY=1 runs" \
-    "anyway); run the study from a worktree at a fixed commit" >&2
-  git status --short -- src experiments >&2
+  echo "uncommitted changes to the code (ALLOW_DIRTY=1 runs anyway); run" \
+    "the study from a worktree at a fixed commit" >&2
+  git status --short -- "${CODE[@]}" >&2
   exit 1
 fi
 mkdir -p "$OUT"
