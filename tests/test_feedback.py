@@ -388,19 +388,25 @@ def _phased_buffer(cap, offsets, steps, episode_length):
   return buf, (steps + off) % episode_length
 
 
-def _drawn(buf, t, episodes, length, num=4000, **kw):
-  q = feedback.sample_queries(
+def _from_episodes(buf, t, episodes, num=4000, key=0, **kw):
+  """num queries from the `episodes` most recent completed 4-step episodes
+  of a `_phased_buffer`."""
+  return feedback.sample_queries(
     buf,
-    jax.random.PRNGKey(episodes),
+    jax.random.PRNGKey(key),
     num,
     window_episodes=episodes,
     num_envs=t.shape[0],
     episode_step=t,
-    episode_length=length,
+    episode_length=4,
     **kw,
   )
-  pairs = np.asarray(q.obs).reshape(-1, 2).astype(int)
-  return {(int(e), int(s)) for e, s in pairs}
+
+
+def _drawn(buf, t, episodes):
+  """The (env, step) pairs drawn from `_from_episodes`."""
+  pairs = np.asarray(_from_episodes(buf, t, episodes).obs).reshape(-1, 2)
+  return {(int(e), int(s)) for e, s in pairs.astype(int)}
 
 
 def _steps(env, first, last):
@@ -434,7 +440,7 @@ def test_queries_come_from_the_most_recent_completed_episodes(episodes):
   buf, t = _phased_buffer(64, **_PHASED)
   assert t.tolist() == [3, 0, 2, 3]
   expect = set().union(*_NEWEST_FIRST[:episodes])
-  assert _drawn(buf, t, episodes, 4) == expect
+  assert _drawn(buf, t, episodes) == expect
 
 
 def test_recent_episodes_by_hand():
@@ -449,15 +455,7 @@ def test_recent_episodes_by_hand():
 
 def test_episode_window_draws_uniformly_over_its_transitions():
   buf, t = _phased_buffer(64, **_PHASED)
-  q = feedback.sample_queries(
-    buf,
-    jax.random.PRNGKey(7),
-    16_000,
-    window_episodes=5,
-    num_envs=4,
-    episode_step=t,
-    episode_length=4,
-  )
+  q = _from_episodes(buf, t, 5, num=16_000, key=7)
   _, counts = np.unique(
     np.asarray(q.obs).reshape(-1, 2), axis=0, return_counts=True
   )
@@ -468,7 +466,7 @@ def test_episode_window_draws_uniformly_over_its_transitions():
 def test_episode_window_before_any_episode_completed_is_everything():
   # 3 steps: only env 1's partly stored first episode has ended.
   buf, t = _phased_buffer(64, (0, 1, 3, 0), 3, 4)
-  assert _drawn(buf, t, 100, 4) == set().union(
+  assert _drawn(buf, t, 100) == set().union(
     *(_steps(e, 0, 2) for e in range(4))
   )
 
@@ -477,21 +475,12 @@ def test_episode_window_skips_episodes_the_buffer_overwrote():
   # 40 slots hold t = 1..10 of the 4 envs: env 0's and env 3's episode
   # t 0-3 has lost its first step, so the window stops before it.
   buf, t = _phased_buffer(40, **_PHASED)
-  assert _drawn(buf, t, 100, 4) == set().union(*_NEWEST_FIRST[:6])
+  assert _drawn(buf, t, 100) == set().union(*_NEWEST_FIRST[:6])
 
 
 def test_episode_window_segments_stay_inside_the_episodes():
   buf, t = _phased_buffer(64, **_PHASED)
-  q = feedback.sample_queries(
-    buf,
-    jax.random.PRNGKey(1),
-    2000,
-    window_episodes=3,
-    segment_length=3,
-    num_envs=4,
-    episode_step=t,
-    episode_length=4,
-  )
+  q = _from_episodes(buf, t, 3, num=2000, key=1, segment_length=3)
   env, step = np.asarray(q.obs[..., 0]), np.asarray(q.obs[..., 1])
   episode = np.asarray(q.true_reward)
   assert (env == env[..., :1]).all() and (episode == episode[..., :1]).all()
