@@ -53,6 +53,7 @@ RESUMABLE_CHANGES = (
   "resume",
   "progress",
   "tensorboard",
+  "compile_cache",
   "workdir",
   "checkpoint.every",
   "checkpoint.keep",

@@ -56,6 +56,10 @@ def default() -> ml_collections.ConfigDict:
   c.resume = False  # continue from workdir's latest checkpoint
   c.progress = True  # console progress bar (only on a terminal)
   c.tensorboard = True  # TensorBoard event files in workdir/tb
+  # JAX's persistent compilation cache in ~/.cache/erljax/jax
+  # (erljax.compile_cache): a rerun loads its programs instead of compiling
+  # them. Also off with ERLJAX_COMPILE_CACHE=0.
+  c.compile_cache = True
 
   # Checkpoints (erljax.checkpoint), written when workdir is set: at the first
   # chunk boundary at or after every multiple of `every` env steps (0: only at

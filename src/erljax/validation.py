@@ -177,7 +177,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: v <= c.total_steps,
     f"must not exceed total_steps={c.total_steps}",
   )
-  for key in ("resume", "progress", "tensorboard"):
+  for key in ("resume", "progress", "tensorboard", "compile_cache"):
     check(c, key, lambda v: isinstance(v, bool), "must be True or False")
   for key in ("render.height", "render.width"):
     check(c, key, integer_at_least(1), "must be an integer >= 1")
