@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import re
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -311,10 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   )
   print(table(out["results"]), flush=True)
   if a.out:
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-      json.dump(out, f, indent=1)
-    print("wrote", a.out)
+    common.write_json(a.out, out)
   return out
 
 
