@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import platform
 import resource
@@ -213,3 +214,11 @@ def device_memory() -> Optional[Dict[str, int]]:
     return None
   keep = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
   return {k: int(v) for k, v in stats.items() if k in keep}
+
+
+def write_json(path: str, out: Dict[str, Any]) -> None:
+  """Writes a benchmark's result to path (its folder made) and says so."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(out, f, indent=1)
+  print("wrote", path)

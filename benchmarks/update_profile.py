@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import random
 import tempfile
@@ -284,10 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   out["results"] = run(hidden, a.batch, a.updates, a.rounds)
   print(table(out), flush=True)
   if a.out:
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-      json.dump(out, f, indent=1)
-    print("wrote", a.out)
+    common.write_json(a.out, out)
   return out
 
 

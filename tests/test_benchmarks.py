@@ -321,6 +321,71 @@ def test_update_profile_times_and_profiles_both_updates(tmp_path):
     update_profile.main(["--rounds=0"])
 
 
+def test_roofline_counts_flops_and_shares_of_the_peak(tmp_path):
+  from benchmarks import roofline  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path / "roofline.json"
+  out = roofline.main(
+    [
+      "--peak_n=64",
+      "--stream_mb=1",
+      "--repeats=2",
+      "--updates=2",
+      "--rounds=2",
+      "--settings=16,16:8",
+      "--bf16",
+      f"--out={path}",
+    ]
+  )
+  assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+  res = out["results"]
+  peak = res["peak_fp32"]["gflops"]
+  assert _positive(peak) and _positive(res["peak_bf16"]["gflops"])
+  assert _positive(res["bandwidth"]["gbs"])
+  rows = res["updates"]
+  assert [(r["impl"], r["bf16"]) for r in rows] == [
+    ("erljax", False),
+    ("erljax", True),
+    ("brax", False),
+    ("brax", True),
+  ]
+  for r in rows:
+    # The shapes' count matches the compiled products within 1%, and XLA's
+    # count (products and elementwise work) is at least that.
+    assert r["flops_hlo_dots"] == pytest.approx(r["flops_counted"], rel=0.01)
+    assert r["flops_xla"] >= 0.99 * r["flops_hlo_dots"]
+    assert r["share_of_fp32_peak"] == pytest.approx(r["gflops"] / peak)
+    assert r["gflops"] == pytest.approx(
+      r["flops_counted"] / r["ms_per_update"] / 1e6
+    )
+    assert r["bound"] in ("compute", "memory", "overhead")
+    if r["bf16"]:
+      assert _positive(r["speedup_over_fp32"])
+  assert "share of FP32 peak" in roofline.table(res)
+  with pytest.raises(ValueError, match="--repeats must be >= 1, got 0"):
+    roofline.main(["--repeats=0"])
+
+
+def test_roofline_flop_count_by_hand():
+  from benchmarks import roofline  # pylint: disable=g-import-not-at-top
+
+  # obs 1, act 1, one hidden layer of 2, batch 1: actor 1->2->2 (2 + 4
+  # MACs), critics 2->2->1 (4 + 2 MACs). Critic step: 6 + 2*6 + 2*(2*6 +
+  # 2) = 46; actor step: 2*6 + 4 + 2*(2*6) = 40; 2 FLOPs per MAC.
+  assert roofline.update_flops(1, 1, (2,), 1) == 2 * (46 + 40)
+  hlo = "\n".join(
+    [
+      "ENTRY %main {",
+      "  %a = f32[8,3]{1,0} parameter(0)",
+      "  %b = f32[3,5]{1,0} parameter(1)",
+      "  ROOT %d = f32[8,5]{1,0} dot(%a, %b), lhs_contracting_dims={1},"
+      " rhs_contracting_dims={0}",
+      "}",
+    ]
+  )
+  assert roofline.hlo_dot_flops(hlo) == 2 * 8 * 5 * 3
+
+
 _ACCEL = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
   "benchmarks",

@@ -11,16 +11,20 @@
 #          row is the 8-env case)
 #   mjx    benchmarks.metaworld_envs, MJX backend at 1/64/1,024 envs and the
 #          host backend at 64, Sweep Into, Drawer Open and Soccer
+#   roofline  benchmarks.roofline: the device's FP32 and bf16 matmul peak
+#          and bandwidth, and erljax's and Brax's SAC update as a share of
+#          the peak, FP32 and with bf16 products (issue 33)
 # Each section gets what is left of BUDGET; whatever finished is written as
 # JSON under $OUT (the device tool brings it back) or benchmarks/results/gpu.
 # SMOKE=1 shrinks every size (a check of this script on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-SECTIONS=${*:-e2e mjx}
+SECTIONS=${*:-e2e mjx roofline}
 for name in $SECTIONS; do
   case $name in
-    e2e|mjx) ;;
-    *) echo "unknown section '$name': choose from e2e, mjx" >&2; exit 2 ;;
+    e2e|mjx|roofline) ;;
+    *) echo "unknown section '$name': choose from e2e, mjx, roofline" >&2
+       exit 2 ;;
   esac
 done
 BUDGET=${BUDGET:-540}
@@ -46,9 +50,11 @@ $PY -c "import erljax.train, erljax.metaworld, benchmarks.end_to_end, brax.train
 if [[ "${SMOKE:-0}" == 1 ]]; then
   E2E=(--envs=4 --updates=2 --seed_counts=2 --target_updates=64)
   MJX=(--tasks=drawer-open --host_envs=2 --mjx_envs= --steps=5 --repeats=1)
+  ROOF=(--peak_n=256 --stream_mb=4 --updates=2 --rounds=2 --settings=16,16:8)
 else
   E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
   MJX=(--host_envs=64 --mjx_envs=1,64,1024)
+  ROOF=(--peak_n=8192 --stream_mb=1024 --updates=64 --rounds=20)
 fi
 end=$((SECONDS + BUDGET))
 section() {  # name command...: runs the command in what is left of BUDGET
@@ -64,5 +70,7 @@ for name in $SECTIONS; do
            --out="$DEST/end_to_end.json" ;;
     mjx) section mjx $PY -m benchmarks.metaworld_envs "${MJX[@]}" \
            --out="$DEST/metaworld_envs.json" ;;
+    roofline) section roofline $PY -m benchmarks.roofline "${ROOF[@]}" \
+           --bf16 --out="$DEST/roofline.json" ;;
   esac
 done

@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = (
   "wandb.project",
   "wandb.entity",
   "wandb.mode",
+  "compile_cache",
   "workdir",
   "checkpoint.every",
   "checkpoint.keep",

@@ -61,6 +61,10 @@ def default() -> ml_collections.ConfigDict:
   c.wandb.project = ""  # "": off
   c.wandb.entity = ""  # team or user; "": the key's default
   c.wandb.mode = "online"  # or "offline": sync later with `wandb sync`
+  # JAX's persistent compilation cache in ~/.cache/erljax/jax
+  # (erljax.compile_cache): a rerun loads its programs instead of compiling
+  # them. Also off with ERLJAX_COMPILE_CACHE=0.
+  c.compile_cache = True
 
   # Checkpoints (erljax.checkpoint), written when workdir is set: at the first
   # chunk boundary at or after every multiple of `every` env steps (0: only at

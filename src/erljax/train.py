@@ -21,6 +21,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from erljax import checkpoint
+from erljax import compile_cache
 from erljax import config as config_lib
 from erljax import distributed
 from erljax import runner
@@ -48,6 +49,7 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"erljax: bad config: {e}", file=sys.stderr)
     sys.exit(2)
+  compile_cache.enable(config)  # before anything compiles
   try:  # before anything touches a device
     distributed.initialize(config)
   except ValueError as e:

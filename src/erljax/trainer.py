@@ -378,7 +378,10 @@ def compiled(
   def build() -> Programs:
     jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
     init_fn = jit(jax.vmap(trainer.init)).lower(init_keys).compile()
-    state = jax.eval_shape(jax.vmap(trainer.init), init_keys)
+    # The state's shapes from the compiled init, not a second trace of it.
+    state = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), init_fn.out_info
+    )
     if layout.active:
       state = jax.tree_util.tree_map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),

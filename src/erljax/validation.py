@@ -163,7 +163,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: v <= c.total_steps,
     f"must not exceed total_steps={c.total_steps}",
   )
-  for key in ("resume", "progress", "tensorboard"):
+  for key in ("resume", "progress", "tensorboard", "compile_cache"):
     check(c, key, lambda v: isinstance(v, bool), "must be True or False")
   for key in ("wandb.project", "wandb.entity"):
     check(c, key, lambda v: isinstance(v, str), "must be a string")
