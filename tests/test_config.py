@@ -68,6 +68,10 @@ def test_default_config_is_valid():
       "config.feedback.segment_length=1001: must not exceed "
       "episode_length=1000",
     ),
+    ("render.video_every", -1, "config.render.video_every=-1: must be an"),
+    ("method", "my method", "config.method='my method': must be a non-"),
+    ("method", "", "config.method='': must be a non-empty name"),
+    ("workdir", "None", "config.workdir='None': must be a folder, or ''"),
   ],
 )
 def test_bad_value_error_names_key_and_value(key, value, message):
