@@ -7,6 +7,7 @@ module as __main__, so the module's own command line stays the one source.
 
 from __future__ import annotations
 
+import functools
 import runpy
 
 
@@ -14,25 +15,9 @@ def _run(module: str) -> None:
   runpy.run_module(f"erljax.{module}", run_name="__main__", alter_sys=True)
 
 
-def train() -> None:
-  _run("train")
-
-
-def evaluate() -> None:
-  _run("evaluate")
-
-
-def rate() -> None:
-  _run("rate")
-
-
-def serve() -> None:
-  _run("serve")
-
-
-def collect() -> None:
-  _run("collect")
-
-
-def offline() -> None:
-  _run("offline")
+train = functools.partial(_run, "train")
+evaluate = functools.partial(_run, "evaluate")
+rate = functools.partial(_run, "rate")
+serve = functools.partial(_run, "serve")
+collect = functools.partial(_run, "collect")
+offline = functools.partial(_run, "offline")
