@@ -258,3 +258,23 @@ def test_schedule_errors_name_key_and_value(key, value, message):
   c[section][leaf] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(c)
+
+
+def test_erljax_config_names_expand_to_the_packaged_files():
+  from erljax import configs  # pylint: disable=g-import-not-at-top
+
+  sac_py = os.path.join(configs.DIRECTORY, "sac.py")
+  argv = ["erljax-train", "--config=erljax:sac.py:reacher", "--config.seed=1"]
+  assert configs.expand_argv(argv) == [
+    "erljax-train",
+    f"--config={sac_py}:reacher",
+    "--config.seed=1",
+  ]
+  spaced = configs.expand_argv(["x", "--config", "erljax:sac.py"])
+  assert spaced == ["x", "--config", sac_py]
+  assert configs.path("runs/my_config.py:a") == "runs/my_config.py:a"
+  with pytest.raises(ValueError, match=r"no config 'x.py'; choose one of \["):
+    configs.path("erljax:x.py:reacher")
+  # The checkout's old path names the same file.
+  old = os.path.join(ROOT, "experiments", "configs", "sac.py")
+  assert os.path.samefile(old, sac_py)
