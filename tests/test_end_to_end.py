@@ -174,7 +174,9 @@ def test_cli_run_from_another_directory_leaves_its_results(tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout.splitlines()
-  assert out[0].startswith("compiling reacher (1 seed(s) x 4 envs")
+  (compiling,) = [i for i, ln in enumerate(out) if ln.startswith("compiling")]
+  assert out[compiling].startswith("compiling reacher (1 seed(s) x 4 envs")
+  assert out[compiling + 1].startswith("erljax: task=reacher")  # compiled
   steps = [ln for ln in out if ln.startswith("step ")]
   assert len(steps) == 3 and all(re.search(r"\[ *\d+%", s) for s in steps)
   assert re.search(r"\[100%, eta \d+s\]$", steps[-1])
