@@ -90,6 +90,7 @@ def erljax_command(
     "num_eval_envs": s.num_eval_envs,
     "sac.hidden_sizes": "(" + ",".join(map(str, s.hidden)) + ",)",
     "progress": False,
+    "workdir": "none",  # times training, as Brax's run writes no files
   }
   return [
     sys.executable,

@@ -68,6 +68,10 @@ def test_default_config_is_valid():
       "config.feedback.segment_length=1001: must not exceed "
       "episode_length=1000",
     ),
+    ("render.video_every", -1, "config.render.video_every=-1: must be an"),
+    ("method", "my method", "config.method='my method': must be a non-"),
+    ("method", "", "config.method='': must be a non-empty name"),
+    ("workdir", "None", "config.workdir='None': must be a folder, or ''"),
   ],
 )
 def test_bad_value_error_names_key_and_value(key, value, message):
@@ -260,3 +264,23 @@ def test_schedule_errors_name_key_and_value(key, value, message):
   c[section][leaf] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(c)
+
+
+def test_erljax_config_names_expand_to_the_packaged_files():
+  from erljax import configs  # pylint: disable=g-import-not-at-top
+
+  sac_py = os.path.join(configs.DIRECTORY, "sac.py")
+  argv = ["erljax-train", "--config=erljax:sac.py:reacher", "--config.seed=1"]
+  assert configs.expand_argv(argv) == [
+    "erljax-train",
+    f"--config={sac_py}:reacher",
+    "--config.seed=1",
+  ]
+  spaced = configs.expand_argv(["x", "--config", "erljax:sac.py"])
+  assert spaced == ["x", "--config", sac_py]
+  assert configs.path("runs/my_config.py:a") == "runs/my_config.py:a"
+  with pytest.raises(ValueError, match=r"no config 'x.py'; choose one of \["):
+    configs.path("erljax:x.py:reacher")
+  # The checkout's old path names the same file.
+  old = os.path.join(ROOT, "experiments", "configs", "sac.py")
+  assert os.path.samefile(old, sac_py)

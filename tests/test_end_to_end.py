@@ -24,6 +24,12 @@ def test_erljax_command_parses_with_every_override():
   assert cmd[1:3] == ["-m", "erljax.train"]
   assert "--config.updates_per_step=8" in cmd
   assert "--config.sac.hidden_sizes=(256,256,256,)" in cmd
+  _stops_at_validation(cmd)
+
+
+def _stops_at_validation(cmd):
+  """cmd (an erljax.train command line) parses in the checkout; a bad last
+  override then stops it at validation (exit 2, nothing compiled)."""
   proc = subprocess.run(
     cmd + ["--config.seed_steps=-1"],
     cwd=e2e._ROOT,  # pylint: disable=protected-access
@@ -106,3 +112,111 @@ def test_a_silent_child_past_the_timeout_is_killed():
   with pytest.raises(RuntimeError, match="after 0 reports"):
     e2e.timed_reports(cmd, re.compile(r"^report\s+(\d+)"), timeout=1.0)
   assert time.perf_counter() - t < 30
+
+
+# -- the command line's results folder (erljax.train) -----------------------
+
+# A run that compiles in seconds: tiny networks, short episodes, small frames.
+_TINY = [
+  "--config.total_steps=200",
+  "--config.seed_steps=40",
+  "--config.log_every=100",
+  "--config.eval_every=100",
+  "--config.num_envs=4",
+  "--config.episode_length=20",
+  "--config.num_eval_envs=2",
+  "--config.batch_size=8",
+  "--config.replay_capacity=200",
+  "--config.sac.hidden_sizes=(16,16)",
+  "--config.render.height=24",
+  "--config.render.width=24",
+]
+
+
+def test_resolve_workdir_defaults_to_a_named_folder_and_none_opts_out():
+  import datetime  # pylint: disable=g-import-not-at-top
+
+  from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from erljax import train  # pylint: disable=g-import-not-at-top
+
+  c = config_lib.default()
+  c.task, c.method = "CartpoleSwingup", "erlvlm"
+  now = datetime.datetime(2026, 12, 5, 8, 1, 2, tzinfo=datetime.timezone.utc)
+  assert train.default_workdir(c, now) == (
+    "runs/CartpoleSwingup-erlvlm-20261205T080102Z"
+  )
+  train.resolve_workdir(c)
+  assert c.workdir.startswith("runs/CartpoleSwingup-erlvlm-2")
+  for opt_out in ("none", "None", "NONE"):
+    c.workdir = opt_out
+    train.resolve_workdir(c)
+    assert c.workdir == ""
+  c.workdir, c.resume = "", True  # resuming needs the run's own folder
+  train.resolve_workdir(c)
+  assert c.workdir == ""
+  with pytest.raises(config_lib.ConfigError, match="resume=True needs"):
+    config_lib.validate(c)
+
+
+def test_cli_run_from_another_directory_leaves_its_results(tmp_path):
+  """erljax:sac.py from outside the checkout, no workdir given: the run says
+  it compiles, ends every line with progress and ETA (output not a
+  terminal), and names a folder holding metrics, curve and video, with
+  commands that work."""
+  proc = subprocess.run(
+    [sys.executable, "-m", "erljax.train", "--config=erljax:sac.py:reacher"]
+    + _TINY,
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout.splitlines()
+  (compiling,) = [i for i, ln in enumerate(out) if ln.startswith("compiling")]
+  assert out[compiling].startswith("compiling reacher (1 seed(s) x 4 envs")
+  assert out[compiling + 1].startswith("erljax: task=reacher")  # compiled
+  steps = [ln for ln in out if ln.startswith("step ")]
+  assert len(steps) == 3 and all(re.search(r"\[ *\d+%", s) for s in steps)
+  assert re.search(r"\[100%, eta \d+s\]$", steps[-1])
+  (folder,) = [ln for ln in out if ln.startswith("results in ")]
+  workdir = tmp_path / folder[len("results in ") :].rstrip("/")
+  assert re.fullmatch(r"reacher-sac-\d{8}T\d{6}Z", workdir.name)
+  assert workdir.parent == tmp_path / "runs"
+  for name in ("metrics.jsonl", "eval.csv", "config.json", "curve.png"):
+    assert (workdir / name).is_file(), name
+  assert (workdir / "rollout.gif").is_file()  # or a warning said why not
+  assert (workdir / "checkpoints").is_dir()
+  rel = workdir.relative_to(tmp_path)
+  assert f"  plot         python -m erljax.plots {rel}" in out
+  assert any(f"tensorboard --logdir {rel}/tb" in ln for ln in out)
+  assert any(f"erljax.evaluate --workdir={rel} " in ln for ln in out)
+  (workdir / "curve.png").unlink()
+  subprocess.run(
+    [sys.executable, "-m", "erljax.plots", str(workdir)], check=True
+  )
+  assert (workdir / "curve.png").is_file()
+
+
+def test_config_spellings_old_path_new_name_and_unknown_name():
+  """From the checkout the old experiments/configs path still loads (a bad
+  last override then stops it at validation: exit 2, nothing compiled); an
+  unknown erljax: name exits 2 naming it and the ones there are."""
+  for spec in (
+    "experiments/configs/rating.py:reacher,erlvlm",
+    "erljax:rating.py:reacher,erlvlm",
+  ):
+    _stops_at_validation(
+      [sys.executable, "-m", "erljax.train", f"--config={spec}"]
+    )
+  proc = subprocess.run(
+    [sys.executable, "-m", "erljax.train", "--config=erljax:ratings.py:x"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
+  assert proc.returncode == 2
+  assert "no config 'ratings.py'" in proc.stderr
+  assert "'rating.py'" in proc.stderr

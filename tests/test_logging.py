@@ -117,7 +117,7 @@ def test_feedback_line_shows_tokens_and_why_queries_were_dropped():
     "signal_corr": [0.2, 0.4],
   }
   line = runner.feedback_line(rec)
-  assert "(dropped [1, 0]: truncated 1)" in line
+  assert "(dropped 0.5±0.5: truncated 1)" in line
   assert "6 requests, tokens 400 in / 40 out" in line
   scripted = {k: v for k, v in rec.items() if k not in _VLM_COUNTS}
   assert "tokens" not in runner.feedback_line(scripted)
@@ -187,3 +187,49 @@ def test_a_run_that_did_not_resume_keeps_the_metrics_it_finds(tmp_path):
   for name, steps in (("", [3]), (".1", [1]), (".2", [2])):
     with open(path + name) as f:
       assert [json.loads(ln)["env_steps"] for ln in f] == steps
+
+
+def test_feedback_line_shows_one_number_per_value_not_lists():
+  rec = {
+    **FEEDBACK,
+    "requested_at": 40,
+    "reward_balanced_accuracy": [0.5, 0.75],
+    "signal_corr": [0.2, 0.4],
+  }
+  line = runner.feedback_line(rec)
+  assert "[" not in line
+  assert "acc 0.750±0.250 (balanced 0.625±0.125)" in line
+  assert "(dropped 0.5±0.5), epochs 2.5±0.5," in line
+  assert "corr(r_hat, r) 0.300±0.100" in line
+  one = {k: v[:1] if isinstance(v, list) else v for k, v in rec.items()}
+  assert "acc 0.500 (balanced 0.500), corr(r_hat, r) 0.200" in (
+    runner.feedback_line(one)
+  )
+
+
+def test_eta_reads_as_minutes_and_hours():
+  assert runner._eta(42.4) == "42s"  # pylint: disable=protected-access
+  assert runner._eta(125) == "2m05s"  # pylint: disable=protected-access
+  assert runner._eta(7385) == "2h03m"  # pylint: disable=protected-access
+
+
+def test_learning_curve_png_from_records_and_from_a_workdir(tmp_path):
+  from erljax import plots  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  recs = [
+    {**eval_rec(s, [s / 10, s / 20]), "eval_return_lo": 0, "eval_return_hi": 9}
+    for s in (0, 40, 80)
+  ]
+  w = metrics_writer.MetricsWriter(str(tmp_path), [0, 1], False)
+  for r in recs + [FEEDBACK]:
+    w.write(r)
+  w.close()
+  path = plots.plot_workdir(str(tmp_path))
+  assert path == str(tmp_path / "curve.png")
+  with Image.open(path) as im:
+    assert im.size == (600, 360)
+    assert im.convert("RGB").getextrema()[0] != (255, 255)  # not blank
+  with pytest.raises(ValueError, match="no evaluation records"):
+    plots.learning_curve([FEEDBACK], str(tmp_path / "x.png"))
+  assert plots.main([str(tmp_path / "missing")]) == 2

@@ -9,6 +9,7 @@ from PIL import Image
 from erljax import media
 from erljax import runner
 from test_trainer import learned_config
+from test_trainer import tiny_config
 
 
 def _frames(b, h=12, w=10):
@@ -64,3 +65,53 @@ def test_run_writes_rollout_video_and_rated_frames(tmp_path):
   assert grid.shape == (32 + 16, 6 * 40, 3)
   # The frames show the task, not a blank canvas.
   assert grid[:32].std() > 5
+
+
+def test_frames_are_ray_cast_when_opengl_is_missing(monkeypatch):
+  """A machine without EGL: FrameRenderer cannot make a context, so the
+  frames come from erljax.raycast, and the log says so once."""
+
+  def no_gl(*args, **kwargs):
+    raise RuntimeError("no off-screen OpenGL context (MUJOCO_GL='egl'): x")
+
+  monkeypatch.setattr(media.render_lib, "FrameRenderer", no_gl)
+  notes = []
+  poses = np.zeros((3, 2), np.float32)  # CartpoleSwingup: qpos [2]
+  poses[:, 0] = [-0.5, 0.0, 0.5]
+  frames = media.draw_frames("CartpoleSwingup", poses, 16, 20, notes.append)
+  assert frames.shape == (3, 16, 20, 3) and frames.dtype == np.uint8
+  assert frames.std() > 5 and not np.array_equal(frames[0], frames[2])
+  assert len(notes) == 1 and "ray-cast in JAX" in notes[0]
+
+
+def test_a_failing_video_is_a_warning_and_videos_every_n_evals(
+  tmp_path, monkeypatch
+):
+  c = tiny_config(num_seeds=1, total_steps=120)
+  c.workdir = str(tmp_path / "run")
+  c.render.height = c.render.width = 16
+  c.render.rollout_video = True
+  c.render.video_every = 2  # the evaluations at 40 and 120 (of 0, 40, 80, 120)
+  made = []
+
+  def gif(trainer, params, key, path, log):
+    del trainer, params, key, log
+    made.append(os.path.basename(path))
+    if path.endswith("rollout.gif"):
+      raise OSError("disk full\nsecond line")
+    return path
+
+  monkeypatch.setattr(media, "rollout_gif", gif)
+  lines = []
+  res = runner.run(c, log=lines.append)
+  assert res.interrupted is None and res.history[-1]["env_steps"] == 120
+  assert made == [
+    "step_000000040.gif",
+    "step_000000120.gif",
+    "rollout.gif",
+  ]
+  warning = [ln for ln in lines if ln.startswith("warning: no video")]
+  assert warning == [
+    f"warning: no video {c.workdir}/rollout.gif: OSError: disk full"
+  ]
+  assert os.path.isfile(os.path.join(c.workdir, "curve.png"))

@@ -1,6 +1,6 @@
 """Default configuration and start-up validation.
 
-Every experiment config in `experiments/configs/` starts from `default()` and
+Every experiment config in `erljax.configs` starts from `default()` and
 overrides what it needs. `validate()` (erljax.validation, re-exported here)
 runs before anything is built and raises `ConfigError` naming the offending
 key and value.
@@ -33,6 +33,9 @@ from erljax.validation import (  # noqa: F401
 def default() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "reacher"
+  # The method's name in the default workdir runs/<task>-<method>-<time>
+  # (letters, digits, "_", "-", "."); the experiment configs set it.
+  c.method = "sac"
   c.seed = 0
   c.num_seeds = 1  # seeds run at once, vmapped: seed, seed+1, ...
   c.num_envs = 8  # parallel training envs
@@ -50,7 +53,11 @@ def default() -> ml_collections.ConfigDict:
   # batch_size is the global batch, batch_size / replay_shards items drawn
   # from each block (erljax.sharding). 0: one block per data device.
   c.replay_shards = 0
-  c.workdir = ""  # if set: logs, config.json and checkpoints
+  # Where the run's files go: metrics, config.json, checkpoints, curve.png,
+  # videos. "": the command line (erljax.train) makes
+  # runs/<task>-<method>-<UTC time>; runner.run writes nothing. "none": no
+  # files (the command line's opt-out).
+  c.workdir = ""
   c.resume = False  # continue from workdir's latest checkpoint
   c.progress = True  # console progress bar (only on a terminal)
   c.tensorboard = True  # TensorBoard event files in workdir/tb
@@ -74,7 +81,11 @@ def default() -> ml_collections.ConfigDict:
   c.render.height = 224
   c.render.width = 224
   c.render.rated_frames = False  # workdir/rated_frames/session_NNNN.png
-  c.render.rollout_video = False  # workdir/rollout.gif of the final policy
+  # workdir/rollout.gif of the final policy (the experiment configs turn it
+  # on); drawn with OpenGL, else with erljax.raycast, else skipped.
+  c.render.rollout_video = False
+  # Also a video every N evaluations, workdir/videos/step_<env steps>.gif.
+  c.render.video_every = 0  # 0: off
   c.render.fps = 25.0
 
   # Several processes (one per host or GPU) running the same command

@@ -2,7 +2,9 @@
 
 `rollout_poses` plays one deterministic episode of a trained policy in a
 fresh environment (compiled, like evaluation) and returns the poses;
-erljax.render draws them; `rollout_gif` does both and saves the frames with
+`draw_frames` draws them with erljax.render (OpenGL), or with the pure-JAX
+ray caster erljax.raycast where no OpenGL context can be made (a machine
+without the EGL libraries); `rollout_gif` does both and saves the frames with
 `save_gif`, which writes frames as an animated GIF (Pillow, which erljax
 needs already). `rated_grid` lays frames out with the rating each was given,
 so a run's labels can be checked by eye.
@@ -62,17 +64,39 @@ def rollout_poses(
   return np.asarray(play(actor_params, key))
 
 
+def draw_frames(
+  task: Any, poses: np.ndarray, height: int, width: int, log=None
+) -> np.ndarray:
+  """Frames [T, height, width, 3] uint8 of poses [T, P] of task (a name or
+  TaskSpec): OpenGL (erljax.render) where an off-screen context can be
+  made, else erljax.raycast's flat-shaded frames, saying so through `log`."""
+  try:
+    renderer = render_lib.FrameRenderer(task, height, width)
+  except RuntimeError as e:  # no OpenGL context (EGL libraries missing)
+    if log is not None:
+      log(
+        "note: no OpenGL, so the video is ray-cast in JAX (flat-shaded): "
+        + str(e).splitlines()[0][:200]
+      )
+    # pylint: disable-next=g-import-not-at-top (MJX ray tracing is heavy)
+    from erljax import raycast
+
+    caster = raycast.RayCaster(task, height, width)
+    draw = jax.jit(caster, compiler_options=envs.compiler_options(caster))
+    return np.asarray(draw(np.asarray(poses, np.float32)))
+  with renderer:
+    return renderer.render(poses)
+
+
 def rollout_gif(
-  trainer: Any, actor_params: Any, key: jax.Array, path: str
+  trainer: Any, actor_params: Any, key: jax.Array, path: str, log=None
 ) -> str:
   """Writes one deterministic episode of the policy (rollout_poses) as a
-  GIF at the run's config.render size and fps; returns the path."""
+  GIF at the run's config.render size and fps (drawn by draw_frames, whose
+  notes go to `log`); returns the path."""
   r = trainer.config.render
   poses = rollout_poses(trainer, actor_params, key)
-  with render_lib.FrameRenderer(
-    trainer.env.task, r.height, r.width
-  ) as renderer:
-    frames = renderer.render(poses)
+  frames = draw_frames(trainer.env.task, poses, r.height, r.width, log)
   return save_gif(frames, path, r.fps)
 
 

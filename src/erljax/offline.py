@@ -1,7 +1,7 @@
 """Offline runs: rate a demonstration dataset, learn its reward, train IQL.
 
   python -m erljax.offline \
-      --config=experiments/configs/offline.py:pusher,erlvlm_iql \
+      --config=erljax:offline.py:pusher,erlvlm_iql \
       --config.dataset=data/pusher --config.workdir=runs/off_pusher_erlvlm
 
 A run (all `num_seeds` seeds at once, over one seed axis of one compiled
@@ -360,7 +360,7 @@ def main(argv):
   if config is None:
     print(
       "erljax.offline: --config is required, e.g. "
-      "--config=experiments/configs/offline.py:pusher,erlvlm_iql",
+      "--config=erljax:offline.py:pusher,erlvlm_iql",
       file=sys.stderr,
     )
     sys.exit(2)
@@ -384,7 +384,9 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file(
     "config",
     None,
-    "an experiments/configs/offline.py:TASK,METHOD config",
+    "an erljax:offline.py:TASK,METHOD config (or a path to one)",
     lock_config=True,
   )
-  app.run(main)
+  from erljax import configs  # pylint: disable=g-import-not-at-top
+
+  app.run(main, argv=configs.main_argv())

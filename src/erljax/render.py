@@ -8,8 +8,8 @@ needs positions only: velocities change no pixel.
 Off-screen rendering goes through EGL (`MUJOCO_GL=egl`, the default this
 package sets on Linux before MuJoCo is imported). Without a GPU, Mesa's
 software EGL driver renders; a fresh Debian/Ubuntu machine needs the system
-packages libegl1, libgl1 and libegl-mesa0 / libgl1-mesa-dri (see the README's
-"Rendering" section).
+packages libegl1, libgl1 and libegl-mesa0 / libgl1-mesa-dri (see
+docs/install.md, "Rendering").
 
 Thread-safety: a FrameRenderer holds an OpenGL context; use one instance from
 one thread only (make one per thread if several threads render).
@@ -152,8 +152,8 @@ class FrameRenderer:
         f"no off-screen OpenGL context (MUJOCO_GL="
         f"{os.environ.get('MUJOCO_GL')!r}): {e}. On a headless Linux "
         "machine set MUJOCO_GL=egl before anything imports mujoco and "
-        "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri (README, "
-        f"Rendering).{_EGL_NOTE}"
+        "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri "
+        f"(docs/install.md, Rendering).{_EGL_NOTE}"
       ) from e
     if not shadows:
       # Shadows and reflections cost ~10x the render time under Mesa's

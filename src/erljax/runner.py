@@ -28,6 +28,7 @@ from erljax import distributed
 from erljax import media
 from erljax import memory
 from erljax import metrics_writer
+from erljax import plots
 from erljax import sessions
 from erljax import sharding
 from erljax import stats
@@ -87,18 +88,37 @@ def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
 
 
 def _rollout_video(
-  trainer: trainer_lib.Trainer, state: trainer_lib.TrainState, keys: jax.Array
-) -> str:
-  """workdir/rollout.gif: one deterministic episode of seed 0's policy,
-  played and written by process 0 (the others return its path)."""
-  path = os.path.join(trainer.config.workdir, "rollout.gif")
+  trainer: trainer_lib.Trainer,
+  state: trainer_lib.TrainState,
+  keys: jax.Array,
+  path: str,
+  log: Log,
+) -> Optional[str]:
+  """path: one deterministic episode of seed 0's policy as a GIF, played
+  and written by process 0 (the others return the path). A video is never
+  worth a run: when it cannot be made, `log` says why in one line and None
+  is returned."""
   params = jax.tree_util.tree_map(lambda x: x[0], state.sac.actor_params)
   key = keys[0]
   if jax.process_count() > 1:  # seed 0's values, local to every process
     params, key = distributed.to_host((params, key))
   if not distributed.is_primary():
     return path
-  return media.rollout_gif(trainer, params, key, path)
+  try:
+    return media.rollout_gif(trainer, params, key, path, log)
+  except Exception as e:  # pylint: disable=broad-except
+    log(
+      f"warning: no video {path}: {type(e).__name__}: "
+      + (str(e).splitlines() or [""])[0][:200]
+    )
+    return None
+
+
+def _eta(seconds: float) -> str:
+  s = int(round(seconds))
+  if s >= 3600:
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+  return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class _Run:
@@ -135,6 +155,10 @@ class _Run:
       else None
     )
 
+    log(
+      f"compiling {c.task} ({c.num_seeds} seed(s) x {c.num_envs} envs, "
+      f"{jax.devices()[0].platform}) ..."
+    )
     t0 = time.perf_counter()
     self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
     self.eval_keys = self.layout.put_seeded(self.eval_keys)
@@ -170,11 +194,12 @@ class _Run:
       )
       if self.writer.kept:
         log(f"metrics.jsonl of an earlier run kept as {self.writer.kept}")
-    self.bar = metrics_writer.ProgressBar(
-      c.total_steps,
-      self.env_steps,
-      c.progress and self.primary and sys.stderr.isatty(),
-    )
+    bar = c.progress and self.primary and sys.stderr.isatty()
+    self.bar = metrics_writer.ProgressBar(c.total_steps, self.env_steps, bar)
+    # Without a terminal (a log file, CI) every log line ends in the
+    # progress and ETA instead of the bar.
+    self.progress_in_lines = c.progress and not bar
+    self.steps0 = self.env_steps  # env steps before this process's start
     # Elapsed training time counts from here, on top of the restored run's.
     self.t_start = time.perf_counter() - self.elapsed0
 
@@ -215,6 +240,18 @@ class _Run:
   def _elapsed(self) -> float:
     return time.perf_counter() - self.t_start
 
+  def _line(self, text: str) -> None:
+    """Logs text, ended by the progress and ETA when there is no bar."""
+    if self.progress_in_lines:
+      c, done = self.config, self.env_steps
+      text += f"  [{100 * done / c.total_steps:3.0f}%"
+      ran = self._elapsed() - self.elapsed0
+      if done > self.steps0 and ran > 0:
+        rate = (done - self.steps0) / ran
+        text += f", eta {_eta((c.total_steps - done) / rate)}"
+      text += "]"
+    self.log(text)
+
   # -- records ------------------------------------------------------------
 
   def _write(self, rec: Dict[str, Any]) -> None:
@@ -249,7 +286,15 @@ class _Run:
       if np.all(np.isfinite(v)):
         _, rec[f"{k}_lo"], rec[f"{k}_hi"] = stats.nested_bootstrap_mean(v)
     self._write(rec)
-    self.log(eval_line(rec, self.trainer.env.task.has_success))
+    self._line(eval_line(rec, self.trainer.env.task.has_success))
+    c = self.config
+    every = c.render.video_every if c.workdir else 0
+    if every and len(self._evals()) % every == 0:
+      video = os.path.join(c.workdir, "videos", f"step_{step:09d}.gif")
+      if _rollout_video(
+        self.trainer, self.state, self.eval_keys, video, self.log
+      ):
+        self.log(f"video: {video}")
     self.bar.update(step, {"return": f"{rec['eval_return']:.3f}"})
 
   def _check_finite(self, values: Dict[str, Any], where: str) -> None:
@@ -282,7 +327,7 @@ class _Run:
           },
           "feedback",
         )
-      self.log(feedback_line(rec))
+      self._line(feedback_line(rec))
 
   # -- the loop -------------------------------------------------------------
 
@@ -346,26 +391,43 @@ class _Run:
         if loop is not None and interrupted is None:
           self.state, recs = loop.finish(self.state, self.env_steps)
           self._report_feedback(recs)
+        trained = self._elapsed()  # a video is not training time
         if c.workdir and c.render.rollout_video and interrupted is None:
-          self.log(
-            "rollout video: "
-            + _rollout_video(self.trainer, self.state, self.eval_keys)
-          )
+          video = os.path.join(c.workdir, "rollout.gif")
+          if _rollout_video(
+            self.trainer, self.state, self.eval_keys, video, self.log
+          ):
+            self.log(f"video: {video}")
     finally:
       self._close()
-    records = self.writer.records if self.writer is not None else self.records
+    if self.writer is not None:
+      self._plot()
     return RunResult(
-      history=[r for r in records if r["kind"] == "eval"],
+      history=self._evals(),
       state=self.state,
       compile_seconds=self.compile_seconds,
-      train_seconds=self._elapsed() - self.elapsed0,
+      train_seconds=trained - self.elapsed0,
       feedback=[
         {k: v for k, v in r.items() if k != "kind"}
-        for r in records
+        for r in self.records
         if r["kind"] == "feedback"
       ],
       interrupted=interrupted,
     )
+
+  def _evals(self) -> List[Dict[str, Any]]:
+    return [r for r in self.records if r["kind"] == "eval"]
+
+  def _plot(self) -> None:
+    """workdir/curve.png (erljax.plots); a failure is a warning line."""
+    c = self.config
+    title = f"{c.task}, {c.method}, {c.num_seeds} seed(s)"
+    try:
+      plots.learning_curve(
+        self._evals(), os.path.join(c.workdir, "curve.png"), title
+      )
+    except Exception as e:  # pylint: disable=broad-except
+      self.log(f"warning: no curve.png: {type(e).__name__}: {e}")
 
   def _close(self) -> None:
     self.bar.close()
@@ -437,14 +499,32 @@ def feedback_line(rec: Dict[str, Any]) -> str:
   )
   return (
     f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
-    f"sent {rec['queries_sent']} (dropped {rec['dropped']}"
+    f"sent {rec['queries_sent']} (dropped {_counts(rec['dropped'])}"
     f"{': ' + why if why else ''}){cost}, epochs "
-    f"{rec['epochs']}, acc {np.round(rec['reward_accuracy'], 3).tolist()}"
-    f" (balanced {np.round(rec['reward_balanced_accuracy'], 3).tolist()})"
-    f", corr(r_hat, r) {np.round(rec['reward_corr'], 3).tolist()}"
+    f"{_counts(rec['epochs'])}, acc {_seeds(rec['reward_accuracy'])} "
+    f"(balanced {_seeds(rec['reward_balanced_accuracy'])}), corr(r_hat, r) "
+    f"{_seeds(rec['reward_corr'])}"
     + (
       ""
       if rec["signal_corr"] == rec["reward_corr"]
-      else f", corr(r_hat, rated) {np.round(rec['signal_corr'], 3).tolist()}"
+      else f", corr(r_hat, rated) {_seeds(rec['signal_corr'])}"
     )
   )
+
+
+def _counts(values: Any) -> str:
+  """Per-seed counts [S] as _seeds shows them: whole numbers for one seed,
+  a mean±std to one decimal for several."""
+  return _seeds(values, 0 if np.size(values) == 1 else 1)
+
+
+def _seeds(values: Any, decimals: int = 3) -> str:
+  """Per-seed values [S] (or a scalar) as one number, or as their mean and
+  standard deviation over seeds ("0.867±0.012") when there are several."""
+  arr = np.atleast_1d(np.asarray(values, np.float64))
+  if arr.size == 1:
+    return f"{arr[0]:.{decimals}f}"
+  finite = arr[np.isfinite(arr)]
+  if not finite.size:
+    return "nan"
+  return f"{finite.mean():.{decimals}f}±{finite.std():.{decimals}f}"

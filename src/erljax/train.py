@@ -1,7 +1,12 @@
 """Command-line entry point.
 
-  python -m erljax.train --config=experiments/configs/sac.py:reacher \
+  python -m erljax.train --config=erljax:sac.py:reacher \
       --config.seed=3 --config.total_steps=200000 --config.workdir=runs/x
+
+Every run writes its results to a folder: --config.workdir, or by default
+runs/<task>-<method>-<UTC time> (--config.workdir=none: no files). It ends
+with a block naming the folder and the commands that plot, show in
+TensorBoard and evaluate the run.
 
 Stop it with Ctrl-C or SIGTERM: it saves a checkpoint at the next chunk
 boundary and exits; add --config.resume=True to the same command to continue.
@@ -14,6 +19,9 @@ srun / mpirun as is, elsewhere with --config.distributed.coordinator_address
 
 from __future__ import annotations
 
+import datetime
+import os
+import shlex
 import sys
 
 from absl import app
@@ -23,15 +31,69 @@ from ml_collections import config_flags
 from erljax import checkpoint
 from erljax import compile_cache
 from erljax import config as config_lib
+from erljax import configs
 from erljax import distributed
 from erljax import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
   None,
-  "Path to an experiment config file, e.g. experiments/configs/sac.py:reacher.",
+  "An experiment config: erljax:FILE:ARG, a config shipped with erljax "
+  "(e.g. erljax:sac.py:reacher), or PATH.py:ARG.",
   lock_config=True,
 )
+
+
+def default_workdir(
+  config, now: datetime.datetime | None = None, root: str = "runs"
+) -> str:
+  """root/<task>-<method>-<UTC time, to the second> (a new name each run)."""
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  task = config.task.replace(os.sep, "_")
+  return os.path.join(
+    root, f"{task}-{config.method}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+  )
+
+
+def resolve_workdir(config) -> None:
+  """The command line's workdir (in place): "" becomes default_workdir
+  unless the run resumes (which needs the folder of the run it continues),
+  "none" (any case) becomes "" (no files)."""
+  if config.workdir.lower() == "none":
+    config.workdir = ""
+  elif not config.workdir and not config.resume:
+    config.workdir = default_workdir(config)
+
+
+def results_block(config, command: str = "python -m erljax") -> str:
+  """The closing lines: the run's folder, its files, and the commands that
+  plot it, show it in TensorBoard and evaluate / record its policy."""
+  w = config.workdir
+  q = shlex.quote(w)
+  lines = [f"results in {w}/"]
+  for name, what in (
+    ("metrics.jsonl", "every record (also eval.csv, seed_<S>.csv)"),
+    ("curve.png", "learning curve"),
+    ("rollout.gif", "the final policy"),
+    ("config.json", "the config"),
+    ("checkpoints", "checkpoints"),
+  ):
+    if os.path.exists(os.path.join(w, name)):
+      lines.append(f"  {name:<14s} {what}")
+  lines += [
+    "next:",
+    f"  plot         {command}.plots {q}",
+  ]
+  if config.tensorboard:
+    lines.append(
+      f"  tensorboard  pip install tensorboard && tensorboard --logdir "
+      f"{shlex.quote(os.path.join(w, 'tb'))}"
+    )
+  lines.append(
+    f"  evaluate     {command}.evaluate --workdir={q} --episodes=20 "
+    f"--video={shlex.quote(os.path.join(w, 'eval.gif'))}"
+  )
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -42,8 +104,9 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError(
-      "--config is required, e.g. --config=experiments/configs/sac.py:reacher"
+      "--config is required, e.g. --config=erljax:sac.py:reacher"
     )
+  resolve_workdir(config)
   try:
     config_lib.validate(config)
   except config_lib.ConfigError as e:
@@ -68,6 +131,11 @@ def main(argv):
     print(
       f"interrupted at {last['env_steps']} env steps; continue with "
       "--config.resume=True"
+      + (
+        f" --config.workdir={shlex.quote(config.workdir)}"
+        if config.workdir
+        else ""
+      )
     )
     sys.exit(128 + result.interrupted)  # the shell's code for that signal
   if not distributed.is_primary():
@@ -77,7 +145,9 @@ def main(argv):
     f"{last['eval_return']:.3f}, compile {result.compile_seconds:.1f}s, "
     f"train {result.train_seconds:.1f}s"
   )
+  if config.workdir:
+    print(results_block(config))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, argv=configs.main_argv())

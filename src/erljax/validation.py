@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
+import re
 from typing import Any, Callable
 
 import ml_collections
@@ -190,6 +191,21 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     check(c, key, integer_at_least(1), "must be an integer >= 1")
   for key in ("render.rated_frames", "render.rollout_video"):
     check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+  check(c, "render.video_every", integer_at_least(0), "must be an integer >= 0")
+  check(
+    c,
+    "method",
+    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v),
+    "must be a non-empty name of letters, digits, '_', '-' and '.' "
+    "(it names the run's folder)",
+  )
+  check(
+    c,
+    "workdir",
+    lambda v: isinstance(v, str) and v.lower() != "none",
+    "must be a folder, or '' for no files ('none' is the command line's "
+    "spelling of that)",
+  )
   check(c, "render.fps", positive_float, "must be a finite number > 0")
   check(c, "checkpoint.every", integer_at_least(0), "must be an integer >= 0")
   check(

@@ -1,7 +1,7 @@
 """Offline RL from a fixed demonstration dataset (erljax.offline).
 
   python -m erljax.offline \
-      --config=experiments/configs/offline.py:pusher,erlvlm_iql \
+      --config=erljax:offline.py:pusher,erlvlm_iql \
       --config.dataset=data/pusher --config.workdir=runs/off_pusher_erlvlm
 
 The argument after ':' is TASK,METHOD. METHOD is one of

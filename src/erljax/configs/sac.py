@@ -1,7 +1,7 @@
 """SAC on the environment reward.
 
-  python -m erljax.train --config=experiments/configs/sac.py:reacher
-  python -m erljax.train --config=experiments/configs/sac.py:CartpoleSwingup \
+  python -m erljax.train --config=erljax:sac.py:reacher
+  python -m erljax.train --config=erljax:sac.py:CartpoleSwingup \
       --config.seed=3 --config.num_seeds=5
 
 The argument after ':' is a registered task name (erljax.tasks.task_names()).
@@ -78,6 +78,7 @@ def _base(task: str) -> str:
 def get_config(task: str = "reacher"):
   c = config_lib.default()
   c.task = task
+  c.render.rollout_video = True  # workdir/rollout.gif of the final policy
   base = _base(task)
   for key, value in _TASK_OVERRIDES.get(base, {}).items():
     c[key] = value

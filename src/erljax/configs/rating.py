@@ -1,7 +1,7 @@
 """Reward learned from ratings (ERL-VLM, vanilla RbRL and single enhancements).
 
-  python -m erljax.train --config=experiments/configs/rating.py:reacher,erlvlm
-  python -m erljax.train --config=experiments/configs/rating.py:reacher,rbrl \
+  python -m erljax.train --config=erljax:rating.py:reacher,erlvlm
+  python -m erljax.train --config=erljax:rating.py:reacher,rbrl \
       --config.rater.noise=0.2 --config.num_seeds=5
 
 Argument: "TASK[,METHOD[,SCHEDULE]]", SCHEDULE "cpu" (default, below) or
@@ -31,14 +31,10 @@ only. A VLM rater makes its own mistakes and ties: with
 Every method rates one-step
 segments (ERL-VLM's one frame); `--config.feedback.segment_length=50` gives
 RbRL's 50-step segments. SAC on the true reward is
-experiments/configs/sac.py.
+erljax:sac.py.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sac  # pylint: disable=g-import-not-at-top,wrong-import-position
+from erljax.configs import sac
 
 # Each method: config overrides ("section.key": value) on top of the task's
 # SAC config with a learned reward.
@@ -92,7 +88,7 @@ _FEEDBACK = dict(interval=5_000, queries=100, budget=10_000)
 # then the first session at 10k, 50 queries every 5k up to 10,000 ratings of
 # single 224x224 frames, a CNN reward ensemble on the frames; replay 200k
 # (frames). Pair it with a "-mjx" task on an accelerator, e.g.
-#   --config=experiments/configs/rating.py:soccer-mjx,erlvlm,paper
+#   --config=erljax:rating.py:soccer-mjx,erlvlm,paper
 _PAPER = {
   "total_steps": 1_000_000,
   "num_envs": 8,
@@ -148,4 +144,5 @@ def get_config(arg: str = "reacher,erlvlm"):
       _set(c, key, value)
   c.rater.noise_kind = "uniform"
   c.rater.tie_tolerance = 0.05
+  c.method = method if schedule == "cpu" else f"{method}-{schedule}"
   return c
