@@ -132,11 +132,12 @@ def test_finish_abandons_late_sessions_and_counts_them(compiled):
   d = Driver(compiled, [rater])
   d.advance()
   d.advance()  # session 1 sent at 80
+  limit = d.loop.config.feedback.final_wait_s
   d.loop.config.feedback.final_wait_s = 0.0
   try:
     state, recs = d.loop.finish(d.state, d.steps)
   finally:
-    d.loop.config.feedback.final_wait_s = None
+    d.loop.config.feedback.final_wait_s = limit
     rater.gate.set()
     d.loop.close()
   assert len(recs) == 1 and recs[0]["abandoned"]

@@ -78,6 +78,18 @@ RESUMABLE_CHANGES = (
   "rater.backoff_max",
   "rater.max_wait",
   "rater.concurrency",
+  # How long and how much the run may wait for and ask the rating service;
+  # a run stopped at rater.max_requests continues with a larger one.
+  "feedback.final_wait_s",
+  "feedback.drain_wait_s",
+  "rater.breaker_failures",
+  "rater.breaker_drop_rate",
+  "rater.breaker_pause",
+  "rater.breaker_probes",
+  "rater.requests_per_minute",
+  "rater.limiter_dir",
+  "rater.max_requests",
+  "rater.cache_dir",
 )
 MARGIN_BYTES = 64 << 20
 

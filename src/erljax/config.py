@@ -26,6 +26,7 @@ from erljax.validation import (  # noqa: F401
   data_devices,
   first_session,
   replay_shards,
+  reply_cache_dir,
   validate,
 )
 
@@ -184,7 +185,13 @@ def default() -> ml_collections.ConfigDict:
   # Local raters (scripted) always answer inline, so their runs are exact.
   c.feedback.asynchronous = True
   c.feedback.max_pending = 1  # sessions in flight; a due one waits
-  c.feedback.final_wait_s = config_dict.placeholder(float)  # None: no limit
+  # Seconds the end of training waits for the sessions still out, and a
+  # checkpoint for them (SIGINT/SIGTERM cut both short); None: no limit.
+  # Sessions not answered by a checkpoint stay out, and the checkpoint
+  # holds the state from before they were requested (a resumed run asks
+  # again: answers that came are in the reply cache).
+  c.feedback.final_wait_s = 600.0
+  c.feedback.drain_wait_s = 600.0
 
   c.rater = ml_collections.ConfigDict()
   c.rater.kind = "scripted"  # or a VLM: "openai", "gemini", "ollama"
@@ -216,13 +223,33 @@ def default() -> ml_collections.ConfigDict:
   c.rater.openai_constraint = "json_schema"  # or "structured_outputs" (vLLM)
   c.rater.temperature = 0.0
   c.rater.max_tokens = 0  # 0: the service's default
-  c.rater.timeout = 60.0  # seconds per request (connect / read)
+  # Seconds a request may take in all: connecting, waiting, reading the
+  # whole reply (a server trickling bytes is cut off at it).
+  c.rater.timeout = 60.0
   c.rater.max_retries = 5
   c.rater.backoff_base = 1.0  # seconds; doubles per retry, with jitter
   c.rater.backoff_max = 60.0
   c.rater.max_wait = 300.0  # longest server-requested wait honoured
   c.rater.concurrency = 8  # queries in flight
-  c.rater.cache_dir = ""  # "" = no reply cache
+  # Circuit breaker (erljax.raters.http): after breaker_failures queries in
+  # a row failed, or more than breaker_drop_rate of a session's, pause
+  # breaker_pause seconds and ask a failed query again, up to
+  # breaker_probes times; a service still down stops the run (exit code 4).
+  c.rater.breaker_failures = 10
+  c.rater.breaker_drop_rate = 0.5
+  c.rater.breaker_pause = 30.0
+  c.rater.breaker_probes = 3
+  # Pacing shared by all seeds and all processes on the machine that rate
+  # the same service (erljax.raters.pacing); 0 = no limit.
+  c.rater.requests_per_minute = 0.0
+  c.rater.limiter_dir = ""  # its files; "" = ~/.cache/erljax/limits
+  # HTTP requests a run may send (retries included); reached, the run saves
+  # a checkpoint and stops (exit code 4). 0 = no cap.
+  c.rater.max_requests = 0
+  # Reply cache: every paid answer is kept, so a crashed or resumed run
+  # never pays for it again. None: workdir/rater_cache when a workdir is
+  # set (else none); "" = no cache; or a directory (runs may share one).
+  c.rater.cache_dir = config_dict.placeholder(str)
   c.rater.replay_only = False  # answer from the cache only, no service
   c.rater.prompt = ml_collections.ConfigDict(
     {name: "" for name in prompts_lib.TEMPLATE_NAMES}

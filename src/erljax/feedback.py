@@ -357,10 +357,16 @@ def ask(
       f"rater {type(rater).__name__} gave label "
       f"{labels[bad][0]} outside 0..{classes - 1}"
     )
+  outage = (
+    None
+    if got.outage is None
+    else np.asarray(got.outage, bool).reshape(-1) & ~answered
+  )
   return Ratings(
     labels=np.where(answered, labels, -1),
     answered=answered,
     counts=getattr(got, "counts", None),
+    outage=outage,
   )
 
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from erljax import config as config_lib
 from erljax import dataset as dataset_lib
 from erljax import tasks
 from erljax import feedback as feedback_lib
@@ -120,7 +121,11 @@ def _ask_all(
   """Asks the configured rater about the transitions `index` [Q]."""
   classes = num_classes(config)
   rater = raters_lib.make(
-    config.rater, config.task, classes, int(config.rating.seed)
+    config.rater,
+    config.task,
+    classes,
+    int(config.rating.seed),
+    cache_dir=config_lib.reply_cache_dir(config),
   )
   signal = rated_signal(config, data)[index]
   renderer = None

@@ -20,6 +20,7 @@ from erljax.raters import prompts as prompts_lib
 from erljax.raters import scripted as scripted_lib
 from erljax.validation import (
   OPENAI_CONSTRAINTS,
+  reply_cache_dir,
   RATED,
   ConfigError,
   RATER_KINDS,
@@ -172,16 +173,18 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
   check(
     c,
     "rater.cache_dir",
-    lambda v: isinstance(v, str),
-    "must be a path or '' (no cache)",
+    lambda v: v is None or isinstance(v, str),
+    "must be a path, '' (no cache) or None (workdir/rater_cache)",
   )
   if c.rater.replay_only:
     check(
       c,
       "rater.cache_dir",
-      lambda v: v != "",
-      "replay_only answers from the cache, so it needs a cache_dir",
+      lambda _: bool(reply_cache_dir(c)),
+      "replay_only answers from the cache, so it needs a cache_dir "
+      "(or a workdir)",
     )
+  _validate_limits(c)
   for name in prompts_lib.TEMPLATE_NAMES:
     template = c.rater.prompt[name]
     if template:
@@ -196,3 +199,37 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
       unknown,
       f"unknown templates; choose from {prompts_lib.TEMPLATE_NAMES}",
     )
+
+
+def _validate_limits(c: ml_collections.ConfigDict) -> None:
+  """The circuit breaker, pacing and request cap (erljax.raters.http)."""
+  for key, lo in (
+    ("rater.breaker_failures", 1),
+    ("rater.breaker_probes", 1),
+    ("rater.max_requests", 0),
+  ):
+    check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
+  check(
+    c,
+    "rater.breaker_drop_rate",
+    lambda v: positive_float(v) and v <= 1,
+    "must lie in (0, 1] (a fraction of a session's queries)",
+  )
+  check(
+    c,
+    "rater.breaker_pause",
+    lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
+    "must be a finite number of seconds >= 0",
+  )
+  check(
+    c,
+    "rater.requests_per_minute",
+    lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
+    "must be a finite number > 0, or 0 (no limit)",
+  )
+  check(
+    c,
+    "rater.limiter_dir",
+    lambda v: isinstance(v, str),
+    "must be a directory or '' (~/.cache/erljax/limits)",
+  )

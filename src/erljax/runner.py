@@ -355,9 +355,11 @@ class _Run:
             {k: v for k, v in train_metrics.items() if k != "train_return"},
             "training",
           )
+          stopped = None
           if loop is not None:
             self.state, recs = loop.step(self.state, self.env_steps)
             self._report_feedback(recs)
+            stopped = loop.stop_reason()
           if self.env_steps >= next_eval or self.env_steps >= c.total_steps:
             self._evaluate(train_metrics, self._elapsed())
             next_eval = (self.env_steps // c.eval_every + 1) * c.eval_every
@@ -367,14 +369,23 @@ class _Run:
           if self.ckpt and (
             self.ckpt.due(self.env_steps)
             or signum
+            or stopped
             or self.env_steps >= c.total_steps
           ):
             if loop is not None:
               # Ratings in flight are paid for: a checkpoint waits for them
-              # so that a resumed run never asks for them again.
-              self.state, recs = loop.drain(self.state, self.env_steps)
+              # (at most feedback.drain_wait_s, not after a signal) so that
+              # a resumed run never asks for them again.
+              self.state, recs = loop.drain(
+                self.state,
+                self.env_steps,
+                timeout=0.0 if signum else -1.0,
+                stop=lambda: stop.requested,
+              )
               self._report_feedback(recs)
             self.ckpt.save(self.env_steps, self._snapshot())
+          if stopped:
+            self._stop_rating(stopped)
           if signum:
             interrupted = signum
             self.log(
@@ -389,8 +400,13 @@ class _Run:
             )
             break
         if loop is not None and interrupted is None:
-          self.state, recs = loop.finish(self.state, self.env_steps)
+          self.state, recs = loop.finish(
+            self.state, self.env_steps, stop=lambda: stop.requested
+          )
           self._report_feedback(recs)
+          stopped = loop.stop_reason()
+          if stopped:
+            self._stop_rating(stopped)
         trained = self._elapsed()  # a video is not training time
         if c.workdir and c.render.rollout_video and interrupted is None:
           video = os.path.join(c.workdir, "rollout.gif")
@@ -428,6 +444,18 @@ class _Run:
       )
     except Exception as e:  # pylint: disable=broad-except
       self.log(f"warning: no curve.png: {type(e).__name__}: {e}")
+
+  def _stop_rating(self, reason: str) -> None:
+    """Logs why the raters stopped the run and raises RatingStopped."""
+    where = (
+      f"; checkpoint at step {self.ckpt.latest_step()} in "
+      f"{self.ckpt.directory}, continue with --config.resume=True"
+      if self.ckpt and self.ckpt.latest_step() is not None
+      else ""
+    )
+    message = f"rating stopped at step {self.env_steps}: {reason}{where}"
+    self.log(message)
+    raise sessions.RatingStopped(message)
 
   def _close(self) -> None:
     self.bar.close()
@@ -497,10 +525,15 @@ def feedback_line(rec: Dict[str, Any]) -> str:
     if "prompt_tokens" in rec
     else ""
   )
+  not_charged = (
+    f", not charged {_counts(rec['not_charged'])}"
+    if any(rec.get("not_charged", []))
+    else ""
+  )
   return (
     f"feedback {rec['session']:>3d} at step {rec['env_steps']}{late}: "
     f"sent {rec['queries_sent']} (dropped {_counts(rec['dropped'])}"
-    f"{': ' + why if why else ''}){cost}, epochs "
+    f"{': ' + why if why else ''}{not_charged}){cost}, epochs "
     f"{_counts(rec['epochs'])}, acc {_seeds(rec['reward_accuracy'])} "
     f"(balanced {_seeds(rec['reward_balanced_accuracy'])}), corr(r_hat, r) "
     f"{_seeds(rec['reward_corr'])}"

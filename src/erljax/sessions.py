@@ -16,7 +16,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import chex
 import jax
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from erljax import config as config_lib
+from erljax import daemon
 from erljax import distributed
 from erljax import feedback as feedback_lib
 from erljax import reward_learner
@@ -34,6 +35,29 @@ from erljax import sharding
 from erljax.replay import Transition
 from erljax.session_programs import session_programs
 from erljax.trainer import TrainState, Trainer
+
+
+class RatingStopped(RuntimeError):
+  """The raters cannot go on (the service stayed down, or the run reached
+  rater.max_requests); the message says why. The run saves a checkpoint
+  and stops (erljax.runner; exit code 4 from erljax.train)."""
+
+
+def _wait(
+  futures: List[concurrent.futures.Future],
+  timeout: Optional[float],
+  stop: Callable[[], bool],
+) -> bool:
+  """Waits until all futures are done (True), `timeout` seconds passed
+  (None: no limit) or stop() says so (False)."""
+  deadline = None if timeout is None else time.perf_counter() + timeout
+  while True:
+    left = 0.1 if deadline is None else deadline - time.perf_counter()
+    _, late = concurrent.futures.wait(futures, timeout=max(0.0, min(0.1, left)))
+    if not late:
+      return True
+    if left <= 0 or stop():
+      return False
 
 
 @dataclasses.dataclass
@@ -51,6 +75,10 @@ class _Pending:
   host_seconds: float  # main-thread time spent on it so far
   answered_times: List[float] = dataclasses.field(default_factory=list)
   frames: Optional[np.ndarray] = None  # seed 0's [Q, P, h, w, 3], if drawn
+
+  @property
+  def num_queries(self) -> int:
+    return int(self.queries.true_reward.shape[1])
 
 
 class FeedbackLoop:
@@ -71,7 +99,11 @@ class FeedbackLoop:
   Training chunks keep running in between. Unanswered queries are counted
   (answered / dropped per seed) and never labelled; a rater reports service
   failures that way, so an exception out of a rater is a bug and stops the
-  run when its session completes.
+  run when its session completes. Queries the service gave no reply to
+  (Ratings.outage) are not charged to feedback.budget (the fewest such
+  drops over the seeds are given back), so an outage does not use up the
+  budget; a service that stays down, or rater.max_requests reached, makes
+  `stop_reason()` say why, and the run stops (RatingStopped).
 
   A session due while `feedback.max_pending` sessions are in flight waits:
   it is requested at the first chunk boundary with room (its record's
@@ -101,6 +133,8 @@ class FeedbackLoop:
     self.reference = raters_lib.ScriptedRater.for_segments(
       self.learner.num_classes, task.rated_range, seg_len
     )
+    # One guard for all seeds' raters: a shared request cap and pacing.
+    guard = raters_lib.run_guard(c.rater)
     self.raters = (
       raters
       if raters is not None
@@ -111,6 +145,8 @@ class FeedbackLoop:
           self.learner.num_classes,
           1_000_003 * s + 7,
           segment_length=seg_len,
+          guard=guard,
+          cache_dir=config_lib.reply_cache_dir(c),
         )
         for s in seeds
       ]
@@ -134,7 +170,7 @@ class FeedbackLoop:
     )
     self._renderer = None
     self.primary = distributed.is_primary()
-    self._workers: List[concurrent.futures.ThreadPoolExecutor] = []
+    self._workers: List[daemon.DaemonExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
     self.rating_sets = self.programs.empty_sets(jnp.arange(len(seeds)))
     self.opt_state = None
@@ -287,6 +323,11 @@ class FeedbackLoop:
       else self.programs.query_frames(p.queries),
     )
     num_seeds = len(ratings)
+    # Queries the service never answered cost nothing: not charged.
+    outages = distributed.from_primary(
+      np.asarray([r.num_outages for r in ratings], np.int64)
+    ).tolist()
+    self.sent -= min(outages)
     stored = distributed.to_host(self.rating_sets.size)
     trained = bool(stored.sum() > 0)
     if trained:
@@ -320,6 +361,7 @@ class FeedbackLoop:
       "queries": len(ratings[0].answered),
       "queries_sent": p.queries_sent,
       **counts,
+      "not_charged": outages,
       "ratings_stored": stored.tolist(),
       "trained": trained,
       "epochs": epochs,
@@ -348,12 +390,16 @@ class FeedbackLoop:
     return state, rec
 
   def finish(
-    self, state: TrainState, env_steps: int
+    self,
+    state: TrainState,
+    env_steps: int,
+    stop: Callable[[], bool] = lambda: False,
   ) -> tuple[TrainState, List[Dict[str, Any]]]:
     """End of training: waits for the sessions still out (at most
-    `feedback.final_wait_s` seconds in all, None: no limit) and completes
-    them without a critic reset; those not answered in time are abandoned,
-    their queries counted as dropped (record `abandoned: True`)."""
+    `feedback.final_wait_s` seconds in all, None: no limit, or until
+    stop() is true: a signal) and completes them without a critic reset;
+    those not answered in time are abandoned, their queries counted as
+    dropped (record `abandoned: True`)."""
     limit = self.config.feedback.final_wait_s
     deadline = None if limit is None else time.perf_counter() + limit
     recs: List[Dict[str, Any]] = []
@@ -361,17 +407,15 @@ class FeedbackLoop:
       timeout = (
         None if deadline is None else max(0.0, deadline - time.perf_counter())
       )
-      _, late = concurrent.futures.wait(
-        self.pending[0].futures, timeout=timeout
-      )
-      if distributed.from_primary(np.asarray(bool(late))):
+      done = _wait(self.pending[0].futures, timeout, stop)
+      if distributed.from_primary(np.asarray(not done)):
         break
       state = self._complete_ready(state, env_steps, recs, final=True)
     while self.pending:
       p = self.pending.popleft()
       for f in p.futures:
         f.cancel()
-      q = p.queries.true_reward.shape[1]
+      q = p.num_queries
       recs.append(
         {
           "env_steps": env_steps,
@@ -390,15 +434,32 @@ class FeedbackLoop:
     return state, recs
 
   def drain(
-    self, state: TrainState, env_steps: int
+    self,
+    state: TrainState,
+    env_steps: int,
+    timeout: Optional[float] = -1.0,
+    stop: Callable[[], bool] = lambda: False,
   ) -> tuple[TrainState, List[Dict[str, Any]]]:
-    """Waits for every session in flight and completes it (before a
-    checkpoint, so that ratings already paid for are never asked again)."""
-    for p in self.pending:
-      concurrent.futures.wait(p.futures)
+    """Waits for the sessions in flight and completes those answered
+    (before a checkpoint, so that ratings already paid for are stored, not
+    asked again). Waits at most `timeout` seconds (-1: feedback.drain_wait_s;
+    None: no limit) and not once stop() is true (a signal). Sessions still
+    out stay pending; `state_dict` leaves them out."""
+    if timeout is not None and timeout < 0:
+      timeout = self.config.feedback.drain_wait_s
+    _wait([f for p in self.pending for f in p.futures], timeout, stop)
     recs: List[Dict[str, Any]] = []
     state = self._complete_ready(state, env_steps, recs)
     return state, recs
+
+  def stop_reason(self) -> Optional[str]:
+    """Why the raters cannot go on (RatingStopped), or None; the same on
+    every process (process 0's raters decide)."""
+    reasons = [getattr(r, "stop_reason", None) for r in self.raters]
+    reason = next((r for r in reasons if r), None)
+    if not distributed.from_primary(np.asarray(reason is not None)):
+      return None
+    return reason or "process 0's raters stopped (its log says why)"
 
   def close(self) -> None:
     """Lets the worker threads go (calls still running finish on their own)
@@ -443,12 +504,10 @@ class FeedbackLoop:
       for lab, ans, g in zip(labels, answered, got)
     ]
 
-  def _worker(self, seed_index: int) -> concurrent.futures.ThreadPoolExecutor:
+  def _worker(self, seed_index: int) -> daemon.DaemonExecutor:
     while len(self._workers) <= seed_index:
       self._workers.append(
-        concurrent.futures.ThreadPoolExecutor(
-          max_workers=1, thread_name_prefix=f"rater{len(self._workers)}"
-        )
+        daemon.DaemonExecutor(1, f"rater{len(self._workers)}")
       )
     return self._workers[seed_index]
 
@@ -478,7 +537,9 @@ class FeedbackLoop:
 
   def state_dict(self) -> Dict[str, Any]:
     """Everything a resumed run needs: arrays (rating sets, reward optimiser)
-    and host values (counters, the numpy and rater RNG states)."""
+    and host values (counters, the numpy and rater RNG states). Sessions
+    still out are left out: the counters are those from before they were
+    requested, so a resumed run requests them again."""
     opt_state = self.opt_state
     if opt_state is None:
       # A stand-in of the right structure (not used on load): Adam's state
@@ -497,9 +558,11 @@ class FeedbackLoop:
       "rating_sets": self.rating_sets,
       "opt_state": opt_state,
       "has_opt_state": self.opt_state is not None,
-      "sent": self.sent,
-      "next_session": self.next_session,
-      "requested": self.requested,
+      "sent": self.sent - sum(p.num_queries for p in self.pending),
+      "next_session": (
+        self.pending[0].due_at if self.pending else self.next_session
+      ),
+      "requested": self.requested - len(self.pending),
       "installed": self.installed,
       "rng": self.rng.bit_generator.state,
       # A rater without state (e.g. a cached VLM client, whose cache

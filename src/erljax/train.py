@@ -11,6 +11,10 @@ TensorBoard and evaluate the run.
 Stop it with Ctrl-C or SIGTERM: it saves a checkpoint at the next chunk
 boundary and exits; add --config.resume=True to the same command to continue.
 
+Exit codes: 0 done, 2 bad config or workdir, 3 training diverged, 4 the
+rating service stopped the run (down, or rater.max_requests reached; a
+checkpoint is saved first), 128 + N stopped by signal N.
+
 Over several processes (hosts) every process runs the same command: under
 srun / mpirun as is, elsewhere with --config.distributed.coordinator_address
 =HOST:PORT --config.distributed.num_processes=N
@@ -34,6 +38,7 @@ from erljax import config as config_lib
 from erljax import configs
 from erljax import distributed
 from erljax import runner
+from erljax import sessions
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -126,6 +131,9 @@ def main(argv):
   except FloatingPointError as e:
     print(f"erljax: training diverged: {e}", file=sys.stderr)
     sys.exit(3)
+  except sessions.RatingStopped as e:
+    print(f"erljax: {e}", file=sys.stderr)
+    sys.exit(4)
   last = result.history[-1]
   if result.interrupted is not None:
     print(

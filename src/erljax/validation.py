@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import numbers
 import re
 from typing import Any, Callable
@@ -51,6 +52,14 @@ def data_devices(c: ml_collections.ConfigDict) -> int:
 def replay_shards(c: ml_collections.ConfigDict) -> int:
   """Replay blocks per seed: replay_shards, or (0) one per data device."""
   return c.replay_shards or data_devices(c)
+
+
+def reply_cache_dir(c: ml_collections.ConfigDict) -> str:
+  """The reply cache's directory: rater.cache_dir, or (None) the workdir's
+  rater_cache; "" when there is none."""
+  if c.rater.cache_dir is not None:
+    return c.rater.cache_dir
+  return os.path.join(c.workdir, "rater_cache") if c.workdir else ""
 
 
 def fail(key: str, value: Any, why: str):
@@ -323,13 +332,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: isinstance(v, bool),
     "must be True or False",
   )
-  if c.feedback.final_wait_s is not None:
-    check(
-      c,
-      "feedback.final_wait_s",
-      lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
-      "must be a finite number of seconds >= 0 or None (wait for all)",
-    )
+  for key in ("feedback.final_wait_s", "feedback.drain_wait_s"):
+    if c.feedback[key.split(".")[1]] is not None:
+      check(
+        c,
+        key,
+        lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
+        "must be a finite number of seconds >= 0 or None (wait for all)",
+      )
   check(
     c,
     "reward.hidden_sizes",

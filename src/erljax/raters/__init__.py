@@ -14,9 +14,10 @@ from typing import Callable, Optional, Union
 from erljax.raters.base import CLASS_NAMES, Queries, Rater, Ratings
 from erljax.raters.cache import ReplyCache
 from erljax.raters.gemini import GeminiRater
-from erljax.raters.http import Counters, HttpClient, QueryFailed
+from erljax.raters.http import Counters, HttpClient, QueryFailed, RunGuard
 from erljax.raters.ollama import OllamaRater
 from erljax.raters.openai import OpenAIRater
+from erljax.raters.pacing import RateLimiter, limiter_path
 from erljax.raters.prompts import Prompts
 from erljax.raters.scripted import ScriptedRater
 from erljax.raters.vlm import Answer, VLMRater
@@ -36,12 +37,28 @@ __all__ = [
   "Queries",
   "QueryFailed",
   "Rater",
+  "RateLimiter",
   "Ratings",
   "ReplyCache",
+  "RunGuard",
   "ScriptedRater",
   "VLMRater",
   "make",
+  "run_guard",
 ]
+
+
+def run_guard(cfg) -> RunGuard:
+  """The RunGuard all of a run's VLM raters share: rater.max_requests and,
+  with rater.requests_per_minute > 0, a RateLimiter whose file (under
+  rater.limiter_dir) every process rating the same service shares."""
+  limiter = None
+  if cfg.get("requests_per_minute", 0) and cfg.kind in BACKENDS:
+    base_url = cfg.base_url or BACKENDS[cfg.kind].default_base_url
+    limiter = RateLimiter(
+      cfg.requests_per_minute, limiter_path(cfg.limiter_dir, base_url)
+    )
+  return RunGuard(cfg.get("max_requests", 0), limiter)
 
 
 def make(
@@ -54,6 +71,8 @@ def make(
   instruction: Optional[str] = None,
   subject: Optional[str] = None,
   sleep: Callable[[float], None] = time.sleep,
+  guard: Optional[RunGuard] = None,
+  cache_dir: Optional[str] = None,
 ) -> Union[ScriptedRater, VLMRater]:
   """The rater config.rater (`cfg`) asks for, for one task and seed.
 
@@ -69,6 +88,10 @@ def make(
     instruction: overrides the task's instruction (VLMs).
     subject: overrides the task's subject, what its frames show (VLMs).
     sleep: how the HTTP client waits between retries (tests inject one).
+    guard: the RunGuard shared by the run's raters (None: `run_guard(cfg)`
+      of this rater alone).
+    cache_dir: the reply cache's directory, overriding cfg.cache_dir ("":
+      none; None there too: none).
   """
   from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
 
@@ -103,7 +126,14 @@ def make(
     concurrency=cfg.concurrency,
     sleep=sleep,
     seed=seed,
+    breaker_failures=cfg.breaker_failures,
+    breaker_drop_rate=cfg.breaker_drop_rate,
+    breaker_pause=cfg.breaker_pause,
+    breaker_probes=cfg.breaker_probes,
+    guard=guard or run_guard(cfg),
+    service=cfg.base_url or BACKENDS[cfg.kind].default_base_url,
   )
+  cache_dir = cfg.cache_dir if cache_dir is None else cache_dir
   extra = {"constraint": cfg.openai_constraint} if cfg.kind == "openai" else {}
   return BACKENDS[cfg.kind](
     model=cfg.model,
@@ -120,7 +150,7 @@ def make(
     max_tokens=cfg.max_tokens,
     prompts=Prompts.from_overrides(dict(cfg.prompt)),
     client=client,
-    cache=ReplyCache(cfg.cache_dir) if cfg.cache_dir else None,
+    cache=ReplyCache(cache_dir) if cache_dir else None,
     replay_only=cfg.replay_only,
     **extra,
   )

@@ -38,11 +38,19 @@ class Ratings:
   counts: what the call that made these ratings moved the rater's counters
     by (a VLM rater's requests, tokens, drop reasons; http.Counters), or
     None for raters that keep none.
+  outage: optional [B] bool, True where the service gave no reply at all
+    (connection, timeout, HTTP error): such queries cost nothing and are not
+    charged to feedback.budget. None: no such drops.
   """
 
   labels: np.ndarray
   answered: np.ndarray
   counts: Optional[Dict[str, Any]] = None
+  outage: Optional[np.ndarray] = None
+
+  @property
+  def num_outages(self) -> int:
+    return 0 if self.outage is None else int(np.sum(self.outage))
 
   @property
   def num_answered(self) -> int:

@@ -68,12 +68,14 @@ class Answer:
   replies: the raw reply texts, one per stage (may be empty when dropped).
   reason: why it was dropped (None when answered).
   cached: the replies came from the cache.
+  outage: dropped because the service gave no reply (QueryFailed.outage).
   """
 
   label: Optional[int]
   replies: Tuple[str, ...] = ()
   reason: Optional[str] = None
   cached: bool = False
+  outage: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +291,11 @@ class VLMRater:
   def counters(self):
     return self.client.counters
 
+  @property
+  def stop_reason(self) -> Optional[str]:
+    """Why this rater's run must stop (http.RunGuard), or None."""
+    return self.client.guard.stop_reason
+
   def stats(self) -> Dict[str, Any]:
     """Counts so far (see http.Counters): queries, sent, requests,
     retries, answered, dropped, cache_hits, prompt_tokens,
@@ -329,10 +336,12 @@ class VLMRater:
     labels = np.array(
       [-1 if a.label is None else a.label for a in answers], np.int64
     ).reshape(-1)
+    outage = np.array([a.outage for a in answers], bool).reshape(-1)
     return Ratings(
       labels=labels,
       answered=labels >= 0,
       counts=Counters.since(before, self.stats()),
+      outage=outage,
     )
 
   def _parse(self, kind: _Kind, text: str) -> Optional[int]:
@@ -444,7 +453,7 @@ class VLMRater:
         )
       except QueryFailed as e:
         counters.drop(e.reason)
-        return Answer(None, (), e.reason)
+        return Answer(None, (), e.reason, outage=e.outage)
       if key is not None:
         self.cache.put(
           key, {**material, "prompts": prompts, "replies": replies}
