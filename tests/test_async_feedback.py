@@ -2,6 +2,7 @@
 chunk with raters whose answers the test releases: deterministic."""
 
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,104 @@ def test_finish_waits_and_completes_without_critic_reset(compiled):
   # Training is over: the first reward is installed without resetting the
   # critic the agent was trained with.
   assert _leaves_equal(state.sac.critic_params, critic)
+
+
+class OutageRater(GatedRater):
+  """Answers the even-numbered queries once the gate is open; the odd ones
+  are dropped as a service failure (outage), never answered."""
+
+  def rate(self, queries):
+    r = super().rate(queries)
+    return Ratings(labels=r.labels, answered=r.answered, outage=~r.answered)
+
+
+def test_dropped_queries_are_not_charged_to_the_budget(compiled):
+  """Only queries the service answered spend feedback.budget: a session
+  whose half got no reply leaves that half in the budget. (Before: all
+  QUERIES were charged.)"""
+  rater = OutageRater(0.0, 1.0)
+  rater.gate.set()
+  d = Driver(compiled, [rater])
+  recs = []
+  while not recs:
+    recs = d.advance()
+  d.loop.close()
+  assert recs[0]["answered"] == [QUERIES // 2]
+  assert recs[0]["not_charged"] == [QUERIES - QUERIES // 2]
+  # What the budget has spent, sessions requested since left out.
+  assert d.loop.state_dict()["sent"] == QUERIES // 2
+
+
+def test_waits_for_answers_are_bounded_and_cut_short_by_stop(compiled):
+  """drain() waits at most its limit, and not once stop() says so (a
+  signal); sessions still out stay pending, and the state a checkpoint
+  saves is the one before they were requested. finish() is cut short by
+  stop() too. Rating calls run on daemon threads. (Before: drain waited
+  forever, finish until final_wait_s = None, i.e. forever, and a hung call
+  kept the process alive at exit.)"""
+  rater = GatedRater(0.0, 1.0)
+  d = Driver(compiled, [rater])
+  try:
+    while not d.loop.pending:
+      d.advance()
+    before = (d.loop.sent, d.loop.requested)
+    p = d.loop.pending[0]
+    t0 = time.monotonic()
+    d.state, recs = d.loop.drain(d.state, d.steps, timeout=0.3)
+    assert time.monotonic() - t0 < 2.0 and recs == []
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    t0 = time.monotonic()
+    d.state, recs = d.loop.drain(d.state, d.steps, timeout=60, stop=stop.is_set)
+    assert time.monotonic() - t0 < 2.0 and recs == []
+    saved = d.loop.state_dict()
+    assert (saved["sent"], saved["requested"], saved["next_session"]) == (
+      before[0] - QUERIES,
+      before[1] - 1,
+      p.due_at,
+    )
+    workers = [t for t in threading.enumerate() if t.name.startswith("rater0")]
+    assert workers and all(t.daemon for t in workers)
+    t0 = time.monotonic()
+    d.state, recs = d.loop.finish(d.state, d.steps, stop=stop.is_set)
+    assert time.monotonic() - t0 < 2.0
+    assert [r.get("abandoned") for r in recs] == [True]
+  finally:
+    rater.gate.set()
+    d.loop.close()
+
+
+class StoppingRater(RemoteScripted):
+  """Answers, then says its run must stop (as a VLM rater whose service
+  stayed down, or whose run reached rater.max_requests, does)."""
+
+  stop_reason = None
+
+  def rate(self, queries):
+    got = super().rate(queries)
+    self.stop_reason = "the rating service is down (test)"
+    return got
+
+
+def test_a_rater_that_must_stop_ends_the_run_after_a_checkpoint(tmp_path):
+  """The session's answers are stored, a checkpoint is saved, the log says
+  why and how to go on, and run() raises RatingStopped (exit code 4 from
+  erljax.train). (Before: raters had no way to stop a run.)"""
+  c = learned_config(200, 2, queries=10, budget=25, warmup_updates=5)
+  c.feedback.asynchronous = False
+  c.workdir = str(tmp_path)
+  raters = [StoppingRater(2, -1.5, 0.0, seed=s) for s in (7, 8)]
+  lines = []
+  with pytest.raises(sessions.RatingStopped, match=r"down \(test\)"):
+    runner.run(c, log=lines.append, raters=raters)
+  assert any(
+    line.startswith("rating stopped at step 80: the rating service is down")
+    and "checkpoint at step 80" in line
+    and "--config.resume=True" in line
+    for line in lines
+  ), lines
+  assert (tmp_path / "checkpoints" / "80").is_dir()
+  assert "feedback   1 at step 80" in "\n".join(lines)
 
 
 def test_synchronous_remote_rater_matches_the_inline_scripted_run():

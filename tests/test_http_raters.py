@@ -128,7 +128,16 @@ def _label_by_image(values, labels):
   return {_b64(v): y for v, y in zip(values, labels)}
 
 
-def _rater(kind, url, sleeps=None, num_classes=3, task="reacher", **overrides):
+def _rater(
+  kind,
+  url,
+  sleeps=None,
+  num_classes=3,
+  task="reacher",
+  guard=None,
+  **overrides,
+):
+  """A validated config's rater; guard: the RunGuard it shares."""
   c = config_lib.default()
   c.rater.kind = kind
   c.rater.model = "test-model"
@@ -139,7 +148,9 @@ def _rater(kind, url, sleeps=None, num_classes=3, task="reacher", **overrides):
     c.rater[k] = v
   config_lib.validate(c)
   sleep = sleeps.append if sleeps is not None else _no_sleep
-  return raters.make(c.rater, task, num_classes, seed=3, sleep=sleep)
+  return raters.make(
+    c.rater, task, num_classes, seed=3, sleep=sleep, guard=guard
+  )
 
 
 def _no_sleep(seconds):

@@ -1,8 +1,8 @@
 """A rating service that is down, slow or trickling is noticed: each request
-has a total time limit, a circuit breaker stops a run whose service stays
-down, dropped queries are not charged to the budget, waits for answers are
-bounded and cut short by a signal, and rating threads never keep the
-process alive. Local HTTP servers on 127.0.0.1; each test a few seconds."""
+has a total time limit, a circuit breaker stops the raters of a run whose
+service stays down, waits have finite defaults, and rating threads never
+keep the process alive (the session side: test_async_feedback.py). Local
+HTTP servers on 127.0.0.1; each test a few seconds."""
 
 import os
 import socket
@@ -12,35 +12,17 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from erljax import config as config_lib
-from erljax import raters
-from erljax import sessions
-from erljax.raters import Ratings
 from erljax.raters.http import HttpClient, QueryFailed, RunGuard
-from test_async_feedback import QUERIES, Driver, GatedRater, compiled  # noqa: F401
 from test_http_raters import (
   CLOSE,
-  _no_sleep,
   _openai_reply,
   _queries,
+  _rater,
   serve,  # noqa: F401
 )
-
-
-def _rater(kind, url, sleeps=None, guard=None, **overrides):
-  """test_http_raters' rater, sharing `guard` (a RunGuard)."""
-  c = config_lib.default()
-  c.rater.kind = kind
-  c.rater.model = "test-model"
-  c.rater.base_url = url
-  for k, v in overrides.items():
-    c.rater[k] = v
-  config_lib.validate(c)
-  sleep = sleeps.append if sleeps is not None else _no_sleep
-  return raters.make(c.rater, "reacher", 3, seed=3, sleep=sleep, guard=guard)
 
 
 def _closed_port() -> int:
@@ -202,79 +184,6 @@ def test_a_high_drop_rate_in_a_session_probes(serve):  # noqa: F811
   assert guard.stop_reason is not None
 
 
-class OutageRater(GatedRater):
-  """Answers the even-numbered queries once the gate is open; the odd ones
-  are dropped as a service failure (outage), never answered."""
-
-  def rate(self, queries):
-    r = super().rate(queries)
-    return Ratings(labels=r.labels, answered=r.answered, outage=~r.answered)
-
-
-def test_dropped_queries_are_not_charged_to_the_budget(compiled):  # noqa: F811
-  """Only answered queries spend feedback.budget: a session whose half
-  failed leaves that half of its queries in the budget. (Before: all
-  QUERIES were charged.)"""
-  c, trainer, _ = compiled
-  rater = OutageRater(*trainer.rated.rated_range)
-  rater.gate.set()
-  d = Driver(compiled, [rater])
-  recs = []
-  while not recs:
-    recs = d.advance()
-  assert recs[0]["answered"] == [QUERIES // 2]
-  assert recs[0]["not_charged"] == [QUERIES - QUERIES // 2]
-  # What the budget has spent, sessions requested since left out.
-  assert d.loop.state_dict()["sent"] == QUERIES // 2
-
-
-def test_drain_is_bounded_and_a_checkpoint_forgets_what_is_out(compiled):  # noqa: F811
-  """drain() waits at most its limit (or until stop() says so); the
-  sessions still out stay pending, and the state a checkpoint saves is the
-  one before they were requested. (Before: drain waited forever.)"""
-  c, trainer, _ = compiled
-  rater = GatedRater(*trainer.rated.rated_range)
-  d = Driver(compiled, [rater])
-  while not d.loop.pending:
-    d.advance()
-  before = (d.loop.sent, d.loop.requested, d.loop.next_session)
-  p = d.loop.pending[0]
-  t0 = time.monotonic()
-  d.state, recs = d.loop.drain(d.state, d.steps, timeout=0.3)
-  assert time.monotonic() - t0 < 2.0 and recs == []
-  stop = threading.Event()
-  threading.Timer(0.2, stop.set).start()
-  t0 = time.monotonic()
-  d.state, recs = d.loop.drain(d.state, d.steps, timeout=30, stop=stop.is_set)
-  assert time.monotonic() - t0 < 2.0 and recs == []
-  saved = d.loop.state_dict()
-  assert (saved["sent"], saved["requested"], saved["next_session"]) == (
-    before[0] - QUERIES,
-    before[1] - 1,
-    p.due_at,
-  )
-  rater.gate.set()
-  d.state, recs = d.loop.drain(d.state, d.steps, timeout=30)
-  assert [r["session"] for r in recs] == [p.session]
-  d.loop.close()
-
-
-def test_finish_is_cut_short_by_stop(compiled):  # noqa: F811
-  c, trainer, _ = compiled
-  rater = GatedRater(*trainer.rated.rated_range)
-  d = Driver(compiled, [rater])
-  while not d.loop.pending:
-    d.advance()
-  stop = threading.Event()
-  threading.Timer(0.2, stop.set).start()
-  t0 = time.monotonic()
-  d.state, recs = d.loop.finish(d.state, d.steps, stop=stop.is_set)
-  assert time.monotonic() - t0 < 2.0
-  assert [r.get("abandoned") for r in recs] == [True]
-  rater.gate.set()
-  d.loop.close()
-
-
 def test_final_wait_and_drain_have_finite_defaults():
   c = config_lib.default()
   assert 0 < c.feedback.final_wait_s < float("inf")
@@ -312,17 +221,3 @@ def test_a_hung_rating_call_does_not_keep_the_process_alive(tmp_path):
   assert out.returncode == 0, out.stderr
   assert "main done" in out.stdout
   assert time.monotonic() - t0 < 15
-
-
-def test_sessions_use_daemon_workers(compiled):  # noqa: F811
-  c, trainer, _ = compiled
-  rater = GatedRater(*trainer.rated.rated_range)
-  d = Driver(compiled, [rater])
-  while not d.loop.pending:
-    d.advance()
-  workers = [t for t in threading.enumerate() if t.name.startswith("rater0")]
-  assert workers and all(t.daemon for t in workers)
-  rater.gate.set()
-  d.loop.close()
-  assert isinstance(d.loop, sessions.FeedbackLoop)
-  np.testing.assert_equal(rater.calls, 1)

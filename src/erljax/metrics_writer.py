@@ -47,6 +47,7 @@ COST_FIELDS = ("requests", "prompt_tokens", "completion_tokens")
 FEEDBACK_FIELDS = (
   "answered",
   "dropped",
+  "not_charged",  # dropped for want of a reply: not charged to the budget
   "ratings_stored",
   "epochs",
   "reward_accuracy",
