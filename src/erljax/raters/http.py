@@ -3,8 +3,8 @@ a circuit breaker, and the pacing and request cap a run's clients share.
 
 Every request has a total time limit (connecting, waiting and reading the
 whole reply; a server that trickles bytes is cut off at it). Connection
-errors, timeouts and HTTP 408, 429
-and 5xx are retried up to `max_retries` times after a capped exponential
+errors, timeouts and HTTP 408, 429 and 5xx are retried up to
+`max_retries` times after a capped exponential
 backoff with jitter, or after the delay the server asks for (a Retry-After
 header in seconds or as an HTTP date, or Gemini's RetryInfo `retryDelay` in
 the error details). Other 4xx are not retried, nor is an exhausted daily
@@ -17,15 +17,16 @@ Redirects are not followed (requests would carry custom key headers such as
 Gemini's `x-goog-api-key` to the new host): a 3xx reply drops the query as
 "redirect", names where it pointed, and stops the rest of the batch.
 
-Circuit breaker: after `breaker_failures` queries in a row failed, or when
-more than `breaker_drop_rate` of a batch of at least that many queries
-failed, the client stops sending the rest of the batch, waits
-`breaker_pause` seconds and asks one failed query again (a probe, one
-attempt) up to `breaker_probes` times. An answered probe closes the
-breaker; if none is answered the service counts as down: the client's
-`RunGuard` records why, and from then on no client sharing that guard
-sends anything (their queries fail as "stopped"). The run loop reads
-`RunGuard.stop_reason` and stops the run (erljax.sessions).
+Circuit breaker (one per client, i.e. per seed): after `breaker_failures`
+queries in a row failed, or when more than `breaker_drop_rate` of a batch
+of at least that many queries failed, the client stops sending the rest
+of the batch, waits `breaker_pause` seconds and asks one failed query
+again (a probe, one attempt) up to `breaker_probes` times; a probe counts
+as a query asked again. An answered probe closes the breaker; if none is
+answered the service counts as down: the client's `RunGuard` records why,
+and from then on no client sharing that guard sends anything (their
+queries fail as "stopped"). The run loop reads the reason and stops the
+run (erljax.sessions).
 """
 
 from __future__ import annotations
@@ -525,6 +526,8 @@ class HttpClient:
       ) as pool:
         results = list(pool.map(run, range(len(items))))
     many = len(items) >= self.breaker_failures
+    if not any(failed):
+      return results
     if self._open:
       with self._lock:
         why = f"{self._in_a_row} queries in a row failed"
