@@ -597,6 +597,13 @@ def test_rater_transport_settings_may_change_on_resume():
     ("rater.backoff_max", 120.0),
     ("rater.max_wait", 900.0),
     ("rater.concurrency", 2),
+    # How long and how much the run may wait and ask (issue 31): a run
+    # stopped at its request cap goes on with a larger one.
+    ("rater.max_requests", 500),
+    ("rater.requests_per_minute", 60.0),
+    ("rater.breaker_failures", 20),
+    ("rater.cache_dir", "/shared/replies"),
+    ("feedback.drain_wait_s", 30.0),
   ):
     assert checkpoint_lib.changed_key(saved, {**saved, key: value}) is None, key
   for key, value in (("rater.model", "other"), ("rater.temperature", 0.7)):
