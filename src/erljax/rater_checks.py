@@ -13,21 +13,23 @@ import re
 
 import ml_collections
 
+from erljax import tasks
+from erljax.config_checks import (
+  ConfigError,
+  check,
+  fail,
+  integer_at_least,
+  is_bool,
+  positive_float,
+)
 from erljax import raters
 from erljax.raters import base as raters_base
 from erljax.raters import endpoint
 from erljax.raters import prompts as prompts_lib
 from erljax.raters import scripted as scripted_lib
-from erljax.validation import (
-  OPENAI_CONSTRAINTS,
-  RATED,
-  ConfigError,
-  RATER_KINDS,
-  check,
-  fail,
-  integer_at_least,
-  positive_float,
-)
+
+RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
+OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
 def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
@@ -56,7 +58,12 @@ def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
     lambda v: 0.0 <= v < 1.0,
     "must lie in [0, 1) (a fraction of the rated range)",
   )
-  check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
+  check(
+    c,
+    "rater.rated",
+    lambda v: v in tasks.RATED,
+    f"must be one of {tasks.RATED}",
+  )
   if c.rater.range is not None:
     check(
       c,
@@ -69,11 +76,13 @@ def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
       "must be (low, high) finite numbers, low < high",
     )
   if c.rater.kind != "scripted":
-    _validate_vlm_rater(c, classes)
+    _validate_vlm_answers(c, classes)
+    _validate_vlm_service(c)
+    _validate_vlm_prompts(c)
 
 
-def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
-  """The rater.* keys that only VLM raters read."""
+def _validate_vlm_answers(c: ml_collections.ConfigDict, classes: int):
+  """What a VLM rater answers with: its models, and no simulated noise."""
   check(
     c,
     "rater.model",
@@ -107,6 +116,10 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
     f"VLM raters have class names for "
     f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}",
   )
+
+
+def _validate_vlm_service(c: ml_collections.ConfigDict):
+  """How a VLM rater reaches its service: URL, key, retries, cache."""
   key_env = c.rater.api_key_env
   if key_env is not None and not (
     isinstance(key_env, str)
@@ -137,7 +150,7 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
   except ValueError as e:
     raise ConfigError(f"config.{e}") from None
   for key in ("rater.two_stage", "rater.constrained", "rater.replay_only"):
-    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+    check(c, key, is_bool, "must be True or False")
   check(
     c,
     "rater.openai_constraint",
@@ -182,6 +195,10 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
       lambda v: v != "",
       "replay_only answers from the cache, so it needs a cache_dir",
     )
+
+
+def _validate_vlm_prompts(c: ml_collections.ConfigDict):
+  """rater.prompt.*: every template set is known and well formed."""
   for name in prompts_lib.TEMPLATE_NAMES:
     template = c.rater.prompt[name]
     if template:
