@@ -1,4 +1,4 @@
-"""SAC on an erljax task in one function: the file to copy to start a fork.
+"""SAC on an erljax task in one file: the file to copy to start a fork.
 
 PureJaxRL's shape: `make_train(config)` builds the environments and the
 agent and returns `train(rng)`, the whole run as one pure function, so
@@ -6,10 +6,13 @@ agent and returns `train(rng)`, the whole run as one pure function, so
   metrics = jax.jit(jax.vmap(make_train(config)))(jax.random.split(key, S))
 
 trains S seeds at once as one compiled program. No feedback, reward learning
-or checkpoints: the pieces are erljax's own (envs.make_vec_env, the networks
-and losses behind sac.SAC and its one-step `update`, the replay buffer,
-rollout's evaluation), put together in the order a reader follows; a fork
-that changes the update edits sac.py's losses:
+or checkpoints. The algorithm is here, between the `ALGO LOGIC` markers:
+SAC's three losses and its one-step update (`make_update`), which compute
+what erljax.sac.SAC.update computes, bit for bit (tests/test_example.py
+holds them to it), so a fork that changes the update edits this file. The
+rest is erljax's: the networks, initial state and action sampling
+(erljax.sac.SAC), envs.make_vec_env, the replay buffer and the evaluator
+(rollout.evaluate), put together in the order a reader follows:
 
   1. prefill: `seed_steps` env steps of uniform random actions;
   2. learn: C = `num_chunks` chunks of `eval_every` env steps; each vectorized
@@ -31,21 +34,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from erljax import envs
 from erljax import replay
 from erljax import rollout
 from erljax import sac
+from erljax import tasks
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  task: str = "reacher"  # a registered task (envs.task_names())
+  task: str = "reacher"  # a registered task (tasks.task_names())
   episode_length: int = 200
   num_envs: int = 8  # N parallel training envs
   num_eval_envs: int = 8  # one deterministic episode in each
@@ -62,6 +67,10 @@ class Config:
     return self.seed_steps + self.num_chunks * self.eval_every
 
   def validate(self) -> None:
+    if self.task not in tasks.task_names():
+      raise ValueError(
+        f"task={self.task!r}: not registered; choose from {tasks.task_names()}"
+      )
     for name in ("seed_steps", "eval_every"):
       if getattr(self, name) % self.num_envs:
         raise ValueError(
@@ -70,6 +79,106 @@ class Config:
         )
     if self.num_chunks < 1:
       raise ValueError(f"num_chunks={self.num_chunks} must be >= 1")
+
+
+# ALGO LOGIC: SAC's losses and update. ------------------------------------
+Update = Callable[
+  [sac.SACState, replay.Transition, jax.Array],
+  Tuple[sac.SACState, Dict[str, jax.Array]],
+]
+
+
+def make_update(agent: sac.SAC) -> Update:
+  """update(state, batch [B, ...], key) -> (state, {critic_loss, alpha}):
+  one SAC step. The critic steps first, then the actor on the new critic,
+  then the temperature; the target critic follows by Polyak averaging every
+  target_update_period updates."""
+  h = agent.hyper
+  critic_opt, actor_opt, alpha_opt = (
+    optax.adam(lr) for lr in (h.critic_lr, h.actor_lr, h.alpha_lr)
+  )
+
+  def critic_loss(critic_params, state, batch, key):
+    """0.5 sum_i mean_b (Q_i(s, a) - y)^2, the target
+    y = r + gamma d (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi."""
+    next_action, next_logp = agent.sample_action(
+      state.actor_params, batch.next_obs, key
+    )
+    next_q = agent.critic.apply(
+      state.target_critic_params, batch.next_obs, next_action
+    )
+    next_v = jnp.min(next_q, axis=0) - jnp.exp(state.log_alpha) * next_logp
+    target = batch.reward + h.discount * batch.discount * next_v
+    target = jax.lax.stop_gradient(target)
+    q = agent.critic.apply(critic_params, batch.obs, batch.action)  # [2, B]
+    return 0.5 * jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1)), ()
+
+  def actor_loss(actor_params, critic_params, log_alpha, obs, key):
+    """mean_b (alpha log pi(a|s) - min_i Q_i(s, a)), a ~ pi(.|s)."""
+    action, logp = agent.sample_action(actor_params, obs, key)
+    q = jnp.min(agent.critic.apply(critic_params, obs, action), axis=0)
+    alpha = jax.lax.stop_gradient(jnp.exp(log_alpha))
+    return jnp.mean(alpha * logp - q), logp
+
+  def alpha_loss(log_alpha, logp):
+    """mean_b alpha (-log pi(a|s) - target_entropy), log pi held fixed."""
+    logp = jax.lax.stop_gradient(logp)
+    return jnp.mean(jnp.exp(log_alpha) * (-logp - agent.target_entropy)), ()
+
+  def step(loss_fn, optimizer, params, opt_state, *args):
+    """One Adam step of loss_fn in params: (params, opt_state, loss, aux)."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(params, *args)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux
+
+  def update(state, batch, key):
+    k_critic, k_actor = jax.random.split(key)
+    critic, critic_state, critic_l, _ = step(
+      critic_loss,
+      critic_opt,
+      state.critic_params,
+      state.critic_opt,
+      state,
+      batch,
+      k_critic,
+    )
+    actor, actor_state, _, logp = step(
+      actor_loss,
+      actor_opt,
+      state.actor_params,
+      state.actor_opt,
+      critic,
+      state.log_alpha,
+      batch.obs,
+      k_actor,
+    )
+    log_alpha, alpha_state, _, _ = step(
+      alpha_loss, alpha_opt, state.log_alpha, state.alpha_opt, logp
+    )
+    steps = state.steps + 1
+    polyak = optax.incremental_update(critic, state.target_critic_params, h.tau)
+    target = jax.tree_util.tree_map(
+      lambda p, t: jnp.where(steps % h.target_update_period == 0, p, t),
+      polyak,
+      state.target_critic_params,
+    )
+    new_state = sac.SACState(
+      actor_params=actor,
+      critic_params=critic,
+      target_critic_params=target,
+      log_alpha=log_alpha,
+      actor_opt=actor_state,
+      critic_opt=critic_state,
+      alpha_opt=alpha_state,
+      steps=steps,
+    )
+    return new_state, {"critic_loss": critic_l, "alpha": jnp.exp(log_alpha)}
+
+  return update
+
+
+# ALGO LOGIC ends. ---------------------------------------------------------
 
 
 def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
@@ -89,6 +198,7 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
       critic_lr=config.lr,
     ),
   )
+  update = make_update(agent)
 
   def collect(env_state, buffer, action):
     """One vectorized step with action [N, A]; its N transitions stored."""
@@ -140,13 +250,15 @@ def make_train(config: Config) -> Callable[[jax.Array], Dict[str, jax.Array]]:
       )
       env_state, buffer, (returns, done) = collect(env_state, buffer, action)
 
-      def update(agent_state, key):
+      def replay_update(agent_state, key):
         k_sample, k_update = jax.random.split(key)
         batch = replay.sample(buffer, k_sample, config.batch_size)
-        return agent.update(agent_state, batch, k_update)
+        return update(agent_state, batch, k_update)
 
       agent_state, metrics = jax.lax.scan(
-        update, agent_state, jax.random.split(k_upd, config.updates_per_step)
+        replay_update,
+        agent_state,
+        jax.random.split(k_upd, config.updates_per_step),
       )
       return (agent_state, env_state, buffer), (returns, done, metrics)
 

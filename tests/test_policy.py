@@ -7,6 +7,7 @@ steps, is shared by every test.
 import json
 import os
 import sys
+import types
 
 from absl import flags
 import jax
@@ -230,6 +231,22 @@ def test_legacy_seed_index_errors_name_the_choices():
     evaluate.legacy_seed_index(2, 1, 3)
   with pytest.raises(ValueError, match=r"PRNG seeds 3\.\.4"):
     evaluate.legacy_seed_index(9, 3, 2)
+
+
+def test_evaluate_plays_the_runs_own_evaluation(run):
+  # The command and a run's eval records come from the same evaluator: with
+  # the same key and actor they play the same episode.
+  policy = policy_lib.load(run[0], seed=1)
+  key = jax.random.PRNGKey(7)
+  got = evaluate.play(policy, 1, key)
+  state = types.SimpleNamespace(
+    sac=types.SimpleNamespace(actor_params=policy.seed_params)
+  )
+  want = policy.trainer.evaluate(state, key)
+  np.testing.assert_allclose(
+    got["return"], want["eval_return_episodes"], rtol=1e-6
+  )
+  np.testing.assert_array_equal(got["success"], want["eval_success_episodes"])
 
 
 @pytest.mark.parametrize(

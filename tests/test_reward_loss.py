@@ -246,8 +246,9 @@ def _class_counts(counts, batch_size, seed=0):
 
 
 def test_stratified_batches_follow_the_rule_by_hand():
-  # The method notes' example: T = 9; floors (117, 3, 1), epoch budgets
-  # (3, 6, 2) of extras taken rarest class first, then filled from class 0.
+  # The example in docs/method.md#stratified-minibatches: T = 9; floors
+  # (117, 3, 1), epoch budgets (3, 6, 2) of extras taken rarest class first,
+  # then filled from class 0.
   assert _class_counts((1056, 33, 11), 128) == (
     [(122, 4, 2)] * 2 + [(123, 4, 1)] * 4 + [(124, 3, 1)] * 2 + [(72, 3, 1)]
   )

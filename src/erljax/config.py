@@ -124,7 +124,8 @@ def default() -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict()
   c.reward.source = "env"  # "env" or "learned" (from ratings)
   c.reward.scale = 1.0  # multiplies the env reward
-  # Learned reward model and its rating loss (method notes §3-5). Defaults:
+  # Learned reward model and its rating loss (docs/method.md#the-rating-loss
+  # to #reward-training; reference reward_model_vlm_rating.py). Defaults:
   # ERL-VLM = MAE + class weights + stratified batches.
   c.reward.feedback_type = "rating"  # or "preference" (RL-VLM-F baseline)
   # "mlp": RbRL's state-action MLP; "cnn": ERL-VLM's image network on the
@@ -150,7 +151,8 @@ def default() -> ml_collections.ConfigDict:
   c.reward.label_smoothing = 0.0
   c.reward.lr = 3e-4
 
-  # PEBBLE schedule (method notes §1), used when reward.source == "learned".
+  # PEBBLE schedule (docs/method.md#the-loop; reference train_PEBBLE_VLM.py),
+  # used when reward.source == "learned".
   c.feedback = ml_collections.ConfigDict()
   c.feedback.unsupervised = True  # k-NN state-entropy reward before feedback
   c.feedback.knn_k = 5
@@ -212,8 +214,9 @@ def default() -> ml_collections.ConfigDict:
   # cost), "reward" = the per-step env reward (RbRL's synthetic ratings).
   c.rater.rated = "signal"
   c.rater.range = config_dict.placeholder(tuple)  # (low, high); None: task's
-  # VLM raters over HTTP (method notes §7; erljax.raters.vlm). API keys only
-  # ever come from the environment variable named here, never the config.
+  # VLM raters over HTTP (docs/method.md#querying-the-vlm; erljax.raters.vlm).
+  # API keys only ever come from the environment variable named here, never
+  # the config.
   c.rater.base_url = ""  # "" = the backend's default
   c.rater.model = ""  # required for VLMs (stage 1 / only stage)
   c.rater.rating_model = ""  # stage-2 model; "" = model

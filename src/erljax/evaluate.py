@@ -8,8 +8,9 @@ Loads the actor of a training run's checkpoint with erljax.policy (the
 latest unless --step; seed index --seed_index of the run's vmapped seeds,
 default 0, which is the run's PRNG seed config.seed + K), plays --episodes
 deterministic episodes at once in fresh envs of the run's task and episode
-length (erljax.rollout: return summed until a true termination, success if
-any step succeeds, as the run's own evaluation) and prints the mean return
+length (erljax.rollout.evaluate, the evaluator of the run's own eval
+records: return summed until a true termination, success if any counted
+step succeeds) and prints the mean return
 and success rate with percentile bootstrap 95% intervals over the episodes
 (erljax.stats). The intervals say how well this one actor is measured, not
 how much training seeds differ: evaluate each --seed_index for that. The
@@ -39,11 +40,10 @@ from erljax import rollout as rollout_lib
 from erljax import stats
 
 
-def episode_stats(
-  policy: Any, episodes: int, key: jax.Array
-) -> Dict[str, np.ndarray]:
+def play(policy: Any, episodes: int, key: jax.Array) -> Dict[str, np.ndarray]:
   """Per-episode return [N] and success [N] (0 / 1 float) of N = episodes
-  deterministic episodes of `policy` (an erljax.policy.Policy, its seed)."""
+  deterministic episodes of `policy` (an erljax.policy.Policy, its seed),
+  played by erljax.rollout.evaluate in envs reset with `key`."""
   if episodes < 1:
     raise ValueError(f"episodes={episodes}: must be >= 1")
   env = envs.make_vec_env(
@@ -51,13 +51,11 @@ def episode_stats(
   )
 
   @functools.partial(jax.jit, compiler_options=envs.compiler_options(env))
-  def play(params, key):
-    recorded = rollout_lib.rollout(
-      env, lambda obs, _: policy.apply(params, obs), key
-    )
-    return rollout_lib.episode_stats(recorded)
+  def run(params, key):
+    ev = rollout_lib.evaluate(env, functools.partial(policy.apply, params), key)
+    return {k: ev[f"eval_{k}_episodes"] for k in ("return", "success")}
 
-  return {k: np.asarray(v) for k, v in play(policy.seed_params, key).items()}
+  return {k: np.asarray(v) for k, v in run(policy.seed_params, key).items()}
 
 
 def summarize(
@@ -155,7 +153,7 @@ def main(
   except (FileNotFoundError, ValueError) as e:
     _fail(str(e))
   key = jax.random.PRNGKey(f.rng_seed)
-  per_episode = episode_stats(policy, f.episodes, key)
+  per_episode = play(policy, f.episodes, key)
   figures = summarize(per_episode["return"], per_episode["success"])
   length = policy.trainer.env.episode_length
   result = {

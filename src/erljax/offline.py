@@ -197,7 +197,8 @@ def run(
     )
 
   def evaluate(state, key):
-    return rollout_lib.evaluate(eval_env, lambda o: agent.act(state, o), key)
+    ev = rollout_lib.evaluate(eval_env, lambda o: agent.act(state, o), key)
+    return {k: ev[k] for k in ("eval_return", "eval_success")}
 
   t0 = time.perf_counter()
   init_fn = jax.jit(jax.vmap(init))

@@ -9,26 +9,36 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 
 import ml_collections
 
+from erljax import tasks
+from erljax.config_checks import (
+  ConfigError,
+  check,
+  fail,
+  integer_at_least,
+  is_bool,
+  positive_float,
+)
 from erljax import raters
 from erljax.raters import base as raters_base
 from erljax.raters import endpoint
 from erljax.raters import prompts as prompts_lib
 from erljax.raters import scripted as scripted_lib
-from erljax.validation import (
-  OPENAI_CONSTRAINTS,
-  reply_cache_dir,
-  RATED,
-  ConfigError,
-  RATER_KINDS,
-  check,
-  fail,
-  integer_at_least,
-  positive_float,
-)
+
+RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
+OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
+
+
+def reply_cache_dir(c: ml_collections.ConfigDict) -> str:
+  """The reply cache's directory: rater.cache_dir, or (None) the workdir's
+  rater_cache; "" when there is none."""
+  if c.rater.cache_dir is not None:
+    return c.rater.cache_dir
+  return os.path.join(c.workdir, "rater_cache") if c.workdir else ""
 
 
 def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
@@ -57,7 +67,12 @@ def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
     lambda v: 0.0 <= v < 1.0,
     "must lie in [0, 1) (a fraction of the rated range)",
   )
-  check(c, "rater.rated", lambda v: v in RATED, f"must be one of {RATED}")
+  check(
+    c,
+    "rater.rated",
+    lambda v: v in tasks.RATED,
+    f"must be one of {tasks.RATED}",
+  )
   if c.rater.range is not None:
     check(
       c,
@@ -70,11 +85,13 @@ def validate_rater(c: ml_collections.ConfigDict, classes: int) -> None:
       "must be (low, high) finite numbers, low < high",
     )
   if c.rater.kind != "scripted":
-    _validate_vlm_rater(c, classes)
+    _validate_vlm_answers(c, classes)
+    _validate_vlm_service(c)
+    _validate_vlm_prompts(c)
 
 
-def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
-  """The rater.* keys that only VLM raters read."""
+def _validate_vlm_answers(c: ml_collections.ConfigDict, classes: int):
+  """What a VLM rater answers with: its models, and no simulated noise."""
   check(
     c,
     "rater.model",
@@ -108,6 +125,10 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
     f"VLM raters have class names for "
     f"{sorted(raters_base.CLASS_NAMES)} classes, not {classes}",
   )
+
+
+def _validate_vlm_service(c: ml_collections.ConfigDict):
+  """How a VLM rater reaches its service: URL, key, retries, cache."""
   key_env = c.rater.api_key_env
   if key_env is not None and not (
     isinstance(key_env, str)
@@ -138,7 +159,7 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
   except ValueError as e:
     raise ConfigError(f"config.{e}") from None
   for key in ("rater.two_stage", "rater.constrained", "rater.replay_only"):
-    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+    check(c, key, is_bool, "must be True or False")
   check(
     c,
     "rater.openai_constraint",
@@ -185,6 +206,10 @@ def _validate_vlm_rater(c: ml_collections.ConfigDict, classes: int):
       "(or a workdir)",
     )
   _validate_limits(c)
+
+
+def _validate_vlm_prompts(c: ml_collections.ConfigDict):
+  """rater.prompt.*: every template set is known and well formed."""
   for name in prompts_lib.TEMPLATE_NAMES:
     template = c.rater.prompt[name]
     if template:

@@ -1,10 +1,11 @@
 """The rating-based reward loss (RbRL) and ERL-VLM's enhancements.
 
-Method notes §3-4. For a minibatch of B rated segments with labels in
-0..n-1, predicted segment returns are min-max normalised over the batch,
-class boundaries are read off the sorted normalised returns at the batch's
-cumulative label counts, and class i gets the logit
-Q(i) = -k (x - b_i)(x - b_{i+1}), which is positive exactly inside
+See docs/method.md#the-rating-loss and #erl-vlms-enhancements (reference:
+reward_model_vlm_rating.py, train_reward). For a minibatch of B rated
+segments with labels in 0..n-1, predicted segment returns are min-max
+normalised over the batch, class boundaries are read off the sorted
+normalised returns at the batch's cumulative label counts, and class i gets
+the logit Q(i) = -k (x - b_i)(x - b_{i+1}), which is positive exactly inside
 [b_i, b_{i+1}]. A softmax over Q gives class probabilities; the loss is
 cross-entropy (vanilla RbRL) or MAE (ERL-VLM), optionally class-weighted.
 
@@ -205,18 +206,19 @@ def stratified_batches(
 ) -> List[np.ndarray]:
   """The reference's stratified minibatch schedule for one epoch.
 
-  Method notes §4a. With N items in T = ceil(N / batch_size) batches, class
-  c of n_c items gives floor(n_c / T) items to every batch but the last, and
-  has a budget of n_c mod T extra items for the whole epoch: each batch,
-  going from the rarest class upward, takes one extra item of every class
-  whose budget is not spent, until the batch is full. The batch is then
-  filled from the majority class (as far as it has items left), and every
-  item not yet placed goes into the last batch. So rare classes last to the
-  end of the epoch: with counts (1056, 33, 11) and batches of 128 the nine
-  batches hold (122, 4, 2) twice, (123, 4, 1) four times, (124, 3, 1) twice
-  and (72, 3, 1). With N <= batch_size the whole set is one batch. Items
-  within a class are shuffled by `rng`; a batch that would be empty (every
-  item placed already) is left out.
+  See docs/method.md#stratified-minibatches (reference:
+  reward_model_vlm_rating.py, generate_training_indices). With N items in T =
+  ceil(N / batch_size) batches, class c of n_c items gives floor(n_c / T)
+  items to every batch but the last, and has a budget of n_c mod T extra items
+  for the whole epoch: each batch, going from the rarest class upward, takes
+  one extra item of every class whose budget is not spent, until the batch is
+  full. The batch is then filled from the majority class (as far as it has
+  items left), and every item not yet placed goes into the last batch. So rare
+  classes last to the end of the epoch: with counts (1056, 33, 11) and batches
+  of 128 the nine batches hold (122, 4, 2) twice, (123, 4, 1) four times,
+  (124, 3, 1) twice and (72, 3, 1). With N <= batch_size the whole set is one
+  batch. Items within a class are shuffled by `rng`; a batch that would be
+  empty (every item placed already) is left out.
 
   Args:
     labels: [N] int labels (host array).

@@ -1,4 +1,5 @@
-"""Learned reward models with an ensemble axis (method notes §5).
+"""Learned reward models with an ensemble axis (docs/method.md#reward-model;
+reference reward_model_vlm_rating.py: gen_net, gen_image_net).
 
 Two members' architectures, chosen by config:
   * "mlp": state-action MLP of RbRL, 3x256 LeakyReLU, tanh output.

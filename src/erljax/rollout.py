@@ -1,10 +1,19 @@
-"""Whole episodes of a policy in the vectorized env, recorded step by step.
+"""Whole episodes of a policy in N fresh vectorized envs: the evaluator, and
+the recorder of demonstrations.
 
-One `jax.lax.scan` over the episode's steps of N parallel envs, started
-from fresh resets: what `erljax.collect` writes as demonstrations and what
-offline runs are evaluated with (deterministic episodes, success as the max
-over the episode of the task's success signal, return summed until a true
-termination; the same rules as `erljax.trainer.Trainer.evaluate`).
+`evaluate` is erljax's one evaluator: every logged eval_return and
+eval_success comes from it (`Trainer.evaluate` in online runs, offline runs,
+`python -m erljax.evaluate`, examples/sac_minimal.py). Its episode rules,
+held here once: one deterministic episode of env.episode_length steps in
+each env, started from env.reset(key); the return sums the env reward of
+every step up to and including the first true termination (the env
+auto-resets after it, and those steps don't count); success is 1 if the
+task's success signal held at any counted step (the max over the episode,
+as the reference reads info['success']).
+
+`rollout` records every step of the same kind of episode (what
+`erljax.collect` writes as demonstrations); its `valid` mask marks the
+steps the evaluator counts.
 """
 
 from __future__ import annotations
@@ -72,22 +81,42 @@ def rollout(env: envs.VecEnv, act: ActFn, key: jax.Array) -> Episodes:
   return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), rec)
 
 
-def episode_stats(episodes: Episodes) -> Dict[str, jax.Array]:
-  """Per-episode return [N] (valid steps) and success [N] float (any valid
-  step successful)."""
-  ret = jnp.sum(jnp.where(episodes.valid, episodes.reward, 0.0), axis=1)
-  succ = jnp.any(episodes.valid & episodes.success, axis=1)
-  return {"return": ret, "success": succ.astype(jnp.float32)}
-
-
 def evaluate(
   env: envs.VecEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array
 ) -> Dict[str, jax.Array]:
-  """Mean return and success rate of a deterministic policy (obs [N, O] ->
-  action [N, A]) over env.num_envs fresh episodes: {"eval_return": [],
-  "eval_success": []}."""
-  stats = episode_stats(rollout(env, lambda obs, _: policy(obs), key))
+  """One deterministic episode of `policy` (obs [N, O] -> action [N, A]) in
+  each of N = env.num_envs envs reset with `key`, under the module's episode
+  rules. Pure and jittable; only the running sums are carried, no episode
+  is stored.
+
+  Returns {"eval_return", "eval_success"}: the means over the N episodes
+  [], and {"eval_return_episodes", "eval_success_episodes"}: each episode's
+  return and success (0 / 1 float) [N].
+  """
+  n = env.num_envs
+
+  def step(carry, _):
+    state, alive, ret, succ = carry
+    action = policy(state.obs)
+    chex.assert_shape(action, (n, env.action_size))
+    state, out = env.step(state, action)
+    ret = ret + jnp.where(alive, out.reward, 0.0)
+    succ = succ | (alive & out.success)
+    return (state, alive & ~out.terminal, ret, succ), None
+
+  init = (
+    env.reset(key),
+    jnp.ones((n,), bool),
+    jnp.zeros((n,)),
+    jnp.zeros((n,), bool),
+  )
+  (_, _, ret, succ), _ = jax.lax.scan(
+    step, init, None, length=env.episode_length
+  )
+  succ = succ.astype(jnp.float32)
   return {
-    "eval_return": jnp.mean(stats["return"]),
-    "eval_success": jnp.mean(stats["success"]),
+    "eval_return": jnp.mean(ret),
+    "eval_success": jnp.mean(succ),
+    "eval_return_episodes": ret,
+    "eval_success_episodes": succ,
   }

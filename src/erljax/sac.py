@@ -28,8 +28,8 @@ Params = Any
 
 @dataclasses.dataclass(frozen=True)
 class SACHyper:
-  """SAC hyper-parameters (defaults: the reference settings, method notes
-  §6)."""
+  """SAC hyper-parameters (defaults: the reference settings, listed with
+  their source lines in docs/method.md#sac)."""
 
   hidden_sizes: Sequence[int] = (256, 256, 256)
   actor_lr: float = 3e-4

@@ -25,6 +25,7 @@ from erljax import tasks
 from erljax import intrinsic
 from erljax import replay
 from erljax import reward_source
+from erljax import rollout
 from erljax import sac as sac_lib
 from erljax import sharding
 from erljax.replay import Transition
@@ -296,43 +297,16 @@ class Trainer:
     return state, metrics
 
   def evaluate(self, state: TrainState, key: jax.Array) -> Dict[str, jax.Array]:
-    """One deterministic episode in each of num_eval_envs fresh envs.
-
-    Returns mean env return and success rate [] (success: max over the
-    episode of the task's success signal) and each episode's values
-    eval_return_episodes / eval_success_episodes [num_eval_envs]. Steps
-    after a true termination don't count.
-    """
-    env = self.eval_env
-
-    def step(carry, _):
-      env_state, alive, ret, succ = carry
-      action = self.agent.deterministic_action(
-        state.sac.actor_params, env_state.obs
-      )
-      env_state, out = env.step(env_state, action)
-      ret = ret + alive * out.reward
-      succ = succ | (alive.astype(bool) & out.success)
-      alive = alive * (1.0 - out.terminal.astype(jnp.float32))
-      return (env_state, alive, ret, succ), None
-
-    n = env.num_envs
-    init = (
-      env.reset(key),
-      jnp.ones((n,)),
-      jnp.zeros((n,)),
-      jnp.zeros((n,), bool),
+    """erljax.rollout.evaluate of the deterministic actor: one episode in
+    each of num_eval_envs fresh envs reset with `key`; the mean return and
+    success rate [] and each episode's values [num_eval_envs]."""
+    return rollout.evaluate(
+      self.eval_env,
+      functools.partial(
+        self.agent.deterministic_action, state.sac.actor_params
+      ),
+      key,
     )
-    (_, _, ret, succ), _ = jax.lax.scan(
-      step, init, None, length=env.episode_length
-    )
-    succ = succ.astype(jnp.float32)
-    return {
-      "eval_return": jnp.mean(ret),
-      "eval_success": jnp.mean(succ),
-      "eval_return_episodes": ret,
-      "eval_success_episodes": succ,
-    }
 
 
 def _masked_corr(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:

@@ -2,35 +2,44 @@
 from it (`first_session`, `data_devices`, `replay_shards`).
 
 `validate()` runs before anything is built and raises `ConfigError` naming
-the offending key and value; the rater.* keys are checked by
-erljax.rater_checks. erljax.config re-exports everything public here.
+the offending key and value; it runs one named check per config section,
+and erljax.rater_checks checks the rater.* keys. The check primitives live
+in erljax.config_checks (re-exported here, as erljax.config re-exports
+everything public here).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import numbers
 import re
-from typing import Any, Callable
+from typing import Any
 
 import ml_collections
 
+from erljax import rater_checks
 from erljax import reward_model as reward_model_lib
 from erljax import tasks
-
-
-class ConfigError(ValueError):
-  """A configuration value is invalid; the message names key and value."""
+from erljax.config_checks import (  # noqa: F401 (re-exported)
+  ConfigError,
+  check,
+  fail,
+  integer_at_least,
+  is_bool,
+  positive_float,
+)
+from erljax.rater_checks import (  # noqa: F401 (re-exported)
+  OPENAI_CONSTRAINTS,
+  RATER_KINDS,
+  reply_cache_dir,
+)
 
 
 REWARD_SOURCES = ("env", "learned")
 REWARD_MODELS = ("mlp", "cnn")
 SAMPLINGS = ("uniform", "disagreement")
-RATER_KINDS = ("scripted", "openai", "gemini", "ollama")
 RATED = tasks.RATED
-OPENAI_CONSTRAINTS = ("json_schema", "structured_outputs")
 
 
 def first_session(c: ml_collections.ConfigDict) -> int:
@@ -54,49 +63,27 @@ def replay_shards(c: ml_collections.ConfigDict) -> int:
   return c.replay_shards or data_devices(c)
 
 
-def reply_cache_dir(c: ml_collections.ConfigDict) -> str:
-  """The reply cache's directory: rater.cache_dir, or (None) the workdir's
-  rater_cache; "" when there is none."""
-  if c.rater.cache_dir is not None:
-    return c.rater.cache_dir
-  return os.path.join(c.workdir, "rater_cache") if c.workdir else ""
-
-
-def fail(key: str, value: Any, why: str):
-  raise ConfigError(f"config.{key}={value!r}: {why}")
-
-
-def check(
-  c: ml_collections.ConfigDict, key: str, ok: Callable[[Any], bool], why: str
-):
-  node = c
-  for part in key.split("."):
-    node = node[part]
-  try:
-    good = ok(node)
-  except TypeError:
-    good = False
-  if not good:
-    fail(key, node, why)
-
-
-def integer_at_least(lo: int):
-  return lambda v: (
-    isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo
-  )
-
-
-def positive_float(v) -> bool:
-  return (
-    isinstance(v, numbers.Real)
-    and not isinstance(v, bool)
-    and v > 0
-    and (v == v and v != float("inf"))
-  )
-
-
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks every value; returns the config unchanged or raises ConfigError."""
+  """Checks every value; returns the config unchanged or raises ConfigError
+  naming the first bad key, section by section."""
+  _check_counts(c)
+  _check_layout(c)
+  _check_run_files(c)
+  _check_sac(c)
+  _check_reward(c)
+  _check_feedback(c)
+  classes = _check_rating(c)
+  rater_checks.validate_rater(c, classes)
+  _check_segments(c)
+  if c.reward.source == "learned":
+    _validate_schedule(c)
+  _validate_distributed(c)
+  return c
+
+
+def _check_counts(c: ml_collections.ConfigDict) -> None:
+  """The task, and the run's counts of seeds, envs, steps and batches
+  (steps count transitions over all envs)."""
   if c.task not in tasks.task_names():
     fail("task", c.task, f"unknown task; choose one of {tasks.task_names()}")
   for key, lo in (
@@ -139,6 +126,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       lambda v: v % c.log_every == 0,
       f"must be a multiple of log_every={c.log_every}",
     )
+
+
+def _check_layout(c: ml_collections.ConfigDict) -> None:
+  """How seeds, envs and replay blocks split over the devices
+  (erljax.sharding.Layout), and what the replay buffer must hold."""
+  n = c.num_envs
   seed_devices = math.gcd(c.num_seeds, c.num_devices)
   check(
     c,
@@ -173,8 +166,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: v <= c.total_steps,
     f"must not exceed total_steps={c.total_steps}",
   )
+
+
+def _check_run_files(c: ml_collections.ConfigDict) -> None:
+  """What a run writes and resumes from: logs, pictures, checkpoints."""
   for key in ("resume", "progress", "tensorboard", "compile_cache"):
-    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+    check(c, key, is_bool, "must be True or False")
   for key in ("wandb.project", "wandb.entity"):
     check(c, key, lambda v: isinstance(v, str), "must be a string")
   check(
@@ -199,7 +196,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("render.height", "render.width"):
     check(c, key, integer_at_least(1), "must be an integer >= 1")
   for key in ("render.rated_frames", "render.rollout_video"):
-    check(c, key, lambda v: isinstance(v, bool), "must be True or False")
+    check(c, key, is_bool, "must be True or False")
   check(c, "render.video_every", integer_at_least(0), "must be an integer >= 0")
   check(
     c,
@@ -231,20 +228,21 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       lambda v: isinstance(v, str) and v,
       "resume=True needs the workdir that holds the checkpoints",
     )
+
+
+def _check_sac(c: ml_collections.ConfigDict) -> None:
+  """The agent's sac.* hyper-parameters."""
   check(
     c,
     "sac.hidden_sizes",
     lambda v: len(v) >= 1 and all(integer_at_least(1)(h) for h in v),
     "must be a non-empty sequence of positive integers",
   )
-  for key in (
-    "sac.actor_lr",
-    "sac.critic_lr",
-    "sac.alpha_lr",
-    "sac.init_temperature",
-    "reward.scale",
-  ):
+  for key in ("sac.actor_lr", "sac.critic_lr", "sac.alpha_lr"):
     check(c, key, positive_float, "must be a finite number > 0")
+  check(
+    c, "sac.init_temperature", positive_float, "must be a finite number > 0"
+  )
   check(c, "sac.discount", lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
   check(c, "sac.tau", lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]")
   check(
@@ -260,6 +258,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       lambda v: isinstance(v, numbers.Real) and v == v,
       "must be a number or None",
     )
+
+
+def _check_reward(c: ml_collections.ConfigDict) -> None:
+  """The reward source, model, its loss and its training (reward.*)."""
+  check(c, "reward.scale", positive_float, "must be a finite number > 0")
   check(
     c,
     "reward.source",
@@ -286,60 +289,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ("reward.batch_size", 2),
     ("reward.max_epochs", 1),
     ("reward.min_epochs", 1),
-    ("feedback.knn_k", 1),
-    ("feedback.unsupervised_steps", 0),
-    ("feedback.interval", 1),
-    ("feedback.queries", 1),
-    ("feedback.budget", 1),
-    ("feedback.candidates", 1),
-    ("feedback.segment_length", 1),
-    ("feedback.warmup_updates", 0),
-    ("feedback.max_pending", 1),
-    ("feedback.query_window_episodes", 1),
   ):
     check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
-  for key, lo in (
-    ("feedback.first_session", 0),
-    ("feedback.query_window_steps", 1),
-  ):
-    check(
-      c,
-      key,
-      lambda v, lo=lo: v is None or integer_at_least(lo)(v),
-      f"must be an integer >= {lo} or None (derived)",
-    )
   check(
     c,
     "reward.min_epochs",
     lambda v: v <= c.reward.max_epochs,
     f"must not exceed reward.max_epochs={c.reward.max_epochs}",
   )
-  check(
-    c,
-    "feedback.unsupervised",
-    lambda v: isinstance(v, bool),
-    "must be True or False",
-  )
-  check(
-    c,
-    "feedback.sampling",
-    lambda v: v in SAMPLINGS,
-    f"must be one of {SAMPLINGS}",
-  )
-  check(
-    c,
-    "feedback.asynchronous",
-    lambda v: isinstance(v, bool),
-    "must be True or False",
-  )
-  for key in ("feedback.final_wait_s", "feedback.drain_wait_s"):
-    if c.feedback[key.split(".")[1]] is not None:
-      check(
-        c,
-        key,
-        lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
-        "must be a finite number of seconds >= 0 or None (wait for all)",
-      )
   check(
     c,
     "reward.hidden_sizes",
@@ -373,6 +330,54 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: v in ("accuracy", "balanced_accuracy"),
     "must be 'accuracy' or 'balanced_accuracy'",
   )
+
+
+def _check_feedback(c: ml_collections.ConfigDict) -> None:
+  """The feedback.* keys: pre-training, sessions, queries, waiting."""
+  for key, lo in (
+    ("feedback.knn_k", 1),
+    ("feedback.unsupervised_steps", 0),
+    ("feedback.interval", 1),
+    ("feedback.queries", 1),
+    ("feedback.budget", 1),
+    ("feedback.candidates", 1),
+    ("feedback.segment_length", 1),
+    ("feedback.warmup_updates", 0),
+    ("feedback.max_pending", 1),
+    ("feedback.query_window_episodes", 1),
+  ):
+    check(c, key, integer_at_least(lo), f"must be an integer >= {lo}")
+  for key, lo in (
+    ("feedback.first_session", 0),
+    ("feedback.query_window_steps", 1),
+  ):
+    check(
+      c,
+      key,
+      lambda v, lo=lo: v is None or integer_at_least(lo)(v),
+      f"must be an integer >= {lo} or None (derived)",
+    )
+  for key in ("feedback.unsupervised", "feedback.asynchronous"):
+    check(c, key, is_bool, "must be True or False")
+  check(
+    c,
+    "feedback.sampling",
+    lambda v: v in SAMPLINGS,
+    f"must be one of {SAMPLINGS}",
+  )
+  for key in ("feedback.final_wait_s", "feedback.drain_wait_s"):
+    if c.feedback[key.split(".")[1]] is not None:
+      check(
+        c,
+        key,
+        lambda v: positive_float(v) or (isinstance(v, numbers.Real) and v == 0),
+        "must be a finite number of seconds >= 0 or None (wait for all)",
+      )
+
+
+def _check_rating(c: ml_collections.ConfigDict) -> int:
+  """The number of rating classes and what depends on it; returns it
+  (rater.num_classes, or None: the task's)."""
   if c.rater.num_classes is not None:
     check(
       c,
@@ -387,10 +392,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: 0.0 <= v < 1.0 / classes,
     f"must lie in [0, 1/{classes})",
   )
-  # pylint: disable-next=g-import-not-at-top (rater_checks imports this)
-  from erljax import rater_checks
+  return classes
 
-  rater_checks.validate_rater(c, classes)
+
+def _check_segments(c: ml_collections.ConfigDict) -> None:
+  """A rated segment lies inside one episode, and only the scripted rater
+  rates segments longer than one frame."""
   seg_len = c.feedback.segment_length
   episode_length = c.episode_length or tasks.get_task(c.task).episode_length
   check(
@@ -408,10 +415,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       f"must be 'scripted' with feedback.segment_length={seg_len} (a "
       "VLM rater rates one frame)",
     )
-  if c.reward.source == "learned":
-    _validate_schedule(c)
-  _validate_distributed(c)
-  return c
 
 
 def _validate_distributed(c: ml_collections.ConfigDict) -> None:

@@ -83,11 +83,12 @@ METHODS = {
 _FEEDBACK = dict(interval=5_000, queries=100, budget=10_000)
 
 
-# The paper's MetaWorld schedule (method notes §1, §4, §6): 1M env steps at
-# one SAC update per env step, 3x256 networks, batch 512; k-NN pre-training
-# then the first session at 10k, 50 queries every 5k up to 10,000 ratings of
-# single 224x224 frames, a CNN reward ensemble on the frames; replay 200k
-# (frames). Pair it with a "-mjx" task on an accelerator, e.g.
+# The paper's MetaWorld schedule (docs/method.md: #the-loop,
+# #erl-vlms-enhancements, #sac): 1M env steps at one SAC update per env step,
+# 3x256 networks, batch 512; k-NN pre-training then the first session at 10k, 50
+# queries every 5k up to 10,000 ratings of single 224x224 frames, a CNN reward
+# ensemble on the frames; replay 200k (frames). Pair it with a "-mjx" task on an
+# accelerator, e.g.
 #   --config=erljax:rating.py:soccer-mjx,erlvlm,paper
 _PAPER = {
   "total_steps": 1_000_000,

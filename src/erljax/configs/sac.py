@@ -5,7 +5,7 @@
       --config.seed=3 --config.num_seeds=5
 
 The argument after ':' is a registered task name (erljax.tasks.task_names()).
-Package defaults are the reference SAC settings (method notes §6); the
+Package defaults are the reference SAC settings (docs/method.md#sac); the
 per-task budgets below are sized so a run finishes on a 2-core CPU.
 """
 

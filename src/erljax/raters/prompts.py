@@ -1,4 +1,5 @@
-"""Prompt templates for VLM raters (method notes §7, §8).
+"""Prompt templates for VLM raters (docs/method.md#querying-the-vlm and
+#baselines; the reference's prompts are in vlm_query_metaworld.py).
 
 Ratings (ERL-VLM) ask in two stages: stage 1 sends the image with the task
 instruction and asks for an analysis; stage 2 sends that analysis back as

@@ -7,9 +7,12 @@ and refusal fields), and where the token counts are. `VLMRater` does the
 rest:
 
 - `rate(queries)`: encodes each frame [H, W, 3] as PNG (images.py) and
-  asks for a rating (two stages unless `two_stage` is off, method notes §7);
+  asks for a rating (two stages unless `two_stage` is off; see
+  docs/method.md#querying-the-vlm and the reference's
+  vlm_query_metaworld.py);
 - `prefer(q0, q1)`: asks which of two frames achieves the task better
-  (RL-VLM-F, notes §8); identical pairs are dropped without asking;
+  (RL-VLM-F, docs/method.md#baselines); identical pairs are dropped
+  without asking;
 - looks every query up in the cache first (keyed on the frames' pixels
   and the request, see cache.py), stores every completed
   exchange, and with `replay_only` answers from the cache alone;
