@@ -33,9 +33,12 @@
 # (0, 1) with 2 classes, MetaWorld's over the authors' RbRL ranges.
 # The runs use the code of the checkout this script lies in: run it from a
 # git worktree at a fixed commit (git worktree add /tmp/study <commit>), so
-# that edits made while it runs cannot reach it. It refuses to start with
-# uncommitted changes to the code (ALLOW_DIRTY=1 overrides) and appends the
-# commit to $OUT/commits.txt.
+# that edits made while it runs cannot reach it, with that worktree installed
+# in its own venv (python -m venv V && V/bin/pip install -e /tmp/study): a
+# PYTHONPATH does not win over another checkout's editable install of the
+# package. It refuses to start when python imports erljax from elsewhere, or
+# with uncommitted changes to the code (ALLOW_DIRTY=1 overrides), and appends
+# the commit to $OUT/commits.txt.
 # A run whose workdir already holds a finished metrics.jsonl is kept.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -59,6 +62,14 @@ if [[ -n "$(git status --porcelain -- "${CODE[@]}")" \
   echo "uncommitted changes to the code (ALLOW_DIRTY=1 runs anyway); run" \
     "the study from a worktree at a fixed commit" >&2
   git status --short -- "${CODE[@]}" >&2
+  exit 1
+fi
+imported=$(python -c 'import os, erljax.train as t
+print(os.path.realpath(os.path.dirname(t.__file__)))')
+if [[ "$imported" != "$(realpath src/erljax)" ]]; then
+  echo "run_study.sh: python imports erljax from $imported, not from this" \
+    "checkout's $(realpath src/erljax); install the checkout in its own" \
+    "venv (python -m venv V && V/bin/pip install -e $PWD)" >&2
   exit 1
 fi
 mkdir -p "$OUT"

@@ -64,3 +64,32 @@ def test_reacher_study_reproduces(tmp_path):
     [erlvlm.mean(), rbrl.mean()], [-25.0, -23.8], atol=5.0
   )
   assert "| reacher | ERL-VLM 20% | 5 |" in (tmp_path / "report.md").read_text()
+
+
+def test_study_refuses_to_run_another_checkouts_code(tmp_path):
+  """A study runs the code of the checkout it lies in, or does not start.
+
+  A PYTHONPATH (or another checkout's editable install) that makes python
+  import erljax from elsewhere is caught before any run: last time one such
+  mix-up ran a registered study on code newer than its registered commit.
+  """
+  fake = tmp_path / "elsewhere" / "erljax"
+  fake.mkdir(parents=True)
+  (fake / "__init__.py").write_text("")
+  (fake / "train.py").write_text("")
+  env = dict(
+    os.environ,
+    PYTHONPATH=str(fake.parent),
+    ALLOW_DIRTY="1",
+    OUT=str(tmp_path / "runs"),
+    REPORT=str(tmp_path / "report"),
+  )
+  done = subprocess.run(
+    ["bash", os.path.join(ROOT, "experiments", "run_study.sh")],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
+  assert done.returncode == 1
+  assert f"imports erljax from {fake}" in done.stderr
+  assert not (tmp_path / "runs").exists()
