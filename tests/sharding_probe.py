@@ -124,7 +124,9 @@ def session_collectives(trainer, state) -> Dict[str, int]:
   c = trainer.config
   programs = session_programs.session_programs(trainer)
   # Installing a new reward relabels each block where it lies.
-  after = programs.after[True].lower(state, state.reward_params, state.key)
+  after = programs.install_first_reward.lower(
+    state, state.reward_params, state.key
+  )
   # A reward epoch on minibatches split over the data axis.
   layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
   s, e = c.num_seeds, c.reward.ensemble_size

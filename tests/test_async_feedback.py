@@ -11,6 +11,7 @@ import pytest
 
 from erljax import runner
 from erljax import sessions
+from erljax import sharding
 from erljax import trainer as trainer_lib
 from erljax.raters import Ratings, ScriptedRater
 from test_trainer import learned_config
@@ -61,7 +62,8 @@ class Driver:
 
   def __init__(self, compiled, raters):
     self.c, trainer, self.chunk = compiled
-    self.loop = sessions.FeedbackLoop(trainer, [0], raters)
+    layout = sharding.Layout.create(1, num_seeds=1, num_envs=self.c.num_envs)
+    self.loop = sessions.FeedbackLoop(trainer, [0], layout, raters)
     self.state = jax.jit(jax.vmap(trainer.init))(
       jax.vmap(jax.random.PRNGKey)(jnp.arange(1))
     )
@@ -86,7 +88,7 @@ def _leaves_equal(a, b):
 def test_training_runs_on_while_ratings_are_out(compiled):
   rater = GatedRater(0.0, 1.0)  # CartpoleSwingup rewards lie in [0, 1]
   d = Driver(compiled, [rater])
-  assert not d.loop.inline
+  assert not d.loop.calls.inline
   initial = d.state.reward_params
   assert d.advance() == [] and d.advance() == []  # 40; 80: session 1 sent
   assert len(d.loop.pending) == 1 and d.loop.sent == QUERIES

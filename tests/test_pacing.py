@@ -170,6 +170,7 @@ def test_the_reply_cache_is_on_by_default_in_the_workdir(tmp_path):
 def vlm_loop(tmp_path):
   """A FeedbackLoop of a 2-seed VLM run with a workdir (nothing compiled)."""
   from erljax import sessions
+  from erljax import sharding
   from erljax import trainer as trainer_lib
   from test_vlm_loop import vlm_config
 
@@ -178,14 +179,15 @@ def vlm_loop(tmp_path):
   c.workdir = str(tmp_path)
   c.rater.max_requests = 7
   config_lib.validate(c)
-  loop = sessions.FeedbackLoop(trainer_lib.Trainer.create(c), [0, 1])
+  layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
+  loop = sessions.FeedbackLoop(trainer_lib.Trainer.create(c), [0, 1], layout)
   yield c, loop
   loop.close()
 
 
 def test_a_run_s_raters_cache_in_its_workdir_and_share_one_guard(vlm_loop):
   c, loop = vlm_loop
-  a, b = loop.raters
+  a, b = loop.calls.raters
   assert a.cache.root == os.path.join(c.workdir, "rater_cache")
   assert a.client.guard is b.client.guard
   assert a.client.guard.max_requests == 7

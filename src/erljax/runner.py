@@ -149,8 +149,11 @@ class _Run:
         memory.estimate(c, shapes), *memory.available(), c.num_devices
       )
     )
+    # The run's device layout, built once: the state, the eval keys and
+    # the reward minibatches of the feedback sessions are laid out by it.
+    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
     self.loop = (
-      sessions.FeedbackLoop(trainer, self.seeds, raters)
+      sessions.FeedbackLoop(trainer, self.seeds, self.layout, raters)
       if trainer.learned_reward
       else None
     )
@@ -160,7 +163,6 @@ class _Run:
       f"{jax.devices()[0].platform}) ..."
     )
     t0 = time.perf_counter()
-    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
     self.eval_keys = self.layout.put_seeded(self.eval_keys)
     self.programs = trainer_lib.compiled(
       trainer, keys, self.eval_keys, self.layout

@@ -3,23 +3,24 @@
 Query sampling (erljax.feedback), one reward-training epoch
 (erljax.reward_learner) and installing a new reward (Trainer.after_feedback:
 relabel the replay, reset the critic), each jitted and vmapped over the S
-seeds. They are kept on the Trainer (`trainer.cached`), so the runs given
-the same Trainer (a resumed run in the same process, tests) compile them
-once.
+seeds. They are kept on the Trainer (erljax.program_cache), so the runs
+given the same Trainer (a resumed run in the same process, tests) compile
+them once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 import jax
 
 from erljax import feedback as feedback_lib
+from erljax import program_cache
 from erljax import reward_learner
 from erljax.replay import Transition
-from erljax.trainer import Trainer, cached
+from erljax.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,12 @@ class SessionPrograms:
   epoch(params, opt_state, rating_sets, idx, ...) -> one reward epoch
     (feedback.RewardLearner.epoch);
   signal(obs, action, next_obs, reward) -> the rated signal, same shape;
-  after[reset_critic](state, reward_params, keys [S]) -> (state, metrics)
-    (Trainer.after_feedback, the state donated);
+  install_reward(state, reward_params, keys [S]) -> (state, metrics
+    {reward_corr, signal_corr} [S]): Trainer.after_feedback, the new reward
+    installed and the replay [S, C] relabelled, the state donated;
+  install_first_reward(state, reward_params, keys [S]): the same, then the
+    critic reset and feedback.warmup_updates SAC updates (after the first
+    session);
   opt_init(reward_params) -> the reward optimiser's state;
   empty_sets(seed_index [S]) -> empty RatingSets [S, budget, ...];
   query_frames(queries) -> ray-cast frames, or None without an image model.
@@ -43,7 +48,8 @@ class SessionPrograms:
   sample: Callable[..., Transition]
   epoch: Callable[..., Any]
   signal: Callable[..., jax.Array]
-  after: Dict[bool, Callable[..., Any]]
+  install_reward: Callable[..., Any]
+  install_first_reward: Callable[..., Any]
   opt_init: Callable[[Any], Any]
   empty_sets: Callable[[jax.Array], feedback_lib.RatingSet]
   query_frames: Optional[Callable[[Transition], jax.Array]]
@@ -51,7 +57,9 @@ class SessionPrograms:
 
 def session_programs(trainer: Trainer) -> SessionPrograms:
   """`trainer`'s SessionPrograms, built once per Trainer object."""
-  return cached(trainer, "sessions", lambda: _build_programs(trainer))
+  return program_cache.cached(
+    trainer, "sessions", lambda: _build_programs(trainer)
+  )
 
 
 def _build_programs(trainer: Trainer) -> SessionPrograms:
@@ -105,7 +113,7 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
   # frames) compile with what the ray caster needs on a CPU.
   jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
 
-  def after(reset_critic):
+  def install(reset_critic):
     def after_feedback(state, params, key):
       return trainer.after_feedback(state, params, reset_critic, key)
 
@@ -122,7 +130,8 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     ),
     epoch=jax.jit(jax.vmap(learner.epoch)),
     signal=jax.jit(task.signal),
-    after={flag: after(flag) for flag in (False, True)},
+    install_reward=install(False),
+    install_first_reward=install(True),
     opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
     empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
     query_frames=(None if caster is None else jit(jax.vmap(query_frames))),

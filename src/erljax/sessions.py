@@ -2,19 +2,18 @@
 ratings and training the reward, between the compiled training chunks.
 
 `FeedbackLoop` runs the PEBBLE schedule for all S seeds of a run. Its
-compiled pieces (query sampling, a reward-training epoch, relabelling) are
-built once per Trainer (erljax.session_programs). Shapes: S seeds, Q queries a
-session, P segments a query (1 for ratings, 2 for preferences), H steps a
-segment, E reward-ensemble members.
+compiled pieces (query sampling, a reward-training epoch, installing the
+reward) are built once per Trainer (erljax.session_programs); the raters are
+called through erljax.rating_calls and the frames they see are drawn by
+erljax.rated_frames. docs/architecture.md follows a rating through them.
+Shapes: S seeds, Q queries a session, P segments a query (1 for ratings, 2
+for preferences), H steps a segment, E reward-ensemble members.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import dataclasses
 import math
-import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -24,15 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from erljax import config as config_lib
-from erljax import daemon
 from erljax import distributed
 from erljax import feedback as feedback_lib
+from erljax import rated_frames
+from erljax import rating_calls
 from erljax import reward_learner
-from erljax import media
 from erljax import raters as raters_lib
-from erljax import render as render_lib
 from erljax import sharding
-from erljax.replay import Transition
+from erljax.pending_session import PendingSession, rater_costs
 from erljax.session_programs import session_programs
 from erljax.trainer import TrainState, Trainer
 
@@ -41,44 +39,6 @@ class RatingStopped(RuntimeError):
   """The raters cannot go on (the service stayed down, or the run reached
   rater.max_requests); the message says why. The run saves a checkpoint
   and stops (erljax.runner; exit code 4 from erljax.train)."""
-
-
-def _wait(
-  futures: List[concurrent.futures.Future],
-  timeout: Optional[float],
-  stop: Callable[[], bool],
-) -> bool:
-  """Waits until all futures are done (True), `timeout` seconds passed
-  (None: no limit) or stop() says so (False)."""
-  deadline = None if timeout is None else time.perf_counter() + timeout
-  while True:
-    left = 0.1 if deadline is None else deadline - time.perf_counter()
-    _, late = concurrent.futures.wait(futures, timeout=max(0.0, min(0.1, left)))
-    if not late:
-      return True
-    if left <= 0 or stop():
-      return False
-
-
-@dataclasses.dataclass
-class _Pending:
-  """A session whose rating calls are out (one future per seed)."""
-
-  session: int  # 1-based request number
-  due_at: int  # env step the schedule asked for it
-  requested_at: int  # env step its queries were sampled at
-  queries_sent: int  # cumulative, this session included
-  queries: Transition  # device leaves [S, Q, P, H, ...]
-  keys: jax.Array  # [S] keys it sampled with (reused to relabel)
-  futures: List[concurrent.futures.Future]  # -> raters_lib.Ratings
-  requested_time: float  # perf_counter() at the request
-  host_seconds: float  # main-thread time spent on it so far
-  answered_times: List[float] = dataclasses.field(default_factory=list)
-  frames: Optional[np.ndarray] = None  # seed 0's [Q, P, h, w, 3], if drawn
-
-  @property
-  def num_queries(self) -> int:
-    return int(self.queries.true_reward.shape[1])
 
 
 class FeedbackLoop:
@@ -118,66 +78,43 @@ class FeedbackLoop:
   """
 
   def __init__(
-    self, trainer: Trainer, seeds: List[int], raters: Optional[List[Any]] = None
+    self,
+    trainer: Trainer,
+    seeds: List[int],
+    layout: sharding.Layout,
+    raters: Optional[List[Any]] = None,
   ):
+    """layout: the run's device layout (erljax.runner builds it), over
+    whose data axis the reward minibatches are split; raters: one per
+    seed (None: made from config.rater)."""
     c = trainer.config
     self.trainer = trainer
     self.config = c
     self.programs = session_programs(trainer)
-    # The run's device layout: reward minibatches split over its data axis.
-    self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
+    self.layout = layout
     self.learner = self.programs.learner
     task = trainer.rated
-    seg_len = c.feedback.segment_length
     # The noise-free scripted answer: what stored labels are scored against.
     self.reference = raters_lib.ScriptedRater.for_segments(
-      self.learner.num_classes, task.rated_range, seg_len
+      self.learner.num_classes, task.rated_range, c.feedback.segment_length
     )
-    # One guard for all seeds' raters: a shared request cap and pacing.
-    guard = raters_lib.run_guard(c.rater)
-    self.raters = (
-      raters
-      if raters is not None
-      else [
-        raters_lib.make(
-          c.rater,
-          task.name,
-          self.learner.num_classes,
-          1_000_003 * s + 7,
-          segment_length=seg_len,
-          guard=guard,
-          cache_dir=config_lib.reply_cache_dir(c),
-        )
-        for s in seeds
-      ]
+    if raters is None:
+      raters = rating_calls.make_raters(
+        c, task.name, self.learner.num_classes, seeds
+      )
+    if len(raters) != len(seeds):
+      raise ValueError(f"{len(raters)} raters for {len(seeds)} seeds")
+    self.calls = rating_calls.RatingCalls(raters, c.feedback.asynchronous)
+    self.frames = rated_frames.RatedFrames(
+      c, trainer.env.task.name, self.calls.needs_frames
     )
-    if len(self.raters) != len(seeds):
-      raise ValueError(f"{len(self.raters)} raters for {len(seeds)} seeds")
-    self.inline = not (
-      c.feedback.asynchronous
-      and any(getattr(r, "remote", True) for r in self.raters)
-    )
-    self.needs_frames = any(
-      getattr(r, "needs_frames", False) for r in self.raters
-    )
-    # Grids of rated frames (seed 0, rating feedback) for looking at labels.
-    self.frames_dir = (
-      os.path.join(c.workdir, "rated_frames")
-      if c.workdir
-      and c.render.rated_frames
-      and c.reward.feedback_type == "rating"
-      else None
-    )
-    self._renderer = None
-    self.primary = distributed.is_primary()
-    self._workers: List[daemon.DaemonExecutor] = []
     self.rng = np.random.default_rng(seeds[0])
     self.rating_sets = self.programs.empty_sets(jnp.arange(len(seeds)))
     self.opt_state = None
     self.sent = 0
     self.requested = 0  # sessions requested
     self.installed = 0  # sessions whose ratings trained the reward
-    self.pending: collections.deque[_Pending] = collections.deque()
+    self.pending: collections.deque[PendingSession] = collections.deque()
     self.next_session = config_lib.first_session(c)
 
   def unsupervised(self, env_steps: int) -> bool:
@@ -216,7 +153,7 @@ class FeedbackLoop:
       and len(self.pending) < self.config.feedback.max_pending
     ):
       self.request(state, env_steps)
-      if self.inline:
+      if self.calls.inline:
         state = self._complete_ready(state, env_steps, recs)
     return state, recs
 
@@ -239,10 +176,10 @@ class FeedbackLoop:
       )
     )
     true_r = distributed.to_host(queries.true_reward).sum(-1)
-    frames = self._frames(queries)
+    frames = self.frames.draw(queries)
     # The boundary to the raters: S seeds, Q queries, P segments, H steps.
     seg = (
-      len(self.raters),
+      len(self.calls.raters),
       num,
       2 if self.learner.preference else 1,
       c.feedback.segment_length,
@@ -253,7 +190,7 @@ class FeedbackLoop:
       chex.assert_shape(frames, seg[:3] + (c.render.height, c.render.width, 3))
     self.sent += num
     self.requested += 1
-    p = _Pending(
+    p = PendingSession(
       session=self.requested,
       due_at=self.next_session,
       requested_at=env_steps,
@@ -265,20 +202,7 @@ class FeedbackLoop:
       host_seconds=0.0,
       frames=None if frames is None else frames[0],
     )
-    for s, rater in enumerate(self.raters):
-      args = (rater, true_r[s], None if frames is None else frames[s])
-      if not self.primary:  # process 0's answers arrive at completion
-        future = concurrent.futures.Future()
-        future.set_result(None)
-      elif self.inline:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(feedback_lib.ask(*args))
-      else:
-        future = self._worker(s).submit(feedback_lib.ask, *args)
-      future.add_done_callback(
-        lambda _, t=p.answered_times: t.append(time.perf_counter())
-      )
-      p.futures.append(future)
+    p.futures = self.calls.send(true_r, frames, p.answered_times)
     self.next_session += c.feedback.interval
     p.host_seconds = time.perf_counter() - t0
     self.pending.append(p)
@@ -290,7 +214,7 @@ class FeedbackLoop:
     recs: List[Dict[str, Any]],
     final: bool = False,
   ) -> TrainState:
-    while self.pending and self._answered(self.pending[0]):
+    while self.pending and self.calls.answered(self.pending[0].futures):
       state, rec = self._complete(
         state, env_steps, self.pending.popleft(), final
       )
@@ -298,22 +222,16 @@ class FeedbackLoop:
     return state
 
   def _complete(
-    self, state: TrainState, env_steps: int, p: _Pending, final: bool
+    self, state: TrainState, env_steps: int, p: PendingSession, final: bool
   ) -> tuple[TrainState, Dict[str, Any]]:
-    """Stores the answers, trains the reward and relabels the buffer. With
-    `final` (training is over) the critic is not reset."""
-    c = self.config
+    """Stores the answers, trains the reward and installs it (the buffer
+    relabelled). With `final` (training is over) the critic is not reset.
+    Returns the state and the session's record."""
     t0 = time.perf_counter()
-    ratings = self._ratings(p)
-    if self.frames_dir and p.frames is not None:
-      media.save_png(
-        media.rated_grid(
-          p.frames[:, 0],
-          ratings[0].labels,
-          raters_lib.CLASS_NAMES[self.learner.num_classes],
-        ),
-        os.path.join(self.frames_dir, f"session_{p.session:04d}.png"),
-      )
+    ratings = self.calls.ratings(p.futures, p.num_queries)
+    self.frames.save_grid(
+      p.session, p.frames, ratings[0].labels, self.learner.num_classes
+    )
     self.rating_sets, counts = feedback_lib.store_ratings(
       self.rating_sets,
       p.queries,
@@ -322,7 +240,6 @@ class FeedbackLoop:
       if self.programs.query_frames is None
       else self.programs.query_frames(p.queries),
     )
-    num_seeds = len(ratings)
     # Queries the service never answered cost nothing: not charged.
     outages = distributed.from_primary(
       np.asarray([r.num_outages for r in ratings], np.int64)
@@ -331,28 +248,16 @@ class FeedbackLoop:
     stored = distributed.to_host(self.rating_sets.size)
     trained = bool(stored.sum() > 0)
     if trained:
-      params = state.reward_params
-      if self.opt_state is None:
-        self.opt_state = self.programs.opt_init(params)
-      params, self.opt_state, epochs, acc, bal = reward_learner.train_reward(
-        self.learner,
-        self.programs.epoch,
-        params,
-        self.opt_state,
-        self.rating_sets,
-        self.rng,
-        self.layout.put_minibatches,
-        self.layout.data_devices,
-      )
-      first = self.installed == 0 and c.feedback.reset_critic and not final
-      state, m = self.programs.after[first](state, params, p.keys)
-      m = distributed.to_host({k: m[k] for k in ("reward_corr", "signal_corr")})
-      corr = m["reward_corr"].tolist()
-      signal_corr = m["signal_corr"].tolist()
-      self.installed += 1
+      state, learned = self._train_and_install(state, p.keys, final)
     else:  # nothing answered yet: keep the reward as it is
-      epochs = [0] * num_seeds
-      acc = bal = corr = signal_corr = [math.nan] * num_seeds
+      nan = [math.nan] * len(ratings)
+      learned = dict(
+        epochs=[0] * len(ratings),
+        reward_accuracy=nan,
+        reward_balanced_accuracy=nan,
+        reward_corr=nan,
+        signal_corr=nan,
+      )
     rec = {
       "env_steps": env_steps,
       "session": p.session,
@@ -364,11 +269,7 @@ class FeedbackLoop:
       "not_charged": outages,
       "ratings_stored": stored.tolist(),
       "trained": trained,
-      "epochs": epochs,
-      "reward_accuracy": acc,
-      "reward_balanced_accuracy": bal,
-      "reward_corr": corr,
-      "signal_corr": signal_corr,
+      **learned,
       "label_histogram": feedback_lib.label_histogram(
         self.rating_sets, self.learner.num_classes
       ),
@@ -379,15 +280,43 @@ class FeedbackLoop:
       "latency_seconds": max(p.answered_times) - p.requested_time,
       "seconds": p.host_seconds + time.perf_counter() - t0,
     }
-    counts = [r.counts for r in ratings if r.counts is not None]
-    if len(counts) == num_seeds:  # what this session cost each seed's VLM
-      for k in ("requests", "prompt_tokens", "completion_tokens"):
-        rec[k] = [n[k] for n in counts]
-      rec["drop_reasons"] = [n["drop_reasons"] for n in counts]
-    stats = [r.stats() for r in self.raters if hasattr(r, "stats")]
-    if stats:  # a VLM's counts so far: requests, retries, drop reasons, ...
-      rec["rater_stats"] = stats
-    return state, rec
+    return state, {**rec, **rater_costs(ratings, self.calls.stats())}
+
+  def _train_and_install(
+    self, state: TrainState, keys: jax.Array, final: bool
+  ) -> tuple[TrainState, Dict[str, List[Any]]]:
+    """Trains the reward ensemble on the stored ratings
+    (reward_learner.train_reward) and installs it: the replay relabelled,
+    and after the first session (not `final`) the critic reset and warmed
+    up. keys [S]: the session's sampling keys. Returns the state and the
+    per-seed [S] epochs, accuracies and correlations of the record."""
+    c = self.config
+    params = state.reward_params
+    if self.opt_state is None:
+      self.opt_state = self.programs.opt_init(params)
+    params, self.opt_state, epochs, acc, bal = reward_learner.train_reward(
+      self.learner,
+      self.programs.epoch,
+      params,
+      self.opt_state,
+      self.rating_sets,
+      self.rng,
+      self.layout.put_minibatches,
+      self.layout.data_devices,
+    )
+    if self.installed == 0 and c.feedback.reset_critic and not final:
+      state, m = self.programs.install_first_reward(state, params, keys)
+    else:
+      state, m = self.programs.install_reward(state, params, keys)
+    m = distributed.to_host({k: m[k] for k in ("reward_corr", "signal_corr")})
+    self.installed += 1
+    return state, dict(
+      epochs=epochs,
+      reward_accuracy=acc,
+      reward_balanced_accuracy=bal,
+      reward_corr=m["reward_corr"].tolist(),
+      signal_corr=m["signal_corr"].tolist(),
+    )
 
   def finish(
     self,
@@ -407,7 +336,7 @@ class FeedbackLoop:
       timeout = (
         None if deadline is None else max(0.0, deadline - time.perf_counter())
       )
-      done = _wait(self.pending[0].futures, timeout, stop)
+      done = rating_calls.wait(self.pending[0].futures, timeout, stop)
       if distributed.from_primary(np.asarray(not done)):
         break
       state = self._complete_ready(state, env_steps, recs, final=True)
@@ -415,22 +344,8 @@ class FeedbackLoop:
       p = self.pending.popleft()
       for f in p.futures:
         f.cancel()
-      q = p.num_queries
-      recs.append(
-        {
-          "env_steps": env_steps,
-          "session": p.session,
-          "due_at": p.due_at,
-          "requested_at": p.requested_at,
-          "queries": q,
-          "queries_sent": p.queries_sent,
-          "abandoned": True,
-          "answered": [0] * len(p.futures),
-          "dropped": [q] * len(p.futures),
-          "ratings_stored": distributed.to_host(self.rating_sets.size).tolist(),
-          "latency_seconds": time.perf_counter() - p.requested_time,
-        }
-      )
+      stored = distributed.to_host(self.rating_sets.size).tolist()
+      recs.append(p.abandoned_record(env_steps, stored))
     return state, recs
 
   def drain(
@@ -447,7 +362,9 @@ class FeedbackLoop:
     out stay pending; `state_dict` leaves them out."""
     if timeout is not None and timeout < 0:
       timeout = self.config.feedback.drain_wait_s
-    _wait([f for p in self.pending for f in p.futures], timeout, stop)
+    rating_calls.wait(
+      [f for p in self.pending for f in p.futures], timeout, stop
+    )
     recs: List[Dict[str, Any]] = []
     state = self._complete_ready(state, env_steps, recs)
     return state, recs
@@ -455,83 +372,13 @@ class FeedbackLoop:
   def stop_reason(self) -> Optional[str]:
     """Why the raters cannot go on (RatingStopped), or None; the same on
     every process (process 0's raters decide)."""
-    reasons = [getattr(r, "stop_reason", None) for r in self.raters]
-    reason = next((r for r in reasons if r), None)
-    if not distributed.from_primary(np.asarray(reason is not None)):
-      return None
-    return reason or "process 0's raters stopped (its log says why)"
+    return self.calls.stop_reason()
 
   def close(self) -> None:
     """Lets the worker threads go (calls still running finish on their own)
     and frees the renderer."""
-    for w in self._workers:
-      w.shutdown(wait=False, cancel_futures=True)
-    self._workers = []
-    if self._renderer is not None:
-      self._renderer.close()
-      self._renderer = None
-
-  # -- helpers ----------------------------------------------------------------
-
-  def _answered(self, p: _Pending) -> bool:
-    """Whether every seed of `p` has its answers (process 0's view)."""
-    return bool(
-      distributed.from_primary(np.asarray(all(f.done() for f in p.futures)))
-    )
-
-  def _ratings(self, p: _Pending) -> List[raters_lib.Ratings]:
-    """Each seed's answers to `p`, process 0's on every process (the labels
-    [Q] and answered [Q] from which the stored and dropped counts follow)."""
-    got = [f.result() for f in p.futures]
-    if jax.process_count() == 1:
-      return got
-    q = p.queries.true_reward.shape[1]
-    shape = (len(got), q)
-    labels, answered = distributed.from_primary(
-      (
-        np.stack([r.labels for r in got]).astype(np.int32)
-        if self.primary
-        else np.zeros(shape, np.int32),
-        np.stack([r.answered for r in got])
-        if self.primary
-        else np.zeros(shape, bool),
-      )
-    )
-    return [  # the counts stay on process 0, which writes the records
-      raters_lib.Ratings(
-        labels=lab, answered=ans, counts=getattr(g, "counts", None)
-      )
-      for lab, ans, g in zip(labels, answered, got)
-    ]
-
-  def _worker(self, seed_index: int) -> daemon.DaemonExecutor:
-    while len(self._workers) <= seed_index:
-      self._workers.append(
-        daemon.DaemonExecutor(1, f"rater{len(self._workers)}")
-      )
-    return self._workers[seed_index]
-
-  def _frames(self, queries: Transition) -> Optional[np.ndarray]:
-    """Post-step frames [S, Q, P, height, width, 3] uint8 of the last step
-    of each query segment, rendered from its pose on the host (None if no
-    rater needs frames)."""
-    if not (self.needs_frames or self.frames_dir):
-      return None
-    if queries.pose is None:
-      raise ValueError(
-        "the raters need frames but the replay buffer holds "
-        "no poses to render them from"
-      )
-    pose = distributed.to_host(queries.pose)[:, :, :, -1]
-    if not self.primary:  # only process 0's raters look at frames
-      return None
-    if self._renderer is None:
-      size = self.config.render
-      self._renderer = render_lib.FrameRenderer(
-        self.trainer.env.task.name, height=size.height, width=size.width
-      )
-    frames = self._renderer.render(pose.reshape(-1, pose.shape[-1]))
-    return frames.reshape(pose.shape[:-1] + frames.shape[1:])
+    self.calls.close()
+    self.frames.close()
 
   # -- checkpointing (erljax.checkpoint) ------------------------------------
 
@@ -565,27 +412,22 @@ class FeedbackLoop:
       "requested": self.requested - len(self.pending),
       "installed": self.installed,
       "rng": self.rng.bit_generator.state,
-      # A rater without state (e.g. a cached VLM client, whose cache
-      # is on disk) contributes {}; never API keys.
-      "raters": [
-        r.state_dict() if hasattr(r, "state_dict") else {} for r in self.raters
-      ],
+      "raters": self.calls.state_dict(),
     }
 
   def load_state_dict(self, d: Dict[str, Any]) -> None:
     """Inverse of `state_dict`."""
-    if len(d["raters"]) != len(self.raters):
+    if len(d["raters"]) != len(self.calls.raters):
       raise ValueError(
-        f"checkpoint has {len(d['raters'])} raters, this run {len(self.raters)}"
+        f"checkpoint has {len(d['raters'])} raters, "
+        f"this run {len(self.calls.raters)}"
       )
-    self.rating_sets = d["rating_sets"]
-    self.opt_state = d["opt_state"] if d["has_opt_state"] else None
     if self.pending:
       raise ValueError("cannot load a checkpoint while sessions are pending")
+    self.rating_sets = d["rating_sets"]
+    self.opt_state = d["opt_state"] if d["has_opt_state"] else None
     self.sent = int(d["sent"])
     self.requested, self.installed = int(d["requested"]), int(d["installed"])
     self.next_session = int(d["next_session"])
     self.rng.bit_generator.state = d["rng"]
-    for rater, rd in zip(self.raters, d["raters"]):
-      if hasattr(rater, "load_state_dict"):
-        rater.load_state_dict(rd)
+    self.calls.load_state_dict(d["raters"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import chex
 import jax
@@ -23,6 +23,7 @@ from erljax import config as config_lib
 from erljax import envs
 from erljax import tasks
 from erljax import intrinsic
+from erljax import program_cache
 from erljax import replay
 from erljax import reward_source
 from erljax import rollout
@@ -68,7 +69,8 @@ class Trainer:
   eval_env: envs.VecEnv
   agent: sac_lib.SAC
   reward: reward_source.RewardSource
-  # Programs compiled for this trainer (`cached`), shared by the runs given it.
+  # Programs compiled for this trainer (erljax.program_cache), shared by the
+  # runs given it.
   compiled_cache: Dict[str, Any] = dataclasses.field(
     default_factory=dict, compare=False, repr=False
   )
@@ -331,15 +333,6 @@ class Programs(NamedTuple):
   evaluate: Any
 
 
-def cached(trainer: Trainer, name: str, build: Callable[[], Any]) -> Any:
-  """build()'s result, built once per Trainer object and name and kept on
-  it: compiled programs that the runs given the same trainer (a resumed run
-  in the same process, tests) share, freed with the trainer."""
-  if name not in trainer.compiled_cache:
-    trainer.compiled_cache[name] = build()
-  return trainer.compiled_cache[name]
-
-
 def compiled(
   trainer: Trainer,
   init_keys: jax.Array,
@@ -347,7 +340,7 @@ def compiled(
   layout: sharding.Layout,
 ) -> Programs:
   """The compiled programs of `trainer` for state laid out by `layout`,
-  compiled once per Trainer object (`cached`)."""
+  compiled once per Trainer object (program_cache.cached)."""
 
   def build() -> Programs:
     jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
@@ -374,4 +367,4 @@ def compiled(
     eval_fn = eval_fn.lower(state, eval_keys).compile()
     return Programs(init_fn, chunk_fn, eval_fn)
 
-  return cached(trainer, "programs", build)
+  return program_cache.cached(trainer, "programs", build)
