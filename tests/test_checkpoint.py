@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 
+import erljax
 from erljax import checkpoint as checkpoint_lib
 from erljax import config as config_lib
 from erljax import runner
@@ -150,6 +151,11 @@ def test_signal_stops_at_chunk_boundary_then_resume_matches(
   assert without_time(read_jsonl(resumed_dir)) == without_time(
     read_jsonl(reference[0])
   )
+  # run_info.json names the code of both starts (erljax.provenance).
+  with open(resumed_dir / "run_info.json") as f:
+    starts = json.load(f)["starts"]
+  assert [s["resumed"] for s in starts] == [False, True]
+  assert starts[1]["erljax_dir"] == os.path.dirname(erljax.__file__)
 
 
 def test_fresh_run_refuses_a_workdir_with_checkpoints(stopped):

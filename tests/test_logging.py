@@ -9,6 +9,7 @@ import os
 import pytest
 
 from erljax import metrics_writer
+from erljax import run_loop
 from erljax import runner
 
 
@@ -208,9 +209,9 @@ def test_feedback_line_shows_one_number_per_value_not_lists():
 
 
 def test_eta_reads_as_minutes_and_hours():
-  assert runner._eta(42.4) == "42s"  # pylint: disable=protected-access
-  assert runner._eta(125) == "2m05s"  # pylint: disable=protected-access
-  assert runner._eta(7385) == "2h03m"  # pylint: disable=protected-access
+  assert run_loop._eta(42.4) == "42s"  # pylint: disable=protected-access
+  assert run_loop._eta(125) == "2m05s"  # pylint: disable=protected-access
+  assert run_loop._eta(7385) == "2h03m"  # pylint: disable=protected-access
 
 
 def test_learning_curve_png_from_records_and_from_a_workdir(tmp_path):

@@ -176,6 +176,8 @@ def test_erlvlm_iql_run_with_workdir(data_dir, tmp_path):
   again = offline.run(c, log=lambda _: None)
   assert again["eval_return_per_seed"] == summary["eval_return_per_seed"]
   assert again["ratings"]["cached"]
+  with open(tmp_path / "run_info.json") as f:  # erljax.provenance
+    assert [s["resumed"] for s in json.load(f)["starts"]] == [False, True]
 
 
 @pytest.mark.parametrize("method", ["bc", "sparse_iql"])

@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import jax
 import jax.numpy as jnp
@@ -46,10 +46,10 @@ from erljax import config as config_lib
 from erljax import dataset as dataset_lib
 from erljax import envs
 from erljax import iql as iql_lib
-from erljax import metrics_writer
 from erljax import offline_config
 from erljax import offline_reward
 from erljax import rollout as rollout_lib
+from erljax import run_loop
 
 
 def normalize_rewards(
@@ -145,6 +145,153 @@ def _seed_axis(fn: Callable[..., Any], how: str, in_axes) -> Callable:
   return mapped
 
 
+class _IQLRun:
+  """The offline mode of the run loop (erljax.run_loop): IQL chunks of
+  offline.log_every gradient steps on the dataset relabelled with each
+  seed's reward, and the deterministic policy's evaluation.
+
+  state: the IQL state of all seeds (leaves [S, ...]); train_s / eval_s:
+  seconds this process spent in chunks / evaluations.
+  """
+
+  def __init__(self, c, agent, data, rewards, keys, eval_env, loop):
+    self.c, self.keys, self.loop = c, keys, loop
+    m, obs_size = data["rewards"].shape[0], data["observations"].shape[1]
+    if c.iql.normalize_obs:
+      obs_mean = data["observations"].mean(0)
+      obs_std = data["observations"].std(0) + 1e-3
+    else:
+      obs_mean, obs_std = np.zeros(obs_size), np.ones(obs_size)
+    shared = iql_lib.Batch(
+      obs=jnp.asarray(data["observations"]),
+      action=jnp.asarray(np.clip(data["actions"], -1.0, 1.0)),
+      reward=jnp.zeros((m,)),
+      discount=jnp.asarray(data["discount"]),
+      next_obs=jnp.asarray(data["next_observations"]),
+    )
+
+    def init(key):
+      return agent.init(
+        key,
+        jnp.asarray(obs_mean, jnp.float32),
+        jnp.asarray(obs_std, jnp.float32),
+      )
+
+    def chunk(state, reward, key):
+      return agent.train_steps(
+        state, shared.replace(reward=reward), key, c.offline.log_every
+      )
+
+    def evaluate(state, key):
+      ev = rollout_lib.evaluate(eval_env, lambda o: agent.act(state, o), key)
+      return {k: ev[k] for k in ("eval_return", "eval_success")}
+
+    t0 = time.perf_counter()
+    axis = c.offline.seed_axis
+    self.state = jax.jit(jax.vmap(init))(keys)
+    self.rewards = jnp.asarray(rewards)
+    chunk_fn = jax.jit(_seed_axis(chunk, axis, (0, 0, 0)), donate_argnums=0)
+    eval_fn = jax.jit(_seed_axis(evaluate, axis, (0, 0)))
+    self.chunk_fn = chunk_fn.lower(
+      self.state, self.rewards, self._chunk_keys(0)
+    ).compile()
+    self.eval_fn = eval_fn.lower(self.state, self._eval_keys(0)).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.train_s = self.eval_s = 0.0
+
+  def _chunk_keys(self, step: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(self.keys)
+
+  def _eval_keys(self, step: int) -> jax.Array:
+    return jax.vmap(
+      lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), step)
+    )(self.keys)
+
+  def throughput(self, step: int) -> float:
+    """Gradient steps per second of training in this process (0 if none:
+    a resumed run that had nothing left to do)."""
+    done = step - self.loop.step0
+    return done / self.train_s if self.train_s > 0 else 0.0
+
+  def train(self, step: int) -> Dict[str, Any]:
+    t = time.perf_counter()
+    self.state, metrics = self.chunk_fn(
+      self.state, self.rewards, self._chunk_keys(step)
+    )
+    metrics = {
+      k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()
+    }
+    self.train_s += time.perf_counter() - t
+    return metrics
+
+  def evaluate(self, step: int) -> Dict[str, Any]:
+    t = time.perf_counter()
+    ev = jax.device_get(self.eval_fn(self.state, self._eval_keys(step)))
+    self.eval_s += time.perf_counter() - t
+    return {k: np.asarray(v).tolist() for k, v in ev.items()}
+
+  def load(self, tree: Dict[str, Any]) -> None:
+    self.state = tree["iql"]
+
+  def mode(self) -> run_loop.Mode:
+    c = self.c
+    return run_loop.Mode(
+      total_steps=c.offline.steps,
+      chunk_steps=c.offline.log_every,
+      eval_every=c.offline.eval_every,
+      train=self.train,
+      evaluate=self.evaluate,
+      eval_fields=lambda step, _: {
+        "grad_steps": step,
+        "time": self.train_s,
+        "grad_steps_per_s": self.throughput(step),
+      },
+      eval_line=lambda rec: (
+        f"step {rec['env_steps']:>7d}  eval_return "
+        f"{rec['eval_return']:9.3f} ± {rec['eval_return_std']:.3f}  "
+        f"success {rec['eval_success']:.2f}  "
+        f"steps/s {rec['grad_steps_per_s']:6.1f}"
+      ),
+      state=lambda: {"iql": self.state},
+      load=self.load,
+    )
+
+
+def _load_dataset(c: ml_collections.ConfigDict) -> dataset_lib.EpisodeDataset:
+  ds = dataset_lib.load(c.dataset)
+  if ds.task != c.task:
+    raise config_lib.ConfigError(
+      f"config.task={c.task!r}: the dataset in {c.dataset} holds "
+      f"{ds.task!r} episodes"
+    )
+  return ds
+
+
+def _summary(c, ds, seeds, iql: _IQLRun, done: run_loop.Result):
+  """final.json's fields from the run's last evaluation and clocks."""
+  last = done.evals()[-1]
+  return {
+    "task": c.task,
+    "method": c.method,
+    "dataset": os.path.abspath(c.dataset),
+    "seeds": seeds,
+    "grad_steps": done.step,
+    "transitions": int(iql.rewards.shape[1]),
+    "episodes": ds.num_episodes,
+    "eval_success_per_seed": last["eval_success_per_seed"],
+    "eval_return_per_seed": last["eval_return_per_seed"],
+    "eval_success": last["eval_success"],
+    "eval_return": last["eval_return"],
+    "dataset_success": float(ds.episode_success.mean()),
+    "dataset_return": float(ds.episode_return.mean()),
+    "compile_seconds": iql.compile_s,
+    "train_seconds": iql.train_s,
+    "eval_seconds": iql.eval_s,
+    "grad_steps_per_s": iql.throughput(done.step),
+    "seed_axis": c.offline.seed_axis,
+  }
+
+
 def run(
   c: ml_collections.ConfigDict,
   log: Callable[[str], None] = functools.partial(print, flush=True),
@@ -153,190 +300,31 @@ def run(
   (what final.json holds)."""
   offline_config.validate(c)
   t_start = time.perf_counter()
-  ds = dataset_lib.load(c.dataset)
-  if ds.task != c.task:
-    raise config_lib.ConfigError(
-      f"config.task={c.task!r}: the dataset in {c.dataset} holds "
-      f"{ds.task!r} episodes"
-    )
+  ds = _load_dataset(c)
   data = ds.transitions()
   m = data["rewards"].shape[0]
   seeds = list(range(c.seed, c.seed + c.num_seeds))
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
-  rewards, reward_info = dataset_rewards(c, data, keys, log)
-
   obs_size, act_size = data["observations"].shape[1], data["actions"].shape[1]
   agent = iql_lib.IQL(obs_size, act_size, offline_config.iql_hyper(c))
-  if c.iql.normalize_obs:
-    obs_mean = data["observations"].mean(0)
-    obs_std = data["observations"].std(0) + 1e-3
-  else:
-    obs_mean, obs_std = np.zeros(obs_size), np.ones(obs_size)
-  shared = iql_lib.Batch(
-    obs=jnp.asarray(data["observations"]),
-    action=jnp.asarray(np.clip(data["actions"], -1.0, 1.0)),
-    reward=jnp.zeros((m,)),
-    discount=jnp.asarray(data["discount"]),
-    next_obs=jnp.asarray(data["next_observations"]),
+  # Fails on a bad workdir before the dataset is rated.
+  loop = run_loop.Loop.open(
+    c, seeds, jax.eval_shape(jax.vmap(agent.init), keys), log
   )
+  rewards, reward_info = dataset_rewards(c, data, keys, log)
   eval_env = envs.make_vec_env(
     c.task,
     c.offline.num_eval_envs,
     c.offline.episode_length or ds.episode_length,
   )
-  axis = c.offline.seed_axis
-
-  def init(key):
-    return agent.init(
-      key, jnp.asarray(obs_mean, jnp.float32), jnp.asarray(obs_std, jnp.float32)
-    )
-
-  def chunk(state, reward, key):
-    return agent.train_steps(
-      state, shared.replace(reward=reward), key, c.offline.log_every
-    )
-
-  def evaluate(state, key):
-    ev = rollout_lib.evaluate(eval_env, lambda o: agent.act(state, o), key)
-    return {k: ev[k] for k in ("eval_return", "eval_success")}
-
-  t0 = time.perf_counter()
-  init_fn = jax.jit(jax.vmap(init))
-  state = init_fn(keys)
-  chunk_fn = jax.jit(_seed_axis(chunk, axis, (0, 0, 0)), donate_argnums=0)
-  eval_fn = jax.jit(_seed_axis(evaluate, axis, (0, 0)))
-  rewards_d = jnp.asarray(rewards)
-  chunk_keys = lambda step: jax.vmap(lambda k: jax.random.fold_in(k, step))(
-    keys
-  )
-  eval_keys = lambda step: jax.vmap(
-    lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), step)
-  )(keys)
-  chunk_fn = chunk_fn.lower(state, rewards_d, chunk_keys(0)).compile()
-  eval_fn = eval_fn.lower(state, eval_keys(0)).compile()
-  compile_s = time.perf_counter() - t0
+  iql = _IQLRun(c, agent, data, rewards, keys, eval_env, loop)
   log(
     f"erljax.offline: task={c.task} method={c.method} seeds={c.num_seeds} "
-    f"transitions={m} episodes={ds.num_episodes} compile={compile_s:.1f}s"
+    f"transitions={m} episodes={ds.num_episodes} compile={iql.compile_s:.1f}s"
   )
-
-  step, train_s, eval_s = 0, 0.0, 0.0
-  records: List[Dict[str, Any]] = []
-  ckpt = writer = None
-  if c.workdir:
-    ckpt = checkpoint_lib.Checkpointer.open(
-      c, jax.eval_shape(init_fn, keys), log
-    )
-    template = {"iql": state, "progress": {}}
-    restored = ckpt.restore(template) if c.resume else None
-    if restored is not None:
-      step, tree = restored
-      state = tree["iql"]
-      records = tree["progress"]["records"]
-      log(f"resumed from the checkpoint at step {step}")
-    with open(os.path.join(c.workdir, "config.json"), "w") as f:
-      f.write(c.to_json_best_effort(indent=2))
-    writer = metrics_writer.MetricsWriter(
-      c.workdir,
-      seeds,
-      c.tensorboard,
-      records,
-      resume_step=step if restored is not None else None,
-    )
-    if writer.kept:
-      log(f"metrics.jsonl of an earlier run kept as {writer.kept}")
-
-  start = step
-
-  def throughput() -> float:
-    """Gradient steps per second of training in this process (0 if none:
-    a resumed run that had nothing left to do)."""
-    return (step - start) / train_s if train_s > 0 else 0.0
-
-  def write(rec):
-    if writer is not None:
-      writer.write(rec)
-    else:
-      records.append(rec)
-
-  def do_eval(train: Dict[str, Any]) -> Dict[str, Any]:
-    nonlocal eval_s
-    t = time.perf_counter()
-    ev = {
-      k: np.asarray(v).tolist()
-      for k, v in jax.device_get(eval_fn(state, eval_keys(step))).items()
-    }
-    eval_s += time.perf_counter() - t
-    rec: Dict[str, Any] = {
-      "kind": "eval",
-      "env_steps": step,
-      "grad_steps": step,
-      "time": train_s,
-      "grad_steps_per_s": throughput(),
-    }
-    for k, v in {**ev, **train}.items():
-      arr = np.asarray(v, np.float64)
-      rec[f"{k}_per_seed"] = v
-      rec[k] = float(arr.mean())
-      rec[f"{k}_std"] = float(arr.std())
-    write(rec)
-    log(
-      f"step {step:>7d}  eval_return {rec['eval_return']:9.3f} ± "
-      f"{rec['eval_return_std']:.3f}  success {rec['eval_success']:.2f}  "
-      f"steps/s {rec['grad_steps_per_s']:6.1f}"
-    )
-    return rec
-
-  try:
-    with checkpoint_lib.StopOnSignal() as stop:
-      if step == 0:
-        do_eval({})
-      while step < c.offline.steps and not stop.requested:
-        t = time.perf_counter()
-        state, metrics = chunk_fn(state, rewards_d, chunk_keys(step))
-        metrics = {
-          k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()
-        }
-        train_s += time.perf_counter() - t
-        step += c.offline.log_every
-        bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-        if bad:
-          raise FloatingPointError(
-            f"non-finite IQL metric {bad[0]}={metrics[bad[0]]} at step {step}"
-          )
-        if step % c.offline.eval_every == 0 or step >= c.offline.steps:
-          do_eval(metrics)
-        if ckpt and (
-          (c.checkpoint.every and ckpt.due(step))
-          or stop.requested
-          or step >= c.offline.steps
-        ):
-          ckpt.save(step, {"iql": state, "progress": {"records": records}})
-  finally:
-    if ckpt is not None:
-      ckpt.close()
-    if writer is not None:
-      writer.close()
-  last = [r for r in records if r["kind"] == "eval"][-1]
+  done = loop.run(iql.mode())
   summary = {
-    "task": c.task,
-    "method": c.method,
-    "dataset": os.path.abspath(c.dataset),
-    "seeds": seeds,
-    "grad_steps": step,
-    "transitions": m,
-    "episodes": ds.num_episodes,
-    "eval_success_per_seed": last["eval_success_per_seed"],
-    "eval_return_per_seed": last["eval_return_per_seed"],
-    "eval_success": last["eval_success"],
-    "eval_return": last["eval_return"],
-    "dataset_success": float(ds.episode_success.mean()),
-    "dataset_return": float(ds.episode_return.mean()),
-    "compile_seconds": compile_s,
-    "train_seconds": train_s,
-    "eval_seconds": eval_s,
-    "grad_steps_per_s": throughput(),
-    "seed_axis": axis,
+    **_summary(c, ds, seeds, iql, done),
     "total_seconds": time.perf_counter() - t_start,
     **reward_info,
   }

@@ -1,10 +1,11 @@
-"""The host run loop: compile, train chunk by chunk, evaluate, log, save.
+"""Online runs: SAC on the true or a learned reward, as a run-loop mode.
 
-`run(config)` trains `config.num_seeds` seeds at once. Between compiled
-chunks (erljax.trainer) it runs the feedback sessions (erljax.sessions),
-evaluates every `eval_every` env steps, writes metrics
-(erljax.metrics_writer) and checkpoints (erljax.checkpoint), and stops
-cleanly on SIGINT / SIGTERM.
+`run(config)` trains `config.num_seeds` seeds at once. This module gives
+erljax.run_loop its step: a compiled chunk (erljax.trainer), the evaluation
+of every seed and, with a learned reward, the rating sessions between
+chunks (erljax.sessions). The loop evaluates every `eval_every` env steps,
+writes metrics (erljax.metrics_writer) and checkpoints (erljax.checkpoint),
+and stops cleanly on SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import math
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,15 +22,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from erljax import checkpoint as checkpoint_lib
 from erljax import distributed
 from erljax import media
 from erljax import memory
-from erljax import metrics_writer
 from erljax import plots
+from erljax import run_loop
 from erljax import sessions
 from erljax import sharding
-from erljax import stats
 from erljax import trainer as trainer_lib
 
 Log = Callable[[str], None]
@@ -78,15 +75,6 @@ def _to_host(tree) -> Dict[str, Any]:
   return {k: v.tolist() for k, v in distributed.to_host(tree).items()}
 
 
-def _summary(name: str, per_seed: List[float]) -> Dict[str, float]:
-  arr = np.asarray(per_seed, dtype=np.float64)
-  finite = arr[np.isfinite(arr)]
-  return {
-    name: float(finite.mean()) if finite.size else math.nan,
-    f"{name}_std": float(finite.std()) if finite.size > 1 else 0.0,
-  }
-
-
 def _rollout_video(
   trainer: trainer_lib.Trainer,
   state: trainer_lib.TrainState,
@@ -114,36 +102,27 @@ def _rollout_video(
     return None
 
 
-def _eta(seconds: float) -> str:
-  s = int(round(seconds))
-  if s >= 3600:
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-  return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 class _Run:
-  """One run's host side: the values it carries from chunk to chunk.
+  """The online mode of the run loop (erljax.run_loop): SAC chunks, the
+  evaluation of every seed and, with a learned reward, the rating sessions
+  between chunks.
 
-  state: the TrainState of all seeds (leaves [S, ...]); env_steps: host
-  count of transitions per seed; eval_keys [S]; records: the metric records
-  written so far; loop: the feedback sessions (None with the true reward).
+  state: the TrainState of all seeds (leaves [S, ...]); eval_keys [S];
+  feedback: the rating sessions (None with the true reward); run: the loop.
   """
 
   def __init__(
     self, trainer: trainer_lib.Trainer, log: Log, raters: Optional[List[Any]]
   ):
     self.trainer = trainer
-    self.primary = distributed.is_primary()
-    self.log = log if self.primary else lambda _: None
-    log = self.log
     c = self.config = trainer.config
     self.seeds = list(range(c.seed, c.seed + c.num_seeds))
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(self.seeds))
     self.eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    self.ckpt = None
     shapes = jax.eval_shape(jax.vmap(trainer.init), keys)
-    if c.workdir:  # fails before anything is compiled
-      self.ckpt = checkpoint_lib.Checkpointer.open(c, shapes, log)
+    # Fails on a bad workdir before anything is compiled.
+    self.run = run_loop.Loop.open(c, self.seeds, shapes, log)
+    log = self.log = self.run.log
     log(
       memory.startup_line(
         memory.estimate(c, shapes), *memory.available(), c.num_devices
@@ -152,12 +131,11 @@ class _Run:
     # The run's device layout, built once: the state, the eval keys and
     # the reward minibatches of the feedback sessions are laid out by it.
     self.layout = sharding.Layout.create(c.num_devices, c.num_seeds, c.num_envs)
-    self.loop = (
+    self.feedback = (
       sessions.FeedbackLoop(trainer, self.seeds, self.layout, raters)
       if trainer.learned_reward
       else None
     )
-
     log(
       f"compiling {c.task} ({c.num_seeds} seed(s) x {c.num_envs} envs, "
       f"{jax.devices()[0].platform}) ..."
@@ -176,148 +154,139 @@ class _Run:
       + f"compile={self.compile_seconds:.1f}s"
     )
 
-    self.env_steps = 0
-    self.records: List[Dict[str, Any]] = []
-    self.elapsed0 = 0.0  # training seconds before a resume
-    self.t_start = time.perf_counter()
-    self.restored = self._restore()
-    self.writer = None
-    if c.workdir and self.primary:
-      with open(os.path.join(c.workdir, "config.json"), "w") as f:
-        f.write(c.to_json_best_effort(indent=2))
-      self.writer = metrics_writer.MetricsWriter(
-        c.workdir,
-        self.seeds,
-        c.tensorboard,
-        self.records,
-        resume_step=self.env_steps if self.restored else None,
-        wandb=c.wandb,
-        config=c.to_dict(),
-      )
-      if self.writer.kept:
-        log(f"metrics.jsonl of an earlier run kept as {self.writer.kept}")
-    bar = c.progress and self.primary and sys.stderr.isatty()
-    self.bar = metrics_writer.ProgressBar(c.total_steps, self.env_steps, bar)
-    # Without a terminal (a log file, CI) every log line ends in the
-    # progress and ETA instead of the bar.
-    self.progress_in_lines = c.progress and not bar
-    self.steps0 = self.env_steps  # env steps before this process's start
-    # Elapsed training time counts from here, on top of the restored run's.
-    self.t_start = time.perf_counter() - self.elapsed0
+  def mode(self) -> run_loop.Mode:
+    c = self.config
+    return run_loop.Mode(
+      total_steps=c.total_steps,
+      chunk_steps=c.log_every,
+      eval_every=c.eval_every,
+      train=self._train,
+      evaluate=self._evaluate,
+      eval_fields=lambda step, t: {
+        "time": t,
+        "env_steps_per_s": step / t if t > 0 else 0.0,
+      },
+      eval_line=lambda rec: eval_line(rec, self.trainer.env.task.has_success),
+      state=self._snapshot,
+      load=self._load,
+      unchecked=("train_return",),
+      extras=run_loop.Extras(
+        after_chunk=self._after_chunk,
+        before_save=self._before_save,
+        finish=self._finish,
+        stop=self._stop_rating,
+        after_eval=self._after_eval,
+        close=self.feedback.close if self.feedback else lambda: None,
+      ),
+    )
 
-  # -- checkpoints --------------------------------------------------------
+  def train(self) -> RunResult:
+    """Runs the loop, then the final video and workdir/curve.png."""
+    c = self.config
+    done = self.run.run(self.mode())
+    if c.workdir and c.render.rollout_video and done.interrupted is None:
+      video = os.path.join(c.workdir, "rollout.gif")
+      if _rollout_video(
+        self.trainer, self.state, self.eval_keys, video, self.log
+      ):
+        self.log(f"video: {video}")
+    if c.workdir and self.run.primary:
+      self._plot(done.evals())
+    return RunResult(
+      history=done.evals(),
+      state=self.state,
+      compile_seconds=self.compile_seconds,
+      train_seconds=done.train_seconds,
+      feedback=[
+        {k: v for k, v in r.items() if k != "kind"}
+        for r in done.records
+        if r["kind"] == "feedback"
+      ],
+      interrupted=done.interrupted,
+    )
+
+  # -- the mode's step ------------------------------------------------------
 
   def _snapshot(self) -> Dict[str, Any]:
     return {
       "train": self.state,
       "eval_keys": self.eval_keys,
-      "loop": self.loop.state_dict() if self.loop is not None else {},
-      "progress": {
-        "env_steps": self.env_steps,
-        "records": self.records,
-        "elapsed": self._elapsed(),
-      },
+      "loop": self.feedback.state_dict() if self.feedback else {},
     }
 
-  def _restore(self) -> bool:
-    """Continues from the latest checkpoint if config.resume asks for it."""
-    if not (self.ckpt and self.config.resume):
-      return False
-    restored = self.ckpt.restore(self._snapshot())
-    if restored is None:
-      return False
-    step, tree = restored
+  def _load(self, tree: Dict[str, Any]) -> None:
     self.state = self.layout.put_state(tree["train"])
     self.eval_keys = self.layout.put_seeded(tree["eval_keys"])
-    if self.loop is not None:
-      self.loop.load_state_dict(tree["loop"])
-    self.env_steps = tree["progress"]["env_steps"]
-    self.elapsed0 = tree["progress"]["elapsed"]
-    self.records = tree["progress"]["records"]
-    self.log(
-      f"resumed from the checkpoint at step {step} in {self.ckpt.directory}"
-    )
-    return True
+    if self.feedback is not None:
+      self.feedback.load_state_dict(tree["loop"])
 
-  def _elapsed(self) -> float:
-    return time.perf_counter() - self.t_start
-
-  def _line(self, text: str) -> None:
-    """Logs text, ended by the progress and ETA when there is no bar."""
-    if self.progress_in_lines:
-      c, done = self.config, self.env_steps
-      text += f"  [{100 * done / c.total_steps:3.0f}%"
-      ran = self._elapsed() - self.elapsed0
-      if done > self.steps0 and ran > 0:
-        rate = (done - self.steps0) / ran
-        text += f", eta {_eta((c.total_steps - done) / rate)}"
-      text += "]"
-    self.log(text)
-
-  # -- records ------------------------------------------------------------
-
-  def _write(self, rec: Dict[str, Any]) -> None:
-    if self.writer is not None:
-      self.writer.write(rec)
+  def _train(self, step: int) -> Dict[str, Any]:
+    # In place after feedback sessions.
+    state = self.layout.put_state(self.state)
+    if self.feedback is not None:
+      unsupervised = jnp.asarray(self.feedback.unsupervised(step))
+      state, m = self.programs.chunk(state, unsupervised)
     else:
-      self.records.append(rec)
+      state, m = self.programs.chunk(state)
+    self.state = state
+    return _to_host(m)
 
-  def _evaluate(self, train: Dict[str, Any], elapsed: float) -> None:
-    step = self.env_steps
+  def _evaluate(self, step: int) -> Dict[str, Any]:
     self.eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(
       self.eval_keys
     )
-    ev = _to_host(self.programs.evaluate(self.state, self.eval_keys))
-    episodes = {
-      k: ev.pop(f"{k}_episodes") for k in ("eval_return", "eval_success")
-    }
-    sps = step / elapsed if elapsed > 0 else 0.0
-    rec: Dict[str, Any] = {
-      "kind": "eval",
-      "env_steps": step,
-      "time": elapsed,
-      "env_steps_per_s": sps,
-    }
-    for k, v in {**ev, **train}.items():
-      rec[f"{k}_per_seed"] = v
-      rec.update(_summary(k, v))
-    # [S][num_eval_envs] episode values; the 95% CI of their mean over
-    # seeds and episodes (stats.nested_bootstrap_mean).
-    for k, v in episodes.items():
-      rec[f"{k}_episodes"] = v
-      if np.all(np.isfinite(v)):
-        _, rec[f"{k}_lo"], rec[f"{k}_hi"] = stats.nested_bootstrap_mean(v)
-    self._write(rec)
-    self._line(eval_line(rec, self.trainer.env.task.has_success))
+    return _to_host(self.programs.evaluate(self.state, self.eval_keys))
+
+  def _after_eval(self, rec: Dict[str, Any]) -> None:
+    """A video every render.video_every evaluations (with a workdir)."""
     c = self.config
     every = c.render.video_every if c.workdir else 0
-    if every and len(self._evals()) % every == 0:
+    evals = sum(r["kind"] == "eval" for r in self.run.records)
+    if every and evals % every == 0:
+      step = rec["env_steps"]
       video = os.path.join(c.workdir, "videos", f"step_{step:09d}.gif")
       if _rollout_video(
         self.trainer, self.state, self.eval_keys, video, self.log
       ):
         self.log(f"video: {video}")
-    self.bar.update(step, {"return": f"{rec['eval_return']:.3f}"})
 
-  def _check_finite(self, values: Dict[str, Any], where: str) -> None:
-    for k, v in values.items():
-      if not np.all(np.isfinite(v)):
-        last = self.ckpt.latest_step() if self.ckpt else None
-        raise FloatingPointError(
-          f"non-finite {where} metric {k}={v} at env step {self.env_steps}"
-          "; stopped without saving this state. "
-          + (
-            f"Last good checkpoint: step {last} in {self.ckpt.directory}"
-            if last is not None
-            else "No checkpoint was saved."
-          )
-        )
+  # -- rating sessions between chunks ---------------------------------------
+
+  def _after_chunk(self, step: int) -> Optional[str]:
+    if self.feedback is None:
+      return None
+    self.state, recs = self.feedback.step(self.state, step)
+    self._report_feedback(recs)
+    return self.feedback.stop_reason()
+
+  def _before_save(self, step: int, signalled: bool) -> None:
+    """Ratings in flight are paid for: a checkpoint waits for them (at most
+    feedback.drain_wait_s, not after a signal) so that a resumed run never
+    asks for them again."""
+    if self.feedback is None:
+      return
+    self.state, recs = self.feedback.drain(
+      self.state,
+      step,
+      timeout=0.0 if signalled else -1.0,
+      stop=self.run.stop_requested,
+    )
+    self._report_feedback(recs)
+
+  def _finish(self, step: int) -> Optional[str]:
+    if self.feedback is None:
+      return None
+    self.state, recs = self.feedback.finish(
+      self.state, step, stop=self.run.stop_requested
+    )
+    self._report_feedback(recs)
+    return self.feedback.stop_reason()
 
   def _report_feedback(self, recs: List[Dict[str, Any]]) -> None:
     for rec in recs:
-      self._write({"kind": "feedback", **rec})
+      self.run.write({"kind": "feedback", **rec})
       if rec.get("trained"):
-        self._check_finite(
+        self.run.check_finite(
           {
             k: rec[k]
             for k in (
@@ -329,144 +298,25 @@ class _Run:
           },
           "feedback",
         )
-      self._line(feedback_line(rec))
+      self.run.line(feedback_line(rec))
 
-  # -- the loop -------------------------------------------------------------
-
-  def train(self) -> RunResult:
-    c, loop = self.config, self.loop
-    interrupted = None
-    try:
-      with checkpoint_lib.StopOnSignal() as stop:
-        if not self.restored:
-          self._evaluate({}, 0.0)
-        next_eval = (self.env_steps // c.eval_every + 1) * c.eval_every
-        while self.env_steps < c.total_steps:
-          # In place after feedback sessions.
-          state = self.layout.put_state(self.state)
-          if loop is not None:
-            state, m = self.programs.chunk(
-              state, jnp.asarray(loop.unsupervised(self.env_steps))
-            )
-          else:
-            state, m = self.programs.chunk(state)
-          self.state = state
-          self.env_steps += c.log_every
-          train_metrics = _to_host(m)
-          self._check_finite(
-            {k: v for k, v in train_metrics.items() if k != "train_return"},
-            "training",
-          )
-          stopped = None
-          if loop is not None:
-            self.state, recs = loop.step(self.state, self.env_steps)
-            self._report_feedback(recs)
-            stopped = loop.stop_reason()
-          if self.env_steps >= next_eval or self.env_steps >= c.total_steps:
-            self._evaluate(train_metrics, self._elapsed())
-            next_eval = (self.env_steps // c.eval_every + 1) * c.eval_every
-          self.bar.update(self.env_steps)
-          # Over several processes: the same on all, so all stop here.
-          signum = distributed.max_over_processes(stop.signum or 0)
-          if self.ckpt and (
-            self.ckpt.due(self.env_steps)
-            or signum
-            or stopped
-            or self.env_steps >= c.total_steps
-          ):
-            if loop is not None:
-              # Ratings in flight are paid for: a checkpoint waits for them
-              # (at most feedback.drain_wait_s, not after a signal) so that
-              # a resumed run never asks for them again.
-              self.state, recs = loop.drain(
-                self.state,
-                self.env_steps,
-                timeout=0.0 if signum else -1.0,
-                stop=lambda: stop.requested,
-              )
-              self._report_feedback(recs)
-            self.ckpt.save(self.env_steps, self._snapshot())
-          if stopped:
-            self._stop_rating(stopped)
-          if signum:
-            interrupted = signum
-            self.log(
-              f"stopped by signal {signum} at step "
-              f"{self.env_steps}"
-              + (
-                f"; checkpoint saved in {self.ckpt.directory}, "
-                "continue with --config.resume=True"
-                if self.ckpt
-                else ""
-              )
-            )
-            break
-        if loop is not None and interrupted is None:
-          self.state, recs = loop.finish(
-            self.state, self.env_steps, stop=lambda: stop.requested
-          )
-          self._report_feedback(recs)
-          stopped = loop.stop_reason()
-          if stopped:
-            self._stop_rating(stopped)
-        trained = self._elapsed()  # a video is not training time
-        if c.workdir and c.render.rollout_video and interrupted is None:
-          video = os.path.join(c.workdir, "rollout.gif")
-          if _rollout_video(
-            self.trainer, self.state, self.eval_keys, video, self.log
-          ):
-            self.log(f"video: {video}")
-    finally:
-      self._close()
-    if self.writer is not None:
-      self._plot()
-    return RunResult(
-      history=self._evals(),
-      state=self.state,
-      compile_seconds=self.compile_seconds,
-      train_seconds=trained - self.elapsed0,
-      feedback=[
-        {k: v for k, v in r.items() if k != "kind"}
-        for r in self.records
-        if r["kind"] == "feedback"
-      ],
-      interrupted=interrupted,
+  def _stop_rating(self, reason: str) -> None:
+    """Logs why the raters stopped the run and raises RatingStopped."""
+    message = (
+      f"rating stopped at step {self.run.step}: {reason}"
+      f"{self.run.resume_hint()}"
     )
+    self.log(message)
+    raise sessions.RatingStopped(message)
 
-  def _evals(self) -> List[Dict[str, Any]]:
-    return [r for r in self.records if r["kind"] == "eval"]
-
-  def _plot(self) -> None:
+  def _plot(self, evals: List[Dict[str, Any]]) -> None:
     """workdir/curve.png (erljax.plots); a failure is a warning line."""
     c = self.config
     title = f"{c.task}, {c.method}, {c.num_seeds} seed(s)"
     try:
-      plots.learning_curve(
-        self._evals(), os.path.join(c.workdir, "curve.png"), title
-      )
+      plots.learning_curve(evals, os.path.join(c.workdir, "curve.png"), title)
     except Exception as e:  # pylint: disable=broad-except
       self.log(f"warning: no curve.png: {type(e).__name__}: {e}")
-
-  def _stop_rating(self, reason: str) -> None:
-    """Logs why the raters stopped the run and raises RatingStopped."""
-    where = (
-      f"; checkpoint at step {self.ckpt.latest_step()} in "
-      f"{self.ckpt.directory}, continue with --config.resume=True"
-      if self.ckpt and self.ckpt.latest_step() is not None
-      else ""
-    )
-    message = f"rating stopped at step {self.env_steps}: {reason}{where}"
-    self.log(message)
-    raise sessions.RatingStopped(message)
-
-  def _close(self) -> None:
-    self.bar.close()
-    if self.loop is not None:
-      self.loop.close()
-    if self.ckpt is not None:
-      self.ckpt.close()
-    if self.writer is not None:
-      self.writer.close()
 
 
 # -- log lines ---------------------------------------------------------------

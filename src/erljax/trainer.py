@@ -4,7 +4,7 @@ Every function here is pure in a `TrainState` (one seed) and vmaps over a
 leading seed axis S; `compiled()` builds the seed-vmapped programs a run
 executes (init, train chunk, evaluate). The host only runs between chunks:
 feedback sessions live in `erljax.sessions`, the run loop (logging,
-evaluation cadence, checkpoints) in `erljax.runner`.
+evaluation cadence, checkpoints) in `erljax.run_loop`.
 """
 
 from __future__ import annotations
