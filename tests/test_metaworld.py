@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from erljax import envs, metaworld, render, sawyer, tasks
+from erljax import envs, metaworld, render, sawyer, sawyer_physics, tasks
 
 sys.path.insert(
   0, os.path.join(os.path.dirname(__file__), "..", "experiments", "metaworld")
@@ -311,8 +311,8 @@ def test_mjx_backend_tracks_the_host_backend(name):
 def test_mjx_kinematics_places_the_bodies_below_mocap_bodies():
   """Soccer's goal meshes hang below the goal_whole mocap body, which the
   fixed reset places 5 cm from where the model puts it. MJX's kinematics
-  leaves them at the model's place; with sawyer.with_mocap_poses every body
-  lands where MuJoCo's C kinematics puts it (float32)."""
+  leaves them at the model's place; with sawyer_physics.with_mocap_poses every
+  body lands where MuJoCo's C kinematics puts it (float32)."""
   env = metaworld.make_env("soccer", backend="mjx")
   assert env.compiler_options == {"xla_cpu_use_fusion_emitters": False}
   assert metaworld.make_env("soccer").compiler_options == {}  # host
@@ -328,7 +328,7 @@ def test_mjx_kinematics_places_the_bodies_below_mocap_bodies():
 
   mx = env.physics.mx
   kinematics = jax.jit(
-    lambda d: mjx.kinematics(sawyer.with_mocap_poses(mx, d), d).xpos,
+    lambda d: mjx.kinematics(sawyer_physics.with_mocap_poses(mx, d), d).xpos,
     compiler_options=env.compiler_options,
   )
   np.testing.assert_allclose(

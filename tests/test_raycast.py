@@ -122,9 +122,9 @@ def test_metaworld_frames_match_the_host_renderer(task, colour, min_iou):
   """The reference episode's frames at steps 0/100/250/500 (48x48): the
   goal's blue net (Soccer) and the green drawer overlap the host renderer's.
   Measured IoU 0.70 and 0.93; 0.24 for Soccer when the goal, below a mocap
-  body, was left where MJX's kinematics puts it (sawyer.with_mocap_poses).
-  Compiled with the options the Sawyer needs on a CPU: ~10 s, against more
-  than 15 min without."""
+  body, was left where MJX's kinematics puts it
+  (sawyer_physics.with_mocap_poses). Compiled with the options the Sawyer
+  needs on a CPU: ~10 s, against more than 15 min without."""
   pose = mw_frames.poses(task)
   caster = raycast.RayCaster(task, 48, 48)
   assert caster.compiler_options == {"xla_cpu_use_fusion_emitters": False}

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from erljax import metaworld, sawyer
+from erljax import metaworld, sawyer_physics
 
 DATA = os.path.join(
   os.path.dirname(__file__), "..", "..", "tests", "data", "metaworld"
@@ -90,7 +90,7 @@ def one_step(env, ref):
       bits.append(env.physics.bits(data))
   n = len(bits)
   state = metaworld.State(
-    data=sawyer.Physics(
+    data=sawyer_physics.Physics(
       qpos=jnp.zeros((n, env.mj_model.nq)),
       mocap_pos=jnp.zeros((n, env.mj_model.nmocap, 3)),
       state=jnp.asarray(np.stack(bits)),

@@ -29,6 +29,7 @@ import numpy as np
 from flax import struct
 
 from erljax import sawyer
+from erljax import sawyer_physics
 
 EPISODE_LENGTH = 500  # MetaWorld's max_path_length
 OBS_SIZE = 39
@@ -274,13 +275,13 @@ class State:
   """One env's state (the fields erljax.envs reads: obs, reward, done,
   metrics, data.qpos / data.mocap_pos).
 
-  data: erljax.sawyer.Physics. obs [39], reward [], done [] (always 0:
+  data: erljax.sawyer_physics.Physics. obs [39], reward [], done [] (always 0:
   MetaWorld episodes end at the time limit only). metrics: {"success": []}.
   info: {"prev": [18] the previous step's first 18 observations,
   "episode": Episode}.
   """
 
-  data: sawyer.Physics
+  data: sawyer_physics.Physics
   obs: jax.Array
   reward: jax.Array
   done: jax.Array
@@ -316,7 +317,7 @@ class MetaWorldEnv:
     self.partially_observable = partially_observable
     scene = self.task.scene
     self.mj_model = sawyer.build_model(scene, backend)
-    self.physics = sawyer.make_physics(self.mj_model, scene, backend)
+    self.physics = sawyer_physics.make_physics(self.mj_model, scene, backend)
     ids = self.physics.ids
     reset = sawyer.hand_reset(self.mj_model, scene)
     self._base_readout = sawyer.Readout.unflat(

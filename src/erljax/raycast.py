@@ -33,6 +33,7 @@ from mujoco import mjx
 
 from erljax import render
 from erljax import sawyer
+from erljax import sawyer_physics
 from erljax import tasks
 
 # Colour of pixels whose ray hits nothing (MuJoCo draws its skybox there).
@@ -218,7 +219,7 @@ class RayCaster:
       data = data.replace(
         mocap_pos=pose[self.nq :].reshape(self.nmocap, 3).astype(jnp.float32)
       )
-    m = sawyer.with_mocap_poses(m, data)  # bodies below a mocap body
+    m = sawyer_physics.with_mocap_poses(m, data)  # bodies below a mocap body
     data = mjx.kinematics(m, data)
     if self._cam_id >= 0:
       # Tracking cameras follow the subtree centre of mass.
