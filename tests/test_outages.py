@@ -15,7 +15,8 @@ import time
 import pytest
 
 from erljax import config as config_lib
-from erljax.raters.http import HttpClient, QueryFailed, RunGuard
+from erljax.raters.http import HttpClient
+from erljax.raters.failures import QueryFailed, RunGuard
 from test_http_raters import (
   CLOSE,
   _openai_reply,

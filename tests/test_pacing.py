@@ -44,7 +44,8 @@ def _seed_raters(c, num_seeds):
 _OTHER_PROCESS = textwrap.dedent(
   """
   import sys
-  from erljax.raters.http import HttpClient, RunGuard
+  from erljax.raters.http import HttpClient
+  from erljax.raters.failures import RunGuard
   from erljax.raters.pacing import RateLimiter, limiter_path
   url, directory, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
   limiter = RateLimiter({per_minute}, limiter_path(directory, url))

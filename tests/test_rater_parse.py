@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from erljax.raters import cache as cache_lib
-from erljax.raters import http as http_lib
+from erljax.raters import failures
 from erljax.raters import images as images_lib
 from erljax.raters import parse
 from erljax.raters import prompts
@@ -297,16 +297,16 @@ def test_png_rejects_bad_frames():
 
 
 def test_retry_after_seconds_and_http_date():
-  assert http_lib.parse_retry_after("7") == 7.0
-  assert http_lib.parse_retry_after(" 1.5 ") == 1.5
-  assert http_lib.parse_retry_after("-3") == 0.0
-  assert http_lib.parse_retry_after(None) is None
-  assert http_lib.parse_retry_after("soon") is None
+  assert failures.parse_retry_after("7") == 7.0
+  assert failures.parse_retry_after(" 1.5 ") == 1.5
+  assert failures.parse_retry_after("-3") == 0.0
+  assert failures.parse_retry_after(None) is None
+  assert failures.parse_retry_after("soon") is None
   now = 1_700_000_000.0
   date = email.utils.formatdate(now + 42, usegmt=True)
-  assert http_lib.parse_retry_after(date, now=now) == pytest.approx(42.0)
+  assert failures.parse_retry_after(date, now=now) == pytest.approx(42.0)
   past = email.utils.formatdate(now - 10, usegmt=True)
-  assert http_lib.parse_retry_after(past, now=now) == 0.0
+  assert failures.parse_retry_after(past, now=now) == 0.0
 
 
 def _gemini_error(quota_id, delay="36s"):
@@ -341,11 +341,11 @@ def test_gemini_error_details():
   minute = _gemini_error(
     "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "1.5s"
   )
-  assert http_lib.daily_quota_exhausted(day)
-  assert http_lib.daily_quota_exhausted([day])  # some proxies wrap in a list
-  assert not http_lib.daily_quota_exhausted(minute)
-  assert not http_lib.daily_quota_exhausted({"error": {"status": "INTERNAL"}})
-  assert not http_lib.daily_quota_exhausted(None)
-  assert http_lib.retry_delay(day) == 36.0
-  assert http_lib.retry_delay(minute) == 1.5
-  assert http_lib.retry_delay({"error": {"details": "x"}}) is None
+  assert failures.daily_quota_exhausted(day)
+  assert failures.daily_quota_exhausted([day])  # some proxies wrap in a list
+  assert not failures.daily_quota_exhausted(minute)
+  assert not failures.daily_quota_exhausted({"error": {"status": "INTERNAL"}})
+  assert not failures.daily_quota_exhausted(None)
+  assert failures.retry_delay(day) == 36.0
+  assert failures.retry_delay(minute) == 1.5
+  assert failures.retry_delay({"error": {"details": "x"}}) is None

@@ -14,13 +14,15 @@ from typing import Callable, Optional, Union
 from erljax.raters.base import CLASS_NAMES, Queries, Rater, Ratings
 from erljax.raters.cache import ReplyCache
 from erljax.raters.gemini import GeminiRater
-from erljax.raters.http import Counters, HttpClient, QueryFailed, RunGuard
+from erljax.raters.http import HttpClient
+from erljax.raters.failures import Counters, QueryFailed, RunGuard
 from erljax.raters.ollama import OllamaRater
 from erljax.raters.openai import OpenAIRater
 from erljax.raters.pacing import RateLimiter, limiter_path
 from erljax.raters.prompts import Prompts
 from erljax.raters.scripted import ScriptedRater
-from erljax.raters.vlm import Answer, VLMRater
+from erljax.raters.replies import Answer
+from erljax.raters.vlm import VLMRater
 
 BACKENDS = {"openai": OpenAIRater, "gemini": GeminiRater, "ollama": OllamaRater}
 
@@ -59,6 +61,29 @@ def run_guard(cfg) -> RunGuard:
       cfg.requests_per_minute, limiter_path(cfg.limiter_dir, base_url)
     )
   return RunGuard(cfg.get("max_requests", 0), limiter)
+
+
+def _http_client(
+  cfg, seed: int, sleep: Callable[[float], None], guard: RunGuard
+) -> HttpClient:
+  """The HTTP client of a VLM rater: retries, backoff, concurrency and the
+  circuit breaker as config.rater (`cfg`) sets them."""
+  return HttpClient(
+    timeout=cfg.timeout,
+    max_retries=cfg.max_retries,
+    backoff_base=cfg.backoff_base,
+    backoff_max=cfg.backoff_max,
+    max_wait=cfg.max_wait,
+    concurrency=cfg.concurrency,
+    sleep=sleep,
+    seed=seed,
+    breaker_failures=cfg.breaker_failures,
+    breaker_drop_rate=cfg.breaker_drop_rate,
+    breaker_pause=cfg.breaker_pause,
+    breaker_probes=cfg.breaker_probes,
+    guard=guard,
+    service=cfg.base_url or BACKENDS[cfg.kind].default_base_url,
+  )
 
 
 def make(
@@ -117,22 +142,7 @@ def make(
       f"segment_length={segment_length}: a VLM rater "
       f"({cfg.kind!r}) rates one frame; use 1"
     )
-  client = HttpClient(
-    timeout=cfg.timeout,
-    max_retries=cfg.max_retries,
-    backoff_base=cfg.backoff_base,
-    backoff_max=cfg.backoff_max,
-    max_wait=cfg.max_wait,
-    concurrency=cfg.concurrency,
-    sleep=sleep,
-    seed=seed,
-    breaker_failures=cfg.breaker_failures,
-    breaker_drop_rate=cfg.breaker_drop_rate,
-    breaker_pause=cfg.breaker_pause,
-    breaker_probes=cfg.breaker_probes,
-    guard=guard or run_guard(cfg),
-    service=cfg.base_url or BACKENDS[cfg.kind].default_base_url,
-  )
+  client = _http_client(cfg, seed, sleep, guard or run_guard(cfg))
   cache_dir = cfg.cache_dir if cache_dir is None else cache_dir
   extra = {"constraint": cfg.openai_constraint} if cfg.kind == "openai" else {}
   return BACKENDS[cfg.kind](

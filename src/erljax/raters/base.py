@@ -36,7 +36,7 @@ class Ratings:
   """labels [B] int in 0..n-1 where answered, -1 where not (never guessed).
 
   counts: what the call that made these ratings moved the rater's counters
-    by (a VLM rater's requests, tokens, drop reasons; http.Counters), or
+    by (a VLM rater's requests, tokens, drop reasons; failures.Counters), or
     None for raters that keep none.
   outage: optional [B] bool, True where the service gave no reply at all
     (connection, timeout, HTTP error): such queries cost nothing and are not

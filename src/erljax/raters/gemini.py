@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from erljax.raters.http import QueryFailed
+from erljax.raters.failures import QueryFailed
 from erljax.raters.images import image_mime
-from erljax.raters.vlm import Part, VLMRater, b64, check_finish, token_count
+from erljax.raters.replies import b64, check_finish, token_count
+from erljax.raters.vlm import Part, VLMRater
 
 # finishReason values of a filter stopping the candidate.
 FILTERED = (

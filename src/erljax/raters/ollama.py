@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from erljax.raters.openai import answer_schema
-from erljax.raters.vlm import Part, VLMRater, b64, check_finish, token_count
+from erljax.raters.replies import b64, check_finish, token_count
+from erljax.raters.vlm import Part, VLMRater
 
 
 class OllamaRater(VLMRater):

@@ -18,14 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from erljax.raters.http import QueryFailed
-from erljax.raters.vlm import (
-  Part,
-  VLMRater,
-  check_finish,
-  data_url,
-  token_count,
-)
+from erljax.raters.failures import QueryFailed
+from erljax.raters.replies import check_finish, data_url, token_count
+from erljax.raters.vlm import Part, VLMRater
 
 CONSTRAINTS = ("json_schema", "structured_outputs")
 # finish_reason values of a normal end (OpenAI, vLLM, llama.cpp, TGI).

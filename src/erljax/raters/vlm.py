@@ -35,13 +35,11 @@ rest:
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
 from typing import (
   Any,
   Callable,
-  Collection,
   Dict,
   List,
   Mapping,
@@ -57,28 +55,12 @@ from erljax.raters import prompts as prompts_lib
 from erljax.raters.base import CLASS_NAMES, Queries, Ratings
 from erljax.raters.cache import ReplyCache, cache_key
 from erljax.raters.endpoint import check_endpoint
-from erljax.raters.http import Counters, HttpClient, QueryFailed
+from erljax.raters.http import HttpClient
+from erljax.raters.failures import Counters, QueryFailed
 from erljax.raters.images import Image, from_frame, image_mime
+from erljax.raters.replies import Answer
 
 Part = prompts_lib.Part
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-  """One query's outcome.
-
-  label: class index (ratings) or 0/1 (preferences); None when dropped.
-  replies: the raw reply texts, one per stage (may be empty when dropped).
-  reason: why it was dropped (None when answered).
-  cached: the replies came from the cache.
-  outage: dropped because the service gave no reply (QueryFailed.outage).
-  """
-
-  label: Optional[int]
-  replies: Tuple[str, ...] = ()
-  reason: Optional[str] = None
-  cached: bool = False
-  outage: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,47 +73,6 @@ class _Kind:
 
 _RATE = _Kind("analysis", "rating", "single", "no_class")
 _PREFER = _Kind("pref_analysis", "pref_answer", "pref_single", "no_preference")
-
-
-def b64(data: bytes) -> str:
-  return base64.b64encode(data).decode("ascii")
-
-
-def data_url(data: bytes) -> str:
-  return f"data:{image_mime(data)};base64,{b64(data)}"
-
-
-def check_finish(
-  finish: Any,
-  normal: Collection[str],
-  cut: Collection[str],
-  filtered: Collection[str] = (),
-) -> None:
-  """Raises QueryFailed unless a protocol's finish reason is a normal end.
-
-  finish: the reply's finish reason (None where the protocol or server
-  gives none); normal / cut / filtered: the protocol's values for a normal
-  end, the token limit and its content filter. Anything else is
-  "unfinished".
-  """
-  if finish is None or finish in normal:
-    return
-  if finish in cut:
-    raise QueryFailed(
-      "truncated",
-      f"finish reason {finish!r}: the reply hit the token limit "
-      "(rater.max_tokens)",
-    )
-  if finish in filtered:
-    raise QueryFailed("filtered", f"finish reason {finish!r}")
-  raise QueryFailed("unfinished", f"finish reason {finish!r}")
-
-
-def token_count(value: Any) -> int:
-  """A usage field as a count: a non-negative int, else 0."""
-  if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-    return value
-  return 0
 
 
 def _frames(queries: Queries) -> np.ndarray:
@@ -296,11 +237,11 @@ class VLMRater:
 
   @property
   def stop_reason(self) -> Optional[str]:
-    """Why this rater's run must stop (http.RunGuard), or None."""
+    """Why this rater's run must stop (failures.RunGuard), or None."""
     return self.client.guard.stop_reason
 
   def stats(self) -> Dict[str, Any]:
-    """Counts so far (see http.Counters): queries, sent, requests,
+    """Counts so far (see failures.Counters): queries, sent, requests,
     retries, answered, dropped, cache_hits, prompt_tokens,
     completion_tokens and drop_reasons."""
     return self.client.counters.snapshot()
