@@ -88,8 +88,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   raises ConfigError naming key and value."""
   config_lib.validate(c)
   check = validation.check
-  pos_int = validation.integer_at_least(1)
-  pos = validation.positive_float
   check(c, "method", lambda v: v in METHODS, f"must be one of {METHODS}")
   check(
     c,
@@ -117,6 +115,16 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       lambda v: v == "rating",
       "offline reward learning learns from ratings",
     )
+  _check_iql(c)
+  _check_schedule(c)
+  return c
+
+
+def _check_iql(c: ml_collections.ConfigDict) -> None:
+  """The iql.* keys: IQL's network, learning rates and weights."""
+  check = validation.check
+  pos_int = validation.integer_at_least(1)
+  pos = validation.positive_float
   check(
     c,
     "iql.hidden_sizes",
@@ -147,6 +155,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     lambda v: v in REWARD_NORMS,
     f"must be one of {REWARD_NORMS}",
   )
+
+
+def _check_schedule(c: ml_collections.ConfigDict) -> None:
+  """The offline.* keys (steps, logging and evaluation cadence, seed axis)
+  and the rating.* keys (how much of the dataset is rated)."""
+  check = validation.check
+  pos_int = validation.integer_at_least(1)
   for key in (
     "offline.steps",
     "offline.log_every",
@@ -177,7 +192,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     "must be an integer >= 0 (0: rate every transition)",
   )
   check(c, "rating.seed", non_neg, "must be an integer >= 0")
-  return c
 
 
 def iql_hyper(c: ml_collections.ConfigDict) -> iql_lib.IQLHyper:

@@ -1,5 +1,6 @@
 """Start-up validation of a run's config (`validate`) and the values derived
-from it (`first_session`, `data_devices`, `replay_shards`).
+from it (`first_session`; `data_devices` and `replay_shards` are
+erljax.layout_checks').
 
 `validate()` runs before anything is built and raises `ConfigError` naming
 the offending key and value; it runs one named check per config section,
@@ -11,16 +12,20 @@ everything public here).
 from __future__ import annotations
 
 import importlib.util
-import math
 import numbers
 import re
-from typing import Any
 
 import ml_collections
 
 from erljax import rater_checks
 from erljax import reward_model as reward_model_lib
 from erljax import tasks
+from erljax.layout_checks import (  # noqa: F401 (re-exported)
+  check_distributed,
+  check_layout,
+  data_devices,
+  replay_shards,
+)
 from erljax.config_checks import (  # noqa: F401 (re-exported)
   ConfigError,
   check,
@@ -52,22 +57,11 @@ def first_session(c: ml_collections.ConfigDict) -> int:
   return c.seed_steps + (f.unsupervised_steps if f.unsupervised else 0)
 
 
-def data_devices(c: ml_collections.ConfigDict) -> int:
-  """Devices on the env (data) axis: num_devices over the gcd(num_seeds,
-  num_devices) the seed axis takes (erljax.sharding.Layout)."""
-  return c.num_devices // math.gcd(c.num_seeds, c.num_devices)
-
-
-def replay_shards(c: ml_collections.ConfigDict) -> int:
-  """Replay blocks per seed: replay_shards, or (0) one per data device."""
-  return c.replay_shards or data_devices(c)
-
-
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks every value; returns the config unchanged or raises ConfigError
   naming the first bad key, section by section."""
   _check_counts(c)
-  _check_layout(c)
+  check_layout(c)
   _check_run_files(c)
   _check_sac(c)
   _check_reward(c)
@@ -77,7 +71,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_segments(c)
   if c.reward.source == "learned":
     _validate_schedule(c)
-  _validate_distributed(c)
+  check_distributed(c)
   return c
 
 
@@ -126,46 +120,6 @@ def _check_counts(c: ml_collections.ConfigDict) -> None:
       lambda v: v % c.log_every == 0,
       f"must be a multiple of log_every={c.log_every}",
     )
-
-
-def _check_layout(c: ml_collections.ConfigDict) -> None:
-  """How seeds, envs and replay blocks split over the devices
-  (erljax.sharding.Layout), and what the replay buffer must hold."""
-  n = c.num_envs
-  seed_devices = math.gcd(c.num_seeds, c.num_devices)
-  check(
-    c,
-    "num_devices",
-    lambda v: n % (v // seed_devices) == 0,
-    f"the seed axis (num_seeds={c.num_seeds}) takes {seed_devices} of "
-    f"the devices, the rest split num_envs={n} evenly and must divide it",
-  )
-  data = data_devices(c)
-  shards = replay_shards(c)
-  check(
-    c,
-    "replay_shards",
-    lambda v: (
-      all(x % shards == 0 for x in (n, c.batch_size, c.replay_capacity))
-      and shards % data == 0
-    ),
-    f"the replay blocks per seed ({shards}; 0 means one per data device) "
-    f"must divide num_envs={n}, batch_size={c.batch_size} and "
-    f"replay_capacity={c.replay_capacity}, and be a multiple of the "
-    f"{data} devices on the env (data) axis",
-  )
-  check(
-    c,
-    "replay_capacity",
-    lambda v: v >= n,
-    f"must hold at least one vectorized step (num_envs={n})",
-  )
-  check(
-    c,
-    "seed_steps",
-    lambda v: v <= c.total_steps,
-    f"must not exceed total_steps={c.total_steps}",
-  )
 
 
 def _check_run_files(c: ml_collections.ConfigDict) -> None:
@@ -415,58 +369,6 @@ def _check_segments(c: ml_collections.ConfigDict) -> None:
       f"must be 'scripted' with feedback.segment_length={seg_len} (a "
       "VLM rater rates one frame)",
     )
-
-
-def _validate_distributed(c: ml_collections.ConfigDict) -> None:
-  """config.distributed (erljax.distributed): the values' types and ranges;
-  unset ones are resolved from the cluster at start-up."""
-  d = c.distributed
-  check(
-    c,
-    "distributed.enabled",
-    lambda v: v is None or isinstance(v, bool),
-    "must be True, False or None (start when keys are set or a "
-    "multi-process launch is detected)",
-  )
-  if d.coordinator_address is not None:
-    check(
-      c,
-      "distributed.coordinator_address",
-      _host_port,
-      "must be 'host:port' with a port in [1, 65535]",
-    )
-  if d.num_processes is not None:
-    check(c, "distributed.num_processes", integer_at_least(1), "must be >= 1")
-  if d.process_id is not None:
-    check(c, "distributed.process_id", integer_at_least(0), "must be >= 0")
-    if d.num_processes is not None:
-      check(
-        c,
-        "distributed.process_id",
-        lambda v: v < d.num_processes,
-        f"must be below num_processes={d.num_processes}",
-      )
-  check(
-    c,
-    "distributed.initialization_timeout",
-    integer_at_least(1),
-    "must be an integer >= 1 (seconds)",
-  )
-  if d.enabled is False:
-    for key in ("coordinator_address", "num_processes", "process_id"):
-      check(
-        c,
-        f"distributed.{key}",
-        lambda v: v is None,
-        "is set but distributed.enabled=False",
-      )
-
-
-def _host_port(v: Any) -> bool:
-  if not isinstance(v, str):
-    return False
-  host, sep, port = v.rpartition(":")
-  return bool(host and sep and port.isdigit() and 1 <= int(port) <= 65535)
 
 
 def _validate_schedule(c: ml_collections.ConfigDict) -> None:
