@@ -24,6 +24,7 @@ import erljax
 from erljax import checkpoint as checkpoint_lib
 from erljax import config as config_lib
 from erljax import runner
+from erljax import snapshot
 from erljax import trainer as trainer_lib
 from erljax.raters import scripted
 from test_trainer import learned_config
@@ -322,10 +323,10 @@ def test_split_and_merge_round_trip():
     "f": None,
     "g": {"h": "x"},
   }
-  arrays, host = checkpoint_lib.split(tree)
+  arrays, host = snapshot.split(tree)
   assert set(arrays) == {"a", "b"} and set(arrays["b"]) == {"d"}
   json.dumps(host)
-  merged = checkpoint_lib.merge(arrays, json.loads(json.dumps(host)))
+  merged = snapshot.merge(arrays, json.loads(json.dumps(host)))
   assert merged["b"]["c"] == 1 and merged["b"]["e"] == [1, 2]
   assert merged["f"] is None and merged["g"] == {"h": "x"}
   np.testing.assert_array_equal(merged["b"]["d"], np.zeros(2))
@@ -394,16 +395,16 @@ def test_each_program_compiles_once_across_sessions_eval_and_resume(tmp_path):
 def test_a_key_added_since_the_checkpoint_may_hold_its_default():
   saved = {"num_envs": 8, "reward.lr": 3e-4}
   now = {"num_envs": 8, "reward.lr": 3e-4, "replay_shards": 0}
-  assert checkpoint_lib.changed_key(saved, now) is None
+  assert snapshot.changed_key(saved, now) is None
   # At another value the new key changes what is computed.
-  assert checkpoint_lib.changed_key(saved, {**now, "replay_shards": 2}) == (
+  assert snapshot.changed_key(saved, {**now, "replay_shards": 2}) == (
     "replay_shards"
   )
-  assert checkpoint_lib.changed_key(saved, {**now, "reward.lr": 1e-3}) == (
+  assert snapshot.changed_key(saved, {**now, "reward.lr": 1e-3}) == (
     "reward.lr"
   )
   # Keys that steer only logging and the launch may change.
-  assert checkpoint_lib.changed_key(saved, {**now, "total_steps": 9}) is None
+  assert snapshot.changed_key(saved, {**now, "total_steps": 9}) is None
 
 
 # -- restore: a changed state is an error, only damaged files move aside ----
@@ -593,7 +594,7 @@ def test_rater_transport_settings_may_change_on_resume():
   """How the service is reached (a moved server, a longer timeout, more
   retries) changes no answer: a resume accepts it. What is asked and of
   which model does not change."""
-  saved = checkpoint_lib._flat_config(config_lib.default())
+  saved = snapshot.flat_config(config_lib.default())
   for key, value in (
     ("rater.base_url", "http://10.0.0.2:8000/v1"),
     ("rater.api_key_env", "OTHER_KEY"),
@@ -611,6 +612,6 @@ def test_rater_transport_settings_may_change_on_resume():
     ("rater.cache_dir", "/shared/replies"),
     ("feedback.drain_wait_s", 30.0),
   ):
-    assert checkpoint_lib.changed_key(saved, {**saved, key: value}) is None, key
+    assert snapshot.changed_key(saved, {**saved, key: value}) is None, key
   for key, value in (("rater.model", "other"), ("rater.temperature", 0.7)):
-    assert checkpoint_lib.changed_key(saved, {**saved, key: value}) == key
+    assert snapshot.changed_key(saved, {**saved, key: value}) == key

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from erljax import checkpoint
 from erljax import config as config_lib
 from erljax import distributed
+from erljax import snapshot
 
 _PROBE = os.path.join(os.path.dirname(__file__), "distributed_probe.py")
 
@@ -167,10 +167,10 @@ def test_launch_keys_may_change_on_resume():
   # A resumed run may use other hosts, ports or process counts.
   keys = [
     k
-    for k in checkpoint._flat_config(config_lib.default())  # pylint: disable=protected-access
+    for k in snapshot.flat_config(config_lib.default())
     if k.startswith("distributed.")
   ]
-  assert keys and set(keys) <= set(checkpoint.RESUMABLE_CHANGES)
+  assert keys and set(keys) <= set(snapshot.RESUMABLE_CHANGES)
 
 
 def test_host_reads_with_one_process():

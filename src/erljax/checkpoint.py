@@ -45,52 +45,9 @@ from jax.experimental import multihost_utils
 from erljax import config as config_lib
 from erljax import distributed
 from erljax import metrics_writer
+from erljax import snapshot
 from erljax.memory import tree_bytes
 
-# Config keys a resumed run may change: they steer how long and how the run
-# is logged, not what it computes.
-RESUMABLE_CHANGES = (
-  "total_steps",
-  "resume",
-  "progress",
-  "tensorboard",
-  "wandb.project",
-  "wandb.entity",
-  "wandb.mode",
-  "compile_cache",
-  "workdir",
-  "checkpoint.every",
-  "checkpoint.keep",
-  # How the processes find each other, not what they compute.
-  "distributed.enabled",
-  "distributed.coordinator_address",
-  "distributed.num_processes",
-  "distributed.process_id",
-  "distributed.cluster_detection",
-  "distributed.initialization_timeout",
-  # How the rating service is reached, not what it is asked or which model
-  # answers (rater.model, the prompts and the decoding settings stay fixed).
-  "rater.base_url",
-  "rater.api_key_env",
-  "rater.timeout",
-  "rater.max_retries",
-  "rater.backoff_base",
-  "rater.backoff_max",
-  "rater.max_wait",
-  "rater.concurrency",
-  # How long and how much the run may wait for and ask the rating service;
-  # a run stopped at rater.max_requests continues with a larger one.
-  "feedback.final_wait_s",
-  "feedback.drain_wait_s",
-  "rater.breaker_failures",
-  "rater.breaker_drop_rate",
-  "rater.breaker_pause",
-  "rater.breaker_probes",
-  "rater.requests_per_minute",
-  "rater.limiter_dir",
-  "rater.max_requests",
-  "rater.cache_dir",
-)
 MARGIN_BYTES = 64 << 20
 
 
@@ -136,42 +93,6 @@ def _transient(e: BaseException) -> bool:
   return isinstance(e, ValueError) and str(e).startswith(_TRANSIENT_STATUS)
 
 
-def _describe(shape: Tuple[int, ...], dtype: Any) -> str:
-  return f"{tuple(shape)} {np.dtype(dtype).name}"
-
-
-def state_differences(
-  template: Dict[str, Any], saved: Dict[str, Any]
-) -> List[str]:
-  """One line per leaf path where `saved` ({path: array or array metadata})
-  differs from `template` ({path: array or ShapeDtypeStruct}) in presence,
-  shape or dtype; empty if they agree."""
-  out = []
-  for k in sorted(set(template) | set(saved)):
-    if k not in saved:
-      t = template[k]
-      out.append(
-        f"{k}: in the template {_describe(t.shape, t.dtype)}, "
-        "not in the checkpoint"
-      )
-    elif k not in template:
-      x = saved[k]
-      out.append(
-        f"{k}: in the checkpoint {_describe(x.shape, x.dtype)}, "
-        "not in the template"
-      )
-    else:
-      t, x = template[k], saved[k]
-      if tuple(t.shape) != tuple(x.shape) or np.dtype(t.dtype) != np.dtype(
-        x.dtype
-      ):
-        out.append(
-          f"{k}: template {_describe(t.shape, t.dtype)}, "
-          f"saved {_describe(x.shape, x.dtype)}"
-        )
-  return out
-
-
 def check_workdir(workdir: str, needed_bytes: int) -> None:
   """Raises WorkdirError unless workdir is writable with needed_bytes free.
 
@@ -202,52 +123,6 @@ def needed_bytes(state_shapes: Any, keep: int) -> int:
   return (keep + 1) * tree_bytes(state_shapes) + MARGIN_BYTES
 
 
-def _is_array(x: Any) -> bool:
-  return isinstance(x, (np.ndarray, np.generic, jax.Array))
-
-
-def split(tree: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  """Splits a nested dict into (array subtrees, JSON-able rest).
-
-  A value holding any array goes to the first part whole; plain Python
-  values (ints, lists, RNG state dicts, None) to the second.
-  """
-  arrays, host = {}, {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      a, h = split(v)
-      if a:
-        arrays[k] = a
-      host[k] = h
-    elif any(_is_array(x) for x in jax.tree_util.tree_leaves(v)):
-      arrays[k] = v
-    else:
-      host[k] = v
-  return arrays, host
-
-
-def merge(arrays: Dict[str, Any], host: Dict[str, Any]) -> Dict[str, Any]:
-  """Inverse of `split`."""
-  out = dict(host)
-  for k, v in arrays.items():
-    out[k] = merge(v, host.get(k, {})) if k in host else v
-  return out
-
-
-def _flat(tree: Any) -> Dict[str, Any]:
-  """{path: leaf} of the non-empty array leaves (orbax cannot store
-  zero-size arrays; those come back from the restore template)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(p): x for p, x in leaves if np.size(x) > 0}
-
-
-def _unflat(flat: Dict[str, Any], template: Any) -> Any:
-  paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-  return jax.tree_util.tree_unflatten(
-    treedef, [flat.get(jax.tree_util.keystr(p), x) for p, x in paths]
-  )
-
-
 def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
   # A real copy: on CPU np.asarray can alias a device buffer that the next
   # (donating) training chunk overwrites while the save is still writing.
@@ -255,37 +130,6 @@ def _host_copy(flat: Dict[str, Any]) -> Dict[str, np.ndarray]:
   # whole checkpoint and orbax writes numpy arrays from process 0 only.
   host = distributed.to_host(flat)
   return {k: np.array(x, copy=True) for k, x in host.items()}
-
-
-def changed_key(saved: Dict[str, Any], now: Dict[str, Any]) -> Optional[str]:
-  """The first flat config key (sorted) whose value a resume may not change,
-  or None. A key the checkpoint lacks is no change while it holds its
-  default: a key added to erljax after the checkpoint was written, whose
-  default computes what erljax did before (e.g. replay_shards=0, one block
-  on one device)."""
-  defaults = _flat_config(config_lib.default())
-  for key in sorted(set(saved) | set(now)):
-    if key in RESUMABLE_CHANGES:
-      continue
-    if key not in saved and key in defaults and now.get(key) == defaults[key]:
-      continue
-    if saved.get(key) != now.get(key):
-      return key
-  return None
-
-
-def _flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
-  out = {}
-
-  def walk(d, prefix):
-    for k, v in d.items():
-      if isinstance(v, dict):
-        walk(v, prefix + k + ".")
-      else:
-        out[prefix + k] = list(v) if isinstance(v, (list, tuple)) else v
-
-  walk(json.loads(c.to_json_best_effort()), "")
-  return out
 
 
 class Checkpointer:
@@ -367,14 +211,17 @@ class Checkpointer:
     Returns once the arrays are copied to host memory; the files are written
     in the background.
     """
-    arrays, host = split(tree)
-    host = {"json": json.dumps(host), "config": _flat_config(self.config)}
+    arrays, host = snapshot.split(tree)
+    host = {
+      "json": json.dumps(host),
+      "config": snapshot.flat_config(self.config),
+    }
     self.manager.wait_until_finished()  # one save in flight at a time
     self.manager.save(
       env_steps,
       force=True,
       args=ocp.args.Composite(
-        arrays=ocp.args.StandardSave(_host_copy(_flat(arrays))),
+        arrays=ocp.args.StandardSave(_host_copy(snapshot.flat_leaves(arrays))),
         host=ocp.args.JsonSave(host),
       ),
     )
@@ -399,12 +246,12 @@ class Checkpointer:
     an uncommitted one, so that jitted functions see the same inputs as in
     an uninterrupted run and compile nothing again.
     """
-    arrays_t, _ = split(template)
+    arrays_t, _ = snapshot.split(template)
     target = {
       k: jax.ShapeDtypeStruct(
         np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)
       )
-      for k, x in _flat(arrays_t).items()
+      for k, x in snapshot.flat_leaves(arrays_t).items()
     }
     damaged: List[Tuple[int, str]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
@@ -416,9 +263,11 @@ class Checkpointer:
       for bad, reason in damaged:
         self._set_aside(bad, reason)
       self.last_step = step
-      arrays = _unflat(got["arrays"], arrays_t)
+      arrays = snapshot.unflat_leaves(got["arrays"], arrays_t)
       host = json.loads(got["host"]["json"])
-      return step, merge(jax.tree_util.tree_map(_like, arrays, arrays_t), host)
+      return step, snapshot.merge(
+        jax.tree_util.tree_map(_like, arrays, arrays_t), host
+      )
     if damaged:
       raise RestoreError(
         f"{self.directory} holds checkpoints but none is readable ("
@@ -472,7 +321,7 @@ class Checkpointer:
   def _check_state(
     self, step: int, target: Dict[str, Any], saved: Dict[str, Any]
   ) -> None:
-    diff = state_differences(target, saved)
+    diff = snapshot.state_differences(target, saved)
     if diff:
       raise RestoreError(
         f"the checkpoint at step {step} in {self.directory} holds another "
@@ -499,14 +348,14 @@ class Checkpointer:
     self.manager.reload()
 
   def _check_config(self, saved: Dict[str, Any], step: int) -> None:
-    now = _flat_config(self.config)
-    key = changed_key(saved, now)
+    now = snapshot.flat_config(self.config)
+    key = snapshot.changed_key(saved, now)
     if key is not None:
       raise config_lib.ConfigError(
         f"config.{key}={now.get(key)!r}: the "
         f"checkpoint at step {step} in {self.directory} was written with "
         f"{saved.get(key)!r}; resume with the same config (only "
-        f"{RESUMABLE_CHANGES} may change) or use a new workdir"
+        f"{snapshot.RESUMABLE_CHANGES} may change) or use a new workdir"
       )
 
   def close(self) -> None:
