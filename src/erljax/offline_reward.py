@@ -301,6 +301,37 @@ def rate_dataset(
   return index, ratings, info
 
 
+def _rated_queries(
+  data: Dict[str, np.ndarray], signal: np.ndarray, rows: np.ndarray, s: int
+) -> Transition:
+  """The rated transitions `rows` [M] as one-step queries for each of s
+  seeds: leaves [S, M, 1, 1, ...], the rated signal as true_reward."""
+  seg = lambda x: jnp.broadcast_to(
+    jnp.asarray(x[rows])[None, :, None, None],
+    (s, rows.size, 1, 1) + x.shape[1:],
+  )
+  return Transition(
+    obs=seg(data["observations"]),
+    action=seg(data["actions"]),
+    reward=seg(data["rewards"]),
+    true_reward=seg(signal),
+    discount=seg(data["discount"]),
+    next_obs=seg(data["next_observations"]),
+  )
+
+
+def _all_transitions(data: Dict[str, np.ndarray]) -> Transition:
+  """Every transition of the dataset, leaves [N, ...], to relabel."""
+  return Transition(
+    obs=jnp.asarray(data["observations"]),
+    action=jnp.asarray(data["actions"]),
+    reward=jnp.asarray(data["rewards"]),
+    true_reward=jnp.asarray(data["rewards"]),
+    discount=jnp.asarray(data["discount"]),
+    next_obs=jnp.asarray(data["next_observations"]),
+  )
+
+
 def learn_reward(
   config: ml_collections.ConfigDict,
   data: Dict[str, np.ndarray],
@@ -333,18 +364,7 @@ def learn_reward(
       "no rated transition was answered: nothing to learn a reward from"
     )
   signal = rated_signal(config, data)
-  seg = lambda x: jnp.broadcast_to(
-    jnp.asarray(x[rows])[None, :, None, None],
-    (s, rows.size, 1, 1) + x.shape[1:],
-  )
-  queries = Transition(
-    obs=seg(obs),
-    action=seg(act),
-    reward=seg(data["rewards"]),
-    true_reward=seg(signal),
-    discount=seg(data["discount"]),
-    next_obs=seg(data["next_observations"]),
-  )
+  queries = _rated_queries(data, signal, rows, s)
   answered = raters_lib.Ratings(
     labels=ratings.labels[ratings.answered],
     answered=np.ones((rows.size,), bool),
@@ -364,14 +384,7 @@ def learn_reward(
     sets,
     np.random.default_rng(int(config.rating.seed)),
   )
-  everything = Transition(
-    obs=jnp.asarray(obs),
-    action=jnp.asarray(act),
-    reward=jnp.asarray(data["rewards"]),
-    true_reward=jnp.asarray(data["rewards"]),
-    discount=jnp.asarray(data["discount"]),
-    next_obs=jnp.asarray(data["next_observations"]),
-  )
+  everything = _all_transitions(data)
   rewards = jax.jit(jax.vmap(lambda p: source(p, everything)))(params)
   r = np.asarray(rewards, np.float64)
   corr = lambda x: [float(np.corrcoef(r[i], x)[0, 1]) for i in range(s)]

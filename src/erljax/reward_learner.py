@@ -210,6 +210,42 @@ def accuracies(
   return accuracy, balanced
 
 
+def _seed_class_weights(
+  learner: RewardLearner, labels: np.ndarray, sizes: np.ndarray
+) -> jax.Array:
+  """[S, n] class weights of each seed's stored labels (labels [S, budget],
+  sizes [S]); all ones without learner.class_weighted or for
+  preferences."""
+  weights = []
+  for s in range(sizes.shape[0]):
+    lab = labels[s, : sizes[s]]
+    weights.append(
+      np.asarray(reward_lib.class_weights(lab, learner.num_classes))
+      if learner.class_weighted and not learner.preference
+      else np.ones((learner.num_classes,), np.float32)
+    )
+  return jnp.asarray(np.stack(weights))
+
+
+def _stacked_schedules(
+  scheds: List[Tuple[np.ndarray, np.ndarray]], block: int, batch_multiple: int
+) -> Tuple[np.ndarray, np.ndarray]:
+  """Each seed's (idx, mask) [T_s, E, B_s] stacked into idx, mask
+  [S, T, E, B] (zero-padded, masked out): T a multiple of block, B of
+  batch_multiple."""
+  t = max(x[0].shape[0] for x in scheds)
+  t = -(-t // block) * block
+  bsz = max(x[0].shape[2] for x in scheds)
+  bsz = -(-bsz // batch_multiple) * batch_multiple
+  e = scheds[0][0].shape[1]
+  idx = np.zeros((len(scheds), t, e, bsz), np.int32)
+  mask = np.zeros((len(scheds), t, e, bsz), bool)
+  for s, (i, m) in enumerate(scheds):
+    idx[s, : i.shape[0], :, : i.shape[2]] = i
+    mask[s, : m.shape[0], :, : m.shape[2]] = m
+  return idx, mask
+
+
 def train_reward(
   learner: RewardLearner,
   epoch_fn,
@@ -238,15 +274,7 @@ def train_reward(
   sizes, labels_all = distributed.to_host((rating_sets.size, rating_sets.label))
   num_seeds = sizes.shape[0]
   e = learner.model.ensemble_size
-  weights = []
-  for s in range(num_seeds):
-    lab = labels_all[s, : sizes[s]]
-    weights.append(
-      np.asarray(reward_lib.class_weights(lab, learner.num_classes))
-      if learner.class_weighted and not learner.preference
-      else np.ones((learner.num_classes,), np.float32)
-    )
-  weights = jnp.asarray(np.stack(weights))
+  weights = _seed_class_weights(learner, labels_all, sizes)
   active = np.ones((num_seeds,), bool)
   epochs = [0] * num_seeds
   accuracy = [0.0] * num_seeds
@@ -257,15 +285,8 @@ def train_reward(
       for s in range(num_seeds)
     ]
     block = learner.block_steps
-    t = max(x[0].shape[0] for x in scheds)
-    t = -(-t // block) * block
-    bsz = max(x[0].shape[2] for x in scheds)
-    bsz = -(-bsz // batch_multiple) * batch_multiple
-    idx = np.zeros((num_seeds, t, e, bsz), np.int32)
-    mask = np.zeros((num_seeds, t, e, bsz), bool)
-    for s, (i, m) in enumerate(scheds):
-      idx[s, : i.shape[0], :, : i.shape[2]] = i
-      mask[s, : m.shape[0], :, : m.shape[2]] = m
+    idx, mask = _stacked_schedules(scheds, block, batch_multiple)
+    t = idx.shape[1]
     correct = np.zeros((num_seeds, learner.num_classes))
     count = np.zeros((num_seeds, learner.num_classes))
     for start in range(0, t, block):
