@@ -27,8 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 
-from erljax import config as config_lib
-from erljax import tasks
+from erljax.config import defaults as config_lib
+from erljax.envs import tasks
 
 
 @dataclasses.dataclass(frozen=True)

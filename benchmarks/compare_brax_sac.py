@@ -27,7 +27,7 @@ from benchmarks import common  # sets TF_CPP_MIN_LOG_LEVEL before jax loads
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from erljax import runner
+from erljax.online import runner
 
 
 def _args():

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from erljax import cli_flags
-from erljax import iql
-from erljax import offline
+from erljax.agents import iql
+from erljax.offline import run as offline
 
 _OBS, _ACT, _SIZE, _BATCH = 23, 7, 10_000, 256
 

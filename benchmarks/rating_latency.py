@@ -23,7 +23,7 @@ throughput, not the wait for the last answers.
       --out=benchmarks/results/rating_latency.json
 
 Prints a table (and the render helper's frames/s at 224x224 where
-erljax.render is installed) and writes JSON: figures, versions, device,
+erljax.vision.render is installed) and writes JSON: figures, versions, device,
 config. Target: slow_async / instant >= 0.9.
 """
 
@@ -44,11 +44,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from erljax import config as config_lib
-from erljax import tasks
+from erljax.config import defaults as config_lib
+from erljax.envs import tasks
 from erljax import serve
-from erljax import runner
-from erljax.raters import Queries, Ratings, ScriptedRater
+from erljax.online import runner
+from erljax.raters.api import Queries, Ratings, ScriptedRater
 
 
 def _args(argv=None):
@@ -212,9 +212,12 @@ def run_one(c, kind: str, a):
 
 
 def render_fps(a):
-  if a.render_frames <= 0 or importlib.util.find_spec("erljax.render") is None:
+  if (
+    a.render_frames <= 0
+    or importlib.util.find_spec("erljax.vision.render") is None
+  ):
     return None
-  from erljax import render  # pylint: disable=g-import-not-at-top
+  from erljax.vision import render  # pylint: disable=g-import-not-at-top
 
   return render.benchmark(a.task, n=a.render_frames, height=224, width=224)
 

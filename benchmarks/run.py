@@ -19,8 +19,8 @@ them):
   breakdown where a training chunk's time goes: env step, action sampling,
             replay insert, replay sample, SAC updates, each timed alone.
   devices   the SAC chunk with its state sharded over 1, 2, ... devices
-            (erljax.sharding): seeds split over them, and one seed on the
-            data axis; only with more than one JAX device.
+            (erljax.runtime.sharding): seeds split over them, and one seed on
+            the data axis; only with more than one JAX device.
 
 erljax's chunk is compiled ahead of time (timed apart), run once to warm up,
 then timed chunk by chunk with block_until_ready; the median is reported.
@@ -43,16 +43,16 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from erljax import envs
-from erljax import tasks
-from erljax import feedback as feedback_lib
-from erljax import reward_learner
-from erljax import replay
-from erljax import reward_model as reward_model_lib
-from erljax import reward_source
-from erljax import sharding
-from erljax import runner
-from erljax import trainer as trainer_lib
+from erljax.envs import vec_env as envs
+from erljax.envs import tasks
+from erljax.rewards import queries as feedback_lib
+from erljax.rewards import learner as reward_learner
+from erljax.agents import replay
+from erljax.rewards import model as reward_model_lib
+from erljax.rewards import source as reward_source
+from erljax.runtime import sharding
+from erljax.online import runner
+from erljax.online import trainer as trainer_lib
 
 SCHEMA_VERSION = 1
 SECTIONS = ("env", "sac", "erl_loop", "reward", "breakdown", "devices")

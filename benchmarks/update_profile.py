@@ -9,7 +9,7 @@ against Brax's SAC is decided by the update alone. This times a compiled
 scan of --updates SAC updates on fixed random batches (reacher's sizes: 11-D
 observations, 2-D actions; 3x256 networks, batch 256 by default) for:
 
-* erljax: `erljax.sac.SAC.update` (critic step, then the actor and
+* erljax: `erljax.agents.sac.SAC.update` (critic step, then the actor and
   temperature steps on the just-updated critic, the reference's order);
 * brax: the same update assembled from Brax's own SAC pieces
   (`brax.training.agents.sac` losses and networks,
@@ -41,8 +41,8 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from erljax import sac as sac_lib
-from erljax.replay import Transition
+from erljax.agents import sac as sac_lib
+from erljax.agents.replay import Transition
 
 _OBS, _ACT = 11, 2  # reacher's sizes
 # Trace events of XLA's CPU runtime that are not ops.

@@ -8,10 +8,10 @@ agent and returns `train(rng)`, the whole run as one pure function, so
 trains S seeds at once as one compiled program. No feedback, reward learning
 or checkpoints. The algorithm is here, between the `ALGO LOGIC` markers:
 SAC's three losses and its one-step update (`make_update`), which compute
-what erljax.sac.SAC.update computes, bit for bit (tests/test_example.py
+what erljax.agents.sac.SAC.update computes, bit for bit (tests/test_example.py
 holds them to it), so a fork that changes the update edits this file. The
 rest is erljax's: the networks, initial state and action sampling
-(erljax.sac.SAC), envs.make_vec_env, the replay buffer and the evaluator
+(erljax.agents.sac.SAC), envs.make_vec_env, the replay buffer and the evaluator
 (rollout.evaluate), put together in the order a reader follows:
 
   1. prefill: `seed_steps` env steps of uniform random actions;
@@ -41,11 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from erljax import envs
-from erljax import replay
-from erljax import rollout
-from erljax import sac
-from erljax import tasks
+from erljax.envs import vec_env as envs
+from erljax.agents import replay
+from erljax.envs import rollout
+from erljax.agents import sac
+from erljax.envs import tasks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ sys.path.insert(
   0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 )
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
-from erljax import stats
+from erljax.io import stats
 
 RATING_METHODS = {  # (loss, class_weighted, stratified) -> name
   ("mae", True, True): "erlvlm",

@@ -27,7 +27,7 @@ sys.path.insert(
   0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 )
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
-from erljax import stats
+from erljax.io import stats
 
 ORDER = ("bc", "sparse_iql", "rbrl_iql", "erlvlm_iql", "true_iql")
 NAMES = {

@@ -43,11 +43,11 @@ import orbax.checkpoint as ocp
 
 import rating
 from erljax import cli_flags
-from erljax import tasks
-from erljax import feedback as feedback_lib
-from erljax import reward_learner
-from erljax import reward_source
-from erljax.raters import Queries, ScriptedRater
+from erljax.envs import tasks
+from erljax.rewards import queries as feedback_lib
+from erljax.rewards import learner as reward_learner
+from erljax.rewards import source as reward_source
+from erljax.raters.api import Queries, ScriptedRater
 
 VARIANTS = ("erlvlm", "rbrl", "rbrl_mae", "rbrl_weights", "rbrl_stratified")
 

@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sharding_probe  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from erljax import distributed  # pylint: disable=g-import-not-at-top
-from erljax import feedback  # pylint: disable=g-import-not-at-top
-from erljax import runner  # pylint: disable=g-import-not-at-top
+from erljax.runtime import distributed  # pylint: disable=g-import-not-at-top
+from erljax.rewards import queries as feedback  # pylint: disable=g-import-not-at-top
+from erljax.online import runner  # pylint: disable=g-import-not-at-top
 
 # Feedback record fields that depend on wall-clock time.
 _TIMING = ("latency_seconds", "seconds")

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from erljax import tasks
+from erljax.envs import tasks
 
 
 @struct.dataclass

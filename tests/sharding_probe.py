@@ -22,11 +22,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
-from erljax import runner  # pylint: disable=g-import-not-at-top
-from erljax import session_programs  # pylint: disable=g-import-not-at-top
-from erljax import sharding  # pylint: disable=g-import-not-at-top
-from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+from erljax.config import defaults as config_lib  # pylint: disable=g-import-not-at-top
+from erljax.online import runner  # pylint: disable=g-import-not-at-top
+from erljax.online import session_programs  # pylint: disable=g-import-not-at-top
+from erljax.runtime import sharding  # pylint: disable=g-import-not-at-top
+from erljax.online import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
 
 def config(

@@ -47,7 +47,9 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
   ("config", ("erljax.config",)),
   # What a run writes and reads: checkpoints, metrics, datasets.
   ("io", ("erljax.io",)),
-  # Online runs: the compiled program, feedback sessions, the run loop.
+  # The run loop both modes share: checkpoints, records, signals, cadence.
+  ("loop", ("erljax.loop",)),
+  # Online runs: the compiled program, feedback sessions, the policy.
   ("online", ("erljax.online",)),
   # Offline runs: rated datasets, their reward, IQL.
   ("offline", ("erljax.offline",)),
@@ -197,33 +199,17 @@ def test_the_scan_sees_the_package():
   assert "erljax.raters.base" in _graph(parents=False)["erljax.raters.scripted"]
 
 
-_MOVE = "until the subpackage move (issue 30)"
-
-
-@pytest.mark.parametrize(
-  "parents",
-  [
-    False,
-    pytest.param(
-      True,
-      marks=pytest.mark.xfail(
-        strict=True, reason=f"{_MOVE}: raters/__init__ imports its backends"
-      ),
-    ),
-  ],
-)
+@pytest.mark.parametrize("parents", [False, True])
 def test_no_import_cycle(parents):
   cycles = _cycles(_graph(parents))
   assert not cycles, f"modules that import each other: {cycles}"
 
 
-@pytest.mark.xfail(strict=True, reason=f"{_MOVE}: flat modules hold no layer")
 def test_every_module_has_a_layer():
   missing = sorted(m for m in MODULES if _layer(m) is None)
   assert not missing, f"add these to a layer in LAYERS: {missing}"
 
 
-@pytest.mark.xfail(strict=True, reason=f"{_MOVE}: flat modules hold no layer")
 def test_no_module_imports_from_a_layer_above_its_own():
   upward = []
   for module, imported in _graph(parents=False).items():
@@ -234,7 +220,6 @@ def test_no_module_imports_from_a_layer_above_its_own():
   assert not upward, "\n".join(sorted(upward))
 
 
-@pytest.mark.xfail(strict=True, reason=f"{_MOVE}: runner.py, sessions.py")
 def test_no_module_is_too_long():
   long = {}
   for module, path in MODULES.items():
@@ -245,9 +230,6 @@ def test_no_module_is_too_long():
   assert not long, f"over {MAX_MODULE_LINES} lines: {long}"
 
 
-@pytest.mark.xfail(
-  strict=True, reason=f"{_MOVE}: the run loops, FeedbackLoop._complete"
-)
 def test_no_function_is_too_long():
   long = {
     name: lines

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import runner
-from erljax import sessions
-from erljax import sharding
-from erljax import trainer as trainer_lib
-from erljax.raters import Ratings, ScriptedRater
+from erljax.online import runner
+from erljax.online import sessions
+from erljax.runtime import sharding
+from erljax.online import trainer as trainer_lib
+from erljax.raters.api import Ratings, ScriptedRater
 from test_trainer import learned_config
 
 QUERIES = 10
@@ -335,7 +335,7 @@ def test_raters_that_need_frames_get_the_post_step_frames(compiled):
   assert frames.shape == (QUERIES, 224, 224, 3) and frames.dtype == np.uint8
   # The frames are those of the sampled queries' recorded poses (queries
   # [S, Q, P, H, ...]: the last step of each one-step segment).
-  from erljax import render  # pylint: disable=g-import-not-at-top
+  from erljax.vision import render  # pylint: disable=g-import-not-at-top
 
   with render.FrameRenderer(c.task) as r:
     np.testing.assert_array_equal(

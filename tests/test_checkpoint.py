@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 import erljax
-from erljax import checkpoint as checkpoint_lib
-from erljax import config as config_lib
-from erljax import runner
-from erljax import snapshot
-from erljax import trainer as trainer_lib
+from erljax.io import checkpoint as checkpoint_lib
+from erljax.config import defaults as config_lib
+from erljax.online import runner
+from erljax.io import snapshot
+from erljax.online import trainer as trainer_lib
 from erljax.raters import scripted
 from test_trainer import learned_config
 
@@ -152,7 +152,7 @@ def test_signal_stops_at_chunk_boundary_then_resume_matches(
   assert without_time(read_jsonl(resumed_dir)) == without_time(
     read_jsonl(reference[0])
   )
-  # run_info.json names the code of both starts (erljax.provenance).
+  # run_info.json names the code of both starts (erljax.io.provenance).
   with open(resumed_dir / "run_info.json") as f:
     starts = json.load(f)["starts"]
   assert [s["resumed"] for s in starts] == [False, True]
@@ -197,7 +197,7 @@ _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_checkpoint import run_config
-    from erljax import runner
+    from erljax.online import runner
 
     def log(line):
       print(line, flush=True)

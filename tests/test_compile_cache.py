@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from erljax import compile_cache
-from erljax import config as config_lib
+from erljax.runtime import compile_cache
+from erljax.config import defaults as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = textwrap.dedent(
@@ -17,7 +17,7 @@ _CONFIG = textwrap.dedent(
   import sys
   sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
   import point_env
-  from erljax import config as config_lib
+  from erljax.config import defaults as config_lib
 
   def get_config():
     c = config_lib.default()

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from erljax import config as config_lib
+from erljax.config import defaults as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +91,7 @@ def test_experiment_config_file_loads_every_task():
     import sac as sac_config  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.pop(0)
-  from erljax import tasks
+  from erljax.envs import tasks
 
   for name in tasks.task_names():
     c = sac_config.get_config(name)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from erljax import collect
-from erljax import dataset
+from erljax.offline import dataset
 
 
 def _dataset(n=3, t=4, o=2, a=2, p=3, task="test_point"):

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from erljax import config as config_lib
-from erljax import distributed
-from erljax import snapshot
+from erljax.config import defaults as config_lib
+from erljax.runtime import distributed
+from erljax.io import snapshot
 
 _PROBE = os.path.join(os.path.dirname(__file__), "distributed_probe.py")
 

@@ -136,7 +136,7 @@ _TINY = [
 def test_resolve_workdir_defaults_to_a_named_folder_and_none_opts_out():
   import datetime  # pylint: disable=g-import-not-at-top
 
-  from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from erljax.config import defaults as config_lib  # pylint: disable=g-import-not-at-top
   from erljax import train  # pylint: disable=g-import-not-at-top
 
   c = config_lib.default()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from flax import struct
 
-from erljax import envs
-from erljax import tasks
+from erljax.envs import vec_env as envs
+from erljax.envs import tasks
 
 
 def test_registry_lists_brax_playground_and_metaworld_tasks():

@@ -1,4 +1,4 @@
-"""examples/sac_minimal.py: its SAC update against erljax.sac's, a whole
+"""examples/sac_minimal.py: its SAC update against erljax.agents.sac's, a whole
 tiny run with two seeds vmapped, and its config checks."""
 
 import dataclasses
@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from erljax import replay
-from erljax import sac
+from erljax.agents import replay
+from erljax.agents import sac
 
 sys.path.insert(0, os.path.dirname(__file__))
 import point_env  # pylint: disable=wrong-import-position
@@ -33,7 +33,7 @@ def _example():
 
 
 def test_example_update_is_sacs_bit_for_bit():
-  # The algorithm the example holds computes what erljax.sac.SAC.update
+  # The algorithm the example holds computes what erljax.agents.sac.SAC.update
   # does: the same state and metrics, bit for bit, over three updates (the
   # second moves the target critic, target_update_period=2).
   agent = sac.SAC(3, 2, sac.SACHyper(hidden_sizes=(8, 8)))

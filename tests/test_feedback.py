@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import feedback
-from erljax import reward_learner
-from erljax import replay
-from erljax.raters import Ratings, ScriptedRater
-from erljax.replay import Transition
-from erljax.reward_model import RewardModel
+from erljax.rewards import queries as feedback
+from erljax.rewards import learner as reward_learner
+from erljax.agents import replay
+from erljax.raters.api import Ratings, ScriptedRater
+from erljax.agents.replay import Transition
+from erljax.rewards.model import RewardModel
 
 OBS, A = 2, 1
 

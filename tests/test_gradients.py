@@ -1,11 +1,11 @@
-"""erljax.gradients.gradient_update_fn against steps computed by hand."""
+"""erljax.agents.gradients.gradient_update_fn against steps computed by hand."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from erljax import gradients
+from erljax.agents import gradients
 
 
 def _quadratic(params, scale):

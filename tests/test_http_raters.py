@@ -19,10 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from erljax import config as config_lib
-from erljax import raters
+from erljax.config import defaults as config_lib
+from erljax.raters import api as raters
 from erljax import rate as rate_cli
-from erljax.raters import Queries
+from erljax.raters.api import Queries
 from erljax.raters import cache as cache_lib
 from erljax.raters.base import CLASS_NAMES
 from erljax.raters import images as images_lib

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import intrinsic
+from erljax.agents import intrinsic
 
 
 def _brute_knn(obs, reference, valid, k):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import iql
+from erljax.agents import iql
 
 
 def test_expectile_loss_by_hand():

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from erljax import metrics_writer
-from erljax import run_loop
-from erljax import runner
+from erljax.io import metrics as metrics_writer
+from erljax.loop import run_loop
+from erljax.online import runner
 
 
 def eval_rec(step, returns, train_return=math.nan):
@@ -215,7 +215,8 @@ def test_eta_reads_as_minutes_and_hours():
 
 
 def test_learning_curve_png_from_records_and_from_a_workdir(tmp_path):
-  from erljax import plots  # pylint: disable=g-import-not-at-top
+  from erljax.io import curves as plots  # pylint: disable=g-import-not-at-top
+  from erljax import plots as plots_command  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   recs = [
@@ -233,4 +234,4 @@ def test_learning_curve_png_from_records_and_from_a_workdir(tmp_path):
     assert im.convert("RGB").getextrema()[0] != (255, 255)  # not blank
   with pytest.raises(ValueError, match="no evaluation records"):
     plots.learning_curve([FEEDBACK], str(tmp_path / "x.png"))
-  assert plots.main([str(tmp_path / "missing")]) == 2
+  assert plots_command.main([str(tmp_path / "missing")]) == 2

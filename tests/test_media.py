@@ -1,4 +1,5 @@
-"""Pictures of a run: rated-frame grids and rollout GIFs (erljax.media)."""
+"""Pictures of a run: rated-frame grids and rollout GIFs
+(erljax.vision.media)."""
 
 import os
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from erljax import media
-from erljax import runner
+from erljax.vision import media
+from erljax.online import runner
 from test_trainer import learned_config
 from test_trainer import tiny_config
 
@@ -69,7 +70,7 @@ def test_run_writes_rollout_video_and_rated_frames(tmp_path):
 
 def test_frames_are_ray_cast_when_opengl_is_missing(monkeypatch):
   """A machine without EGL: FrameRenderer cannot make a context, so the
-  frames come from erljax.raycast, and the log says so once."""
+  frames come from erljax.vision.raycast, and the log says so once."""
 
   def no_gl(*args, **kwargs):
     raise RuntimeError("no off-screen OpenGL context (MUJOCO_GL='egl'): x")

@@ -1,4 +1,4 @@
-"""The start-up memory estimate (erljax.memory)."""
+"""The start-up memory estimate (erljax.runtime.memory)."""
 
 import os
 import sys
@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=wrong-import-position
 
-from erljax import config as config_lib
-from erljax import memory
-from erljax import trainer as trainer_lib
+from erljax.config import defaults as config_lib
+from erljax.runtime import memory
+from erljax.online import trainer as trainer_lib
 
 
 def _config(**overrides):

@@ -1,4 +1,4 @@
-"""MetaWorld tasks (erljax.metaworld) against MetaWorld's own environment.
+"""MetaWorld tasks (erljax.envs.metaworld) against MetaWorld's own environment.
 
 tests/data/metaworld/<task>.npz holds 3 episodes x 500 steps per task
 recorded with metaworld 3.1.1 on MuJoCo 3.3.0 (experiments/metaworld/
@@ -25,7 +25,12 @@ import mujoco
 import numpy as np
 import pytest
 
-from erljax import envs, metaworld, render, sawyer, sawyer_physics, tasks
+from erljax.envs import vec_env as envs
+from erljax.envs import metaworld
+from erljax.vision import render
+from erljax.envs import sawyer
+from erljax.envs import sawyer_physics
+from erljax.envs import tasks
 
 sys.path.insert(
   0, os.path.join(os.path.dirname(__file__), "..", "experiments", "metaworld")
@@ -207,7 +212,7 @@ def test_configs_size_metaworld_runs_for_cpu_and_the_paper(monkeypatch):
   import rating  # pylint: disable=g-import-not-at-top
   import sac  # pylint: disable=g-import-not-at-top
 
-  from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from erljax.config import defaults as config_lib  # pylint: disable=g-import-not-at-top
 
   for name in NAMES:
     for task in (name, name + "-mjx", name + "-random"):
@@ -243,7 +248,7 @@ def test_erlvlm_runs_end_to_end_and_resumes_on_a_metaworld_task(tmp_path):
   by SIGTERM in its first feedback session resumes from its checkpoint to
   the uninterrupted run's state and records (the host simulator's state
   travels in the JAX state, so the checkpoint holds all of it)."""
-  from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from erljax.online import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   from tests import test_checkpoint  # pylint: disable=g-import-not-at-top
   from tests.test_trainer import learned_config  # pylint: disable=g-import-not-at-top
@@ -343,8 +348,8 @@ def test_image_reward_runs_end_to_end_on_a_metaworld_task():
   options the Sawyer needs on a CPU (measured: 61 s for the three training
   programs on the loaded 2-core CPU, 146 s for the whole run) and the loop
   runs."""
-  from erljax import runner  # pylint: disable=g-import-not-at-top
-  from erljax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from erljax.online import runner  # pylint: disable=g-import-not-at-top
+  from erljax.online import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   from tests.test_trainer import learned_config  # pylint: disable=g-import-not-at-top
 

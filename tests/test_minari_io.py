@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from erljax import dataset as dataset_lib
+from erljax.offline import dataset as dataset_lib
 from erljax import minari_io
 
 minari = pytest.importorskip("minari")

@@ -16,13 +16,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=wrong-import-position
 
 from erljax import collect  # pylint: disable=wrong-import-position
-from erljax import config as config_lib  # pylint: disable=wrong-import-position
-from erljax import dataset  # pylint: disable=wrong-import-position
-from erljax import offline  # pylint: disable=wrong-import-position
-from erljax import offline_config  # pylint: disable=wrong-import-position
-from erljax import offline_reward  # pylint: disable=wrong-import-position
-from erljax import policy  # pylint: disable=wrong-import-position
-from erljax import runner  # pylint: disable=wrong-import-position
+from erljax.config import defaults as config_lib  # pylint: disable=wrong-import-position
+from erljax.offline import dataset  # pylint: disable=wrong-import-position
+from erljax.offline import run as offline  # pylint: disable=wrong-import-position
+from erljax.offline import config as offline_config  # pylint: disable=wrong-import-position
+from erljax.offline import reward as offline_reward  # pylint: disable=wrong-import-position
+from erljax.online import policy  # pylint: disable=wrong-import-position
+from erljax.online import runner  # pylint: disable=wrong-import-position
 
 
 def _tiny(method, data_dir, workdir=""):
@@ -176,7 +176,7 @@ def test_erlvlm_iql_run_with_workdir(data_dir, tmp_path):
   again = offline.run(c, log=lambda _: None)
   assert again["eval_return_per_seed"] == summary["eval_return_per_seed"]
   assert again["ratings"]["cached"]
-  with open(tmp_path / "run_info.json") as f:  # erljax.provenance
+  with open(tmp_path / "run_info.json") as f:  # erljax.io.provenance
     assert [s["resumed"] for s in json.load(f)["starts"]] == [False, True]
 
 

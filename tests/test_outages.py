@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from erljax import config as config_lib
+from erljax.config import defaults as config_lib
 from erljax.raters.http import HttpClient
 from erljax.raters.failures import QueryFailed, RunGuard
 from test_http_raters import (
@@ -202,7 +202,7 @@ def test_a_hung_rating_call_does_not_keep_the_process_alive(tmp_path):
   script = textwrap.dedent(
     """
     import threading, time
-    from erljax import daemon
+    from erljax.runtime import daemon
     hang = threading.Event()
     daemon.DaemonExecutor(1, "rater0").submit(hang.wait)
     ex = daemon.DaemonExecutor(2, "map")

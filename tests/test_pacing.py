@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from erljax import config as config_lib
-from erljax import raters
+from erljax.config import defaults as config_lib
+from erljax.raters import api as raters
 from erljax.raters.pacing import RateLimiter, limiter_path
 from test_http_raters import _openai_reply, _queries, serve  # noqa: F401
 
@@ -33,7 +33,7 @@ def _config(url, **rater):
 
 
 def _seed_raters(c, num_seeds):
-  """The raters a run of num_seeds seeds builds (erljax.sessions)."""
+  """The raters a run of num_seeds seeds builds (erljax.online.sessions)."""
   guard = raters.run_guard(c.rater)
   return [
     raters.make(c.rater, "reacher", 3, seed=s, guard=guard)
@@ -170,9 +170,9 @@ def test_the_reply_cache_is_on_by_default_in_the_workdir(tmp_path):
 @pytest.fixture
 def vlm_loop(tmp_path):
   """A FeedbackLoop of a 2-seed VLM run with a workdir (nothing compiled)."""
-  from erljax import sessions
-  from erljax import sharding
-  from erljax import trainer as trainer_lib
+  from erljax.online import sessions
+  from erljax.runtime import sharding
+  from erljax.online import trainer as trainer_lib
   from test_vlm_loop import vlm_config
 
   c = vlm_config(1)

@@ -2,9 +2,10 @@ import mujoco
 import numpy as np
 import pytest
 
-from erljax import tasks
-from erljax import render
-from erljax.raters import Queries, ScriptedRater, pixel
+from erljax.envs import tasks
+from erljax.vision import render
+from erljax.raters import pixel
+from erljax.raters.api import Queries, ScriptedRater
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Loading a trained policy (erljax.policy) and evaluating it (erljax.evaluate).
+"""Loading a trained policy (erljax.online.policy) and evaluating it
+(erljax.evaluate).
 
 One tiny 2-seed SAC run on the point task, checkpointed at 20 and 40 env
 steps, is shared by every test.
@@ -19,12 +20,12 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=wrong-import-position
 
-from erljax import config as config_lib  # pylint: disable=wrong-import-position
+from erljax.config import defaults as config_lib  # pylint: disable=wrong-import-position
 from erljax import evaluate  # pylint: disable=wrong-import-position
-from erljax import networks  # pylint: disable=wrong-import-position
-from erljax import policy as policy_lib  # pylint: disable=wrong-import-position
-from erljax import render as render_lib  # pylint: disable=wrong-import-position
-from erljax import runner  # pylint: disable=wrong-import-position
+from erljax.agents import networks  # pylint: disable=wrong-import-position
+from erljax.online import policy as policy_lib  # pylint: disable=wrong-import-position
+from erljax.vision import render as render_lib  # pylint: disable=wrong-import-position
+from erljax.online import runner  # pylint: disable=wrong-import-position
 
 OBS = np.array([[0.5, -0.3], [-0.9, 0.2], [0.0, 0.7]], np.float32)
 

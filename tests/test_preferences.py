@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import reward
-from erljax.raters import Queries, ScriptedRater
+from erljax.rewards import loss as reward
+from erljax.raters.api import Queries, ScriptedRater
 
 
 def _sig(x):

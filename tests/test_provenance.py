@@ -1,11 +1,11 @@
-"""run_info.json names the code a run imported (erljax.provenance)."""
+"""run_info.json names the code a run imported (erljax.io.provenance)."""
 
 import json
 import os
 import subprocess
 
 import erljax
-from erljax import provenance
+from erljax.io import provenance
 
 
 def _git(cwd, *args):

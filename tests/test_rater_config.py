@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from erljax import config as config_lib
-from erljax import tasks
-from erljax import raters
-from erljax.raters import Queries
+from erljax.config import defaults as config_lib
+from erljax.envs import tasks
+from erljax.raters import api as raters
+from erljax.raters.api import Queries
 
 
 def _vlm(kind="openai", **overrides):

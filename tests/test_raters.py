@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from erljax.raters import Queries, Ratings, ScriptedRater
+from erljax.raters.api import Queries, Ratings, ScriptedRater
 from erljax.raters import scripted
 from erljax.raters.base import CLASS_NAMES
 

@@ -1,4 +1,4 @@
-"""erljax.raycast: frames drawn in JAX for the image reward model."""
+"""erljax.vision.raycast: frames drawn in JAX for the image reward model."""
 
 import os
 import sys
@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import envs
-from erljax import tasks
-from erljax import raycast
-from erljax import render
+from erljax.envs import vec_env as envs
+from erljax.envs import tasks
+from erljax.vision import raycast
+from erljax.vision import render
 
 sys.path.insert(
   0, os.path.join(os.path.dirname(__file__), "..", "experiments", "metaworld")
@@ -35,7 +35,7 @@ def _mask(frames: np.ndarray, colour: str) -> np.ndarray:
 )
 def test_same_geometry_as_the_opengl_frames(task, colour):
   """reacher's free camera and CartpoleSwingup's model camera: the arm /
-  cart-pole pixels overlap those of erljax.render's frames (measured IoU
+  cart-pole pixels overlap those of erljax.vision.render's frames (measured IoU
   0.85 and 0.78 over 16 random poses; flat shading vs lit geoms)."""
   caster = raycast.RayCaster(task, 64, 64)
   with render.FrameRenderer(task, 64, 64) as renderer:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from erljax import runner
+from erljax.online import runner
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(
@@ -66,7 +66,7 @@ def test_refit_writes_one_row_per_noise_and_variant(run_dir, tmp_path):
 def test_refit_rejects_a_run_on_the_env_reward(tmp_path):
   d = tmp_path / "sac"
   d.mkdir()
-  from erljax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from erljax.config import defaults as config_lib  # pylint: disable=g-import-not-at-top
 
   (d / "config.json").write_text(config_lib.default().to_json_best_effort())
   with pytest.raises(ValueError, match="reward.source='env'"):

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from erljax import envs, render
+from erljax.envs import vec_env as envs
+from erljax.vision import render
 
 TASKS = (
   "reacher",

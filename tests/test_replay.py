@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import replay
-from erljax.replay import Transition
+from erljax.agents import replay
+from erljax.agents.replay import Transition
 
 
 def _batch(start, n, obs=3, act=2):

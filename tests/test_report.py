@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from erljax import config as config_lib
-from erljax import metrics_writer
-from erljax import stats
+from erljax.config import defaults as config_lib
+from erljax.io import metrics as metrics_writer
+from erljax.io import stats
 
 AGGREGATE = os.path.join(
   os.path.dirname(__file__), "..", "experiments", "aggregate.py"

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import reward
+from erljax.rewards import loss as reward
 
 
 def _softmax(q):

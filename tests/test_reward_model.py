@@ -10,8 +10,8 @@ import pytest
 
 import flax.linen as nn
 
-from erljax import reward_model
-from erljax.reward_model import RewardModel
+from erljax.rewards import model as reward_model
+from erljax.rewards.model import RewardModel
 
 
 def _mlp_inputs(b=16, o=4, a=2, seed=0):

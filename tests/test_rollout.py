@@ -1,4 +1,4 @@
-"""erljax.rollout: the one evaluator's episode rules, checked against the
+"""erljax.envs.rollout: the one evaluator's episode rules, checked against the
 recorded episodes on a task whose episodes end early."""
 
 import dataclasses
@@ -12,9 +12,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import point_env  # pylint: disable=wrong-import-position
 
-from erljax import envs  # pylint: disable=wrong-import-position
-from erljax import rollout  # pylint: disable=wrong-import-position
-from erljax import tasks  # pylint: disable=wrong-import-position
+from erljax.envs import vec_env as envs  # pylint: disable=wrong-import-position
+from erljax.envs import rollout  # pylint: disable=wrong-import-position
+from erljax.envs import tasks  # pylint: disable=wrong-import-position
 
 _NAME = "test_point_terminating"
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erljax import networks
-from erljax import sac as sac_lib
-from erljax.replay import Transition
+from erljax.agents import networks
+from erljax.agents import sac as sac_lib
+from erljax.agents.replay import Transition
 
 OBS, ACT, B = 3, 2, 4
 

@@ -12,7 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
-from erljax import render, serve
+from erljax.vision import render
+from erljax import serve
 
 
 def data_url(frame):

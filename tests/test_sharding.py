@@ -8,8 +8,8 @@ import sys
 import jax
 import pytest
 
-from erljax import config as config_lib
-from erljax import sharding
+from erljax.config import defaults as config_lib
+from erljax.runtime import sharding
 
 _PROBE = os.path.join(os.path.dirname(__file__), "sharding_probe.py")
 

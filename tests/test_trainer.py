@@ -4,11 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from erljax import config as config_lib
-from erljax import feedback as feedback_lib
-from erljax import memory
-from erljax import runner
-from erljax import trainer as trainer_lib
+from erljax.config import defaults as config_lib
+from erljax.rewards import queries as feedback_lib
+from erljax.runtime import memory
+from erljax.online import runner
+from erljax.online import trainer as trainer_lib
 
 import point_env
 

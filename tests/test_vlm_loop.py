@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from erljax import config as config_lib
+from erljax.config import defaults as config_lib
 from erljax import serve
-from erljax import runner
+from erljax.online import runner
 
 
 @pytest.fixture(scope="module")

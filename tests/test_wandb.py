@@ -1,4 +1,4 @@
-"""The optional Weights & Biases writer (erljax.metrics_writer), against a
+"""The optional Weights & Biases writer (erljax.io.metrics), against a
 stand-in `wandb` module: what is logged, at which step, under which id."""
 
 import importlib.machinery
@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from erljax import config as config_lib
-from erljax import metrics_writer
+from erljax.config import defaults as config_lib
+from erljax.io import metrics as metrics_writer
 
 EVAL = {
   "kind": "eval",

@@ -45,7 +45,7 @@ export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl}
   $PY -c "import jax, brax, mujoco; print('jax', jax.__version__, 'brax', brax.__version__, 'mujoco', mujoco.__version__); print(jax.devices())"
 } 2>&1 | tee "$DEST/device.txt"
 # Fail fast (seconds, not minutes) where an import breaks on this image.
-$PY -c "import erljax.train, erljax.metaworld, benchmarks.end_to_end, brax.training.agents.sac.train" || exit 1
+$PY -c "import erljax.train, erljax.envs.metaworld, benchmarks.end_to_end, brax.training.agents.sac.train" || exit 1
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
   E2E=(--envs=4 --updates=2 --seed_counts=2 --target_updates=64)

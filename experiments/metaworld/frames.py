@@ -1,8 +1,8 @@
 """A grid of frames of the MetaWorld tasks, as the reward model and a VLM
 see them: each task's scripted-policy reference episode (tests/data/
 metaworld) at steps 0, 100, 250 and 500, drawn by the host renderer
-(erljax.render.FrameRenderer, 224x224) and, with --raycast, in a second
-row per task by the in-JAX ray caster (erljax.raycast.RayCaster, flat
+(erljax.vision.render.FrameRenderer, 224x224) and, with --raycast, in a second
+row per task by the in-JAX ray caster (erljax.vision.raycast.RayCaster, flat
 colours; compiled with the options MJX needs for the Sawyer on a CPU).
 
   PYTHONPATH=$PWD/src python experiments/metaworld/frames.py \
@@ -19,7 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from erljax import envs, metaworld, raycast, render
+from erljax.envs import vec_env as envs
+from erljax.envs import metaworld
+from erljax.vision import raycast
+from erljax.vision import render
 
 STEPS = (0, 100, 250, 500)
 DATA = os.path.join(

@@ -28,7 +28,7 @@ import numpy as np
 
 TASKS = {
   # erljax name: (MetaWorld env module, env class, policy class, rand vec,
-  # hand start): the authors' copy's fixed positions (erljax.metaworld).
+  # hand start): the authors' copy's fixed positions (erljax.envs.metaworld).
   "drawer-open": (
     "sawyer_drawer_open_v3",
     "SawyerDrawerOpenEnvV3",

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from erljax import metaworld, sawyer_physics
+from erljax.envs import metaworld
+from erljax.envs import sawyer_physics
 
 DATA = os.path.join(
   os.path.dirname(__file__), "..", "..", "tests", "data", "metaworld"

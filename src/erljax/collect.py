@@ -3,12 +3,12 @@
   python -m erljax.collect --workdir=runs/sac_pusher --out=data/pusher \
       --episodes=50 --steps=all --noise_stds=0,0.3 --random_fraction=0.2
 
-Loads the actors of a run's checkpoints with erljax.policy (the run's
+Loads the actors of a run's checkpoints with erljax.online.policy (the run's
 config.json says the task, network sizes and episode length), plays
 --episodes episodes at once in the vectorized env (one compiled scan over the
-episode, vmapped over the envs) and writes them with erljax.dataset. Real
-demonstrations are of mixed quality, so each episode has its own demonstrator
-and action noise:
+episode, vmapped over the envs) and writes them with erljax.offline.dataset.
+Real demonstrations are of mixed quality, so each episode has its own
+demonstrator and action noise:
 
 * a --random_fraction share of the episodes acts uniformly at random
   (deliberately failed episodes);
@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from erljax import cli_flags
-from erljax import dataset as dataset_lib
-from erljax import envs
-from erljax import rollout as rollout_lib
+from erljax.offline import dataset as dataset_lib
+from erljax.envs import vec_env as envs
+from erljax.envs import rollout as rollout_lib
 
 
 def episode_schedule(
@@ -236,7 +236,7 @@ def collect_run(
     ValueError: a bad step, std, fraction or episode count (names it).
   """
   # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
-  from erljax import policy as policy_lib
+  from erljax.online import policy as policy_lib
 
   if os.path.exists(os.path.join(out, dataset_lib.HEADER_FILE)):
     raise FileExistsError(f"--out={out} already holds a dataset")

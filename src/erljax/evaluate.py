@@ -4,20 +4,20 @@
       [--step=N] [--seed_index=K] [--rng_seed=R] [--video=out.gif] \
       [--out=eval.json]
 
-Loads the actor of a training run's checkpoint with erljax.policy (the
+Loads the actor of a training run's checkpoint with erljax.online.policy (the
 latest unless --step; seed index --seed_index of the run's vmapped seeds,
 default 0, which is the run's PRNG seed config.seed + K), plays --episodes
 deterministic episodes at once in fresh envs of the run's task and episode
-length (erljax.rollout.evaluate, the evaluator of the run's own eval
+length (erljax.envs.rollout.evaluate, the evaluator of the run's own eval
 records: return summed until a true termination, success if any counted
 step succeeds) and prints the mean return
 and success rate with percentile bootstrap 95% intervals over the episodes
-(erljax.stats). The intervals say how well this one actor is measured, not
+(erljax.io.stats). The intervals say how well this one actor is measured, not
 how much training seeds differ: evaluate each --seed_index for that. The
 deprecated --seed takes a seed index or, where that is out of range, one of
 the run's PRNG seeds (so after `--config.seed=3`, --seed=3 is the run's seed
-3). --video writes one deterministic episode as a GIF (erljax.media), --out
-the figures and the per-episode values as JSON.
+3). --video writes one deterministic episode as a GIF (erljax.vision.media),
+--out the figures and the per-episode values as JSON.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ import jax
 import numpy as np
 
 from erljax import cli_flags
-from erljax import envs
-from erljax import rollout as rollout_lib
-from erljax import stats
+from erljax.envs import vec_env as envs
+from erljax.envs import rollout as rollout_lib
+from erljax.io import stats
 
 
 def play(policy: Any, episodes: int, key: jax.Array) -> Dict[str, np.ndarray]:
   """Per-episode return [N] and success [N] (0 / 1 float) of N = episodes
-  deterministic episodes of `policy` (an erljax.policy.Policy, its seed),
-  played by erljax.rollout.evaluate in envs reset with `key`."""
+  deterministic episodes of `policy` (an erljax.online.policy.Policy, its seed),
+  played by erljax.envs.rollout.evaluate in envs reset with `key`."""
   if episodes < 1:
     raise ValueError(f"episodes={episodes}: must be >= 1")
   env = envs.make_vec_env(
@@ -132,7 +132,7 @@ def main(
   _check_flags(f, argv)
   t0 = time.perf_counter()
   # pylint: disable-next=g-import-not-at-top (loads the whole training stack)
-  from erljax import policy as policy_lib
+  from erljax.online import policy as policy_lib
 
   try:
     if f["seed"].present:
@@ -188,7 +188,7 @@ def main(
     )
   if f.video:
     # pylint: disable-next=g-import-not-at-top (imports MuJoCo rendering)
-    from erljax import media
+    from erljax.vision import media
 
     path = media.rollout_gif(
       policy.trainer, policy.seed_params, jax.random.fold_in(key, 1), f.video

@@ -5,9 +5,9 @@
   python -m erljax.minari_io import --minari_id=mujoco/pusher/expert-v0 \\
       --task=pusher --out=data/pusher_minari
 
-erljax keeps its own format (erljax.dataset): it stores each step's pose,
-which erljax.render draws the frames a VLM rates from. An export writes
-every episode's valid steps as one Minari episode: observations [T + 1]
+erljax keeps its own format (erljax.offline.dataset): it stores each step's
+pose, which erljax.vision.render draws the frames a VLM rates from. An export
+writes every episode's valid steps as one Minari episode: observations [T + 1]
 (the T observations and the last next observation; each step's next
 observation must be the next step's observation), actions, rewards,
 terminations (true terminations) and truncations (the time limit), and in
@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from erljax import dataset as dataset_lib
+from erljax.offline import dataset as dataset_lib
 
 
 def _minari() -> Any:

@@ -22,8 +22,8 @@ import sys
 from typing import List, Optional
 
 from erljax import cli_flags
-from erljax import config as config_lib
-from erljax import raters
+from erljax.config import defaults as config_lib
+from erljax.raters import api as raters
 from erljax.raters import images as images_lib
 
 
@@ -126,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from erljax import tasks  # pylint: disable=g-import-not-at-top (jax)
+  from erljax.envs import tasks  # pylint: disable=g-import-not-at-top (jax)
 
   num_classes = c.rater.num_classes or tasks.get_task(c.task).num_classes
   rater = raters.make(

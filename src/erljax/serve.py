@@ -44,7 +44,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from erljax import cli_flags
-from erljax.pixel_chat import RequestError, Responder, completion
+from erljax.raters.pixel_chat import RequestError, Responder, completion
 
 PATHS = ("/v1/chat/completions", "/chat/completions")
 MODEL_PATHS = ("/v1/models", "/models")

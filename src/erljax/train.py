@@ -18,7 +18,7 @@ checkpoint is saved first), 128 + N stopped by signal N.
 Over several processes (hosts) every process runs the same command: under
 srun / mpirun as is, elsewhere with --config.distributed.coordinator_address
 =HOST:PORT --config.distributed.num_processes=N
---config.distributed.process_id=I (erljax.distributed).
+--config.distributed.process_id=I (erljax.runtime.distributed).
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from absl import app
 from absl import logging
 from ml_collections import config_flags
 
-from erljax import checkpoint
-from erljax import compile_cache
-from erljax import config as config_lib
+from erljax.io import checkpoint
+from erljax.runtime import compile_cache
+from erljax.config import defaults as config_lib
 from erljax import configs
-from erljax import distributed
-from erljax import runner
-from erljax import sessions
+from erljax.runtime import distributed
+from erljax.online import runner
+from erljax.online import sessions
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",

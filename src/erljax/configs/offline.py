@@ -16,7 +16,7 @@ The settings below were fixed before any study run and are the same for
 every method (see experiments/results/offline.md).
 """
 
-from erljax import offline_config
+from erljax.offline import config as offline_config
 
 
 def get_config(arg: str = "pusher,erlvlm_iql"):

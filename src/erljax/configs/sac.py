@@ -4,12 +4,13 @@
   python -m erljax.train --config=erljax:sac.py:CartpoleSwingup \
       --config.seed=3 --config.num_seeds=5
 
-The argument after ':' is a registered task name (erljax.tasks.task_names()).
-Package defaults are the reference SAC settings (docs/method.md#sac); the
-per-task budgets below are sized so a run finishes on a 2-core CPU.
+The argument after ':' is a registered task name
+(erljax.envs.tasks.task_names()). Package defaults are the reference SAC
+settings (docs/method.md#sac); the per-task budgets below are sized so a run
+finishes on a 2-core CPU.
 """
 
-from erljax import config as config_lib
+from erljax.config import defaults as config_lib
 
 
 def _cpu_schedule(total_steps: int, eval_every: int, **overrides):
@@ -27,7 +28,7 @@ def _cpu_schedule(total_steps: int, eval_every: int, **overrides):
   }
 
 
-# Per-task overrides of erljax.config.default().
+# Per-task overrides of erljax.config.defaults.default().
 _TASK_OVERRIDES = {
   # ~5 min of training on 2 CPU cores; the curve rises from about -22 to -9.
   "reacher": _cpu_schedule(
@@ -50,7 +51,7 @@ _TASK_OVERRIDES = {
   # 200-step episodes (10 s of pushing; Gym's Pusher uses 5 s), UTD 0.5.
   "pusher": _cpu_schedule(200_000, 10_000, episode_length=200),
 }
-# MetaWorld (erljax.metaworld; also "<task>-mjx" and "<task>-random"):
+# MetaWorld (erljax.envs.metaworld; also "<task>-mjx" and "<task>-random"):
 # 500-step episodes, the host simulator on a CPU, UTD 0.5 (4 updates per
 # vectorized step of 8 envs), 2x256 networks; 5 seeds of 50k steps take
 # about 20 min on 2 cores.

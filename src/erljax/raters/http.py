@@ -26,7 +26,7 @@ as a query asked again. An answered probe closes the breaker; if none is
 answered the service counts as down: the client's `RunGuard` records why,
 and from then on no client sharing that guard sends anything (their
 queries fail as "stopped"). The run loop reads the reason and stops the
-run (erljax.sessions).
+run (erljax.online.sessions).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional
 import requests
 import urllib3
 
-from erljax import daemon
+from erljax.runtime import daemon
 from erljax.raters.endpoint import redacted
 from erljax.raters.failures import (
   HALT_STATUS,

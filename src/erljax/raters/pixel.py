@@ -2,7 +2,7 @@
 
 For each supported task it estimates the task's rating signal (what the
 scripted rater judges, TaskSpec.rating_signal) from the colours of a
-rendered frame (erljax.render, the task's own camera), then bins the
+rendered frame (erljax.vision.render, the task's own camera), then bins the
 estimate exactly as the scripted rater does (equal-width classes over the
 task's rated_range). No simulator state is read.
 
@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from erljax import tasks
+from erljax.envs import tasks
 from erljax.raters.base import Queries, Ratings
 from erljax.raters.scripted import ScriptedRater
 

@@ -1,0 +1,3 @@
+"""Defaults and start-up checks of every config key (`defaults.default()`,
+`validation.validate`, `checks.ConfigError`).
+"""
