@@ -26,6 +26,7 @@ from erljax import distributed
 from erljax import media
 from erljax import memory
 from erljax import plots
+from erljax import precision
 from erljax import run_loop
 from erljax import sessions
 from erljax import sharding
@@ -66,9 +67,10 @@ def run(
   process 0 logs, asks the raters and writes workdir's files.
   """
   distributed.initialize(config)
-  return _Run(
-    trainer or trainer_lib.Trainer.create(config), log, raters
-  ).train()
+  with precision.scope(config.matmul_precision):  # every program's products
+    return _Run(
+      trainer or trainer_lib.Trainer.create(config), log, raters
+    ).train()
 
 
 def _to_host(tree) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from erljax import precision
 from erljax import rater_checks
 from erljax import reward_model as reward_model_lib
 from erljax import tasks
@@ -172,6 +173,12 @@ def _check_run_files(c: ml_collections.ConfigDict) -> None:
   """What a run writes and resumes from: logs, pictures, checkpoints."""
   for key in ("resume", "progress", "tensorboard", "compile_cache"):
     check(c, key, is_bool, "must be True or False")
+  check(
+    c,
+    "matmul_precision",
+    lambda v: v in precision.PRECISIONS,
+    f"must be one of {precision.PRECISIONS}",
+  )
   for key in ("wandb.project", "wandb.entity"):
     check(c, key, lambda v: isinstance(v, str), "must be a string")
   check(
