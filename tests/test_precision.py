@@ -1,5 +1,4 @@
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
@@ -11,24 +10,6 @@ from erljax import networks
 from erljax import precision
 from erljax import reward_model
 from erljax import runner
-
-
-def _dot_flops(hlo: str):
-  """{(lhs type, rhs type): FLOPs} over the dots of an optimized HLO."""
-  shapes = dict(re.findall(r"%(\S+) = (\w+\[[0-9,]*\])", hlo))
-  out = {}
-  for out_shape, lhs, rhs, dims in re.findall(
-    r"= \w+\[([0-9,]*)\]\S* dot\(%([^,]+), %([^)]+)\).*?"
-    r"lhs_contracting_dims=\{([0-9,]*)\}",
-    hlo,
-  ):
-    lt, ls = shapes[lhs][:-1].split("[")
-    ls = [int(d) for d in ls.split(",") if d]
-    k = np.prod([ls[int(i)] for i in dims.split(",")])
-    n = np.prod([int(d) for d in out_shape.split(",") if d])
-    key = (lt, shapes[rhs].split("[")[0])
-    out[key] = out.get(key, 0) + 2 * int(n * k)
-  return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,10 +33,10 @@ def test_bfloat16_runs_most_of_the_updates_products_in_bf16():
   custom VJP only the forward third would; it keeps some weight gradients
   in FP32 whatever their form."""
   hlo, _ = _critic_grad("bfloat16")
-  flops = _dot_flops(hlo)
-  assert flops[("bf16", "bf16")] / sum(flops.values()) > 0.6, flops
+  flops = precision.dot_flops(hlo)
+  assert flops["bf16 x bf16"] / sum(flops.values()) > 0.6, flops
   hlo, _ = _critic_grad("float32")
-  assert set(_dot_flops(hlo)) == {("f32", "f32")}
+  assert set(precision.dot_flops(hlo)) == {"f32 x f32"}
 
 
 def test_bfloat16_gradients_match_fp32_to_bf16_rounding():
@@ -93,8 +74,8 @@ def test_image_reward_model_products_follow_the_scope():
   params = cnn.init(jax.random.PRNGKey(0), frames)
   with precision.scope("bfloat16"):
     hlo = jax.jit(cnn.apply).lower(params, frames).compile().as_text()
-  flops = _dot_flops(hlo)
-  assert flops[("bf16", "bf16")] / sum(flops.values()) > 0.99, flops
+  flops = precision.dot_flops(hlo)
+  assert flops["bf16 x bf16"] / sum(flops.values()) > 0.99, flops
 
 
 def test_scope_rejects_an_unknown_precision():

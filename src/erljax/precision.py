@@ -27,10 +27,12 @@ Measurements and the learning check: docs/precision.md.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # config.matmul_precision's values, JAX's names for the same levels.
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
@@ -128,3 +130,33 @@ def dot_general(
     precision=precision,
     preferred_element_type=preferred_element_type,
   )
+
+
+_DECL = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([0-9,]*)\]")
+
+
+def dot_flops(hlo_text: str) -> Dict[str, int]:
+  """FLOPs of the dot ops of an optimized HLO module (2 * output elements *
+  contracted size; a loop body's once) by input types, e.g. "bf16 x bf16".
+  What a compiled program (`jax.jit(f).lower(...).compile().as_text()`)
+  really computes in bf16."""
+  shapes: Dict[str, Tuple[str, list]] = {}
+  lines = hlo_text.splitlines()
+  for line in lines:
+    m = _DECL.match(line)
+    if m:
+      dims = [int(d) for d in m.group(3).split(",") if d]
+      shapes[m.group(1)] = (m.group(2), dims)
+  out: Dict[str, int] = {}
+  for line in lines:
+    m = _DECL.match(line)
+    dot = re.search(r" dot\(%([^,)]+), %([^,)]+)\)", line)
+    dims = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", line)
+    if not (m and dot and dims) or dot.group(1) not in shapes:
+      continue
+    (lt, lhs), (rt, _) = shapes[dot.group(1)], shapes[dot.group(2)]
+    k = int(np.prod([lhs[int(i)] for i in dims.group(1).split(",")]))
+    key = f"{lt} x {rt}"
+    n = int(np.prod(shapes[m.group(1)][1] or [1]))
+    out[key] = out.get(key, 0) + 2 * n * k
+  return out
