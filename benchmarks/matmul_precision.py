@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import update_profile
+from erljax import envs
 from erljax import feedback
 from erljax import precision
 from erljax import reward_learner
@@ -144,7 +145,9 @@ def compare(make, rounds: int) -> Dict[str, Any]:
   for name in PRECISIONS:
     with precision.scope(name):
       t = time.perf_counter()
-      compiled[name] = jax.jit(fn).lower(*args).compile()
+      options = envs.compiler_options(precision.XLA)  # as runs compile
+      compiled[name] = jax.jit(fn, compiler_options=options)
+      compiled[name] = compiled[name].lower(*args).compile()
     row[name] = {
       "compile_s": time.perf_counter() - t,
       "dot_flops": precision.dot_flops(compiled[name].as_text()),

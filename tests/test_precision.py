@@ -78,6 +78,30 @@ def test_image_reward_model_products_follow_the_scope():
   assert flops["bf16 x bf16"] / sum(flops.values()) > 0.99, flops
 
 
+def test_xla_options_keep_a_bf16_product_from_its_reduction():
+  """The twin critics' input gradient with seeds vmapped: a bf16 product
+  [S, Q, B, N] x [S, Q, K, N] summed over Q. XLA:CPU fuses the two into one
+  YNNPACK subgraph that aborts the process (checked with jax 0.9.2);
+  precision.XLA's options, part of every run's programs, prevent it."""
+
+  def summed(g, w):
+    y = jax.lax.dot_general(
+      g.astype(jnp.bfloat16),
+      w.astype(jnp.bfloat16),
+      (((3,), (3,)), ((0, 1), (0, 1))),
+      preferred_element_type=jnp.float32,
+    )
+    return y.sum(1)
+
+  g, w = jnp.ones((5, 2, 256, 128)), jnp.ones((5, 2, 13, 128))
+  assert precision.XLA.compiler_options == {}
+  with precision.scope("bfloat16"):
+    options = precision.XLA.compiler_options
+  compiled = jax.jit(summed, compiler_options=options).lower(g, w).compile()
+  assert "__ynn_fusion" not in compiled.as_text()
+  np.testing.assert_array_equal(compiled(g, w), 256.0)
+
+
 def test_scope_rejects_an_unknown_precision():
   with pytest.raises(ValueError, match="'fp16'"):
     with precision.scope("fp16"):

@@ -53,19 +53,47 @@ def low() -> bool:
   return jax.default_matmul_precision.value == "bfloat16"
 
 
+class _XlaOptions:
+  """What a program traced under scope("bfloat16") needs from XLA:CPU, as
+  a part of `erljax.envs.compiler_options`: no YNNPACK fusion of a product
+  with what follows it. XLA:CPU fuses a product and the reduction after it
+  (the twin critics' summed input gradient, seeds vmapped) into one
+  YNNPACK subgraph, whose emitter aborts the process on bf16 inputs with
+  an FP32 result ("Check failed: lhs->shape().element_type() ==
+  instr->shape().element_type()"); products alone still go to YNNPACK."""
+
+  @property
+  def compiler_options(self) -> Dict[str, str]:
+    if not low():
+      return {}
+    return {
+      "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+      )
+    }
+
+
+XLA = _XlaOptions()
+
+
 @jax.custom_vjp
 def _bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   return _dot(x, w)
 
 
-def _dot(x: jax.Array, w: jax.Array) -> jax.Array:
-  """[..., K] @ [K, N] -> [..., N]: bf16 inputs, FP32 accumulation."""
+def _bf16_dot(x: jax.Array, w: jax.Array, dims) -> jax.Array:
+  """dot_general of bf16 inputs with FP32 accumulation and result."""
   return jax.lax.dot_general(
     x.astype(jnp.bfloat16),
     w.astype(jnp.bfloat16),
-    (((x.ndim - 1,), (0,)), ((), ())),
+    (dims, ((), ())),
     preferred_element_type=jnp.float32,
   )
+
+
+def _dot(x: jax.Array, w: jax.Array) -> jax.Array:
+  """[..., K] @ [K, N] -> [..., N]."""
+  return _bf16_dot(x, w, ((x.ndim - 1,), (0,)))
 
 
 def _bf16_fwd(x, w):
@@ -76,12 +104,7 @@ def _bf16_bwd(res, g):
   x, w = res  # FP32, bf16
   # [..., N] x [K, N] -> [..., K], contracting w's last axis in place: with
   # a transposed w (w.T) XLA:CPU would compute the product in FP32.
-  dx = jax.lax.dot_general(
-    g.astype(jnp.bfloat16),
-    w,
-    (((g.ndim - 1,), (1,)), ((), ())),
-    preferred_element_type=jnp.float32,
-  )
+  dx = _bf16_dot(g, w, ((g.ndim - 1,), (1,)))
   # [..., K] x [..., N] -> [K, N] over the leading axes, in FP32: XLA:CPU
   # computes most such products in FP32 anyway, and one it keeps in bf16
   # (the twin critics' first layers, merged) fails at run time with

@@ -23,6 +23,7 @@ from erljax import config as config_lib
 from erljax import envs
 from erljax import tasks
 from erljax import intrinsic
+from erljax import precision
 from erljax import program_cache
 from erljax import replay
 from erljax import reward_source
@@ -108,8 +109,11 @@ class Trainer:
   @property
   def compiler_options(self) -> Optional[Dict[str, Any]]:
     """XLA options of every program that steps its env or draws its reward
-    model's frames (erljax.envs.compiler_options)."""
-    return envs.compiler_options(self.env, getattr(self.reward, "caster", None))
+    model's frames, and config.matmul_precision's (erljax.envs.
+    compiler_options)."""
+    return envs.compiler_options(
+      self.env, getattr(self.reward, "caster", None), precision.XLA
+    )
 
   @property
   def chunk_len(self) -> int:
