@@ -30,13 +30,14 @@ import argparse
 import os
 import random
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from benchmarks import roofline
 from benchmarks import update_profile
 from erljax import envs
 from erljax import feedback
@@ -45,16 +46,6 @@ from erljax import reward_learner
 from erljax import reward_model
 
 PRECISIONS = ("float32", "bfloat16")
-
-
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-  jax.block_until_ready(fn())
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - t)
-  return best
 
 
 def probe(n: int, repeats: int) -> Dict[str, Dict[str, Any]]:
@@ -90,7 +81,7 @@ def probe(n: int, repeats: int) -> Dict[str, Dict[str, Any]]:
     out[name] = {
       "dot_inputs": sorted(precision.dot_flops(compiled.as_text())),
       "max_error": float(err / np.abs(exact).max()),
-      "seconds": _best(lambda c=compiled: c(a, b), repeats),
+      "seconds": roofline._best_seconds(lambda c=compiled: c(a, b), repeats),  # pylint: disable=protected-access
     }
   return out
 
