@@ -1,4 +1,5 @@
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -121,5 +122,6 @@ def test_run_traces_its_programs_in_the_configs_precision(monkeypatch):
   monkeypatch.setattr(runner, "_Run", Run)
   c = config_lib.default()
   c.matmul_precision = "bfloat16"
-  runner.run(c, trainer=object())
+  trainer = types.SimpleNamespace(config=c)  # the run uses its config
+  runner.run(config_lib.default(), trainer=trainer)
   assert seen == ["bfloat16"]

@@ -67,10 +67,10 @@ def run(
   process 0 logs, asks the raters and writes workdir's files.
   """
   distributed.initialize(config)
-  with precision.scope(config.matmul_precision):  # every program's products
-    return _Run(
-      trainer or trainer_lib.Trainer.create(config), log, raters
-    ).train()
+  trainer = trainer or trainer_lib.Trainer.create(config)
+  # Every program the run traces computes its products at this precision.
+  with precision.scope(trainer.config.matmul_precision):
+    return _Run(trainer, log, raters).train()
 
 
 def _to_host(tree) -> Dict[str, Any]:
