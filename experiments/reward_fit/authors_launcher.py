@@ -115,6 +115,11 @@ def load_authors(authors_dir: str) -> types.ModuleType:
   _stand_ins()
   mod = importlib.import_module(MODULE)
   mod.device = "cpu"
+  torch = sys.modules.get("torch")
+  if torch is not None:
+    # One thread: these MLPs gain nothing from more, and on a shared CPU
+    # idle threads spinning cost several times the fit's own time.
+    torch.set_num_threads(1)
   return mod
 
 
