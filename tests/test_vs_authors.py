@@ -56,6 +56,18 @@ class RewardModel:
         return sum(range(3000))
     def add_data(self, *args, **kwargs):
         pass
+    def get_queries(self, mb_size=100):  # their bug: see state_queries
+        sa_t_1, r_t_1 = 'sa', 'r'
+        if self.image_reward:
+            extra_t_1 = 'extra'
+        return sa_t_1, r_t_1, 'img', extra_t_1
+    def r_hat_member(self, x, member=-1):
+        return x
+class Rows:  # [n, segment, obs + act]
+    ndim = 3
+    def __getitem__(self, index):
+        assert index == (slice(None), -1)
+        return 'last step'
 """,
   "train_PEBBLE_VLM.py": """
 import google.generativeai as genai  # stubbed by their_loop
@@ -73,7 +85,7 @@ class Agent:
     def update(self, *args):
         sum(range(5000))
     def update_after_reset(self, *args, **kwargs):
-        pass
+        sum(range(100000))
     def update_state_ent(self, rb, *args, **kwargs):
         sum(range(5000 + 3000 * len(rb)))
 class Workspace:
@@ -83,12 +95,19 @@ class Workspace:
         assert cfg.env.endswith('drawer-open-v2')
         self.env, self.agent = Env(), Agent()
         self.reward_model = reward_model_vlm_rating.RewardModel()
+        self.reward_model.image_reward = cfg.image_reward == 'True'
         self.replay_buffer = replay_buffer.ReplayBuffer(
             (39,), (4,), 200000, 'cpu')
         assert self.replay_buffer.capacity == cfg.num_train_steps
     def evaluate(self):
         pass
     def learn_reward(self):
+        m = self.reward_model
+        image = m.image_reward
+        assert m.get_queries()[:3] == ('sa', 'r', 'img' if image else None)
+        rows = reward_model_vlm_rating.Rows()
+        assert m.r_hat_member(rows, member=1) is rows if image else (
+            m.r_hat_member(rows, member=1) == 'last step')
         self.reward_model.buffer_index += 50
         sum(range(100 * self.reward_model.buffer_index))
     def run(self):
@@ -100,6 +119,8 @@ class Workspace:
             if self.step >= start and due:
                 self.learn_reward()
                 self.replay_buffer.relabel_with_predictor(self.reward_model)
+                if self.step == start:
+                    self.agent.update_after_reset()
             if self.step >= start:
                 self.agent.update(self.replay_buffer)
             elif self.step > c.num_seed_steps:
@@ -160,7 +181,7 @@ def test_their_loop_is_timed_by_phase_and_estimated(checkout, tmp_path):
       f"--their_python={sys.executable}",
       f"--pin={commit}",
       "--sides=theirs",
-      "--rewards=cnn",
+      "--rewards=cnn,mlp",
       "--seeds=0,1",
       "--steps=120",
       "--seed_steps=20",
@@ -171,7 +192,12 @@ def test_their_loop_is_timed_by_phase_and_estimated(checkout, tmp_path):
     ]
   )
   assert out["their_commit"] == commit and (tmp_path / "vs.json").exists()
-  assert [r["seed"] for r in out["runs"]] == [0, 1]
+  assert [(r["reward"], r["seed"]) for r in out["runs"]] == [
+    ("cnn", 0),
+    ("cnn", 1),
+    ("mlp", 0),
+    ("mlp", 1),
+  ]
   run = out["runs"][0]
   prof = run["profile"]
   assert prof["phase_steps"] == {"seed": 20, "unsup": 20, "rl": 80}
@@ -181,6 +207,7 @@ def test_their_loop_is_timed_by_phase_and_estimated(checkout, tmp_path):
   assert prof["calls"]["unsup/unsup_update"] == 19  # from step 21
   assert prof["calls"]["rl/update"] == 80
   assert prof["calls"]["rl/session"] == 4  # steps 40, 60, 80, 100
+  assert prof["calls"]["rl/reset_update"] == 1  # once, apart from update
   assert prof["calls"]["rl/store"] == 160  # add_data and the buffer's add
   sizes = [n for n, _ in prof["events"]["relabel"]]
   assert sizes == [40, 60, 80, 100]

@@ -146,7 +146,9 @@ def profile(reward: str, length: int, repeats: int) -> Dict[str, Any]:
     compiler_options=opts,
   )
   e = _time(lambda: ev(state, key), repeats)
-  rows["evaluation_per_step"] = {k: v / c.episode_length for k, v in e.items()}
+  rows["evaluation_per_step"] = {
+    k: v / tr.eval_env.episode_length for k, v in e.items()
+  }
   for name in pieces:
     for k in ("wall_s", "cpu_s"):
       rows[name][k] /= length

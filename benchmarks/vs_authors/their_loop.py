@@ -14,6 +14,9 @@ erljax's; it imports nothing of erljax. Their files are read from
   "cpu" where torch has no GPU (their agent takes `device=` from the config).
 * Their image replay buffer (200,000 frames, 28 GiB) is made as large as
   the run (`cap_replay`).
+* Their state-MLP branch does not run as released: its first session stops
+  on a variable only the image branch sets, then on the segment axis only
+  the image branch drops (`state_queries` says how each is passed).
 * The teacher: `vlm_feedback=false`, so their own `RewardModel.get_label`
   rates each queried frame from the task's ground-truth reward with their
   Drawer Open thresholds (3 classes), in place of the Gemini call. Every
@@ -173,6 +176,7 @@ def run(a) -> dict:
   import train_PEBBLE_VLM as their  # pylint: disable=g-import-not-at-top
 
   cap_replay(replay_buffer.ReplayBuffer, a.steps)
+  state_queries(rm.RewardModel)
 
   a.cuda = torch.cuda.is_available()
   if not a.cuda:
@@ -198,7 +202,7 @@ def run(a) -> dict:
   timers.wrap(ws.reward_model, "add_data", "store")
   timers.wrap(ws.agent, "act", "act")
   timers.wrap(ws.agent, "update", "update")
-  timers.wrap(ws.agent, "update_after_reset", "update")
+  timers.wrap(ws.agent, "update_after_reset", "reset_update")
   timers.wrap(
     ws.agent, "update_state_ent", "unsup_update", size=lambda: len(rb)
   )
@@ -247,6 +251,42 @@ def cap_replay(cls, steps: int):
     init(self, obs_shape, action_shape, min(capacity, steps), *args, **kwargs)
 
   cls.__init__ = capped
+
+
+def state_queries(cls):
+  """Their `RewardModel.get_queries` ends by returning `extra_t_1`, which
+  only its image branch assigns (reward_model_vlm_rating.py:328-370), so
+  the state-MLP branch stops with UnboundLocalError at its first session.
+  This returns what the function computed up to that line (its locals at
+  the error: the queried segments and their true rewards) with no images,
+  which is all the state branch reads. The image branch is untouched."""
+  get = cls.get_queries
+
+  def get_queries(self, *args, **kwargs):
+    try:
+      return get(self, *args, **kwargs)
+    except UnboundLocalError as e:
+      tb = e.__traceback__
+      while tb.tb_next is not None:
+        tb = tb.tb_next
+      names = tb.tb_frame.f_locals
+      if self.image_reward or "extra_t_1" not in str(e):
+        raise
+      return names["sa_t_1"], names["r_t_1"], None, None
+
+  cls.get_queries = get_queries
+  # train_reward feeds the state MLP [n, segment, obs + act] rows; its
+  # image branch takes the segment's last frame (`sa_t_1[:, -1]`), the state
+  # branch does not, and its loss then fails on [n, 1, 3] logits. The state
+  # rows get the same last-step slice here.
+  member = cls.r_hat_member
+
+  def r_hat_member(self, x, member_index=-1):
+    if not self.image_reward and x.ndim == 3:
+      x = x[:, -1]
+    return member(self, x, member=member_index)
+
+  cls.r_hat_member = lambda self, x, member=-1: r_hat_member(self, x, member)
 
 
 def rm_labels(ws) -> int:
