@@ -354,6 +354,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     [_ROOT, os.path.join(_ROOT, "src"), env.get("PYTHONPATH", "")]
   ).rstrip(os.pathsep)
   their_env = {**env, "OMP_NUM_THREADS": str(a.threads or "")}
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+
   out: Dict[str, Any] = {
     "schedule": schedule_args(a),
     "paper_schedule": PAPER,
@@ -379,6 +381,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       flush=True,
     )
     out["runs"].append(rec)
+    if a.out:  # what finished survives a run cut short
+      common.write_json(a.out, {**out, "complete": False})
     return rec
 
   tasks = a.tasks.split(",")
@@ -401,8 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   out["load_average_end"] = list(os.getloadavg())
   print(json.dumps(out["summary"], indent=1))
   if a.out:
-    from benchmarks import common  # pylint: disable=g-import-not-at-top
-
+    out["complete"] = True
     out["machine"] = common.machine()
     out["versions"] = {"erljax_side": common.versions()}
     if "theirs" in sides:
