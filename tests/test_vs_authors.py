@@ -270,3 +270,14 @@ def test_bad_flags_are_named(tmp_path):
     vs.main(["--steps=150", "--sides=erljax"])
   with pytest.raises(ValueError, match="--their_python"):
     vs.main([f"--checkout={tmp_path}", "--their_python="])
+
+
+def test_two_reports_time_from_the_first():
+  """erljax reports at its evaluations: step 0 (after compiling) and the
+  end; the steady span then starts at the first."""
+  code = "import time; print('step 0 eval'); time.sleep(0.2); print('step 40')"
+  rec = vs.timed_run([sys.executable, "-c", code], timeout=60)
+  assert rec["steady_env_steps"] == 40 and len(rec["reports"]) == 2
+  assert 40 / rec["steady_env_steps_per_s"] >= 0.2
+  with pytest.raises(RuntimeError, match="after 1 reports"):
+    vs.timed_run([sys.executable, "-c", "print('step 0')"], timeout=60)

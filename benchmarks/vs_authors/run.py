@@ -21,9 +21,12 @@ once more with all seeds vmapped in one process (--study_seeds).
 Each run is timed from its report lines (`step N ...`) as they arrive, by
 wall clock and by the child's CPU seconds (/proc/PID/stat), so a figure
 can be read on a shared machine: steady = from the second report to the
-last. The 100k-step study is then estimated (`study_estimate`): theirs
-from the per-phase costs their_loop measured, at the paper's schedule;
-erljax's from its vmapped run's steady cost per env step plus its compile.
+last (their_loop reports every --report_every steps), or from the first
+where there are two (erljax reports at its evaluations, here at step 0,
+after compiling, and at the end). The 100k-step study is then estimated:
+theirs from the per-phase costs their_loop measured, at the paper's
+schedule (`estimate_theirs`); erljax's from its vmapped run's steady cost
+per env step plus its compile (`summarize`).
 """
 
 from __future__ import annotations
@@ -136,13 +139,15 @@ def timed_run(
     code = os.waitstatus_to_exitcode(status)
     err.seek(0)
     stderr = err.read()
-  if code != 0 or len(reports) < 3:
+  if code != 0 or len(reports) < 2:
     raise RuntimeError(
       f"{' '.join(cmd)} exited with {code} after {len(reports)} reports:\n"
       + "\n".join(lines[-10:])
       + stderr[-3000:]
     )
-  (w1, c1, s1), (w2, c2, s2) = reports[1], reports[-1]
+  # erljax reports at evaluations only: its step-0 report (after compiling
+  # and the first evaluation) starts the steady span when there are two.
+  (w1, c1, s1), (w2, c2, s2) = reports[min(1, len(reports) - 2)], reports[-1]
   return {
     "command": " ".join(cmd),
     "load_average_after": list(os.getloadavg()),
