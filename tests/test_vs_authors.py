@@ -21,7 +21,7 @@ def initialize_config_dir(config_dir, version_base=None):
     yield
 def compose(name, overrides):
     assert name == 'train_PEBBLE_VLM.yaml'
-    cfg = types.SimpleNamespace()
+    cfg = types.SimpleNamespace(agent=types.SimpleNamespace(batch_size=8))
     for o in overrides:
         k, v = o.split('=', 1)
         setattr(cfg, k, int(v) if v.isdigit() else v)
@@ -35,6 +35,14 @@ def get_num_threads():
     return _threads[0]
 def set_num_threads(n):
     _threads[0] = n
+def randn(*shape):
+    return shape
+""",
+  "agent/__init__.py": "",
+  "agent/sac.py": """
+def compute_state_entropy(obs, full_obs, k):
+    assert k == 5 and obs[0] == 8
+    return sum(range(100 * full_obs[0]))
 """,
   "replay_buffer.py": """
 class ReplayBuffer:
@@ -219,6 +227,7 @@ def test_their_loop_is_timed_by_phase_and_estimated(checkout, tmp_path):
     sum(v for k, v in est.items() if k != "total")
   )
   assert est["unsup"] > 0 and est["relabel"] > 0 and est["evaluation"] > 0
+  assert [n for n, _ in prof["events"]["knn_probe"]] == [1000, 5000, 10000]
   assert set(run["cpu_ms_per_step"]) == {"seed", "unsup", "rl"}
   s = out["summary"]["cnn"]["theirs"]
   assert len(s["env_steps_per_s"]) == 2 and s["estimate_100k_s"] > 0
@@ -237,6 +246,12 @@ def test_estimate_scales_with_the_buffer():
   assert est["seed"] == pytest.approx(1000 * 0.1)
   # sum over buffer sizes 1000..9999 of 0.01 s per row
   assert est["unsup"] == pytest.approx(0.01 * sum(range(1000, 10000)))
+  # With their k-NN probed at large buffers: the short run's unsup steps
+  # (1.5 s each, at 150 rows) plus the probe's slope times the extra rows.
+  prof["cpu_seconds"]["unsup/unsup_update"] = 15.0
+  prof["events"]["knn_probe"] = [(1000, 0.1), (10000, 1.0)]  # 1e-4 s / row
+  est = vs.estimate_theirs(prof)
+  assert est["unsup"] == pytest.approx(9000 * (1.5 + 1e-4 * (5499.5 - 150)))
   assert est["rl"] == pytest.approx(90_000 * 0.3)
   at = range(10_000, 100_000, 5_000)  # 18 sessions
   assert est["relabel"] == pytest.approx(0.005 * sum(at))

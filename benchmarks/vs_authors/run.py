@@ -246,17 +246,28 @@ def _per_step(profile: Dict[str, Any], phase: str, skip=()) -> float:
 def estimate_theirs(profile: Dict[str, Any], p=PAPER) -> Dict[str, float]:
   """CPU seconds of one run of their loop at the paper's schedule, from the
   costs a short run measured (per-step pieces of each phase; the k-NN
-  update and relabelling fitted against the buffer size; a session against
+  update's growth with the buffer from their k-NN probed at 1k-10k rows;
+  relabelling fitted against the buffer size; a session against
   the ratings it trains on; the critic reset's updates once; evaluation at
   the rl phase's act + physics per step). Time their_loop did not wrap
   (Python between the pieces, logging) is left out."""
   seed = p["seed_steps"] * _per_step(profile, "seed")
-  knn = _fit_line(profile["events"].get("unsup_update", []))
   lo, hi = p["seed_steps"], p["seed_steps"] + p["unsup_steps"]
-  unsup = p["unsup_steps"] * _per_step(profile, "unsup", ("unsup_update",))
-  unsup += knn["a"] * p["unsup_steps"] + knn["b"] * (lo + hi - 1) / 2 * (
-    hi - lo
-  )
+  mean_rows = (lo + hi - 1) / 2  # buffer rows of the mean pre-training step
+  probe = profile["events"].get("knn_probe")
+  if probe:
+    # The short run's pre-training steps, plus the k-NN's growth from the
+    # short run's buffer to the paper's (their k-NN probed at 1k-10k rows).
+    knn = _fit_line(probe)
+    ev = profile["events"].get("unsup_update", [])
+    short_rows = sum(n for n, _ in ev) / len(ev) if ev else 0.0
+    unsup = p["unsup_steps"] * (
+      _per_step(profile, "unsup") + knn["b"] * (mean_rows - short_rows)
+    )
+  else:
+    knn = _fit_line(profile["events"].get("unsup_update", []))
+    unsup = p["unsup_steps"] * _per_step(profile, "unsup", ("unsup_update",))
+    unsup += p["unsup_steps"] * (knn["a"] + knn["b"] * mean_rows)
   rl_steps = p["steps"] - hi
   once = ("session", "relabel", "evaluation", "reset_update")
   rl = rl_steps * _per_step(profile, "rl", once)

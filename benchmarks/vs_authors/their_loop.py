@@ -221,11 +221,13 @@ def run(a) -> dict:
   cpu0 = time.process_time()
   ws.run()
   wall = time.perf_counter() - t0
+  cpu = time.process_time() - cpu0
+  timers.events["knn_probe"] = knn_probe(ws.cfg.agent.batch_size)
   return {
     "overrides": _overrides(a),
     "init_s": init_s,
     "wall_s": wall,
-    "cpu_s": time.process_time() - cpu0,
+    "cpu_s": cpu,
     "torch_threads": torch.get_num_threads(),
     "device": "cuda" if a.cuda else "cpu",
     "seconds": dict(timers.seconds),
@@ -287,6 +289,23 @@ def state_queries(cls):
     return member(self, x, member=member_index)
 
   cls.r_hat_member = lambda self, x, member=-1: r_hat_member(self, x, member)
+
+
+def knn_probe(batch: int, sizes=(1_000, 5_000, 10_000), obs_dim=39):
+  """(buffer rows, CPU s) of their k-NN state entropy (agent/sac.py,
+  `compute_state_entropy`, k = 5) on random states: the pre-training
+  update's cost at the buffer sizes of the paper's 9k pre-training steps,
+  which a short run never reaches."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from agent import sac  # pylint: disable=g-import-not-at-top
+
+  out = []
+  for size in sizes:
+    obs, full = torch.randn(batch, obs_dim), torch.randn(size, obs_dim)
+    c0 = time.process_time()
+    sac.compute_state_entropy(obs, full, k=5)
+    out.append((size, time.process_time() - c0))
+  return out
 
 
 def rm_labels(ws) -> int:
