@@ -129,6 +129,7 @@ def profile(reward: str, length: int, repeats: int) -> Dict[str, Any]:
     compiled = jax.jit(fn, compiler_options=opts).lower(init, key).compile()
     rows[name] = _time(lambda f=compiled, i=init: f(i, key), repeats)
     rows[name]["compile_s"] = time.perf_counter() - t
+    print(f"  {name}: {rows[name]} for {length} steps", flush=True)
   # Relabelling the whole (full) buffer: per item.
   relabel = jax.jit(
     lambda buf, p: replay.relabel(buf, lambda t: tr.reward(p, t)),

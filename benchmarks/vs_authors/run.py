@@ -334,7 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   )
   p.add_argument("--pin", default=PIN, help="commit the checkout must be at")
   p.add_argument("--rewards", default="mlp,cnn", help="mlp, cnn or both")
-  p.add_argument("--seeds", default="0,1,2", help="one process per seed")
+  p.add_argument(
+    "--seeds", default="0,1,2", help="one process per seed ('': none)"
+  )
   p.add_argument("--study_seeds", type=int, default=5, help="0: skip")
   p.add_argument("--tasks", default="drawer-open", help="erljax's tasks")
   p.add_argument("--steps", type=int, default=400)
@@ -403,7 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
   tasks = a.tasks.split(",")
   for reward in rewards:
-    for seed in (int(s) for s in a.seeds.split(",")):
+    for seed in (int(s) for s in a.seeds.split(",") if s):  # "": none
       order = sides if seed % 2 == 0 else sides[::-1]
       for side in order:
         if side == "theirs":
