@@ -37,10 +37,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
+
+from benchmarks import common
 
 PIN = "1f9aa3a2a1a89ffa552df9613a069db042ecd7fa"
 REPO = "https://github.com/tunglm2203/erlvlm"
@@ -107,38 +107,24 @@ def timed_run(
   between the second and the last report, and their_loop's profile."""
   reports: List[List[float]] = []
   lines: List[str] = []
-  profile = None
-  compile_s = None
-  with tempfile.TemporaryFile("w+") as err:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-      list(cmd),
-      cwd=_ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=err,
-      text=True,
-      bufsize=1,
-    )
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-      now = time.perf_counter() - t0
-      lines.append(line.rstrip())
-      m = _REPORT.match(line)
-      if m:
-        reports.append([now, _cpu_seconds(proc.pid), int(m.group(1))])
-      c = _COMPILE.search(line)
-      if c and compile_s is None:
-        compile_s = float(c.group(1))
-      if line.startswith(_PROFILE):
-        profile = json.loads(line[len(_PROFILE) :])
-    _, status, usage = os.wait4(proc.pid, 0)
-    killer.cancel()
-    code = os.waitstatus_to_exitcode(status)
-    err.seek(0)
-    stderr = err.read()
+  found: Dict[str, Any] = {"profile": None, "compile_s": None}
+  t0 = time.perf_counter()
+
+  def on_line(pid, line):
+    now = time.perf_counter() - t0
+    lines.append(line.rstrip())
+    m = _REPORT.match(line)
+    if m:
+      reports.append([now, _cpu_seconds(pid), int(m.group(1))])
+    c = _COMPILE.search(line)
+    if c and found["compile_s"] is None:
+      found["compile_s"] = float(c.group(1))
+    if line.startswith(_PROFILE):
+      found["profile"] = json.loads(line[len(_PROFILE) :])
+
+  code, usage, stderr = common.stream_process(
+    cmd, on_line, timeout, cwd=_ROOT, env=env
+  )
   if code != 0 or len(reports) < 2:
     raise RuntimeError(
       f"{' '.join(cmd)} exited with {code} after {len(reports)} reports:\n"
@@ -158,9 +144,9 @@ def timed_run(
     "wall_s": reports[-1][0],
     "cpu_s": usage.ru_utime + usage.ru_stime,
     "cpu_s_at_first_report": reports[0][1],
-    "compile_s": compile_s,
+    "compile_s": found["compile_s"],
     "peak_rss_mb": usage.ru_maxrss / 1024.0,
-    "profile": profile,
+    "profile": found["profile"],
   }
 
 
@@ -372,8 +358,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     [_ROOT, os.path.join(_ROOT, "src"), env.get("PYTHONPATH", "")]
   ).rstrip(os.pathsep)
   their_env = {**env, "OMP_NUM_THREADS": str(a.threads or "")}
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-
   out: Dict[str, Any] = {
     "schedule": schedule_args(a),
     "paper_schedule": PAPER,
