@@ -18,6 +18,8 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
+import threading
 import warnings
 from importlib import metadata
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -222,3 +224,36 @@ def write_json(path: str, out: Dict[str, Any]) -> None:
   with open(path, "w") as f:
     json.dump(out, f, indent=1)
   print("wrote", path)
+
+
+def stream_process(
+  cmd: Sequence[str],
+  on_line: Callable[[int, str], None],
+  timeout: float,
+  cwd: Optional[str] = None,
+  env: Optional[Dict[str, str]] = None,
+):
+  """Runs cmd, calling on_line(pid, line) for each stdout line as it comes;
+  kills it after `timeout` s. Returns (exit code, resource usage, stderr)."""
+  # stderr to a file: a full pipe would block the child while we read stdout.
+  with tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(
+      list(cmd),
+      cwd=cwd,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=err,
+      text=True,
+      bufsize=1,
+    )
+    # Kills a child that runs past the timeout, printing or not.
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+      on_line(proc.pid, line)
+    # wait4, not wait: it also gives the child's resource usage.
+    _, status, usage = os.wait4(proc.pid, 0)
+    killer.cancel()
+    err.seek(0)
+    return os.waitstatus_to_exitcode(status), usage, err.read()

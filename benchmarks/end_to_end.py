@@ -31,10 +31,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -126,42 +123,27 @@ def timed_reports(
   inner: List[float] = []  # Brax's training/sps of each epoch after the first
   lines: List[str] = []
   compile_s = None
-  # stderr to a file: a full pipe would block the child while we read stdout.
-  with tempfile.TemporaryFile("w+") as err:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-      list(cmd),
-      cwd=_ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=err,
-      text=True,
-      bufsize=1,
-    )
-    # Kills a child that runs past the timeout, printing or not.
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-      now = time.perf_counter() - t0
-      lines.append(line.rstrip())
-      m = pattern.match(line)
-      if m:
-        reports.append((now, int(m.group(1))))
-        if m.lastindex == 2 and m.group(2) != "nan" and len(reports) > 2:
-          inner.append(float(m.group(2)))
-      c = _COMPILE.search(line)
-      if c and compile_s is None:
-        compile_s = float(c.group(1))
-    # wait4, not wait: it also gives the child's resource usage.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    killer.cancel()
-    err.seek(0)
-    stderr = err.read()
-  if proc.returncode != 0 or len(reports) < 3:
+  t0 = time.perf_counter()
+
+  def on_line(_, line):
+    nonlocal compile_s
+    now = time.perf_counter() - t0
+    lines.append(line.rstrip())
+    m = pattern.match(line)
+    if m:
+      reports.append((now, int(m.group(1))))
+      if m.lastindex == 2 and m.group(2) != "nan" and len(reports) > 2:
+        inner.append(float(m.group(2)))
+    c = _COMPILE.search(line)
+    if c and compile_s is None:
+      compile_s = float(c.group(1))
+
+  code, usage, stderr = common.stream_process(
+    cmd, on_line, timeout, cwd=_ROOT, env=env
+  )
+  if code != 0 or len(reports) < 3:
     raise RuntimeError(
-      f"{' '.join(cmd)} exited with {proc.returncode} after "
+      f"{' '.join(cmd)} exited with {code} after "
       f"{len(reports)} reports:\n" + "\n".join(lines[-10:]) + stderr[-3000:]
     )
   (t1, s1), (t2, s2) = reports[1], reports[-1]

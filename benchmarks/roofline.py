@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import update_profile
+from erljax.runtime import precision
 
 # name -> (hidden sizes, batch)
 SETTINGS = {
@@ -106,25 +106,9 @@ def update_flops(obs: int, act: int, hidden: Sequence[int], batch: int) -> int:
 
 
 def hlo_dot_flops(hlo_text: str) -> int:
-  """FLOPs of the dot ops of an optimized HLO module (2 * output elements *
-  contracted size), each op counted once: a loop body's once."""
-  decl = re.compile(r"^\s*(?:ROOT )?%(\S+) = \w+\[([0-9,]*)\]")
-  shapes, total = {}, 0
-  lines = hlo_text.splitlines()
-  for line in lines:
-    m = decl.match(line)
-    if m:
-      shapes[m.group(1)] = [int(d) for d in m.group(2).split(",") if d]
-  for line in lines:
-    m = decl.match(line)
-    dot = re.search(r" dot\(%([^,)]+)", line)
-    dims = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", line)
-    if not (m and dot and dims) or dot.group(1) not in shapes:
-      continue
-    lhs = shapes[dot.group(1)]
-    k = int(np.prod([lhs[int(i)] for i in dims.group(1).split(",")]))
-    total += 2 * int(np.prod(shapes[m.group(1)] or [1])) * k
-  return total
+  """FLOPs of the dot ops of an optimized HLO module, each op counted once:
+  a loop body's once."""
+  return sum(precision.dot_flops(hlo_text).values())
 
 
 @contextlib.contextmanager

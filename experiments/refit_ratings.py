@@ -39,9 +39,9 @@ sys.path.insert(
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 
 import rating
+from erljax.io import snapshot
 from erljax import cli_flags
 from erljax.envs import tasks
 from erljax.rewards import queries as feedback_lib
@@ -52,8 +52,12 @@ from erljax.raters.api import Queries, ScriptedRater
 VARIANTS = ("erlvlm", "rbrl", "rbrl_mae", "rbrl_weights", "rbrl_stratified")
 
 
-def load(run_dir: str):
-  """(config, rating sets [S, ...], buffer arrays {name: [S, N, ...]})."""
+def read(run_dir: str):
+  """(config, checkpoint step, rating sets [S, ...], buffer arrays
+  {name: [S, N, ...]}) of a run that learned from ratings: its latest
+  checkpoint, read without a template (erljax.io.snapshot.read_arrays), so
+  checkpoints of older code read too. The buffer is cut to the fewest
+  transitions any seed holds."""
   with open(os.path.join(run_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   if config.reward.source != "learned" or (
@@ -64,35 +68,31 @@ def load(run_dir: str):
       f"(reward.source={config.reward.source!r}, "
       f"feedback_type={config.reward.feedback_type!r})"
     )
-  if config.reward.model != "mlp":
-    raise ValueError(
-      f"{run_dir}: reward.model={config.reward.model!r}; "
-      "refits are of the state-action 'mlp' (the r_hat-r "
-      "correlation is taken over the buffer's obs, action)"
-    )
-  manager = ocp.CheckpointManager(
-    os.path.join(os.path.abspath(run_dir), "checkpoints"),
-    item_names=("arrays", "host"),
-  )
-  step = manager.latest_step()
-  if step is None:
-    raise ValueError(f"{run_dir}/checkpoints holds no checkpoint")
-  arrays = manager.restore(
-    step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
-  )["arrays"]
-  manager.close()
+  step, arrays = snapshot.read_arrays(run_dir)
   rs = feedback_lib.RatingSet(
     **{
       k: jnp.asarray(arrays[f"['loop']['rating_sets'].{k}"])
       for k in ("obs", "action", "label", "true_reward", "size", "insert_pos")
     }
   )
-  size = np.asarray(arrays["['train'].buffer.size"])
+  size = arrays["['train'].buffer.size"]
   buf = {
-    k: np.asarray(arrays[f"['train'].buffer.data.{k}"])
+    k: arrays[f"['train'].buffer.data.{k}"][:, : int(size.min())]
     for k in ("obs", "action", "true_reward")
   }
-  buf = {k: v[:, : int(size.min())] for k, v in buf.items()}
+  return config, step, rs, buf
+
+
+def load(run_dir: str):
+  """(config, rating sets [S, ...], buffer arrays {name: [S, N, ...]}) of a
+  run whose reward model is the state-action MLP (`read`)."""
+  config, _, rs, buf = read(run_dir)
+  if config.reward.model != "mlp":
+    raise ValueError(
+      f"{run_dir}: reward.model={config.reward.model!r}; "
+      "refits are of the state-action 'mlp' (the r_hat-r "
+      "correlation is taken over the buffer's obs, action)"
+    )
   return config, rs, buf
 
 

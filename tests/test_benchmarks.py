@@ -366,6 +366,48 @@ def test_roofline_counts_flops_and_shares_of_the_peak(tmp_path):
     roofline.main(["--repeats=0"])
 
 
+def test_matmul_precision_compares_fp32_and_bf16_programs(tmp_path):
+  from benchmarks import matmul_precision  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path / "matmul_precision.json"
+  out = matmul_precision.main(
+    [
+      "--probe_n=64",
+      "--repeats=1",
+      "--hidden=16",
+      "--batch=8",
+      "--updates=2",
+      "--ratings=16",
+      "--seeds=2",
+      "--rounds=3",
+      f"--out={path}",
+    ]
+  )
+  assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+  res = out["results"]
+  # XLA:CPU computes a product in bf16 only when its inputs are bf16 and
+  # its result FP32; the precision settings leave FP32 products as they are.
+  probe = res["probe"]
+  assert probe["bf16 casts, FP32 result"]["dot_inputs"] == ["bf16 x bf16"]
+  assert probe["bf16 casts, FP32 result"]["max_error"] > 1e-4
+  for way in (
+    "default_matmul_precision('bfloat16')",
+    "bf16 casts, bf16 result",
+  ):
+    assert probe[way]["dot_inputs"] == ["f32 x f32"]
+  for name in ("sac", "reward"):
+    r = res[name]
+    assert set(r["float32"]["dot_flops"]) == {"f32 x f32"}
+    assert "bf16 x bf16" in r["bfloat16"]["dot_flops"]
+    assert all(len(r[p]["seconds"]) == 3 for p in ("float32", "bfloat16"))
+    lo, hi = r["speedup_iqr"]
+    assert _positive(r["speedup_median"]) and lo <= r["speedup_median"] <= hi
+    assert len(r["load_before"]) == 3
+  assert "FP32 / bf16 median [IQR]" in matmul_precision.table(res)
+  with pytest.raises(ValueError, match="--rounds must be >= 2, got 1"):
+    matmul_precision.main(["--rounds=1"])
+
+
 def test_roofline_flop_count_by_hand():
   from benchmarks import roofline  # pylint: disable=g-import-not-at-top
 

@@ -72,6 +72,11 @@ def test_default_config_is_valid():
     ("method", "my method", "config.method='my method': must be a non-"),
     ("method", "", "config.method='': must be a non-empty name"),
     ("workdir", "None", "config.workdir='None': must be a folder, or ''"),
+    (
+      "matmul_precision",
+      "fp16",
+      "config.matmul_precision='fp16': must be one of",
+    ),
   ],
 )
 def test_bad_value_error_names_key_and_value(key, value, message):

@@ -345,3 +345,50 @@ def test_offline_report_tables_weights_and_differences(tmp_path):
     "mean": 4.0,
     "max": 30.0,
   }
+
+
+def test_precision_check_puts_bf16_means_against_fp32_cis(tmp_path):
+  """experiments/precision_check.py: per shared evaluation, the bf16 run's
+  mean inside the FP32 run's CI or not; evaluations one run lacks skipped."""
+  rng = np.random.default_rng(0)
+
+  def run(name, means):
+    d = tmp_path / name
+    d.mkdir()
+    with open(d / "metrics.jsonl", "w") as f:
+      for step, m in means.items():
+        episodes = m + rng.normal(0, 1, (5, 50))
+        f.write(json.dumps({"kind": "train", "env_steps": step}) + "\n")
+        f.write(
+          json.dumps(
+            {
+              "kind": "eval",
+              "env_steps": step,
+              "eval_return_episodes": episodes.tolist(),
+            }
+          )
+          + "\n"
+        )
+    return str(d)
+
+  fp32 = run("fp32", {0: -50.0, 5000: -30.0, 10000: -20.0})
+  bf16 = run("bf16", {0: -50.0, 5000: -10.0})
+  out = tmp_path / "check.md"
+  script = os.path.join(
+    os.path.dirname(__file__), "..", "experiments", "precision_check.py"
+  )
+  subprocess.run(
+    [sys.executable, script, f"--out={out}", f"SAC={fp32},{bf16}"],
+    check=True,
+    capture_output=True,
+    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+  )
+  rows = json.loads((tmp_path / "check.json").read_text())["SAC"]
+  assert [(r["env_steps"], r["inside"]) for r in rows] == [
+    (0, True),
+    (5000, False),
+  ]
+  fp32_0 = rows[0]["fp32"]
+  assert fp32_0["lo"] < fp32_0["mean"] < fp32_0["hi"]
+  assert fp32_0["iqm_lo"] <= fp32_0["iqm"] <= fp32_0["iqm_hi"]
+  assert "| SAC | 5000 |" in out.read_text() and "**no**" in out.read_text()

@@ -14,16 +14,21 @@
 #   roofline  benchmarks.roofline: the device's FP32 and bf16 matmul peak
 #          and bandwidth, and erljax's and Brax's SAC update as a share of
 #          the peak, FP32 and with bf16 products (issue 33)
+#   vs_authors  benchmarks.vs_authors.run, erljax's side: Drawer Open on the
+#          host simulator and on MJX (drawer-open-mjx), state MLP and image
+#          CNN reward, 3 seeds one by one and 5 vmapped (issue 33). The
+#          authors' side too where ERLVLM_CHECKOUT and ERLVLM_PYTHON name
+#          their checkout and venv on the device (benchmarks/README.md)
 # Each section gets what is left of BUDGET; whatever finished is written as
 # JSON under $OUT (the device tool brings it back) or benchmarks/results/gpu.
 # SMOKE=1 shrinks every size (a check of this script on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-SECTIONS=${*:-e2e mjx roofline}
+SECTIONS=${*:-e2e mjx roofline vs_authors}
 for name in $SECTIONS; do
   case $name in
-    e2e|mjx|roofline) ;;
-    *) echo "unknown section '$name': choose from e2e, mjx, roofline" >&2
+    e2e|mjx|roofline|vs_authors) ;;
+    *) echo "unknown section '$name': choose from e2e, mjx, roofline, vs_authors" >&2
        exit 2 ;;
   esac
 done
@@ -51,10 +56,21 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   E2E=(--envs=4 --updates=2 --seed_counts=2 --target_updates=64)
   MJX=(--tasks=drawer-open --host_envs=2 --mjx_envs= --steps=5 --repeats=1)
   ROOF=(--peak_n=256 --stream_mb=4 --updates=2 --rounds=2 --settings=16,16:8)
+  VS=(--rewards=mlp --seeds=0 --study_seeds=2 --tasks=drawer-open
+      --steps=160 --seed_steps=40 --unsup_steps=40 --interval=40
+      --report_every=40)
 else
   E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
   MJX=(--host_envs=64 --mjx_envs=1,64,1024)
   ROOF=(--peak_n=8192 --stream_mb=1024 --updates=64 --rounds=20)
+  VS=(--rewards=mlp,cnn --seeds=0,1,2 --study_seeds=5
+      --tasks=drawer-open,drawer-open-mjx --steps=2000 --seed_steps=250
+      --unsup_steps=250 --interval=500 --report_every=250)
+fi
+if [[ -n "${ERLVLM_CHECKOUT:-}" && -n "${ERLVLM_PYTHON:-}" ]]; then
+  VS+=(--sides=theirs,erljax)
+else
+  VS+=(--sides=erljax)
 fi
 end=$((SECONDS + BUDGET))
 section() {  # name command...: runs the command in what is left of BUDGET
@@ -72,5 +88,7 @@ for name in $SECTIONS; do
            --out="$DEST/metaworld_envs.json" ;;
     roofline) section roofline $PY -m benchmarks.roofline "${ROOF[@]}" \
            --bf16 --out="$DEST/roofline.json" ;;
+    vs_authors) section vs_authors $PY -m benchmarks.vs_authors.run \
+           "${VS[@]}" --out="$DEST/vs_authors.json" ;;
   esac
 done

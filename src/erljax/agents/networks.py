@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence, Tuple
 
@@ -9,6 +10,8 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from erljax.runtime import precision
 
 _ACTIVATIONS = {
   "relu": nn.relu,
@@ -40,9 +43,14 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = activation(self.activation)
+    dense = functools.partial(
+      nn.Dense,
+      kernel_init=nn.initializers.orthogonal(),
+      dot_general=precision.dot_general,  # config.matmul_precision
+    )
     for size in self.hidden_sizes:
-      x = act(nn.Dense(size, kernel_init=nn.initializers.orthogonal())(x))
-    return nn.Dense(self.out_size, kernel_init=nn.initializers.orthogonal())(x)
+      x = act(dense(size)(x))
+    return dense(self.out_size)(x)
 
 
 class Actor(nn.Module):

@@ -74,6 +74,11 @@ def default() -> ml_collections.ConfigDict:
   # (erljax.runtime.compile_cache): a rerun loads its programs instead of
   # compiling them. Also off with ERLJAX_COMPILE_CACHE=0.
   c.compile_cache = True
+  # Precision of the networks' matrix products (erljax.runtime.precision,
+  # docs/precision.md): "float32"; "bfloat16" (bf16 inputs, FP32
+  # accumulation: faster where the chip has bf16 units); "tensorfloat32"
+  # (TF32 on NVIDIA GPUs, FP32 on a CPU).
+  c.matmul_precision = "float32"
 
   # Checkpoints (erljax.io.checkpoint), written when workdir is set: at the
   # first chunk boundary at or after every multiple of `every` env steps (0:

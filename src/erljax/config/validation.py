@@ -26,6 +26,7 @@ from erljax.config.layout_checks import (  # noqa: F401 (re-exported)
   data_devices,
   replay_shards,
 )
+from erljax.runtime import precision
 from erljax.config.checks import (  # noqa: F401 (re-exported)
   ConfigError,
   check,
@@ -126,6 +127,12 @@ def _check_run_files(c: ml_collections.ConfigDict) -> None:
   """What a run writes and resumes from: logs, pictures, checkpoints."""
   for key in ("resume", "progress", "tensorboard", "compile_cache"):
     check(c, key, is_bool, "must be True or False")
+  check(
+    c,
+    "matmul_precision",
+    lambda v: v in precision.PRECISIONS,
+    f"must be one of {precision.PRECISIONS}",
+  )
   for key in ("wandb.project", "wandb.entity"):
     check(c, key, lambda v: isinstance(v, str), "must be a string")
   check(

@@ -6,16 +6,19 @@ subtrees orbax stores and the JSON-able rest (`merge` is the inverse);
 On resume, `state_differences` names each leaf whose presence, shape or
 dtype differs from this run's template, and `changed_key` the first config
 key that differs, apart from RESUMABLE_CHANGES (how long and how the run is
-logged, not what it computes).
+logged, not what it computes). `read_arrays` reads a run's checkpoint
+without a template, for tools that read what older code wrote.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, List, Optional, Tuple
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from erljax.config import defaults as config_lib
 
 
@@ -176,3 +179,40 @@ def flat_config(c: ml_collections.ConfigDict) -> Dict[str, Any]:
 
   walk(json.loads(c.to_json_best_effort()), "")
   return out
+
+
+def read_arrays(
+  workdir: str, step: Optional[int] = None
+) -> Tuple[int, Dict[str, np.ndarray]]:
+  """(step, arrays) of a run's checkpoint, read without a template.
+
+  arrays maps each leaf's tree path, as `jax.tree_util.keystr` writes it
+  (e.g. "['loop']['rating_sets'].label"), to a numpy array; any state
+  structure is read, so tools can read checkpoints that older code wrote.
+  step None: the latest. Raises FileNotFoundError naming the directory when
+  it holds no checkpoint (or not that step).
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory}: no checkpoints directory")
+  manager = ocp.CheckpointManager(
+    directory,
+    item_handlers={
+      "arrays": ocp.StandardCheckpointHandler(),
+      "host": ocp.JsonCheckpointHandler(),
+    },
+  )
+  try:
+    steps = manager.all_steps()
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in steps:
+      raise FileNotFoundError(
+        f"{directory}: no checkpoint {'' if step is None else step} "
+        f"(steps there: {sorted(steps)})"
+      )
+    got = manager.restore(
+      step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
+    )["arrays"]
+  finally:
+    manager.close()
+  return step, {k: np.asarray(v) for k, v in got.items()}

@@ -30,6 +30,7 @@ from erljax.loop import run_loop
 from erljax.online import sessions
 from erljax.runtime import sharding
 from erljax.online import trainer as trainer_lib
+from erljax.runtime import precision
 
 Log = Callable[[str], None]
 _PRINT: Log = functools.partial(print, flush=True)
@@ -66,9 +67,10 @@ def run(
   process 0 logs, asks the raters and writes workdir's files.
   """
   distributed.initialize(config)
-  return _Run(
-    trainer or trainer_lib.Trainer.create(config), log, raters
-  ).train()
+  trainer = trainer or trainer_lib.Trainer.create(config)
+  # Every program the run traces computes its products at this precision.
+  with precision.scope(trainer.config.matmul_precision):
+    return _Run(trainer, log, raters).train()
 
 
 def _to_host(tree) -> Dict[str, Any]:

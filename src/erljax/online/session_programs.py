@@ -128,7 +128,7 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     sample=jit(
       jax.vmap(sample_queries, in_axes=(0, 0, 0, 0, None)), static_argnums=4
     ),
-    epoch=jax.jit(jax.vmap(learner.epoch)),
+    epoch=jit(jax.vmap(learner.epoch)),
     signal=jax.jit(task.signal),
     install_reward=install(False),
     install_first_reward=install(True),

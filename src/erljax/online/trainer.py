@@ -30,6 +30,7 @@ from erljax.envs import rollout
 from erljax.agents import sac as sac_lib
 from erljax.runtime import sharding
 from erljax.agents.replay import Transition
+from erljax.runtime import precision
 
 
 @struct.dataclass
@@ -108,8 +109,11 @@ class Trainer:
   @property
   def compiler_options(self) -> Optional[Dict[str, Any]]:
     """XLA options of every program that steps its env or draws its reward
-    model's frames (erljax.envs.vec_env.compiler_options)."""
-    return envs.compiler_options(self.env, getattr(self.reward, "caster", None))
+    model's frames, and config.matmul_precision's (erljax.envs.
+    vec_env.compiler_options)."""
+    return envs.compiler_options(
+      self.env, getattr(self.reward, "caster", None), precision.XLA
+    )
 
   @property
   def chunk_len(self) -> int:

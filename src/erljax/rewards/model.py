@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from erljax.agents import networks
+from erljax.runtime import precision
 
 
 class StateActionMLP(nn.Module):
@@ -67,7 +68,7 @@ class PatchConv(nn.Module):
     )
     # Patch features are ordered (channel, row, column).
     matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, self.features)
-    return patches @ matrix + bias
+    return precision.matmul(patches, matrix) + bias  # config.matmul_precision
 
 
 class ImageCNN(nn.Module):
@@ -100,7 +101,7 @@ class ImageCNN(nn.Module):
     for c, k, s in zip(self.channels, self.kernels, self.strides):
       x = nn.relu(PatchConv(c, k, s)(x))
     x = x.reshape(x.shape[:-3] + (-1,))
-    return jnp.tanh(nn.Dense(1)(x)[..., 0])
+    return jnp.tanh(nn.Dense(1, dot_general=precision.dot_general)(x)[..., 0])
 
 
 class Ensemble(nn.Module):
