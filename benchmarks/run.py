@@ -505,13 +505,7 @@ def breakdown_section(
 
     return f, init
 
-  def env_step(st, k):
-    a = jax.random.uniform(k, (n, tr.env.action_size), minval=-1.0, maxval=1.0)
-    return tr.env.step(st, a)[0], None
-
-  def act_step(o, k):
-    a, _ = agent.sample_action(state.sac.actor_params, o, k)
-    return o + 1e-6 * jnp.sum(a), None
+  env_step, act_step = common.step_bodies(tr, state, n)
 
   def add_step(buf, _):
     return replay.add(buf, trans), None

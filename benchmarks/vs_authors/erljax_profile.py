@@ -83,13 +83,7 @@ def profile(reward: str, length: int, repeats: int) -> Dict[str, Any]:
   )
   ref, valid = replay.oldest(full, c.replay_capacity)
 
-  def env_step(st, k):
-    a = jax.random.uniform(k, (n, tr.env.action_size), minval=-1.0, maxval=1.0)
-    return tr.env.step(st, a)[0], None
-
-  def act_step(o, k):
-    a, _ = agent.sample_action(state.sac.actor_params, o, k)
-    return o + 1e-6 * jnp.sum(a), None
+  env_step, act_step = common.step_bodies(tr, state, n)
 
   def reward_step(acc, k):
     t = trans.replace(action=trans.action + 1e-3 * jax.random.normal(k))
