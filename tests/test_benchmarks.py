@@ -366,6 +366,8 @@ def test_roofline_counts_flops_and_shares_of_the_peak(tmp_path):
     roofline.main(["--repeats=0"])
 
 
+@pytest.mark.slow  # ~1-2 min of compiling; tests/test_precision.py covers
+# the precision scope itself in the default suite.
 def test_matmul_precision_compares_fp32_and_bf16_programs(tmp_path):
   from benchmarks import matmul_precision  # pylint: disable=g-import-not-at-top
 
