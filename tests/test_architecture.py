@@ -60,6 +60,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     "commands",
     (
       "erljax.cli",
+      "erljax.cli_errors",
       "erljax.cli_flags",
       "erljax.collect",
       "erljax.evaluate",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erljax import cli_errors
 from erljax import cli_flags
 from erljax.offline import dataset as dataset_lib
 from erljax.envs import vec_env as envs
@@ -279,7 +279,10 @@ def main(argv: Sequence[str]) -> None:
 
   f = flags.FLAGS
   t0 = time.perf_counter()
-  try:
+  with cli_errors.exit_status(
+    "erljax.collect",
+    bad_input=(FileExistsError, FileNotFoundError, ValueError),
+  ):
     cli_flags.absl_aliases(f, {"seed": "rng_seed", "policy_seed": "seed_index"})
     ds, path = collect_run(
       f.workdir,
@@ -293,9 +296,6 @@ def main(argv: Sequence[str]) -> None:
       episode_length=f.episode_length,
       episodes_per_shard=f.episodes_per_shard,
     )
-  except (FileExistsError, FileNotFoundError, ValueError) as e:
-    print(f"erljax.collect: {e}", file=sys.stderr)
-    sys.exit(2)
   print(
     f"wrote {ds.num_episodes} episodes of {ds.episode_length} steps "
     f"({ds.task}, checkpoint steps {ds.metadata['checkpoint_steps']}) to "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
@@ -34,6 +33,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from erljax import cli_errors
 from erljax import cli_flags
 from erljax.envs import vec_env as envs
 from erljax.envs import rollout as rollout_lib
@@ -77,8 +77,7 @@ def summarize(
 
 
 def _fail(message: str) -> NoReturn:
-  print(f"erljax.evaluate: {message}", file=sys.stderr)
-  sys.exit(2)
+  cli_errors.fail("erljax.evaluate", message)
 
 
 def legacy_seed_index(value: int, first_seed: int, num_seeds: int) -> int:

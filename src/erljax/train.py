@@ -32,6 +32,7 @@ from absl import app
 from absl import logging
 from ml_collections import config_flags
 
+from erljax import cli_errors
 from erljax.io import checkpoint
 from erljax.runtime import compile_cache
 from erljax.config import defaults as config_lib
@@ -112,28 +113,19 @@ def main(argv):
       "--config is required, e.g. --config=erljax:sac.py:reacher"
     )
   resolve_workdir(config)
-  try:
+  with cli_errors.exit_status("erljax", bad_config=(config_lib.ConfigError,)):
     config_lib.validate(config)
-  except config_lib.ConfigError as e:
-    print(f"erljax: bad config: {e}", file=sys.stderr)
-    sys.exit(2)
   compile_cache.enable(config)  # before anything compiles
-  try:  # before anything touches a device
+  # Before anything touches a device; its ValueErrors name config values.
+  with cli_errors.exit_status("erljax", bad_config=(ValueError,)):
     distributed.initialize(config)
-  except ValueError as e:
-    print(f"erljax: bad config: {e}", file=sys.stderr)
-    sys.exit(2)
-  try:
+  with cli_errors.exit_status(
+    "erljax",
+    bad_config=(config_lib.ConfigError,),
+    bad_input=(checkpoint.WorkdirError,),
+    stopped=(sessions.RatingStopped,),
+  ):
     result = runner.run(config)
-  except (config_lib.ConfigError, checkpoint.WorkdirError) as e:
-    print(f"erljax: {e}", file=sys.stderr)
-    sys.exit(2)
-  except FloatingPointError as e:
-    print(f"erljax: training diverged: {e}", file=sys.stderr)
-    sys.exit(3)
-  except sessions.RatingStopped as e:
-    print(f"erljax: {e}", file=sys.stderr)
-    sys.exit(4)
   last = result.history[-1]
   if result.interrupted is not None:
     print(

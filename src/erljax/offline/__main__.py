@@ -8,8 +8,7 @@ bad config, dataset or work directory into a message and exit status 2.
 
 from __future__ import annotations
 
-import sys
-
+from erljax import cli_errors
 from erljax.io import checkpoint as checkpoint_lib
 from erljax.config import defaults as config_lib
 from erljax.offline import dataset as dataset_lib
@@ -24,23 +23,16 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = flags.FLAGS.config
   if config is None:
-    print(
-      "erljax.offline: --config is required, e.g. "
-      "--config=erljax:offline.py:pusher,erlvlm_iql",
-      file=sys.stderr,
+    cli_errors.fail(
+      "erljax.offline",
+      "--config is required, e.g. --config=erljax:offline.py:pusher,erlvlm_iql",
     )
-    sys.exit(2)
-  try:
+  with cli_errors.exit_status(
+    "erljax",
+    bad_config=(config_lib.ConfigError,),
+    bad_input=(dataset_lib.DatasetError, checkpoint_lib.WorkdirError),
+  ):
     run(config)
-  except config_lib.ConfigError as e:
-    print(f"erljax: bad config: {e}", file=sys.stderr)
-    sys.exit(2)
-  except (dataset_lib.DatasetError, checkpoint_lib.WorkdirError) as e:
-    print(f"erljax: {e}", file=sys.stderr)
-    sys.exit(2)
-  except FloatingPointError as e:
-    print(f"erljax: training diverged: {e}", file=sys.stderr)
-    sys.exit(3)
 
 
 if __name__ == "__main__":
