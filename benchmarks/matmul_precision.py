@@ -136,7 +136,9 @@ def compare(make, rounds: int) -> Dict[str, Any]:
   for name in PRECISIONS:
     with precision.scope(name):
       t = time.perf_counter()
-      options = envs.compiler_options(precision.XLA)  # as runs compile
+      options = envs.compiler_options(
+        precision.xla_options()
+      )  # as runs compile
       compiled[name] = jax.jit(fn, compiler_options=options)
       compiled[name] = compiled[name].lower(*args).compile()
     row[name] = {

@@ -144,6 +144,10 @@ class _DictObsEnv:
     del key
     return _DictObsState(obs={"pos": jnp.zeros(2), "vel": jnp.zeros(3)})
 
+  def step(self, state, action):
+    del action
+    return state
+
 
 def test_make_vec_env_rejects_a_structured_observation():
   spec = tasks.TaskSpec(
@@ -161,6 +165,90 @@ def test_make_vec_env_rejects_a_structured_observation():
     r"\(\{'pos': \(2,\), 'vel': \(3,\)\}\); erljax needs a flat vector",
   ):
     envs.make_vec_env(spec, 2)
+
+
+class _CountingEnv:
+  """A point env that counts how often Python runs (traces) its functions."""
+
+  observation_size = action_size = 2
+  traces = {"reset": 0, "step": 0}
+
+  def reset(self, key):
+    self.traces["reset"] += 1
+    pos = jax.random.uniform(key, (2,))
+    return _PointState(
+      pos=pos, obs=pos, reward=jnp.zeros(()), done=jnp.zeros((), bool)
+    )
+
+  def step(self, state, action):
+    self.traces["step"] += 1
+    pos = state.pos + action
+    return state.replace(pos=pos, obs=pos, reward=-jnp.sum(pos**2))
+
+
+@struct.dataclass
+class _PointState:
+  pos: jax.Array
+  obs: jax.Array
+  reward: jax.Array
+  done: jax.Array
+
+
+def _counting_spec(name="counting") -> tasks.TaskSpec:
+  return tasks.TaskSpec(
+    name=name,
+    make_env=_CountingEnv,
+    instruction="move",
+    subject="a point",
+    num_classes=2,
+    episode_length=3,
+    reward_range=(-1.0, 0.0),
+  )
+
+
+def test_vec_envs_made_alike_share_one_trace_of_reset_and_step():
+  """The training envs (4) and the evaluation envs (3, made `like` them)
+  in two programs vmapped over 2 seeds: the env's Python runs once for
+  step and at most twice for reset (once outside any vmap, for the
+  observation size), and the results are those of the env's own
+  functions."""
+  spec = _counting_spec()
+  _CountingEnv.traces.update(reset=0, step=0)
+  train = envs.make_vec_env(spec, 4)
+  evaluation = envs.make_vec_env(spec, 3, like=train)
+  assert evaluation.env is train.env
+  assert evaluation.env_step is train.env_step
+
+  def episode(env, key):
+    def body(state, _):
+      state, out = env.step(state, jnp.ones((env.num_envs, 2)))
+      return state, out.reward
+
+    return jax.lax.scan(body, env.reset(key), None, length=5)[1]
+
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  rewards = {
+    env.num_envs: jax.jit(jax.vmap(lambda k, e=env: episode(e, k)))(keys)
+    for env in (train, evaluation)
+  }
+  assert _CountingEnv.traces["step"] == 1
+  assert _CountingEnv.traces["reset"] <= 2
+  own = _CountingEnv()
+
+  def expected(key, n):
+    k_reset = jax.random.split(key)[1]
+    pos = jax.vmap(lambda k: own.reset(k).pos)(jax.random.split(k_reset, n))
+    return -jnp.stack([jnp.sum((pos + t + 1) ** 2, -1) for t in range(3)])
+
+  for n, got in rewards.items():
+    want = jax.vmap(lambda k, n=n: expected(k, n))(keys)
+    np.testing.assert_allclose(got[:, :3], want, rtol=1e-6)
+
+
+def test_make_vec_env_like_another_task_is_refused():
+  other = envs.make_vec_env(_counting_spec("counting_a"), 2)
+  with pytest.raises(ValueError, match="like= a VecEnv of task 'counting_a'"):
+    envs.make_vec_env(_counting_spec("counting_b"), 2, like=other)
 
 
 @pytest.fixture(scope="module")

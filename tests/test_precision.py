@@ -83,7 +83,7 @@ def test_xla_options_keep_a_bf16_product_from_its_reduction():
   """The twin critics' input gradient with seeds vmapped: a bf16 product
   [S, Q, B, N] x [S, Q, K, N] summed over Q. XLA:CPU fuses the two into one
   YNNPACK subgraph that aborts the process (checked with jax 0.9.2);
-  precision.XLA's options, part of every run's programs, prevent it."""
+  precision.xla_options(), part of every run's programs, prevent it."""
 
   def summed(g, w):
     y = jax.lax.dot_general(
@@ -95,9 +95,9 @@ def test_xla_options_keep_a_bf16_product_from_its_reduction():
     return y.sum(1)
 
   g, w = jnp.ones((5, 2, 256, 128)), jnp.ones((5, 2, 13, 128))
-  assert precision.XLA.compiler_options == {}
+  assert precision.xla_options() == {}
   with precision.scope("bfloat16"):
-    options = precision.XLA.compiler_options
+    options = precision.xla_options()
   compiled = jax.jit(summed, compiler_options=options).lower(g, w).compile()
   assert "__ynn_fusion" not in compiled.as_text()
   np.testing.assert_array_equal(compiled(g, w), 256.0)

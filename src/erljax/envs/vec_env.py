@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import chex
 import jax
@@ -59,12 +59,25 @@ class StepOutput:
 
 @dataclasses.dataclass(frozen=True)
 class VecEnv:
-  """Pure functions over N parallel instances of one task."""
+  """Pure functions over N parallel instances of one task.
+
+  `env_reset` (key [2] -> state) and `env_step` (state, action
+  [action_size] -> state) are the env's own, for one env, as `jax.jit`
+  functions that every VecEnv made `like` this one shares (make_vec_env).
+  JAX traces a jitted function once per argument shapes and reuses that
+  trace in every program that calls it, so the programs of a run (its init,
+  the training chunk with its auto-reset, the evaluation, the rollout
+  video) trace an MJX task's reset and step (each a forward pass: seconds
+  of Python) once, not once per call site. XLA inlines them: the compiled
+  programs compute the same.
+  """
 
   task: TaskSpec
   env: Env
   num_envs: int
   episode_length: int
+  env_reset: Callable[[jax.Array], EnvStateT]
+  env_step: Callable[[EnvStateT, jax.Array], EnvStateT]
 
   @functools.cached_property
   def observation_size(self) -> int:
@@ -75,7 +88,7 @@ class VecEnv:
     feedback session ask for it. Raises ValueError for a task whose
     observation is not a flat vector.
     """
-    obs = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0)).obs
+    obs = jax.eval_shape(self.env_reset, jax.random.PRNGKey(0)).obs
     if not isinstance(obs, jax.ShapeDtypeStruct) or len(obs.shape) != 1:
       shapes = jax.tree_util.tree_map(lambda x: x.shape, obs)
       raise ValueError(
@@ -132,7 +145,7 @@ class VecEnv:
 
   def reset(self, key: jax.Array) -> VecEnvState:
     key, reset_key = jax.random.split(key)
-    inner = jax.vmap(self.env.reset)(jax.random.split(reset_key, self.num_envs))
+    inner = jax.vmap(self.env_reset)(jax.random.split(reset_key, self.num_envs))
     n = self.num_envs
     return VecEnvState(
       inner=inner,
@@ -147,7 +160,7 @@ class VecEnv:
   ) -> Tuple[VecEnvState, StepOutput]:
     """Steps all envs with action [N, action_size]; resets finished episodes."""
     chex.assert_shape(action, (self.num_envs, self.action_size))
-    inner = jax.vmap(self.env.step)(state.inner, action)
+    inner = jax.vmap(self.env_step)(state.inner, action)
     t = state.t + 1
     reward = inner.reward.astype(jnp.float32)
     terminal = inner.done.astype(bool)
@@ -171,7 +184,7 @@ class VecEnv:
     key, reset_key = jax.random.split(state.key)
 
     def reset_done(inner):
-      fresh = jax.vmap(self.env.reset)(
+      fresh = jax.vmap(self.env_reset)(
         jax.random.split(reset_key, self.num_envs)
       )
       where = lambda a, b: jnp.where(  # pylint: disable=g-long-lambda
@@ -199,7 +212,9 @@ class VecEnv:
 def compiler_options(*parts: Any) -> Optional[Dict[str, Any]]:
   """`jax.jit`'s compiler_options for a program that traces each of `parts`
   (objects with a `compiler_options` mapping, e.g. a VecEnv or an
-  erljax.vision.raycast.RayCaster; None entries skipped): their options merged
+  erljax.vision.raycast.RayCaster, or such mappings themselves, e.g.
+  erljax.runtime.precision.xla_options(); None entries skipped): their
+  options merged
   on a CPU backend, None on other backends or when no part needs any.
 
   Options are set per program rather than in XLA_FLAGS, so what one task
@@ -208,7 +223,11 @@ def compiler_options(*parts: Any) -> Optional[Dict[str, Any]]:
   """
   merged: Dict[str, Any] = {}
   for part in parts:
-    own: Mapping[str, Any] = getattr(part, "compiler_options", None) or {}
+    own: Mapping[str, Any] = (
+      part
+      if isinstance(part, Mapping)
+      else getattr(part, "compiler_options", None) or {}
+    )
     for key, value in own.items():
       if key in merged and merged[key] != value:
         raise ValueError(
@@ -272,17 +291,36 @@ def _match_structure(fresh, stepped):
 
 
 def make_vec_env(
-  task: str | TaskSpec, num_envs: int, episode_length: Optional[int] = None
+  task: str | TaskSpec,
+  num_envs: int,
+  episode_length: Optional[int] = None,
+  like: Optional[VecEnv] = None,
 ) -> VecEnv:
-  """Builds `num_envs` batched instances of a registered task."""
+  """Builds `num_envs` batched instances of a registered task; with `like`
+  (a VecEnv of the same task), on its env and its jitted reset and step, so
+  that programs stepping either share their traces."""
   spec = get_task(task) if isinstance(task, str) else task
   if num_envs < 1:
     raise ValueError(f"num_envs must be >= 1, got {num_envs}")
   length = spec.episode_length if episode_length is None else episode_length
   if length < 1:
     raise ValueError(f"episode_length must be >= 1, got {length}")
+  if like is not None and like.task.name != spec.name:
+    raise ValueError(
+      f"like= a VecEnv of task {like.task.name!r}, not of {spec.name!r}"
+    )
+  if like is None:
+    env = spec.make_env()
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+  else:
+    env, reset, step = like.env, like.env_reset, like.env_step
   vec = VecEnv(
-    task=spec, env=spec.make_env(), num_envs=num_envs, episode_length=length
+    task=spec,
+    env=env,
+    num_envs=num_envs,
+    episode_length=length,
+    env_reset=reset,
+    env_step=step,
   )
   _ = vec.observation_size  # computed and checked once, here
   return vec

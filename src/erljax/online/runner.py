@@ -121,7 +121,8 @@ class _Run:
     self.seeds = list(range(c.seed, c.seed + c.num_seeds))
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(self.seeds))
     self.eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    shapes = jax.eval_shape(jax.vmap(trainer.init), keys)
+    # The trace `compiled` lowers below: init is traced once.
+    shapes = trainer_lib.traced_init(trainer, keys).out_info
     # Fails on a bad workdir before anything is compiled.
     self.run = run_loop.Loop.open(c, self.seeds, shapes, log)
     log = self.log = self.run.log

@@ -85,7 +85,7 @@ class Trainer:
     config_lib.validate(config)
     env = envs.make_vec_env(config.task, config.num_envs, config.episode_length)
     eval_env = envs.make_vec_env(
-      config.task, config.num_eval_envs, config.episode_length
+      config.task, config.num_eval_envs, config.episode_length, like=env
     )
     agent = sac_lib.SAC(
       env.observation_size, env.action_size, sac_hyper(config)
@@ -112,7 +112,7 @@ class Trainer:
     model's frames, and config.matmul_precision's (erljax.envs.
     vec_env.compiler_options)."""
     return envs.compiler_options(
-      self.env, getattr(self.reward, "caster", None), precision.XLA
+      self.env, getattr(self.reward, "caster", None), precision.xla_options()
     )
 
   @property
@@ -337,6 +337,22 @@ class Programs(NamedTuple):
   evaluate: Any
 
 
+def _jit(trainer: Trainer, fn, **kwargs: Any):
+  """jax.jit(fn) with the trainer's XLA options."""
+  return jax.jit(fn, compiler_options=trainer.compiler_options, **kwargs)
+
+
+def traced_init(trainer: Trainer, keys: jax.Array) -> jax.stages.Traced:
+  """`jax.vmap(trainer.init)` over keys [S, 2], traced once per Trainer:
+  its `out_info` is the TrainState's shapes (leaves [S, ...]), which a run
+  checks before it compiles anything, and `compiled` lowers this trace."""
+  return program_cache.cached(
+    trainer,
+    "init_trace",
+    lambda: _jit(trainer, jax.vmap(trainer.init)).trace(keys),
+  )
+
+
 def compiled(
   trainer: Trainer,
   init_keys: jax.Array,
@@ -347,8 +363,7 @@ def compiled(
   compiled once per Trainer object (program_cache.cached)."""
 
   def build() -> Programs:
-    jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
-    init_fn = jit(jax.vmap(trainer.init)).lower(init_keys).compile()
+    init_fn = traced_init(trainer, init_keys).lower().compile()
     # The state's shapes from the compiled init, not a second trace of it.
     state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), init_fn.out_info
@@ -360,14 +375,16 @@ def compiled(
         layout.state_sharding(state),
       )
     if trainer.learned_reward:
-      chunk_fn = jit(
-        jax.vmap(trainer.train_chunk, in_axes=(0, None)), donate_argnums=0
+      chunk_fn = _jit(
+        trainer,
+        jax.vmap(trainer.train_chunk, in_axes=(0, None)),
+        donate_argnums=0,
       )
       chunk_fn = chunk_fn.lower(state, jnp.asarray(True)).compile()
     else:
-      chunk_fn = jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+      chunk_fn = _jit(trainer, jax.vmap(trainer.train_chunk), donate_argnums=0)
       chunk_fn = chunk_fn.lower(state).compile()
-    eval_fn = jit(jax.vmap(trainer.evaluate))
+    eval_fn = _jit(trainer, jax.vmap(trainer.evaluate))
     eval_fn = eval_fn.lower(state, eval_keys).compile()
     return Programs(init_fn, chunk_fn, eval_fn)
 

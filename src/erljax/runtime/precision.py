@@ -54,27 +54,20 @@ def low() -> bool:
   return jax.default_matmul_precision.value == "bfloat16"
 
 
-class _XlaOptions:
-  """What a program traced under scope("bfloat16") needs from XLA:CPU, as
-  a part of `erljax.envs.vec_env.compiler_options`: no YNNPACK fusion of a
-  product with what follows it. XLA:CPU fuses a product and the reduction
-  after it (the twin critics' summed input gradient, seeds vmapped) into one
-  YNNPACK subgraph, whose emitter aborts the process on bf16 inputs with
-  an FP32 result ("Check failed: lhs->shape().element_type() ==
-  instr->shape().element_type()"); products alone still go to YNNPACK."""
-
-  @property
-  def compiler_options(self) -> Dict[str, str]:
-    if not low():
-      return {}
-    return {
-      "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-      )
-    }
-
-
-XLA = _XlaOptions()
+def xla_options() -> Dict[str, str]:
+  """What a program traced now needs from XLA:CPU, as a part of
+  `erljax.envs.vec_env.compiler_options`: under scope("bfloat16"), no
+  YNNPACK fusion of a product with what follows it (else none). XLA:CPU
+  fuses a product and the reduction after it (the twin critics' summed
+  input gradient, seeds vmapped) into one YNNPACK subgraph, whose emitter
+  aborts the process on bf16 inputs with an FP32 result ("Check failed:
+  lhs->shape().element_type() == instr->shape().element_type()"); products
+  alone still go to YNNPACK."""
+  if not low():
+    return {}
+  return {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+  }
 
 
 @jax.custom_vjp

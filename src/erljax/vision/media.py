@@ -46,7 +46,9 @@ def rollout_poses(
   length. The episode is not cut at a termination: the frames show what
   the policy does for T steps.
   """
-  env = envs.make_vec_env(trainer.env.task, 1, trainer.env.episode_length)
+  env = envs.make_vec_env(
+    trainer.env.task, 1, trainer.env.episode_length, like=trainer.env
+  )
   steps = num_steps or env.episode_length
   if steps < 1:
     raise ValueError(f"num_steps={num_steps}: must be >= 1")
