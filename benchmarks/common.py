@@ -237,6 +237,18 @@ def device_memory() -> Optional[Dict[str, int]]:
   return {k: int(v) for k, v in stats.items() if k in keep}
 
 
+def cpu_seconds(pid: int) -> Optional[float]:
+  """User + system CPU seconds of process `pid` so far, all its threads
+  (/proc/PID/stat); None once it is gone."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+  except OSError:
+    return None
+  # After the command name: state is field 3, utime 14 and stime 15.
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_json(path: str, out: Dict[str, Any]) -> None:
   """Writes a benchmark's result to path (its folder made) and says so."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -459,3 +459,33 @@ def test_accelerator_script_names_an_unknown_section(tmp_path):
   assert res.returncode == 2
   assert "unknown section 'bogus'" in res.stderr
   assert not list(tmp_path.iterdir())  # nothing ran, nothing installed
+
+
+def test_startup_stamps_the_compiling_and_step_0_lines():
+  """benchmarks.startup on a stand-in for the CLI: wall and CPU seconds to
+  its "compiling" line and to its `step 0` evaluation line."""
+  from benchmarks import startup
+
+  code = (
+    "import time\n"
+    "print('memory: ...')\n"
+    "print('compiling task (1 seed(s) x 8 envs, cpu) ...')\n"
+    "t = time.process_time()\n"
+    "while time.process_time() - t < 0.3: pass\n"
+    "print('step         0  eval_return     4.349 (10 episodes)')\n"
+    "print('step      5000  eval_return   122.457 (10 episodes)')\n"
+  )
+  rec = startup.timed_start([sys.executable, "-c", code], dict(os.environ), 60)
+  assert rec["wall_to_compiling_s"] <= rec["wall_to_step0_s"]
+  assert rec["cpu_to_step0_s"] - rec["cpu_to_compiling_s"] >= 0.25
+  assert len(rec["lines"]) == 4
+  with pytest.raises(RuntimeError, match="no line matches"):
+    startup.timed_start([sys.executable, "-c", "print('compiling x')"], {}, 60)
+  assert common.cpu_seconds(os.getpid()) > 0
+
+
+def test_startup_passes_only_config_flags_on():
+  from benchmarks import startup
+
+  with pytest.raises(SystemExit):
+    startup.main(["--warm=0", "--bogus=1"])

@@ -5,6 +5,7 @@ Workspace with its env, agent, reward model and replay buffer, and the
 loop's three phases), and stand-ins for hydra and torch, so the whole
 harness runs here in seconds with this interpreter as "their python"."""
 
+import json
 import os
 import subprocess
 import sys
@@ -296,3 +297,45 @@ def test_two_reports_time_from_the_first():
   assert 40 / rec["steady_env_steps_per_s"] >= 0.2
   with pytest.raises(RuntimeError, match="after 1 reports"):
     vs.timed_run([sys.executable, "-c", "print('step 0')"], timeout=60)
+
+
+@pytest.mark.slow  # ~30 s: compiles nine programs at the paper's sizes
+def test_erljax_profile_times_every_piece_of_the_step(tmp_path):
+  """benchmarks.vs_authors.erljax_profile at a few steps: every piece of
+  the 1-env step and the whole chunk get a wall and a CPU time per step."""
+  from benchmarks.vs_authors import erljax_profile
+
+  out = tmp_path / "profile.json"
+  res = erljax_profile.main(
+    ["--rewards=mlp", "--length=4", "--repeats=1", f"--out={out}"]
+  )
+  rows = res["rows"][0]["per_env_step"]
+  assert set(rows) == {
+    "physics", "act", "reward", "store", "update", "unsup_knn",
+    "relabel_per_item", "evaluation_per_step", "chunk",
+  }  # fmt: skip
+  for name, row in rows.items():
+    assert row["wall_s"] > 0 and row["cpu_s"] >= 0, name
+  assert json.loads(out.read_text())["rows"][0]["reward"] == "mlp"
+
+
+def test_steady_span_can_start_after_the_first_sessions():
+  """Feedback lines are reports too; --steady_from=250 starts the span at
+  the first report at or after step 250, past the first session's
+  compile."""
+  code = (
+    "import time\n"
+    "print('step 0 eval')\n"
+    "print('feedback   1 at step 200: sent 50')\n"
+    "time.sleep(0.3)\n"
+    "print('feedback   2 at step 250: sent 50')\n"
+    "time.sleep(0.1)\n"
+    "print('step 300 eval')\n"
+  )
+  cmd = [sys.executable, "-c", code]
+  rec = vs.timed_run(cmd, timeout=60, steady_from=250)
+  assert [r[2] for r in rec["reports"]] == [0, 200, 250, 300]
+  assert rec["steady_env_steps"] == 50
+  assert 50 / rec["steady_env_steps_per_s"] < 0.3  # the 0.3 s left out
+  with pytest.raises(RuntimeError, match="--steady_from=300: no report span"):
+    vs.timed_run(cmd, timeout=60, steady_from=300)

@@ -19,16 +19,19 @@
 #          CNN reward, 3 seeds one by one and 5 vmapped (issue 33). The
 #          authors' side too where ERLVLM_CHECKOUT and ERLVLM_PYTHON name
 #          their checkout and venv on the device (benchmarks/README.md)
+#   startup  benchmarks.startup: the README's main job to its first training
+#          step, cold (an empty compilation cache) and warm (issue 33)
 # Each section gets what is left of BUDGET; whatever finished is written as
 # JSON under $OUT (the device tool brings it back) or benchmarks/results/gpu.
 # SMOKE=1 shrinks every size (a check of this script on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-SECTIONS=${*:-e2e mjx roofline vs_authors}
+SECTIONS=${*:-e2e mjx roofline vs_authors startup}
 for name in $SECTIONS; do
   case $name in
-    e2e|mjx|roofline|vs_authors) ;;
-    *) echo "unknown section '$name': choose from e2e, mjx, roofline, vs_authors" >&2
+    e2e|mjx|roofline|vs_authors|startup) ;;
+    *) echo "unknown section '$name': choose from e2e, mjx, roofline," \
+         "vs_authors, startup" >&2
        exit 2 ;;
   esac
 done
@@ -59,6 +62,7 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   VS=(--rewards=mlp --seeds=0 --study_seeds=2 --tasks=drawer-open
       --steps=160 --seed_steps=40 --unsup_steps=40 --interval=40
       --report_every=40)
+  START=(--warm=1 --steps=2000 --config.log_every=1000 --config.eval_every=1000)
 else
   E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
   MJX=(--host_envs=64 --mjx_envs=1,64,1024)
@@ -66,6 +70,7 @@ else
   VS=(--rewards=mlp,cnn --seeds=0,1,2 --study_seeds=5
       --tasks=drawer-open,drawer-open-mjx --steps=2000 --seed_steps=250
       --unsup_steps=250 --interval=500 --report_every=250)
+  START=(--warm=2)
 fi
 if [[ -n "${ERLVLM_CHECKOUT:-}" && -n "${ERLVLM_PYTHON:-}" ]]; then
   VS+=(--sides=theirs,erljax)
@@ -90,5 +95,7 @@ for name in $SECTIONS; do
            --bf16 --out="$DEST/roofline.json" ;;
     vs_authors) section vs_authors $PY -m benchmarks.vs_authors.run \
            "${VS[@]}" --out="$DEST/vs_authors.json" ;;
+    startup) section startup $PY -m benchmarks.startup "${START[@]}" \
+           --out="$DEST/startup.json" ;;
   esac
 done

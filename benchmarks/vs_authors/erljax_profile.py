@@ -1,6 +1,6 @@
 """erljax's 1-env, 1-update-per-step loop on Drawer Open, piece by piece.
 
-  PYTHONPATH=$PWD/src python -m benchmarks.vs_authors.profile \
+  PYTHONPATH=$PWD/src python -m benchmarks.vs_authors.erljax_profile \
       --rewards=mlp,cnn --out=/tmp/vs_authors_profile.json
 
 The pieces of one env step of `Trainer.train_chunk` at the settings of
@@ -19,6 +19,7 @@ reads on a shared machine; `their_loop.py`'s profile is its counterpart.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -171,9 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
-  out: Dict[str, Any] = {
-    "load_average_start": list(__import__("os").getloadavg())
-  }
+  out: Dict[str, Any] = {"load_average_start": list(os.getloadavg())}
   out["rows"] = []
   for reward in a.rewards.split(","):
     res = profile(reward, a.length, a.repeats)

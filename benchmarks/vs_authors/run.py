@@ -47,7 +47,9 @@ REPO = "https://github.com/tunglm2203/erlvlm"
 _ROOT = os.path.dirname(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )
-_REPORT = re.compile(r"^step\s+(\d+)")
+# A report: an evaluation or progress line ("step N"), or erljax's line
+# after a feedback session ("feedback K at step N").
+_REPORT = re.compile(r"^(?:step\s+(\d+)|feedback\s+\d+ at step (\d+))")
 _COMPILE = re.compile(r"compile=([\d.]+)s")
 _PROFILE = "vs_authors_profile "
 # The paper's MetaWorld schedule (docs/method.md#the-loop) for the estimate.
@@ -90,21 +92,15 @@ def check_checkout(path: str, pin: str = PIN) -> str:
   return head
 
 
-def _cpu_seconds(pid: int) -> Optional[float]:
-  """utime + stime of a live process (None once it is gone)."""
-  try:
-    with open(f"/proc/{pid}/stat") as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-  except OSError:
-    return None
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def timed_run(
-  cmd: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None
+  cmd: Sequence[str],
+  timeout: float,
+  env: Optional[Dict[str, str]] = None,
+  steady_from: int = 0,
 ) -> Dict[str, Any]:
   """Runs cmd; each report line's (wall s, CPU s, env steps), steady rates
-  between the second and the last report, and their_loop's profile."""
+  from the first report at or after env step `steady_from` (0: the second
+  report) to the last, and their_loop's profile."""
   reports: List[List[float]] = []
   lines: List[str] = []
   found: Dict[str, Any] = {"profile": None, "compile_s": None}
@@ -115,7 +111,8 @@ def timed_run(
     lines.append(line.rstrip())
     m = _REPORT.match(line)
     if m:
-      reports.append([now, _cpu_seconds(pid), int(m.group(1))])
+      step = int(m.group(1) or m.group(2))
+      reports.append([now, common.cpu_seconds(pid), step])
     c = _COMPILE.search(line)
     if c and found["compile_s"] is None:
       found["compile_s"] = float(c.group(1))
@@ -131,9 +128,17 @@ def timed_run(
       + "\n".join(lines[-10:])
       + stderr[-3000:]
     )
-  # erljax reports at evaluations only: its step-0 report (after compiling
-  # and the first evaluation) starts the steady span when there are two.
-  (w1, c1, s1), (w2, c2, s2) = reports[min(1, len(reports) - 2)], reports[-1]
+  # erljax's step-0 report (after compiling and the first evaluation)
+  # starts the steady span when there are only two.
+  first = min(1, len(reports) - 2)
+  if steady_from:
+    later = [i for i, r in enumerate(reports) if r[2] >= steady_from]
+    if not later or later[0] == len(reports) - 1:
+      raise RuntimeError(
+        f"--steady_from={steady_from}: no report span from it in {cmd}"
+      )
+    first = later[0]
+  (w1, c1, s1), (w2, c2, s2) = reports[first], reports[-1]
   return {
     "command": " ".join(cmd),
     "load_average_after": list(os.getloadavg()),
@@ -330,6 +335,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p.add_argument("--unsup_steps", type=int, default=100)
   p.add_argument("--interval", type=int, default=100)
   p.add_argument("--report_every", type=int, default=50)
+  p.add_argument(
+    "--steady_from",
+    type=int,
+    default=0,
+    help="env step where the steady span starts (0: the second report); "
+    "after the first sessions, it leaves out erljax's first compile of "
+    "the session programs",
+  )
   p.add_argument("--threads", type=int, default=1, help="their torch")
   p.add_argument("--sides", default="theirs,erljax")
   p.add_argument("--timeout", type=float, default=3600)
@@ -368,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
   def record(side, reward, seed, num_seeds, task, cmd, run_env):
     print(f"== {side} {task} reward={reward} seed={seed} x{num_seeds}")
-    rec = timed_run(cmd, a.timeout, run_env)
+    rec = timed_run(cmd, a.timeout, run_env, a.steady_from)
     rec.update(
       side=side, reward=reward, seed=seed, num_seeds=num_seeds, task=task
     )
