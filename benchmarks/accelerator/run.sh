@@ -16,7 +16,8 @@
 #          the peak, FP32 and with bf16 products (issue 33)
 #   vs_authors  benchmarks.vs_authors.run, erljax's side: Drawer Open on the
 #          host simulator and on MJX (drawer-open-mjx), state MLP and image
-#          CNN reward, 3 seeds one by one and 5 vmapped (issue 33). The
+#          CNN reward, 3 seeds one by one and 5 vmapped, the steady span
+#          after the first two sessions (their one-time compiles; issue 33). The
 #          authors' side too where ERLVLM_CHECKOUT and ERLVLM_PYTHON name
 #          their checkout and venv on the device (benchmarks/README.md)
 #   startup  benchmarks.startup: the README's main job to its first training
@@ -61,7 +62,7 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   ROOF=(--peak_n=256 --stream_mb=4 --updates=2 --rounds=2 --settings=16,16:8)
   VS=(--rewards=mlp --seeds=0 --study_seeds=2 --tasks=drawer-open
       --steps=160 --seed_steps=40 --unsup_steps=40 --interval=40
-      --report_every=40)
+      --report_every=40 --steady_from=120)
   START=(--warm=1 --steps=2000 --config.log_every=1000 --config.eval_every=1000)
 else
   E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
@@ -69,7 +70,7 @@ else
   ROOF=(--peak_n=8192 --stream_mb=1024 --updates=64 --rounds=20)
   VS=(--rewards=mlp,cnn --seeds=0,1,2 --study_seeds=5
       --tasks=drawer-open,drawer-open-mjx --steps=2000 --seed_steps=250
-      --unsup_steps=250 --interval=500 --report_every=250)
+      --unsup_steps=250 --interval=500 --report_every=250 --steady_from=1250)
   START=(--warm=2)
 fi
 if [[ -n "${ERLVLM_CHECKOUT:-}" && -n "${ERLVLM_PYTHON:-}" ]]; then
