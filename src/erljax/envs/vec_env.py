@@ -214,8 +214,8 @@ def compiler_options(*parts: Any) -> Optional[Dict[str, Any]]:
   (objects with a `compiler_options` mapping, e.g. a VecEnv or an
   erljax.vision.raycast.RayCaster, or such mappings themselves, e.g.
   erljax.runtime.precision.xla_options(); None entries skipped): their
-  options merged
-  on a CPU backend, None on other backends or when no part needs any.
+  options merged on a CPU backend, None on other backends or when no part
+  needs any.
 
   Options are set per program rather than in XLA_FLAGS, so what one task
   needs (MetaWorld's Sawyer in MJX) leaves every other program as it was.
@@ -307,7 +307,8 @@ def make_vec_env(
     raise ValueError(f"episode_length must be >= 1, got {length}")
   if like is not None and like.task.name != spec.name:
     raise ValueError(
-      f"like= a VecEnv of task {like.task.name!r}, not of {spec.name!r}"
+      f"like= a VecEnv of task {like.task.name!r}; it must be one of "
+      f"{spec.name!r}, the task asked for"
     )
   if like is None:
     env = spec.make_env()
