@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from importlib import metadata
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -247,6 +248,26 @@ def cpu_seconds(pid: int) -> Optional[float]:
     return None
   # After the command name: state is field 3, utime 14 and stime 15.
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stamped_run(
+  cmd: Sequence[str],
+  timeout: float,
+  cwd: Optional[str] = None,
+  env: Optional[Dict[str, str]] = None,
+):
+  """Runs cmd (stream_process); each stdout line as (wall s since launch,
+  the child's CPU s then, text) as it arrives. Returns (exit code, resource
+  usage, stderr, lines)."""
+  lines = []
+  t0 = time.perf_counter()
+
+  def on_line(pid, line):
+    now = time.perf_counter() - t0
+    lines.append((now, cpu_seconds(pid), line.rstrip()))
+
+  code, usage, stderr = stream_process(cmd, on_line, timeout, cwd, env)
+  return code, usage, stderr, lines
 
 
 def write_json(path: str, out: Dict[str, Any]) -> None:

@@ -25,7 +25,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common
@@ -39,15 +38,7 @@ def timed_start(
 ) -> Dict[str, Any]:
   """Runs cmd; each stdout line with (wall s, CPU s) at its arrival, and the
   wall and CPU seconds to the "compiling" and the `step 0` lines."""
-  lines: List[Tuple[float, Optional[float], str]] = []
-  t0 = time.perf_counter()
-
-  def on_line(pid, line):
-    lines.append(
-      (time.perf_counter() - t0, common.cpu_seconds(pid), line.rstrip())
-    )
-
-  code, usage, stderr = common.stream_process(cmd, on_line, timeout, env=env)
+  code, usage, stderr, lines = common.stamped_run(cmd, timeout, env=env)
   if code != 0:
     tail = "\n".join(t for _, _, t in lines[-10:])
     raise RuntimeError(

@@ -37,7 +37,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks import common
@@ -101,27 +100,21 @@ def timed_run(
   """Runs cmd; each report line's (wall s, CPU s, env steps), steady rates
   from the first report at or after env step `steady_from` (0: the second
   report) to the last, and their_loop's profile."""
+  code, usage, stderr, stamped = common.stamped_run(
+    cmd, timeout, cwd=_ROOT, env=env
+  )
+  lines = [text for _, _, text in stamped]
   reports: List[List[float]] = []
-  lines: List[str] = []
   found: Dict[str, Any] = {"profile": None, "compile_s": None}
-  t0 = time.perf_counter()
-
-  def on_line(pid, line):
-    now = time.perf_counter() - t0
-    lines.append(line.rstrip())
+  for now, cpu, line in stamped:
     m = _REPORT.match(line)
     if m:
-      step = int(m.group(1) or m.group(2))
-      reports.append([now, common.cpu_seconds(pid), step])
+      reports.append([now, cpu, int(m.group(1) or m.group(2))])
     c = _COMPILE.search(line)
     if c and found["compile_s"] is None:
       found["compile_s"] = float(c.group(1))
     if line.startswith(_PROFILE):
       found["profile"] = json.loads(line[len(_PROFILE) :])
-
-  code, usage, stderr = common.stream_process(
-    cmd, on_line, timeout, cwd=_ROOT, env=env
-  )
   if code != 0 or len(reports) < 2:
     raise RuntimeError(
       f"{' '.join(cmd)} exited with {code} after {len(reports)} reports:\n"
