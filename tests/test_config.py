@@ -289,3 +289,17 @@ def test_erljax_config_names_expand_to_the_packaged_files():
   # The checkout's old path names the same file.
   old = os.path.join(ROOT, "experiments", "configs", "sac.py")
   assert os.path.samefile(old, sac_py)
+
+
+def test_cnn_frames_name_who_draws_them():
+  c = config_lib.default()
+  c.reward.model = "cnn"
+  c.reward.frames = "opengl"
+  config_lib.validate(c)
+  c.reward.frames = "vulkan"
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.reward.frames='vulkan': must be one of \('raycast', "
+    r"'opengl'\)",
+  ):
+    config_lib.validate(c)

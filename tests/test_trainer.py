@@ -161,13 +161,16 @@ def test_no_session_at_the_end_and_none_before_the_first_reward():
   assert res.history[-1]["env_steps"] == 120
 
 
-def test_image_reward_model_run():
-  """ERL-VLM's CNN in the loop: it reads ray-cast frames of each transition's
-  pose, trains on the rated queries' frames, and relabels the buffer."""
+@pytest.mark.parametrize("frames", ["raycast", "opengl"])
+def test_image_reward_model_run(frames):
+  """ERL-VLM's CNN in the loop: it reads frames of each transition's pose
+  (ray-cast in JAX, or drawn by OpenGL on the host), trains on the rated
+  queries' frames, and relabels the buffer."""
   c = learned_config(
     120, 1, task="CartpoleSwingup", queries=16, warmup_updates=2
   )
   c.reward.model = "cnn"
+  c.reward.frames = frames
   c.reward.frame_size = 48
   c.reward.ensemble_size = 2
   c.reward.max_epochs = 2
@@ -180,7 +183,7 @@ def test_image_reward_model_run():
   data = jax.tree_util.tree_map(lambda a: a[:filled], seed.buffer.data)
   # The buffer holds the installed CNN's reward of each pose's frame.
   want = trainer.reward.model.reward(
-    seed.reward_params, trainer.reward.caster(data.pose)
+    seed.reward_params, trainer.reward.drawer(data.pose)
   )
   np.testing.assert_allclose(data.reward, want, rtol=1e-4, atol=1e-5)
   assert np.std(np.asarray(data.reward)) > 1e-4

@@ -265,7 +265,10 @@ def test_erljax_command_names_keys_of_its_config():
   cfg = rating.get_config("drawer-open,erlvlm,paper")
   ns = type("A", (), {})()
   ns.steps, ns.seed_steps, ns.unsup_steps = 400, 100, 100
-  ns.interval, ns.report_every = 100, 50
+  ns.interval, ns.report_every, ns.frames = 100, 50, "opengl"
+  assert "--config.reward.frames=opengl" in vs.erljax_command(
+    ns, "cnn", 3, 5, "drawer-open"
+  )
   cmd = vs.erljax_command(ns, "mlp", 3, 5, "drawer-open-mjx")
   assert "--config=erljax:rating.py:drawer-open-mjx,erlvlm,paper" in cmd
   for flag in cmd[4:]:

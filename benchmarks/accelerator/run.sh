@@ -16,8 +16,9 @@
 #          the peak, FP32 and with bf16 products (issue 33)
 #   vs_authors  benchmarks.vs_authors.run, erljax's side: Drawer Open on the
 #          host simulator and on MJX (drawer-open-mjx), state MLP and image
-#          CNN reward, 3 seeds one by one and 5 vmapped, the steady span
-#          after the first two sessions (their one-time compiles; issue 33). The
+#          CNN reward (frames ray-cast on the device), 3 seeds one by one
+#          and 5 vmapped, the steady span after the first two sessions
+#          (their one-time compiles; issue 33). The
 #          authors' side too where ERLVLM_CHECKOUT and ERLVLM_PYTHON name
 #          their checkout and venv on the device (benchmarks/README.md)
 #   startup  benchmarks.startup: the README's main job to its first training
@@ -70,7 +71,8 @@ else
   ROOF=(--peak_n=8192 --stream_mb=1024 --updates=64 --rounds=20)
   VS=(--rewards=mlp,cnn --seeds=0,1,2 --study_seeds=5
       --tasks=drawer-open,drawer-open-mjx --steps=2000 --seed_steps=250
-      --unsup_steps=250 --interval=500 --report_every=250 --steady_from=1250)
+      --unsup_steps=250 --interval=500 --report_every=250 --steady_from=1250
+      --frames=raycast)
   START=(--warm=2)
 fi
 if [[ -n "${ERLVLM_CHECKOUT:-}" && -n "${ERLVLM_PYTHON:-}" ]]; then

@@ -8,7 +8,8 @@ The pieces of one env step of `Trainer.train_chunk` at the settings of
 1 env, 1 update per step), each compiled alone as a `lax.scan` of --length
 steps, as `benchmarks.run`'s breakdown does: physics (`env.step`, MuJoCo on
 the host through a callback), action sampling, the learned reward of the new
-transition (the CNN's frame is ray-cast in JAX), the replay insert, one SAC
+transition (the CNN's frame drawn as --frames says: by OpenGL on the host,
+as theirs, or ray-cast in JAX), the replay insert, one SAC
 update on a sampled batch of 512, and the k-NN entropy reward of the
 pre-training phase; then per item: relabelling, and one evaluation step.
 Then the whole chunk (`train_chunk`, the same number of steps). Each row
@@ -35,10 +36,11 @@ from erljax.configs import rating
 from benchmarks import common
 
 
-def config(reward: str, length: int):
+def config(reward: str, length: int, frames: str = "opengl"):
   c = rating.get_config("drawer-open,erlvlm,paper")
   c.num_envs, c.updates_per_step, c.num_eval_envs = 1, 1, 1
   c.reward.model = reward
+  c.reward.frames = frames
   c.log_every = length
   c.total_steps = 10 * length
   c.eval_every = 10 * length
@@ -61,8 +63,10 @@ def _time(fn: Callable[[], Any], repeats: int) -> Dict[str, float]:
   return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
 
 
-def profile(reward: str, length: int, repeats: int) -> Dict[str, Any]:
-  c = config(reward, length)
+def profile(
+  reward: str, length: int, repeats: int, frames: str = "opengl"
+) -> Dict[str, Any]:
+  c = config(reward, length, frames)
   tr = trainer_lib.Trainer.create(c)
   opts = tr.compiler_options
   state = jax.jit(tr.init, compiler_options=opts)(jax.random.PRNGKey(0))
@@ -153,11 +157,19 @@ def profile(reward: str, length: int, repeats: int) -> Dict[str, Any]:
   after = state.replace(env_steps=jnp.asarray(2 * length, jnp.int32))
   whole = _time(lambda: chunk(after, False)[1], repeats)
   rows["chunk"] = {k: v / length for k, v in whole.items()}
-  return {"reward": reward, "length": length, "per_env_step": rows}
+  return {
+    "reward": reward,
+    "frames": frames if reward == "cnn" else None,
+    "length": length,
+    "per_env_step": rows,
+  }
 
 
 def table(res: Dict[str, Any]) -> str:
-  lines = [f"erljax, reward={res['reward']}: ms per env step (wall / CPU)"]
+  frames = f" ({res['frames']} frames)" if res["frames"] else ""
+  lines = [
+    f"erljax, reward={res['reward']}{frames}: ms per env step (wall / CPU)"
+  ]
   for name, r in res["per_env_step"].items():
     lines.append(
       f"  {name:20s} {1e3 * r['wall_s']:9.2f} {1e3 * r['cpu_s']:9.2f}"
@@ -170,12 +182,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   p.add_argument("--rewards", default="mlp,cnn")
   p.add_argument("--length", type=int, default=50, help="steps per scan")
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument(
+    "--frames",
+    default="opengl",
+    choices=("opengl", "raycast"),
+    help="who draws the CNN's frames (reward.frames)",
+  )
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
   out: Dict[str, Any] = {"load_average_start": list(os.getloadavg())}
   out["rows"] = []
   for reward in a.rewards.split(","):
-    res = profile(reward, a.length, a.repeats)
+    res = profile(reward, a.length, a.repeats, a.frames)
     print(table(res), flush=True)
     out["rows"].append(res)
   out["machine"] = common.machine()

@@ -194,6 +194,8 @@ def erljax_command(a, reward: str, seed: int, num_seeds: int, task: str):
   }
   if reward == "mlp":
     overrides["reward.batch_size"] = 128  # the reference's state batch
+  else:
+    overrides["reward.frames"] = a.frames
   return [
     sys.executable,
     "-m",
@@ -323,6 +325,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   )
   p.add_argument("--study_seeds", type=int, default=5, help="0: skip")
   p.add_argument("--tasks", default="drawer-open", help="erljax's tasks")
+  p.add_argument(
+    "--frames",
+    default="opengl",
+    choices=("opengl", "raycast"),
+    help="who draws erljax's CNN frames (reward.frames): MuJoCo's OpenGL "
+    "renderer on the host, as theirs, or the ray caster in the program",
+  )
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--seed_steps", type=int, default=100)
   p.add_argument("--unsup_steps", type=int, default=100)
@@ -367,6 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   out: Dict[str, Any] = {
     "schedule": schedule_args(a),
     "paper_schedule": PAPER,
+    "erljax_frames": a.frames,
     "their_commit": commit,
     "load_average_start": list(os.getloadavg()),
     "runs": [],

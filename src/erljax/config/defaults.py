@@ -20,6 +20,7 @@ from erljax.config.validation import (  # noqa: F401
   OPENAI_CONSTRAINTS,
   RATED,
   RATER_KINDS,
+  REWARD_FRAMES,
   REWARD_MODELS,
   REWARD_SOURCES,
   SAMPLINGS,
@@ -135,11 +136,16 @@ def default() -> ml_collections.ConfigDict:
   # ERL-VLM = MAE + class weights + stratified batches.
   c.reward.feedback_type = "rating"  # or "preference" (RL-VLM-F baseline)
   # "mlp": RbRL's state-action MLP; "cnn": ERL-VLM's image network on the
-  # post-step frame, ray-cast in JAX (erljax.vision.raycast) at frame_size^2
-  # pixels (the paper's 224; on a CPU, 64 keeps every step and relabel cheap:
-  # experiments/results/image_reward.md).
+  # post-step frame at frame_size^2 pixels (the paper's 224; on a CPU, 64
+  # keeps every step and relabel cheap: experiments/results/image_reward.md).
   c.reward.model = "mlp"
   c.reward.frame_size = 224
+  # Who draws the cnn's frames: "raycast" in JAX inside the program
+  # (erljax.vision.raycast: flat-shaded, any backend, vmaps over seeds; seconds
+  # a 224^2 MetaWorld frame on a CPU) or "opengl", MuJoCo's renderer on the
+  # host through a callback (erljax.vision.host_frames: the VLM's frames, ~5
+  # ms a 224^2 MetaWorld frame on a CPU; needs an OpenGL context).
+  c.reward.frames = "raycast"
   c.reward.ensemble_size = 3
   c.reward.hidden_sizes = (256, 256, 256)
   c.reward.loss = "mae"  # "mae" (ERL-VLM) or "ce" (vanilla RbRL)

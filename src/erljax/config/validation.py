@@ -44,6 +44,7 @@ from erljax.config.rater_checks import (  # noqa: F401 (re-exported)
 
 REWARD_SOURCES = ("env", "learned")
 REWARD_MODELS = ("mlp", "cnn")
+REWARD_FRAMES = ("raycast", "opengl")
 SAMPLINGS = ("uniform", "disagreement")
 RATED = tasks.RATED
 
@@ -237,6 +238,12 @@ def _check_reward(c: ml_collections.ConfigDict) -> None:
     f"must be one of {REWARD_MODELS}",
   )
   if c.reward.model == "cnn":
+    check(
+      c,
+      "reward.frames",
+      lambda v: v in REWARD_FRAMES,
+      f"must be one of {REWARD_FRAMES}",
+    )
     smallest = reward_model_lib.ImageCNN().min_frame_size
     check(
       c,

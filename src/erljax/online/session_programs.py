@@ -96,13 +96,13 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
       episode_length=env.episode_length,
     )
 
-  # An image reward model trains on the ray-cast frames of the rated
-  # queries, drawn once when their ratings are stored.
-  caster = getattr(reward, "caster", None)
-  frame_shape = None if caster is None else (caster.height, caster.width)
+  # An image reward model trains on the frames of the rated queries, drawn
+  # once when their ratings are stored.
+  drawer = getattr(reward, "drawer", None)
+  frame_shape = None if drawer is None else (drawer.height, drawer.width)
 
   def query_frames(queries):
-    return caster(queries.pose)
+    return drawer(queries.pose)
 
   def empty_rating_sets(_):
     return feedback_lib.empty_rating_set(
@@ -110,7 +110,7 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     )
 
   # Programs that draw frames (relabel, disagreement sampling, the queries'
-  # frames) compile with what the ray caster needs on a CPU.
+  # frames) compile with what the frame drawer needs on a CPU.
   jit = functools.partial(jax.jit, compiler_options=trainer.compiler_options)
 
   def install(reset_critic):
@@ -134,5 +134,5 @@ def _build_programs(trainer: Trainer) -> SessionPrograms:
     install_first_reward=install(True),
     opt_init=jax.jit(jax.vmap(learner.optimizer.init)),
     empty_sets=jax.jit(jax.vmap(empty_rating_sets)),
-    query_frames=(None if caster is None else jit(jax.vmap(query_frames))),
+    query_frames=(None if drawer is None else jit(jax.vmap(query_frames))),
   )

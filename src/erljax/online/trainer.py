@@ -112,7 +112,7 @@ class Trainer:
     model's frames, and config.matmul_precision's (erljax.envs.
     vec_env.compiler_options)."""
     return envs.compiler_options(
-      self.env, getattr(self.reward, "caster", None), precision.xla_options()
+      self.env, getattr(self.reward, "drawer", None), precision.xla_options()
     )
 
   @property

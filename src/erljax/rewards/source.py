@@ -14,9 +14,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from erljax.vision import raycast
 from erljax.agents.replay import Transition
 from erljax.rewards.model import RewardModel
+from erljax.vision import host_frames
+from erljax.vision import raycast
+
+
+class FrameDrawer(Protocol):
+  """Draws the image reward model's frames (erljax.vision.raycast.RayCaster
+  or erljax.vision.host_frames.HostFrames)."""
+
+  height: int
+  width: int
+  compiler_options: Any
+
+  def __call__(self, pose: jax.Array) -> jax.Array:
+    """Poses [..., P] -> frames [..., H, W, 3] uint8; jittable, vmappable."""
 
 
 class RewardSource(Protocol):
@@ -47,33 +60,33 @@ class LearnedReward:
   """The ensemble mean of a learned reward model.
 
   The "mlp" model reads (obs [N, O], action [N, A]); the "cnn" model reads
-  the post-step frame [N, H, W, 3] that `caster` draws from the transition's
+  the post-step frame [N, H, W, 3] that `drawer` draws from the transition's
   pose (what a VLM rated is the post-step frame too).
   """
 
   model: RewardModel
   obs_size: int
   action_size: int
-  caster: Optional[raycast.RayCaster] = None
+  drawer: Optional[FrameDrawer] = None
 
   def __post_init__(self):
-    if (self.model.kind == "cnn") != (self.caster is not None):
+    if (self.model.kind == "cnn") != (self.drawer is not None):
       raise ValueError(
         f"reward model kind={self.model.kind!r}: the 'cnn' "
-        "needs a RayCaster for its frames, the 'mlp' none"
+        "needs a FrameDrawer for its frames, the 'mlp' none"
       )
 
   def inputs(self, transitions: Transition) -> Tuple[jax.Array, ...]:
     """What the model reads from a batch of transitions."""
-    if self.caster is not None:
-      return (self.caster(transitions.pose),)
+    if self.drawer is not None:
+      return (self.drawer(transitions.pose),)
     return transitions.obs, transitions.action
 
   def example_inputs(self) -> Tuple[jax.Array, ...]:
     """One item's inputs with a batch dim of 1 (for init)."""
-    if self.caster is not None:
+    if self.drawer is not None:
       return (
-        jnp.zeros((1, self.caster.height, self.caster.width, 3), jnp.uint8),
+        jnp.zeros((1, self.drawer.height, self.drawer.width, 3), jnp.uint8),
       )
     return jnp.zeros((1, self.obs_size)), jnp.zeros((1, self.action_size))
 
@@ -97,10 +110,9 @@ def make(
     return EnvReward(scale=float(r.scale))
   if r.source == "learned":
     model = RewardModel(r.model, r.ensemble_size, tuple(r.hidden_sizes))
-    caster = (
-      raycast.RayCaster(config.task, r.frame_size, r.frame_size)
-      if r.model == "cnn"
-      else None
-    )
-    return LearnedReward(model, obs_size, action_size, caster)
+    drawer = None
+    if r.model == "cnn":
+      kind = {"raycast": raycast.RayCaster, "opengl": host_frames.HostFrames}
+      drawer = kind[r.frames](config.task, r.frame_size, r.frame_size)
+    return LearnedReward(model, obs_size, action_size, drawer)
   raise ValueError(f"config.reward.source={r.source!r}: unknown")

@@ -244,13 +244,7 @@ class RayCaster:
   def __call__(self, pose: jax.Array) -> jax.Array:
     """Frames [..., H, W, 3] uint8 of poses [..., P]; jittable, vmappable."""
     pose = jnp.asarray(pose)
-    widths = sorted({self.nq, self.pose_size})
-    if self.nq == 0 or pose.ndim < 1 or pose.shape[-1] not in widths:
-      raise ValueError(
-        f"pose of shape {pose.shape}: task {self.task.name!r} needs "
-        f"[..., {' or '.join(map(str, widths))}] (qpos, then mocap "
-        "positions)"
-      )
+    render.check_pose_shape(self.task, self.nq, self.pose_size, pose.shape)
     lead = pose.shape[:-1]
     flat = pose.reshape((-1, pose.shape[-1]))
     frames = jax.lax.map(

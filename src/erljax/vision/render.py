@@ -85,6 +85,29 @@ def task_model(task: str | tasks.TaskSpec) -> mujoco.MjModel:
   return model
 
 
+def check_pose_shape(
+  task: tasks.TaskSpec,
+  nq: int,
+  pose_size: int,
+  shape: tuple,
+  rows: bool = False,
+) -> None:
+  """Raises ValueError unless `shape` is [..., nq] or [..., pose_size] (a
+  pose is qpos, then the mocap positions); [B, ...] only when `rows`."""
+  widths = sorted({nq, pose_size})
+  if (
+    nq == 0
+    or len(shape) < 1
+    or shape[-1] not in widths
+    or (rows and len(shape) != 2)
+  ):
+    raise ValueError(
+      f"pose of shape {tuple(shape)}: task {task.name!r} needs "
+      f"[{'B' if rows else '...'}, {' or '.join(map(str, widths))}] (qpos, "
+      "then mocap positions)"
+    )
+
+
 def _camera(
   model: mujoco.MjModel, camera: str | tasks.FreeCamera
 ) -> str | mujoco.MjvCamera:
@@ -177,13 +200,7 @@ class FrameRenderer:
     if self._renderer is None:
       raise RuntimeError("FrameRenderer.render after close()")
     pose = np.asarray(pose, np.float64)
-    widths = sorted({self.nq, self.pose_size})
-    if pose.ndim != 2 or pose.shape[1] not in widths:
-      raise ValueError(
-        f"pose of shape {pose.shape}: task {self.task.name!r} needs "
-        f"[B, {' or '.join(map(str, widths))}] (qpos, then mocap "
-        "positions)"
-      )
+    check_pose_shape(self.task, self.nq, self.pose_size, pose.shape, rows=True)
     if not np.all(np.isfinite(pose)):
       raise ValueError(
         f"pose has non-finite values, e.g. row "
