@@ -868,3 +868,40 @@ def test_loss_kinds_and_batching_run_and_stay_finite(loss, stratified):
   leaves = jax.tree_util.tree_leaves(params) + jax.tree_util.tree_leaves(opt)
   assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
   assert not _tree_equal(params, params0)
+
+
+def test_block_lengths_cover_the_steps_with_few_shapes():
+  assert reward_learner.block_lengths(1, 8) == [1]
+  assert reward_learner.block_lengths(3, 8) == [4]
+  assert reward_learner.block_lengths(8, 8) == [8]
+  assert reward_learner.block_lengths(11, 8) == [8, 4]
+  assert reward_learner.block_lengths(21, 8) == [8, 8, 8]
+  assert reward_learner.block_lengths(5, 6) == [6]
+  for steps in range(1, 40):
+    lengths = reward_learner.block_lengths(steps, 8)
+    assert steps <= sum(lengths) < steps + 8 and set(lengths) <= {1, 2, 4, 8}
+    assert sum(lengths) - steps < max(steps % 8, 1)  # padding < the rest
+
+
+def test_train_reward_computes_no_whole_padded_block():
+  """An epoch of one real minibatch step runs one step, not a block of 8
+  (7 computed and discarded), with the same parameters as without blocks."""
+  rs, *_ = _toy_rating_sets()
+  base, epoch_fn = _compiled("mae", 2, 1e-2)
+  steps = []
+
+  def counting(*args):
+    steps.append(args[3].shape[1])  # idx [S, T, E, B]
+    return epoch_fn(*args)
+
+  learner = dataclasses.replace(base, batch_size=1024, max_epochs=2)
+  params0, opt0 = _init(learner)
+  got = reward_learner.train_reward(
+    learner, counting, params0, opt0, rs, np.random.default_rng(0)
+  )
+  assert steps == [1, 1]
+  unblocked = dataclasses.replace(learner, block_steps=1)
+  want = reward_learner.train_reward(
+    unblocked, epoch_fn, params0, opt0, rs, np.random.default_rng(0)
+  )
+  assert _tree_equal(got[0], want[0]) and got[2:] == want[2:]

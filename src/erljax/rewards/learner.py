@@ -50,8 +50,8 @@ class RewardLearner:
   label_smoothing: float = 0.0
   lr: float = 3e-4
   # Minibatch steps per compiled call. Epochs are run in blocks of this many
-  # steps (the last padded with empty, no-op steps), so one compiled program
-  # serves every session as the rating set grows.
+  # steps, the last one shortened to a power of two (`block_lengths`), so a
+  # few compiled programs serve every session as the rating set grows.
   block_steps: int = 8
   preference: bool = False  # Bradley-Terry on pairs instead of ratings
 
@@ -227,14 +227,29 @@ def _seed_class_weights(
   return jnp.asarray(np.stack(weights))
 
 
+def block_lengths(steps: int, block: int) -> List[int]:
+  """Lengths of the compiled calls that run `steps` minibatch steps: blocks
+  of `block`, then the rest rounded up to a power of two (at most block).
+
+  Padded steps are computed and then discarded, so the rest is not padded
+  to a whole block: an epoch of one real step (every session while fewer
+  ratings than batch_size are stored) would pay for block of them. Rounding
+  to a power of two keeps the programs to a few shapes (1, 2, 4, ... block).
+  """
+  lengths = [block] * (steps // block)
+  rest = steps % block
+  if rest:
+    lengths.append(min(block, 1 << (rest - 1).bit_length()))
+  return lengths
+
+
 def _stacked_schedules(
   scheds: List[Tuple[np.ndarray, np.ndarray]], block: int, batch_multiple: int
 ) -> Tuple[np.ndarray, np.ndarray]:
   """Each seed's (idx, mask) [T_s, E, B_s] stacked into idx, mask
-  [S, T, E, B] (zero-padded, masked out): T a multiple of block, B of
-  batch_multiple."""
-  t = max(x[0].shape[0] for x in scheds)
-  t = -(-t // block) * block
+  [S, T, E, B] (zero-padded, masked out): T the sum of block_lengths, B a
+  multiple of batch_multiple."""
+  t = sum(block_lengths(max(x[0].shape[0] for x in scheds), block))
   bsz = max(x[0].shape[2] for x in scheds)
   bsz = -(-bsz // batch_multiple) * batch_multiple
   e = scheds[0][0].shape[1]
@@ -260,9 +275,9 @@ def train_reward(
   training accuracy (or balanced accuracy, per learner.stop_metric) exceeds
   stop_accuracy after at least learner.min_epochs epochs. `epoch_fn` is
   the jitted, seed-vmapped `learner.epoch`; it is called on blocks of
-  learner.block_steps steps, so its shapes stay the same from session to
-  session (the batch dim changes only while fewer ratings than batch_size
-  are stored). The schedule idx / mask [S, T, E, B] goes to epoch_fn through
+  learner.block_steps steps (the last one shorter: `block_lengths`), so its
+  shapes repeat from session to session (the batch dim changes only while
+  fewer ratings than batch_size are stored). The schedule idx / mask [S, T, E, B] goes to epoch_fn through
   put_minibatches (erljax.runtime.sharding.Layout.put_minibatches splits B over
   the data axis, so each device computes the losses of its part and jit
   all-reduces the gradients), B padded with masked-out items to a multiple
@@ -286,11 +301,12 @@ def train_reward(
     ]
     block = learner.block_steps
     idx, mask = _stacked_schedules(scheds, block, batch_multiple)
-    t = idx.shape[1]
     correct = np.zeros((num_seeds, learner.num_classes))
     count = np.zeros((num_seeds, learner.num_classes))
-    for start in range(0, t, block):
-      blk = slice(start, start + block)
+    start = 0
+    for length in block_lengths(idx.shape[1], block):
+      blk = slice(start, start + length)
+      start += length
       params, opt_state, c_blk, n_blk, _ = epoch_fn(
         params,
         opt_state,
