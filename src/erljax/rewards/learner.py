@@ -277,10 +277,11 @@ def train_reward(
   the jitted, seed-vmapped `learner.epoch`; it is called on blocks of
   learner.block_steps steps (the last one shorter: `block_lengths`), so its
   shapes repeat from session to session (the batch dim changes only while
-  fewer ratings than batch_size are stored). The schedule idx / mask [S, T, E, B] goes to epoch_fn through
-  put_minibatches (erljax.runtime.sharding.Layout.put_minibatches splits B over
-  the data axis, so each device computes the losses of its part and jit
-  all-reduces the gradients), B padded with masked-out items to a multiple
+  fewer ratings than batch_size are stored). The schedule idx / mask
+  [S, T, E, B] goes to epoch_fn through put_minibatches
+  (erljax.runtime.sharding.Layout.put_minibatches splits B over the data
+  axis, so each device computes the losses of its part and jit all-reduces
+  the gradients), B padded with masked-out items to a multiple
   of batch_multiple (the data devices).
 
   Returns params, opt_state, epochs [S], and the accuracy [S] and balanced
