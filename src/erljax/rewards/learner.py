@@ -244,12 +244,11 @@ def block_lengths(steps: int, block: int) -> List[int]:
 
 
 def _stacked_schedules(
-  scheds: List[Tuple[np.ndarray, np.ndarray]], block: int, batch_multiple: int
+  scheds: List[Tuple[np.ndarray, np.ndarray]], t: int, batch_multiple: int
 ) -> Tuple[np.ndarray, np.ndarray]:
   """Each seed's (idx, mask) [T_s, E, B_s] stacked into idx, mask
-  [S, T, E, B] (zero-padded, masked out): T the sum of block_lengths, B a
-  multiple of batch_multiple."""
-  t = sum(block_lengths(max(x[0].shape[0] for x in scheds), block))
+  [S, t, E, B] (zero-padded, masked out; t >= every T_s), B a multiple of
+  batch_multiple."""
   bsz = max(x[0].shape[2] for x in scheds)
   bsz = -(-bsz // batch_multiple) * batch_multiple
   e = scheds[0][0].shape[1]
@@ -300,12 +299,14 @@ def train_reward(
       learner.schedule(labels_all[s, : sizes[s]], rng, e)
       for s in range(num_seeds)
     ]
-    block = learner.block_steps
-    idx, mask = _stacked_schedules(scheds, block, batch_multiple)
+    lengths = block_lengths(
+      max(i.shape[0] for i, _ in scheds), learner.block_steps
+    )
+    idx, mask = _stacked_schedules(scheds, sum(lengths), batch_multiple)
     correct = np.zeros((num_seeds, learner.num_classes))
     count = np.zeros((num_seeds, learner.num_classes))
     start = 0
-    for length in block_lengths(idx.shape[1], block):
+    for length in lengths:
       blk = slice(start, start + length)
       start += length
       params, opt_state, c_blk, n_blk, _ = epoch_fn(
