@@ -119,9 +119,22 @@ def test_patch_conv_equals_flax_conv(kernel, stride):
     params,
   )  # a non-zero bias too
   want = conv.apply(params, x)
-  got = reward_model.PatchConv(6, kernel, stride).apply(params, x)
+  patch = reward_model.PatchConv(6, kernel, stride)
+  got = patch.apply(params, x)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+  # The gradient (the patch product's) is nn.Conv's too, for the
+  # parameters and the input.
+  def grads(module):
+    loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+    return jax.grad(loss, argnums=(0, 1))(params, x)
+
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+    grads(patch),
+    grads(conv),
+  )
 
 
 def test_cnn_min_frame_size_is_the_smallest_that_fits():

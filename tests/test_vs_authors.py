@@ -259,6 +259,74 @@ def test_estimate_scales_with_the_buffer():
   assert est["evaluation"] == pytest.approx(10 * 10 * 500 * 0.3)
 
 
+def test_relabelling_is_priced_in_whole_chunks():
+  assert vs._relabelled(0, 500) == 0
+  assert vs._relabelled(200, 500) == 500  # one chunk, moved back
+  assert vs._relabelled(1000, 500) == 1000
+  assert vs._relabelled(1001, 500) == 1500
+
+
+def test_erljax_estimate_prices_each_phase():
+  """estimate_erljax: the profile's pieces per phase; each session's CPU
+  is its span less 50 chunk steps and one relabelled chunk, here 1 s +
+  0.01 s per stored rating, which the fit recovers."""
+  per_step = {
+    "chunk": 0.1,
+    "unsup_knn": 0.05,
+    "update": 0.02,
+    "relabel_per_item": 0.001,
+    "evaluation_per_step": 0.002,
+  }
+  profile = {
+    "per_env_step": {k: {"cpu_s": v} for k, v in per_step.items()},
+    "warmup_updates": 100,
+    "relabel_chunk": 500,
+  }
+  lines, cpu = [[0.0, 10.0, 200, 50]], 10.0
+  for step, sent in ((250, 100), (300, 150), (350, 200)):
+    cpu += 50 * 0.1 + 500 * 0.001 + 1.0 + 0.01 * sent
+    lines.append([0.0, cpu, step, sent])
+  fit = vs.erljax_sessions(lines, profile["per_env_step"], 500)
+  assert [n for n, _ in fit] == [100, 150, 200]
+  assert [t for _, t in fit] == pytest.approx([2.0, 2.5, 3.0])
+  est = vs.estimate_erljax(profile, lines)
+  assert est["seed"] == pytest.approx(1000 * 0.1)
+  assert est["unsup"] == pytest.approx(9000 * 0.15)
+  assert est["rl"] == pytest.approx(90_000 * 0.1)
+  assert est["reset_update"] == pytest.approx(100 * 0.02)
+  # 18 sessions (steps 10k..95k), 50 more ratings each.
+  assert est["sessions"] == pytest.approx(
+    sum(1.0 + 0.01 * 50 * k for k in range(1, 19))
+  )
+  assert est["relabel"] == pytest.approx(
+    0.001 * sum(range(10_000, 100_000, 5_000))
+  )
+  # Evaluations at 0, 10k, ..., 100k: 10 episodes of 500 steps each.
+  assert est["evaluation"] == pytest.approx(11 * 10 * 500 * 0.002)
+  assert est["total"] == pytest.approx(
+    sum(v for k, v in est.items() if k != "total")
+  )
+
+
+def test_summary_prices_the_study_one_seed_per_run_on_both_sides():
+  def run(side, seed, total):
+    return {
+      "side": side, "reward": "cnn", "task": "drawer-open", "seed": seed,
+      "num_seeds": 1, "steady_env_steps_per_s": 1.0,
+      "steady_cpu_s_per_env_step": 0.5, "compile_s": None,
+      "estimate_100k_s": {"total": total},
+    }  # fmt: skip
+
+  runs = [run("theirs", 0, 300.0), run("theirs", 1, 500.0)]
+  runs += [run("erljax", 0, 100.0), run("erljax", 1, 300.0)]
+  row = vs.summarize({"runs": runs}, study_seeds=0)["cnn"]
+  e = row["erljax:drawer-open"]
+  assert row["theirs"]["estimate_100k_s"] == 400.0
+  assert e["estimate_100k_s"] == 200.0
+  assert e["study_cpu_s_5x3_seeds_in_turn"] == 15 * 200.0
+  assert e["study_ratio_seeds_in_turn_theirs_over_erljax"] == 2.0
+
+
 def test_erljax_command_names_keys_of_its_config():
   from erljax.configs import rating  # pylint: disable=g-import-not-at-top
 
@@ -319,6 +387,8 @@ def test_erljax_profile_times_every_piece_of_the_step(tmp_path):
   }  # fmt: skip
   for name, row in rows.items():
     assert row["wall_s"] > 0 and row["cpu_s"] >= 0, name
+  assert res["rows"][0]["warmup_updates"] == 100
+  assert res["rows"][0]["relabel_chunk"] == 500
   assert json.loads(out.read_text())["rows"][0]["reward"] == "mlp"
 
 
@@ -338,6 +408,8 @@ def test_steady_span_can_start_after_the_first_sessions():
   cmd = [sys.executable, "-c", code]
   rec = vs.timed_run(cmd, timeout=60, steady_from=250)
   assert [r[2] for r in rec["reports"]] == [0, 200, 250, 300]
+  # Feedback lines are also kept as sessions: env step and queries sent.
+  assert [r[2:] for r in rec["sessions"]] == [[200, 50], [250, 50]]
   assert rec["steady_env_steps"] == 50
   assert 50 / rec["steady_env_steps_per_s"] < 0.3  # the 0.3 s left out
   with pytest.raises(RuntimeError, match="--steady_from=300: no report span"):

@@ -161,6 +161,9 @@ def profile(
     "reward": reward,
     "frames": frames if reward == "cnn" else None,
     "length": length,
+    # What run.estimate_erljax needs of the config beside the pieces.
+    "warmup_updates": c.feedback.warmup_updates,
+    "relabel_chunk": replay.RELABEL_CHUNK,
     "per_env_step": rows,
   }
 

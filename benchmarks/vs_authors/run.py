@@ -37,7 +37,8 @@ import os
 import re
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common
 
@@ -49,6 +50,8 @@ _ROOT = os.path.dirname(
 # A report: an evaluation or progress line ("step N"), or erljax's line
 # after a feedback session ("feedback K at step N").
 _REPORT = re.compile(r"^(?:step\s+(\d+)|feedback\s+\d+ at step (\d+))")
+# erljax's line after a feedback session: its env step and queries sent.
+_SESSION = re.compile(r"^feedback\s+\d+ at step (\d+): sent (\d+)")
 _COMPILE = re.compile(r"compile=([\d.]+)s")
 _PROFILE = "vs_authors_profile "
 # The paper's MetaWorld schedule (docs/method.md#the-loop) for the estimate.
@@ -62,6 +65,9 @@ PAPER = {
   "eval_episodes": 10,
   "episode_length": 500,
   "replay_images": 200_000,
+  # The study a user runs: 5 seeds x 3 methods.
+  "study_seeds": 5,
+  "study_methods": 3,
 }
 
 
@@ -105,11 +111,15 @@ def timed_run(
   )
   lines = [text for _, _, text in stamped]
   reports: List[List[float]] = []
+  sessions: List[List[float]] = []
   found: Dict[str, Any] = {"profile": None, "compile_s": None}
   for now, cpu, line in stamped:
     m = _REPORT.match(line)
     if m:
       reports.append([now, cpu, int(m.group(1) or m.group(2))])
+    m = _SESSION.match(line)
+    if m:
+      sessions.append([now, cpu, int(m.group(1)), int(m.group(2))])
     c = _COMPILE.search(line)
     if c and found["compile_s"] is None:
       found["compile_s"] = float(c.group(1))
@@ -136,6 +146,7 @@ def timed_run(
     "command": " ".join(cmd),
     "load_average_after": list(os.getloadavg()),
     "reports": reports,
+    "sessions": sessions,
     "steady_env_steps": s2 - s1,
     "steady_env_steps_per_s": (s2 - s1) / (w2 - w1),
     "steady_cpu_s_per_env_step": (c2 - c1) / (s2 - s1),
@@ -257,12 +268,12 @@ def estimate_theirs(profile: Dict[str, Any], p=PAPER) -> Dict[str, float]:
   rl_steps = p["steps"] - hi
   once = ("session", "relabel", "evaluation", "reset_update")
   rl = rl_steps * _per_step(profile, "rl", once)
-  sess = _fit_line(profile["events"].get("session", []))
   rel = _fit_line(profile["events"].get("relabel", []))
-  sessions = relabel = 0.0
-  for k, at in enumerate(range(hi, p["steps"], p["interval"])):
-    sessions += sess["a"] + sess["b"] * p["queries"] * (k + 1)
-    relabel += rel["a"] + rel["b"] * min(at, p["replay_images"])
+  sessions, relabel = _feedback_costs(
+    _fit_line(profile["events"].get("session", [])),
+    lambda rows: rel["a"] + rel["b"] * rows,
+    p,
+  )
   s = profile["cpu_seconds"]
   rl_n = profile["phase_steps"]["rl"]
   eval_step = (s.get("rl/act", 0.0) + s.get("rl/physics", 0.0)) / rl_n
@@ -278,6 +289,84 @@ def estimate_theirs(profile: Dict[str, Any], p=PAPER) -> Dict[str, float]:
     "sessions": sessions,
     "relabel": relabel,
     "evaluation": evaluation,
+  }
+  parts["total"] = sum(parts.values())
+  return parts
+
+
+def _feedback_costs(
+  session: Dict[str, float], relabel: Callable[[int], float], p=PAPER
+) -> Tuple[float, float]:
+  """CPU seconds of all sessions at the paper's schedule (`session`: a line
+  in the ratings stored after it) and of their relabelling (`relabel`: CPU
+  seconds for a buffer of that many rows)."""
+  sessions = relabels = 0.0
+  hi = p["seed_steps"] + p["unsup_steps"]
+  for k, at in enumerate(range(hi, p["steps"], p["interval"])):
+    sessions += session["a"] + session["b"] * p["queries"] * (k + 1)
+    relabels += relabel(min(at, p["replay_images"]))
+  return sessions, relabels
+
+
+def _relabelled(rows: int, chunk: int) -> int:
+  """Items `erljax.agents.replay.relabel` computes for `rows` stored rows:
+  whole chunks (the last one moved back over rows already done)."""
+  return max(chunk, -(-rows // chunk) * chunk) if rows else 0
+
+
+def erljax_sessions(
+  sessions: Sequence[Sequence[float]],
+  pieces: Dict[str, Dict[str, float]],
+  relabel_chunk: int,
+) -> List[List[float]]:
+  """[(ratings stored, CPU s), ...] of each of erljax's sessions but the
+  first, from its feedback lines [[wall, cpu, step, sent], ...]: the CPU
+  between two lines less the chunk's env steps and the relabelling that
+  erljax_profile priced (`pieces`, CPU s per env step and per item). The
+  first line's span also holds the compile of the session programs and the
+  critic reset, so it is left out (the reset is priced apart)."""
+  out = []
+  for (_, c0, s0, _), (_, c1, s1, sent) in zip(sessions, sessions[1:]):
+    chunk = (s1 - s0) * pieces["chunk"]["cpu_s"]
+    rel = _relabelled(s1, relabel_chunk) * pieces["relabel_per_item"]["cpu_s"]
+    out.append([sent, c1 - c0 - chunk - rel])
+  return out
+
+
+def estimate_erljax(
+  profile: Dict[str, Any], sessions: Sequence[Sequence[float]], p=PAPER
+) -> Dict[str, float]:
+  """CPU seconds of one erljax run (one seed) at the paper's schedule, priced
+  as estimate_theirs prices theirs: erljax_profile's per-step pieces
+  (`profile`: one of its rows) for the steps of each phase, the relabelling
+  per item for the buffer at each session, the sessions fitted against the
+  ratings stored from a short run's feedback lines (`sessions`, less its
+  chunks and relabelling), the critic reset's warm-up updates once, and
+  every evaluation at one env's step cost. The seed phase runs the whole
+  chunk (its updates are computed and discarded); pre-training adds the
+  k-NN. erljax also evaluates at step 0, so it is charged one evaluation
+  more than theirs."""
+  pieces = profile["per_env_step"]
+  cpu = {k: v["cpu_s"] for k, v in pieces.items()}
+  chunk = profile["relabel_chunk"]
+  hi = p["seed_steps"] + p["unsup_steps"]
+  sessions_s, relabel = _feedback_costs(
+    _fit_line(erljax_sessions(sessions, pieces, chunk)),
+    lambda rows: _relabelled(rows, chunk) * cpu["relabel_per_item"],
+    p,
+  )
+  n_eval = p["steps"] // p["eval_every"] + 1
+  parts = {
+    "reset_update": profile["warmup_updates"] * cpu["update"],
+    "seed": p["seed_steps"] * cpu["chunk"],
+    "unsup": p["unsup_steps"] * (cpu["chunk"] + cpu["unsup_knn"]),
+    "rl": (p["steps"] - hi) * cpu["chunk"],
+    "sessions": sessions_s,
+    "relabel": relabel,
+    "evaluation": n_eval
+    * p["eval_episodes"]
+    * p["episode_length"]
+    * cpu["evaluation_per_step"],
   }
   parts["total"] = sum(parts.values())
   return parts
@@ -345,6 +434,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     "after the first sessions, it leaves out erljax's first compile of "
     "the session programs",
   )
+  p.add_argument(
+    "--profile_length",
+    type=int,
+    default=50,
+    help="steps per piece of erljax_profile, run once per reward model for "
+    "erljax's per-phase estimate (0: no profile, no estimate)",
+  )
+  p.add_argument("--profile_repeats", type=int, default=3)
   p.add_argument("--threads", type=int, default=1, help="their torch")
   p.add_argument("--sides", default="theirs,erljax")
   p.add_argument("--timeout", type=float, default=3600)
@@ -391,6 +488,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if rec["profile"]:
       rec["estimate_100k_s"] = estimate_theirs(rec["profile"])
       rec["cpu_ms_per_step"] = _profile_table(rec["profile"])
+    elif side == "erljax" and num_seeds == 1 and reward in profiles:
+      rec["estimate_100k_s"] = estimate_erljax(
+        profiles[reward], rec["sessions"]
+      )
     print(
       f"   {rec['steady_env_steps_per_s'] * num_seeds:8.2f} env steps/s "
       f"(all seeds), {rec['steady_cpu_s_per_env_step'] * 1e3:8.1f} CPU ms "
@@ -404,6 +505,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return rec
 
   tasks = a.tasks.split(",")
+  profiles: Dict[str, Any] = {}
+  if "erljax" in sides and a.profile_length:
+    out["erljax_profile"] = profiles
+    for reward in rewards:
+      profiles[reward] = profile_erljax(a, reward, env)
   for reward in rewards:
     for seed in (int(s) for s in a.seeds.split(",") if s):  # "": none
       order = sides if seed % 2 == 0 else sides[::-1]
@@ -430,6 +536,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       out["versions"]["their_side"] = their_versions(a.their_python)
     common.write_json(a.out, out)
   return out
+
+
+def profile_erljax(a, reward: str, env: Dict[str, str]) -> Dict[str, Any]:
+  """erljax_profile's row for `reward`, in a process of its own."""
+  print(f"== erljax_profile reward={reward}", flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "profile.json")
+    cmd = [
+      sys.executable,
+      "-m",
+      "benchmarks.vs_authors.erljax_profile",
+      f"--rewards={reward}",
+      f"--frames={a.frames}",
+      f"--length={a.profile_length}",
+      f"--repeats={a.profile_repeats}",
+      f"--out={path}",
+    ]
+    subprocess.run(cmd, cwd=_ROOT, env=env, check=True, timeout=a.timeout)
+    with open(path) as f:
+      res = json.load(f)
+  return {**res["rows"][0], "load_average_after": list(os.getloadavg())}
 
 
 def _mean(xs):
@@ -473,6 +600,19 @@ def summarize(out: Dict[str, Any], study_seeds: int) -> Dict[str, Any]:
         ],
         "compile_s": [r["compile_s"] for r in one],
       }
+      est = [
+        r["estimate_100k_s"]["total"] for r in one if "estimate_100k_s" in r
+      ]
+      if est:
+        # Per-phase, one seed per run, the study's runs one after another
+        # as theirs: the same runs on both sides.
+        e["estimate_100k_s"] = _mean(est)
+        runs_5x3 = PAPER["study_seeds"] * PAPER["study_methods"]
+        e["study_cpu_s_5x3_seeds_in_turn"] = runs_5x3 * e["estimate_100k_s"]
+        if theirs:
+          e["study_ratio_seeds_in_turn_theirs_over_erljax"] = (
+            row["theirs"]["estimate_100k_s"] / e["estimate_100k_s"]
+          )
       if theirs and one:
         e["cpu_ratio_theirs_over_erljax"] = _mean(
           e_t / e_o

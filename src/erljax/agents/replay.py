@@ -177,10 +177,14 @@ def oldest(buffer: ReplayBuffer, num: int) -> tuple[Any, jax.Array]:
   return head, valid
 
 
+# Items per block per reward call when relabelling (bounds peak memory).
+RELABEL_CHUNK = 500
+
+
 def relabel(
   buffer: ReplayBuffer,
   reward_fn: Callable[[Any], jax.Array],
-  chunk_size: int = 500,
+  chunk_size: int = RELABEL_CHUNK,
 ) -> ReplayBuffer:
   """Recomputes `reward` of every stored item, `chunk_size` items of each
   block at a time.

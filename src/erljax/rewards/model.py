@@ -13,6 +13,7 @@ the agent's reward is the ensemble mean.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -35,17 +36,58 @@ class StateActionMLP(nn.Module):
     return jnp.tanh(out[..., 0])
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _patch_product(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """The VALID convolution as k x k patches [B, H', W', k k C] times the
+  kernel as a matrix [k k C, F], in config.matmul_precision."""
+  k, features = kernel.shape[0], kernel.shape[-1]
+  patches = jax.lax.conv_general_dilated_patches(
+    x, (k, k), (stride, stride), "VALID", dimension_numbers=_NHWC
+  )
+  # Patch features are ordered (channel, row, column).
+  matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, features)
+  return precision.matmul(patches, matrix)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """x [B, H, W, C] * kernel [k, k, C, F] -> [B, H', W', F]: XLA's own
+  convolution forward, the patch product's gradient backward."""
+  return jax.lax.conv_general_dilated(
+    x, kernel, (stride, stride), "VALID", dimension_numbers=_NHWC
+  )
+
+
+def _conv_fwd(x, kernel, stride):
+  return _conv(x, kernel, stride), (x, kernel)
+
+
+def _conv_bwd(stride, res, g):
+  _, vjp = jax.vjp(lambda x, w: _patch_product(x, w, stride), *res)
+  return vjp(g)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
 class PatchConv(nn.Module):
-  """A VALID 2-D convolution as image patches times a matrix.
+  """A VALID 2-D convolution whose gradient is a patch product.
 
   x [B, H, W, C] -> [B, H', W', features], the same function and the same
   parameters (kernel [k, k, C, features], bias [features]) as flax's
-  nn.Conv(features, (k, k), (s, s), padding="VALID"). XLA's CPU backend runs
-  convolutions inside loops (the reward training scan, the relabel loop, the
-  hot loop) and under vmap over parameters (ensemble members, seeds) ~20-30x
-  slower than a plain one (jax-ml/jax#12868); a patch extraction and a
-  batched matrix product avoid both. Measured: 3 Adam steps of a 3-member
-  64x64 ensemble on 128 frames take 0.22 s, against 5.1 s with nn.Conv.
+  nn.Conv(features, (k, k), (s, s), padding="VALID"). XLA's CPU backend
+  runs a convolution's gradient under vmap over parameters (ensemble
+  members, seeds) ~35x slower than k x k patches times a matrix
+  (jax-ml/jax#12868), so the backward pass is the patch product's; the
+  forward pass is XLA's convolution, which is ~2.4x cheaper than the patch
+  product (the patches are themselves a convolution with k k C outputs).
+  Measured for a 3-member ensemble on 224x224 frames, CPU ms per frame:
+  forward 3.3 against 8.0 (relabelling, the reward of each step); gradient
+  17 against 590 (docs/benchmarks: benchmarks/README.md, "The image CNN's
+  convolutions"). Under matmul_precision "bfloat16" both passes are the
+  patch product, whose bf16 matmul XLA:CPU runs (erljax.runtime.precision).
   """
 
   features: int
@@ -59,16 +101,9 @@ class PatchConv(nn.Module):
       "kernel", nn.initializers.lecun_normal(), (k, k, c, self.features)
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    patches = jax.lax.conv_general_dilated_patches(
-      x,
-      (k, k),
-      (self.stride, self.stride),
-      "VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-    # Patch features are ordered (channel, row, column).
-    matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, self.features)
-    return precision.matmul(patches, matrix) + bias  # config.matmul_precision
+    if precision.low():
+      return _patch_product(x, kernel, self.stride) + bias
+    return _conv(x, kernel, self.stride) + bias
 
 
 class ImageCNN(nn.Module):
