@@ -303,7 +303,9 @@ def _feedback_costs(
   sessions = relabels = 0.0
   hi = p["seed_steps"] + p["unsup_steps"]
   for k, at in enumerate(range(hi, p["steps"], p["interval"])):
-    sessions += session["a"] + session["b"] * p["queries"] * (k + 1)
+    # A fit's line may fall below zero for tiny sessions (state MLP): none
+    # costs less than nothing.
+    sessions += max(0.0, session["a"] + session["b"] * p["queries"] * (k + 1))
     relabels += relabel(min(at, p["replay_images"]))
   return sessions, relabels
 

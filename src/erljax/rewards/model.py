@@ -54,18 +54,21 @@ def _patch_product(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """x [B, H, W, C] * kernel [k, k, C, F] -> [B, H', W', F]: XLA's own
-  convolution forward, the patch product's gradient backward."""
+  convolution where no gradient is taken, the patch product (its value and
+  its gradient) where one is."""
   return jax.lax.conv_general_dilated(
     x, kernel, (stride, stride), "VALID", dimension_numbers=_NHWC
   )
 
 
 def _conv_fwd(x, kernel, stride):
-  return _conv(x, kernel, stride), (x, kernel)
+  # The backward pass needs the patches, so the forward pass of a step that
+  # is differentiated computes the product from them, at no extra cost.
+  return jax.vjp(lambda x, w: _patch_product(x, w, stride), x, kernel)
 
 
-def _conv_bwd(stride, res, g):
-  _, vjp = jax.vjp(lambda x, w: _patch_product(x, w, stride), *res)
+def _conv_bwd(stride, vjp, g):
+  del stride
   return vjp(g)
 
 
@@ -80,14 +83,15 @@ class PatchConv(nn.Module):
   nn.Conv(features, (k, k), (s, s), padding="VALID"). XLA's CPU backend
   runs a convolution's gradient under vmap over parameters (ensemble
   members, seeds) ~35x slower than k x k patches times a matrix
-  (jax-ml/jax#12868), so the backward pass is the patch product's; the
-  forward pass is XLA's convolution, which is ~2.4x cheaper than the patch
-  product (the patches are themselves a convolution with k k C outputs).
-  Measured for a 3-member ensemble on 224x224 frames, CPU ms per frame:
-  forward 3.3 against 8.0 (relabelling, the reward of each step); gradient
-  17 against 590 (docs/benchmarks: benchmarks/README.md, "The image CNN's
-  convolutions"). Under matmul_precision "bfloat16" both passes are the
-  patch product, whose bf16 matmul XLA:CPU runs (erljax.runtime.precision).
+  (jax-ml/jax#12868), so a differentiated step runs the patch product,
+  forward and backward. Where no gradient is taken (the reward of each
+  step, relabelling) it runs XLA's convolution, ~2.4x cheaper than the
+  patch product (the patches are themselves a convolution with k k C
+  outputs). A 3-member ensemble on 224x224 frames, CPU ms per frame:
+  forward 3.5 against 8.0; gradient step 18 against 590 with vmapped
+  convolutions (benchmarks/README.md, "Idle figures, image CNN"). Under
+  matmul_precision "bfloat16" both are the patch product, whose bf16
+  matmul XLA:CPU runs (erljax.runtime.precision).
   """
 
   features: int
