@@ -18,7 +18,8 @@
 #          host simulator and on MJX (drawer-open-mjx), state MLP and image
 #          CNN reward (frames ray-cast on the device), 3 seeds one by one
 #          and 5 vmapped, the steady span after the first two sessions
-#          (their one-time compiles; issue 33). The
+#          (their one-time compiles; issue 33), and erljax_profile's pieces
+#          for the per-phase 100k-step estimate. The
 #          authors' side too where ERLVLM_CHECKOUT and ERLVLM_PYTHON name
 #          their checkout and venv on the device (benchmarks/README.md)
 #   startup  benchmarks.startup: the README's main job to its first training
@@ -63,7 +64,7 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   ROOF=(--peak_n=256 --stream_mb=4 --updates=2 --rounds=2 --settings=16,16:8)
   VS=(--rewards=mlp --seeds=0 --study_seeds=2 --tasks=drawer-open
       --steps=160 --seed_steps=40 --unsup_steps=40 --interval=40
-      --report_every=40 --steady_from=120)
+      --report_every=40 --steady_from=120 --profile_length=4 --profile_repeats=1)
   START=(--warm=1 --steps=2000 --config.log_every=1000 --config.eval_every=1000)
 else
   E2E=(--envs=8,32,256 --updates=4,8,32 --seed_counts=4,16,64)
