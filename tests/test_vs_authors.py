@@ -289,7 +289,12 @@ def test_erljax_estimate_prices_each_phase():
   fit = vs.erljax_sessions(lines, profile["per_env_step"], 500)
   assert [n for n, _ in fit] == [100, 150, 200]
   assert [t for _, t in fit] == pytest.approx([2.0, 2.5, 3.0])
-  est = vs.estimate_erljax(profile, lines)
+  # A replay smaller than a chunk is relabelled in one call of its size:
+  # a 400-row buffer costs 400 items, not 500 (0.1 s more per session).
+  small = vs.estimate_erljax(profile, lines, capacity=400)
+  big = vs.estimate_erljax(profile, lines, capacity=600)
+  assert small["sessions"] == pytest.approx(big["sessions"] + 18 * 0.1)
+  est = vs.estimate_erljax(profile, lines, capacity=600)
   assert est["seed"] == pytest.approx(1000 * 0.1)
   assert est["unsup"] == pytest.approx(9000 * 0.15)
   assert est["rl"] == pytest.approx(90_000 * 0.1)

@@ -336,14 +336,18 @@ def erljax_sessions(
 
 
 def estimate_erljax(
-  profile: Dict[str, Any], sessions: Sequence[Sequence[float]], p=PAPER
+  profile: Dict[str, Any],
+  sessions: Sequence[Sequence[float]],
+  capacity: int,
+  p=PAPER,
 ) -> Dict[str, float]:
   """CPU seconds of one erljax run (one seed) at the paper's schedule, priced
   as estimate_theirs prices theirs: erljax_profile's per-step pieces
   (`profile`: one of its rows) for the steps of each phase, the relabelling
   per item for the buffer at each session, the sessions fitted against the
   ratings stored from a short run's feedback lines (`sessions`, less its
-  chunks and relabelling), the critic reset's warm-up updates once, and
+  chunks and relabelling; `capacity`: its replay capacity, which bounds
+  the relabelling's chunk), the critic reset's warm-up updates once, and
   every evaluation at one env's step cost. The seed phase runs the whole
   chunk (its updates are computed and discarded); pre-training adds the
   k-NN. erljax also evaluates at step 0, so it is charged one evaluation
@@ -353,7 +357,7 @@ def estimate_erljax(
   chunk = profile["relabel_chunk"]
   hi = p["seed_steps"] + p["unsup_steps"]
   sessions_s, relabel = _feedback_costs(
-    _fit_line(erljax_sessions(sessions, pieces, chunk)),
+    _fit_line(erljax_sessions(sessions, pieces, min(chunk, capacity))),
     lambda rows: _relabelled(rows, chunk) * cpu["relabel_per_item"],
     p,
   )
@@ -492,7 +496,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       rec["cpu_ms_per_step"] = _profile_table(rec["profile"])
     elif side == "erljax" and num_seeds == 1 and reward in profiles:
       rec["estimate_100k_s"] = estimate_erljax(
-        profiles[reward], rec["sessions"]
+        profiles[reward],
+        rec["sessions"],
+        a.steps,  # its replay_capacity
       )
     print(
       f"   {rec['steady_env_steps_per_s'] * num_seeds:8.2f} env steps/s "
