@@ -48,10 +48,11 @@ _ROOT = os.path.dirname(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )
 # A report: an evaluation or progress line ("step N"), or erljax's line
-# after a feedback session ("feedback K at step N").
-_REPORT = re.compile(r"^(?:step\s+(\d+)|feedback\s+\d+ at step (\d+))")
-# erljax's line after a feedback session: its env step and queries sent.
-_SESSION = re.compile(r"^feedback\s+\d+ at step (\d+): sent (\d+)")
+# after a feedback session ("feedback K at step N: sent Q", Q the queries
+# sent so far).
+_REPORT = re.compile(
+  r"^(?:step\s+(\d+)|feedback\s+\d+ at step (\d+)(?:: sent (\d+))?)"
+)
 _COMPILE = re.compile(r"compile=([\d.]+)s")
 _PROFILE = "vs_authors_profile "
 # The paper's MetaWorld schedule (docs/method.md#the-loop) for the estimate.
@@ -117,9 +118,8 @@ def timed_run(
     m = _REPORT.match(line)
     if m:
       reports.append([now, cpu, int(m.group(1) or m.group(2))])
-    m = _SESSION.match(line)
-    if m:
-      sessions.append([now, cpu, int(m.group(1)), int(m.group(2))])
+      if m.group(3):
+        sessions.append([now, cpu, int(m.group(2)), int(m.group(3))])
     c = _COMPILE.search(line)
     if c and found["compile_s"] is None:
       found["compile_s"] = float(c.group(1))
