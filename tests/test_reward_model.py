@@ -151,3 +151,43 @@ def test_cnn_min_frame_size_is_the_smallest_that_fits():
   assert flat_features(64) == 128
   with pytest.raises(ValueError, match=r"\(1, 46, 46, 3\).*at least 47x47"):
     flat_features(46)
+
+
+def _assert_torch_default(w, fan_in):
+  """w: one layer's weight or bias (any shape, leading ensemble axis) drawn
+  from U(-b, b), b = 1/sqrt(fan_in), PyTorch's nn.Linear / nn.Conv2d
+  default: inside the bound, spread over it, std b/sqrt(3)."""
+  w = np.asarray(w).ravel()
+  bound = 1.0 / np.sqrt(fan_in)
+  assert np.all(np.abs(w) <= bound)
+  assert np.any(w != 0)
+  if w.size >= 48:
+    assert np.abs(w).max() > 0.9 * bound
+    np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.3)
+
+
+def test_members_start_from_the_reference_torch_init(mlp3):
+  # The reference's gen_net / gen_image_net keep PyTorch's default init
+  # (nonzero biases included), not the SAC networks' orthogonal one.
+  _, params, _, _ = mlp3
+  layers = params["params"]["member"]["MLP_0"]
+  for name, fan_in in (("Dense_0", 6), ("Dense_1", 16), ("Dense_2", 16)):
+    _assert_torch_default(layers[name]["kernel"], fan_in)
+    _assert_torch_default(layers[name]["bias"], fan_in)
+  cnn = reward_model.ImageCNN(channels=(4, 8), kernels=(5, 3), strides=(3, 2))
+  x = jnp.zeros((1, 20, 20, 3), jnp.float32)
+  q = cnn.init(jax.random.PRNGKey(3), x)["params"]
+  _assert_torch_default(q["PatchConv_0"]["kernel"], 5 * 5 * 3)
+  _assert_torch_default(q["PatchConv_0"]["bias"], 5 * 5 * 3)
+  _assert_torch_default(q["PatchConv_1"]["kernel"], 3 * 3 * 4)
+  _assert_torch_default(q["PatchConv_1"]["bias"], 3 * 3 * 4)
+  _assert_torch_default(q["Dense_0"]["kernel"], 2 * 2 * 8)
+  _assert_torch_default(q["Dense_0"]["bias"], 2 * 2 * 8)
+
+
+def test_mlp_init_names_a_bad_value():
+  from erljax.agents import networks
+
+  mlp = networks.MLP((4,), 1, weight_init="xavier")
+  with pytest.raises(ValueError, match="'xavier'"):
+    mlp.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Sequence, Tuple
 
@@ -30,27 +29,55 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   return _ACTIVATIONS[name]
 
 
-class MLP(nn.Module):
-  """Fully connected network, orthogonal init, zero biases.
+def torch_uniform(fan_in: int) -> nn.initializers.Initializer:
+  """PyTorch's default init of nn.Linear and nn.Conv2d weights and biases.
 
-  Maps [..., in] to [..., out_size].
+  Both are U(-1/sqrt(fan_in), 1/sqrt(fan_in)): kaiming_uniform with
+  a=sqrt(5) for the weight, the same bound for the bias. fan_in is the
+  inputs per output (in features, or k * k * in channels).
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class MLP(nn.Module):
+  """Fully connected network: Maps [..., in] to [..., out_size].
+
+  weight_init "orthogonal": orthogonal weights, zero biases (the SAC networks,
+  pytorch_sac's weight_init); "torch": PyTorch's nn.Linear default
+  (`torch_uniform`), what the reference's reward network gen_net gets.
   """
 
   hidden_sizes: Sequence[int]
   out_size: int
   activation: str = "relu"
+  weight_init: str = "orthogonal"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.weight_init not in ("orthogonal", "torch"):
+      raise ValueError(
+        f"unknown weight_init {self.weight_init!r}; choose 'orthogonal' or"
+        " 'torch'"
+      )
     act = activation(self.activation)
-    dense = functools.partial(
-      nn.Dense,
-      kernel_init=nn.initializers.orthogonal(),
-      dot_general=precision.dot_general,  # config.matmul_precision
-    )
+
+    def dense(size, x):
+      if self.weight_init == "torch":
+        init = torch_uniform(x.shape[-1])
+        inits = dict(kernel_init=init, bias_init=init)
+      else:
+        inits = dict(kernel_init=nn.initializers.orthogonal())
+      # dot_general: config.matmul_precision
+      return nn.Dense(size, dot_general=precision.dot_general, **inits)(x)
+
     for size in self.hidden_sizes:
-      x = act(dense(size)(x))
-    return dense(self.out_size)(x)
+      x = act(dense(size, x))
+    return dense(self.out_size, x)
 
 
 class Actor(nn.Module):

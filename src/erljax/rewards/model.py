@@ -7,7 +7,9 @@ Two members' architectures, chosen by config:
     conv channels (16, 32, 64, 128), kernels (5, 3, 3, 3), strides
     (3, 2, 2, 2), no padding, ReLU, flatten, Dense(1), tanh.
 Members are independent (parameters stacked on a leading axis by nn.vmap);
-the agent's reward is the ensemble mean.
+the agent's reward is the ensemble mean. Every layer starts from PyTorch's
+default init (networks.torch_uniform), as the reference's networks do:
+gen_net and gen_image_net set none of their own.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class StateActionMLP(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
     x = jnp.concatenate([obs, action], axis=-1)
-    out = networks.MLP(tuple(self.hidden_sizes), 1, "leaky_relu")(x)
+    out = networks.MLP(
+      tuple(self.hidden_sizes), 1, "leaky_relu", weight_init="torch"
+    )(x)
     return jnp.tanh(out[..., 0])
 
 
@@ -101,10 +105,9 @@ class PatchConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, c = self.kernel, x.shape[-1]
-    kernel = self.param(
-      "kernel", nn.initializers.lecun_normal(), (k, k, c, self.features)
-    )
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    init = networks.torch_uniform(k * k * c)
+    kernel = self.param("kernel", init, (k, k, c, self.features))
+    bias = self.param("bias", init, (self.features,))
     if precision.low():
       return _patch_product(x, kernel, self.stride) + bias
     return _conv(x, kernel, self.stride) + bias
@@ -140,7 +143,11 @@ class ImageCNN(nn.Module):
     for c, k, s in zip(self.channels, self.kernels, self.strides):
       x = nn.relu(PatchConv(c, k, s)(x))
     x = x.reshape(x.shape[:-3] + (-1,))
-    return jnp.tanh(nn.Dense(1, dot_general=precision.dot_general)(x)[..., 0])
+    init = networks.torch_uniform(x.shape[-1])
+    out = nn.Dense(
+      1, kernel_init=init, bias_init=init, dot_general=precision.dot_general
+    )(x)
+    return jnp.tanh(out[..., 0])
 
 
 class Ensemble(nn.Module):
