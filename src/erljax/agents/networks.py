@@ -45,7 +45,7 @@ def torch_uniform(fan_in: int) -> nn.initializers.Initializer:
 
 
 class MLP(nn.Module):
-  """Fully connected network: Maps [..., in] to [..., out_size].
+  """Fully connected network: maps [..., in] to [..., out_size].
 
   weight_init "orthogonal": orthogonal weights, zero biases (the SAC networks,
   pytorch_sac's weight_init); "torch": PyTorch's nn.Linear default
