@@ -2,6 +2,7 @@
 the authors' launcher's .npz contract (with a numpy stand-in for their
 module, so no torch), and the comparison end to end on the tiny run."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -126,6 +127,22 @@ def test_reader_gives_rows_sessions_and_noise_free_labels(run_dir):
     order = np.argsort(st.true[s], kind="stable")
     assert np.all(np.diff(st.clean[s][order]) >= 0)
   assert "seed 1: 60 labelled rows in 3 session(s)" in store.describe(st)
+
+
+def test_class_precision_by_hand(run_dir):
+  st = dataclasses.replace(
+    store.read(run_dir),
+    label=np.array([[0, 0, 1, 1, 2, 9], [1, 1, 1, 0, 0, 0]]),
+    clean=np.array([[0, 1, 1, 0, 1, 9], [1, 0, 1, 0, 0, 0]]),
+    size=np.array([5, 6]),
+    num_classes=3,
+  )
+  count, prec = store.class_precision(st)
+  # Seed 0 (5 rows, the 6th is padding): class 0 answered twice, right once;
+  # class 1 twice, right once; class 2 once, wrong. Seed 1: class 2 never.
+  np.testing.assert_array_equal(count, [[2, 2, 1], [3, 3, 0]])
+  np.testing.assert_allclose(prec, [[0.5, 0.5, 0.0], [1.0, 2 / 3, np.nan]])
+  assert "answered class 0: 2 (0.50 right)" in store.describe(st)
 
 
 def test_ring_rows_come_oldest_first():

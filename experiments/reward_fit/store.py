@@ -196,15 +196,52 @@ def split(
   return out
 
 
+def class_precision(stored: StoredLabels) -> Tuple[np.ndarray, np.ndarray]:
+  """Per seed and answered class: how many labels, and the share of them
+  whose noise-free label is the same class.
+
+  Returns (count [S, K] int, precision [S, K] float, NaN where a class was
+  never answered). With class-independent noise at rate p on a class whose
+  true share is q, about p (1 - q) / (K - 1) of all labels land in it
+  wrongly, so a rare class is mostly wrong labels.
+  """
+  k = stored.num_classes
+  count = np.zeros((stored.size.shape[0], k), np.int64)
+  prec = np.full((stored.size.shape[0], k), np.nan)
+  for s, n in enumerate(stored.size):
+    lab, clean = stored.label[s, : int(n)], stored.clean[s, : int(n)]
+    for j in range(k):
+      mask = lab == j
+      count[s, j] = int(mask.sum())
+      if count[s, j]:
+        prec[s, j] = float(np.mean(clean[mask] == j))
+  return count, prec
+
+
 def describe(stored: StoredLabels) -> str:
   """One line per seed: rows, sessions, share of stored labels that differ
-  from the noise-free ones."""
+  from the noise-free ones, and per answered class its count and the share
+  of it that is right (`class_precision`)."""
+  count, prec = class_precision(stored)
   lines = []
   for s in range(stored.size.shape[0]):
     n = int(stored.size[s])
     wrong = float(np.mean(stored.label[s, :n] != stored.clean[s, :n]))
+    classes = ", ".join(
+      f"{j}: {count[s, j]} ({prec[s, j]:.2f} right)"
+      for j in range(stored.num_classes)
+    )
     lines.append(
       f"seed {s}: {n} labelled rows in {len(stored.sessions[s])} "
-      f"session(s), {wrong:.3f} of labels differ from the noise-free ones"
+      f"session(s), {wrong:.3f} of labels differ from the noise-free ones; "
+      f"answered class {classes}"
     )
   return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  for path in sys.argv[1:] or ["--help"]:
+    if path.startswith("-"):
+      sys.exit("usage: python experiments/reward_fit/store.py RUN_DIR...")
+    print(path)
+    print(describe(read(path)), flush=True)
