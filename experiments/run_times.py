@@ -30,10 +30,15 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
 import os
 import sys
 from typing import Dict, List, Tuple
+
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+)
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from erljax.io import curves  # noqa: E402
 
 Interval = Tuple[dt.datetime, dt.datetime]
 
@@ -70,17 +75,19 @@ def paused(pauses: List[Interval], lo: dt.datetime, hi: dt.datetime) -> float:
   )
 
 
-def run_time(row: Dict[str, str], metrics_path: str, first: int) -> Dict:
+def run_time(row: Dict[str, str], run_dir: str, first: int) -> Dict:
   """One row of the table, in seconds (see the module docstring)."""
   start = parse_utc(row["started_utc"])
   end = parse_utc(row["last_record_utc"])
   pauses = parse_pauses(row.get("pauses_utc") or "", start)
-  with open(metrics_path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = curves.read_records(run_dir)
   evals = [r for r in records if r.get("kind") == "eval"]
-  if not evals or first not in {r["env_steps"] for r in evals}:
-    raise ValueError(f"{metrics_path}: no evaluation at env_steps={first}")
-  t_first = next(r["time"] for r in evals if r["env_steps"] == first)
+  t_eval = {r["env_steps"]: r["time"] for r in evals}
+  if first not in t_eval:
+    raise ValueError(
+      f"{run_dir}/metrics.jsonl: no evaluation at env_steps={first}"
+    )
+  t_first = t_eval[first]
   sessions = sum(
     r["seconds"]
     for r in records
@@ -88,13 +95,12 @@ def run_time(row: Dict[str, str], metrics_path: str, first: int) -> Dict:
   )
   origin = end - dt.timedelta(seconds=evals[-1]["time"])
   at_first = origin + dt.timedelta(seconds=t_first)
-  wall = (end - start).total_seconds() - paused(pauses, start, end)
-  early = t_first - sessions - paused(pauses, origin, at_first)
+  stopped = paused(pauses, start, end)
   return {
     "run": row["run"],
-    "wall": wall,
-    "early": early,
-    "paused": paused(pauses, start, end),
+    "wall": (end - start).total_seconds() - stopped,
+    "early": t_first - sessions - paused(pauses, origin, at_first),
+    "paused": stopped,
   }
 
 
@@ -139,10 +145,7 @@ def main(argv=None):
   a = p.parse_args(argv)
   with open(a.run_times) as f:
     rows = list(csv.DictReader(f))
-  out = [
-    run_time(r, os.path.join(a.root, r["run"], "metrics.jsonl"), a.first)
-    for r in rows
-  ]
+  out = [run_time(r, os.path.join(a.root, r["run"]), a.first) for r in rows]
   sys.stdout.write(table(out, a.first, a.baseline))
 
 

@@ -68,12 +68,13 @@ def test_pauses_past_midnight_and_bad_values():
 
 
 def test_missing_first_evaluation_is_named(tmp_path):
-  path = str(tmp_path / "r" / "metrics.jsonl")
-  write_metrics(path, [(0, 0.0), (5_000, 10.0)])
+  write_metrics(
+    str(tmp_path / "r" / "metrics.jsonl"), [(0, 0.0), (5_000, 10.0)]
+  )
   row = {
     "run": "r",
     "started_utc": "2026-12-05T10:00:00Z",
     "last_record_utc": "2026-12-05T10:01:00Z",
   }
   with pytest.raises(ValueError, match="env_steps=10000"):
-    run_times.run_time(row, path, 10_000)
+    run_times.run_time(row, str(tmp_path / "r"), 10_000)
